@@ -1,0 +1,7 @@
+"""dashtam: your financial data in one local encrypted vault, scriptable from the shell."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"

@@ -1,0 +1,183 @@
+"""The one place that runs the async core for a command and turns its errors into exit codes."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+import typer
+
+from dashtam_cli.core.errors import DashtamError, ExitCode
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+    from rich.console import Console
+
+    from dashtam_cli.cli.output import Renderer
+    from dashtam_cli.core.settings import Settings
+
+__all__ = ["State", "fail", "renderer", "run", "settings", "stderr"]
+
+T = TypeVar("T")
+log = logging.getLogger("dashtam_cli")
+
+_LIBRARY_LOGGERS = ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "keyring", "asyncio")
+
+
+@dataclasses.dataclass(slots=True)
+class State:
+    """What the root callback parsed, shared by every command of one invocation."""
+
+    verbose: int = 0
+    format: str | None = None
+    no_color: bool = False
+    settings_cache: Settings | None = None
+    stderr_console: Console | None = None
+    logging_ready: bool = False
+
+    @property
+    def debug(self) -> bool:
+        """Show tracebacks: ``-vv`` or ``DASHTAM_DEBUG=1``."""
+        return self.verbose >= 2 or os.environ.get("DASHTAM_DEBUG", "") not in {"", "0"}  # noqa: PLR2004
+
+
+def _state(ctx: typer.Context) -> State:
+    root = ctx.find_root()
+    if not isinstance(root.obj, State):
+        root.obj = State()
+    return root.obj
+
+
+def stderr(ctx: typer.Context) -> Console:
+    """The console for messages, progress and prompts: always stderr."""
+    state = _state(ctx)
+    if state.stderr_console is None:
+        from rich.console import Console
+
+        color = not state.no_color and os.environ.get("NO_COLOR", "") == ""
+        state.stderr_console = Console(
+            stderr=True, no_color=not color, highlight=False, soft_wrap=True
+        )
+    return state.stderr_console
+
+
+def _setup_logging(ctx: typer.Context) -> None:
+    state = _state(ctx)
+    if state.logging_ready:
+        return
+    from rich.logging import RichHandler
+
+    from dashtam_cli.core.redact import RedactingFilter
+
+    level = {0: logging.WARNING, 1: logging.INFO}.get(state.verbose, logging.DEBUG)
+    handler = RichHandler(
+        console=stderr(ctx),
+        show_path=False,
+        show_time=state.verbose >= 2,  # noqa: PLR2004
+        rich_tracebacks=False,
+        markup=False,
+    )
+    handler.addFilter(RedactingFilter())
+    handler.setLevel(level)
+    pkg = logging.getLogger("dashtam_cli")
+    pkg.handlers[:] = [handler]
+    pkg.setLevel(level)
+    pkg.propagate = False
+    for name in _LIBRARY_LOGGERS:
+        lib = logging.getLogger(name)
+        lib.handlers[:] = [handler]
+        lib.propagate = False
+        # httpx logs every request URL at INFO, and a callback URL carries the
+        # OAuth code and state: library chatter stays at WARNING or above.
+        lib.setLevel(logging.WARNING)
+    state.logging_ready = True
+
+
+def settings(ctx: typer.Context, **flags: object) -> Settings:
+    """Resolve settings once per invocation, command-line flags first."""
+    state = _state(ctx)
+    _setup_logging(ctx)
+    if state.settings_cache is None:
+        from dashtam_cli.core.settings import load_settings
+
+        overrides: dict[str, object] = {"format": state.format, **flags}
+        if state.no_color:
+            overrides["color"] = False
+        try:
+            state.settings_cache = load_settings(overrides=overrides)
+        except DashtamError as exc:
+            fail(ctx, exc)
+    return state.settings_cache
+
+
+def renderer(ctx: typer.Context, fmt: str | None = None) -> Renderer:
+    """A renderer for this command: ``--format`` given here, then settings, then a TTY check."""
+    from rich.console import Console
+
+    from dashtam_cli.cli.output import Renderer
+
+    conf = settings(ctx)
+    chosen = fmt or conf.format or ("table" if sys.stdout.isatty() else "json")
+    console = Console(no_color=not conf.color, highlight=False)
+    return Renderer(fmt=chosen, console=console)
+
+
+def _print_traceback(console: Console, exc: BaseException) -> None:
+    import traceback
+
+    from dashtam_cli.core.redact import redact
+
+    console.print(redact("".join(traceback.format_exception(exc))), markup=False, highlight=False)
+
+
+def fail(ctx: typer.Context, exc: DashtamError) -> NoReturn:
+    """Print a core error as one line and a hint on stderr, and exit with its code."""
+    console = stderr(ctx)
+    from rich.markup import escape
+
+    from dashtam_cli.core.redact import redact
+
+    console.print(f"[bold red]error:[/] {escape(redact(exc.message))}", highlight=False)
+    if exc.hint:
+        console.print(f"[dim]hint:[/] {escape(redact(exc.hint))}", highlight=False)
+    if _state(ctx).debug:
+        _print_traceback(console, exc)
+    raise typer.Exit(int(exc.exit_code))
+
+
+def run(
+    ctx: typer.Context,
+    job: Callable[[Settings], Coroutine[Any, Any, T]],
+    **flags: object,
+) -> T:
+    """Run ``job`` in a fresh event loop and return its result.
+
+    This is the only ``asyncio.run`` of a command. A core error becomes its
+    one-line message and exit code; Ctrl-C becomes exit 130; anything else is
+    a bug, shown as one line unless ``-vv`` or ``DASHTAM_DEBUG=1`` asks for the
+    traceback, which is redacted like every log record.
+    """
+    import asyncio
+
+    conf = settings(ctx, **flags)
+    try:
+        return asyncio.run(job(conf))
+    except DashtamError as exc:
+        fail(ctx, exc)
+    except KeyboardInterrupt:
+        stderr(ctx).print("interrupted", highlight=False)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: no raw traceback
+        console = stderr(ctx)
+        if _state(ctx).debug:
+            _print_traceback(console, exc)
+        console.print(
+            f"[bold red]error:[/] internal error ({type(exc).__name__}); this is a bug in dashtam",
+            highlight=False,
+        )
+        console.print("[dim]hint:[/] rerun with -vv for details and report it", highlight=False)
+        raise typer.Exit(int(ExitCode.ERROR)) from None

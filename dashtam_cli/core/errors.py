@@ -1,0 +1,68 @@
+"""The one exception tree of dashtam's core, each error with a message, a hint and an exit code."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ConfigError",
+    "DashtamError",
+    "ExitCode",
+    "InputError",
+    "PartialFailure",
+    "ReauthRequired",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes: a documented interface that scripts depend on."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PARTIAL = 3
+    REAUTH = 4
+    INTERRUPTED = 130
+
+
+class DashtamError(Exception):
+    """Base of every error the core raises on purpose.
+
+    ``message`` is one line saying what went wrong; ``hint`` says what to do
+    about it. Neither ever contains a secret: raise sites name the record or
+    the setting, never its value.
+    """
+
+    exit_code: ExitCode = ExitCode.ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        """Store the one-line message and the optional hint."""
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        """Return the message alone, so logging never shows more than the user sees."""
+        return self.message
+
+
+class InputError(DashtamError):
+    """An argument or option value the command cannot use."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(DashtamError):
+    """The configuration file or an environment variable holds an unusable value."""
+
+
+class PartialFailure(DashtamError):
+    """Some connections or accounts succeeded and some failed."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+class ReauthRequired(DashtamError):
+    """The provider no longer accepts our tokens: the user must log in again."""
+
+    exit_code = ExitCode.REAUTH

@@ -1,0 +1,158 @@
+"""Settings resolved from flags, environment and the TOML config file, in that order."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import TYPE_CHECKING, Any, Final
+
+from dashtam_cli.core.errors import ConfigError
+from dashtam_cli.core.paths import Paths, resolve_paths
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+__all__ = ["OUTPUT_FORMATS", "Settings", "load_settings"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FORMATS: Final = ("table", "json", "jsonl", "csv")
+KEY_STORES: Final = ("keyring", "passphrase")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting dashtam reads, after precedence has been applied.
+
+    Precedence, highest first: command-line flag, environment variable,
+    config file, default. ``sources`` records where each value came from.
+    """
+
+    paths: Paths
+    format: str | None = None
+    color: bool = True
+    keyring_timeout: float = 10.0
+    key_store: str = "keyring"
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _parse_format(raw: object) -> str:
+    value = str(raw).strip().lower()
+    if value not in OUTPUT_FORMATS:
+        msg = f"unknown output format {raw!r}"
+        raise ValueError(msg)
+    return value
+
+
+def _parse_bool(raw: object) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    msg = f"{raw!r} is not a boolean"
+    raise ValueError(msg)
+
+
+def _parse_seconds(raw: object) -> float:
+    if isinstance(raw, bool):
+        msg = f"{raw!r} is not a number of seconds"
+        raise ValueError(msg)  # noqa: TRY004 - ValueError is what callers translate
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        msg = f"{raw!r} is not a number of seconds"
+        raise ValueError(msg) from None
+    if not 0 < value <= 3600:  # noqa: PLR2004 - an hour is the sane upper bound
+        msg = f"{raw!r} is outside 0 to 3600 seconds"
+        raise ValueError(msg)
+    return value
+
+
+def _parse_key_store(raw: object) -> str:
+    value = str(raw).strip().lower()
+    if value not in KEY_STORES:
+        msg = f"unknown key store {raw!r} (choose {' or '.join(KEY_STORES)})"
+        raise ValueError(msg)
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Spec:
+    env: str
+    parse: Callable[[object], Any]
+
+
+_SPECS: Final[dict[str, _Spec]] = {
+    "format": _Spec("DASHTAM_FORMAT", _parse_format),
+    "color": _Spec("DASHTAM_COLOR", _parse_bool),
+    "keyring_timeout": _Spec("DASHTAM_KEYRING_TIMEOUT", _parse_seconds),
+    "key_store": _Spec("DASHTAM_KEY_STORE", _parse_key_store),
+}
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not valid TOML: {exc}",
+            hint="fix the file or move it aside; docs/configuration.md lists the keys",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}",
+            hint="check the file's permissions",
+        ) from None
+    return data
+
+
+def load_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Resolve every setting from flags (``overrides``), environment and config file.
+
+    ``overrides`` holds values given on the command line; ``None`` values are
+    ignored, so a flag that was not given does not mask lower layers.
+    ``NO_COLOR`` (https://no-color.org) turns colour off unless a flag says otherwise.
+    """
+    env = os.environ if environ is None else environ
+    paths = resolve_paths(env)
+    config = _read_config_file(paths.config_file)
+    for key in sorted(set(config) - set(_SPECS)):
+        log.warning("ignoring unknown key %r in %s", key, paths.config_file)
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for name, spec in _SPECS.items():
+        if name in flags:
+            raw, origin, where = flags[name], "flag", "command line"
+        elif env.get(spec.env, "").strip():
+            raw, origin, where = env[spec.env], "env", f"environment variable {spec.env}"
+        elif name == "color" and env.get("NO_COLOR", ""):
+            raw, origin, where = False, "env", "environment variable NO_COLOR"
+        elif name in config:
+            raw, origin, where = config[name], "config", f"config file {paths.config_file}"
+        else:
+            continue
+        try:
+            values[name] = spec.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(
+                f"invalid value for {name!r} in {where}: {exc}",
+                hint="docs/configuration.md lists every setting and its values",
+            ) from None
+        sources[name] = origin
+    return Settings(paths=paths, sources=sources, **values)

@@ -1,0 +1,68 @@
+"""Fixtures every test shares: an isolated DASHTAM_HOME and environment, and a CLI runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import TYPE_CHECKING
+
+import pytest
+from typer.testing import CliRunner
+
+from dashtam_cli.core import redact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Point DASHTAM_HOME at a temporary folder and drop every dashtam variable.
+
+    No test reads or writes the user's real home, config or keyring.
+    """
+    for name in list(os.environ):
+        if name.startswith(("DASHTAM_", "SCHWAB_")) or name in {"NO_COLOR", "XDG_CONFIG_HOME"}:
+            monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    monkeypatch.setenv("DASHTAM_HOME", str(home))
+    redact.forget_secrets()
+    yield home
+    redact.forget_secrets()
+
+
+@dataclasses.dataclass
+class Result:
+    """What one in-process CLI run produced."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli() -> Iterator[CliCall]:
+    """Run dashtam in-process and return its exit code, stdout and stderr."""
+    from dashtam_cli.cli.app import app
+
+    runner = CliRunner()
+
+    def call(*args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:  # noqa: A002
+        result = runner.invoke(app, list(args), input=input, env=env, prog_name="dashtam")
+        return Result(result.exit_code, result.stdout, result.stderr)
+
+    yield call
+
+
+class CliCall:
+    """The type of the ``cli`` fixture (for annotations)."""
+
+    def __call__(
+        self,
+        *args: str,
+        input: str | None = None,  # noqa: A002 - mirrors CliRunner.invoke
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        """Run dashtam with ``args``."""
+        raise NotImplementedError
