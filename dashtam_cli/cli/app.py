@@ -8,7 +8,9 @@ import typer
 
 from dashtam_cli import __version__
 from dashtam_cli.cli import options, runtime
+from dashtam_cli.cli.audit import audit_app
 from dashtam_cli.cli.paths import paths
+from dashtam_cli.cli.vault import vault_app
 
 __all__ = ["app"]
 
@@ -64,3 +66,5 @@ def root(
 
 
 app.command("paths")(paths)
+app.add_typer(vault_app)
+app.add_typer(audit_app)

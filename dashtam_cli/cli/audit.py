@@ -1,0 +1,67 @@
+"""`dashtam audit list`: what dashtam did with your providers, and how it went."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dashtam_cli.cli import options, prompts, runtime
+
+if TYPE_CHECKING:
+    from dashtam_cli.core.settings import Settings
+
+audit_app = typer.Typer(
+    name="audit", help="Read the audit log of provider operations.", no_args_is_help=True
+)
+
+
+def _parse_since(value: str | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:  # noqa: PLR2004 - YYYY-MM-DD
+            moment = dt.datetime.combine(dt.date.fromisoformat(value), dt.time())
+        else:
+            moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        msg = f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
+        raise typer.BadParameter(msg) from None
+    # A time without an offset is the user's local time.
+    return moment if moment.tzinfo else moment.astimezone()
+
+
+@audit_app.command("list")
+def list_(
+    ctx: typer.Context,
+    connection: Annotated[
+        str | None, typer.Option("--connection", "-c", help="Only this connection (by name).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only entries at or after this date or time (local time unless it has an offset).",
+            metavar="DATE",
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", "-n", min=1, help="At most this many entries.")
+    ] = None,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """List audit entries, newest first: time, connection, operation, outcome, HTTP status."""
+    from dashtam_cli.core import audit
+    from dashtam_cli.core.models import AuditEntry
+    from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+    start = _parse_since(since)
+    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+
+    async def job(conf: Settings) -> list[AuditEntry]:
+        async with open_vault(conf, opts) as vault:
+            return await audit.list_audit(vault, connection=connection, since=start, limit=limit)
+
+    entries = runtime.run(ctx, job)
+    runtime.renderer(ctx, fmt).rows(AuditEntry, entries)

@@ -1,0 +1,48 @@
+"""Prompts on stderr, asked only when a person is at the terminal."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import typer
+
+from dashtam_cli.core.errors import ExitCode
+
+
+def interactive() -> bool:
+    """Whether a person can answer: stdin is a terminal."""
+    return sys.stdin.isatty()
+
+
+def passphrase(confirm: bool) -> str:
+    """Ask for the key file's passphrase, hidden, twice when setting it."""
+    try:
+        value: str = typer.prompt(
+            "Vault passphrase", hide_input=True, confirmation_prompt=confirm, err=True
+        )
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    return value
+
+
+def passphrase_prompt() -> Callable[[bool], str] | None:
+    """The passphrase prompt when a person is there, else None (DASHTAM_PASSPHRASE is used)."""
+    return passphrase if interactive() else None
+
+
+def confirm(question: str, *, yes: bool) -> None:
+    """Ask ``question``; ``--yes`` answers for scripts; no terminal and no ``--yes`` is refused."""
+    if yes:
+        return
+    if not interactive():
+        typer.echo("error: refusing to ask on a non-interactive stdin", err=True)
+        typer.echo("hint: pass --yes to confirm from a script", err=True)
+        raise typer.Exit(int(ExitCode.USAGE))
+    try:
+        agreed = typer.confirm(question, default=False, err=True)
+    except typer.Abort:
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    if not agreed:
+        typer.echo("nothing changed", err=True)
+        raise typer.Exit(int(ExitCode.ERROR))

@@ -1,0 +1,108 @@
+"""`dashtam vault ...`: create, inspect, re-key and destroy the local encrypted vault."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from dashtam_cli.cli import options, prompts, runtime
+
+vault_app = typer.Typer(
+    name="vault",
+    help="Create, inspect, re-key and destroy the local encrypted vault.",
+    no_args_is_help=True,
+)
+
+KEY_STORES = ("keyring", "passphrase")
+
+
+def _check_key_store(value: str | None) -> str | None:
+    if value is not None and value not in KEY_STORES:
+        msg = f"{value!r} is not one of {', '.join(KEY_STORES)}"
+        raise typer.BadParameter(msg)
+    return value
+
+
+@vault_app.command("init")
+def init(
+    ctx: typer.Context,
+    key_store: Annotated[
+        str | None,
+        typer.Option(
+            "--key-store",
+            help="Where the master key lives: keyring (default) or passphrase (a key file "
+            "wrapped by a passphrase, for machines without a keyring).",
+            callback=_check_key_store,
+            metavar="[keyring|passphrase]",
+        ),
+    ] = None,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Create the vault and its master key (an existing vault is left as it is)."""
+    from dashtam_cli.core.vault import service
+    from dashtam_cli.core.vault.vault import OpenOptions
+
+    opts = OpenOptions(key_store=key_store, prompt=prompts.passphrase_prompt())
+    result = runtime.run(ctx, lambda conf: service.init(conf, opts))
+    err = runtime.stderr(ctx)
+    if result.created:
+        err.print(f"created the vault at {result.path} (key in {result.key_source})", markup=False)
+    else:
+        err.print(f"a vault already exists at {result.path}; nothing changed", markup=False)
+    runtime.renderer(ctx, fmt).one(result)
+
+
+@vault_app.command("status")
+def status(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None) -> None:
+    """Show the vault's path, size, schema, key source and rows per table.
+
+    Exits 1 when the vault exists but cannot be opened, after saying why.
+    """
+    from dashtam_cli.core.errors import ExitCode
+    from dashtam_cli.core.vault import service
+    from dashtam_cli.core.vault.vault import OpenOptions
+
+    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+    result = runtime.run(ctx, lambda conf: service.status(conf, opts))
+    runtime.renderer(ctx, fmt).one(result)
+    if result.state == "error":
+        err = runtime.stderr(ctx)
+        err.print(f"error: {result.error}", markup=False)
+        if result.hint:
+            err.print(f"hint: {result.hint}", markup=False)
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+@vault_app.command("rotate-key")
+def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None) -> None:
+    """Re-seal every field with a new master key; the old key is removed only after the commit."""
+    from dashtam_cli.core.vault import service
+    from dashtam_cli.core.vault.vault import OpenOptions
+
+    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+    result = runtime.run(ctx, lambda conf: service.rotate_key(conf, opts))
+    runtime.stderr(ctx).print(
+        f"re-sealed {result.fields_resealed} fields with the new key", markup=False
+    )
+    runtime.renderer(ctx, fmt).one(result)
+
+
+@vault_app.command("destroy")
+def destroy(
+    ctx: typer.Context,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete the vault and its master key, for good."""
+    from dashtam_cli.core.vault import service
+
+    conf = runtime.settings(ctx)
+    path = conf.paths.vault_file
+    err = runtime.stderr(ctx)
+    if not path.exists():
+        err.print(f"there is no vault at {path}; nothing to destroy", markup=False)
+        return
+    prompts.confirm(f"Delete the vault at {path} and its key? Everything in it is lost.", yes=yes)
+    removed = runtime.run(ctx, service.destroy)
+    for item in removed:
+        err.print(f"removed {item}", markup=False)

@@ -1,0 +1,1 @@
+"""The local encrypted vault: SQLite through SQLAlchemy, fields sealed with AES-256-GCM."""

@@ -1,0 +1,137 @@
+"""AES-256-GCM sealing of single fields, bound to their table, row, field and key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "BLOB_VERSION",
+    "KEY_BYTES",
+    "BlobFormatError",
+    "Sealer",
+    "key_id_of",
+    "new_key",
+    "parse_blob",
+]
+
+KEY_BYTES: Final = 32
+NONCE_BYTES: Final = 12
+TAG_BYTES: Final = 16
+KEY_ID_BYTES: Final = 8
+BLOB_VERSION: Final = 1
+_HEADER: Final = struct.Struct(f">B{KEY_ID_BYTES}s{NONCE_BYTES}s")
+MIN_BLOB: Final = _HEADER.size + TAG_BYTES
+_KEY_CHECK_PLAINTEXT: Final = b"dashtam vault key check v1"
+
+
+class BlobFormatError(ValueError):
+    """A sealed blob whose framing is wrong: too short, unknown version."""
+
+
+def new_key() -> bytes:
+    """Return 256 fresh random bits from the OS."""
+    return os.urandom(KEY_BYTES)
+
+
+def key_id_of(key: bytes) -> bytes:
+    """Return the 64-bit identifier of a key: a keyed hash that reveals nothing useful of it."""
+    if len(key) != KEY_BYTES:
+        msg = f"a master key is {KEY_BYTES} bytes, not {len(key)}"
+        raise ValueError(msg)
+    return hmac.new(key, b"dashtam key id v1", hashlib.sha256).digest()[:KEY_ID_BYTES]
+
+
+def parse_blob(blob: bytes) -> tuple[int, bytes, bytes, bytes]:
+    """Split a blob into version, key id, nonce and ciphertext-with-tag, checking exact sizes.
+
+    AES-GCM itself accepts nonces of other lengths, so the framing is checked
+    here rather than trusted to the cipher.
+    """
+    if len(blob) < MIN_BLOB:
+        msg = f"sealed blob is {len(blob)} bytes, shorter than the minimum {MIN_BLOB}"
+        raise BlobFormatError(msg)
+    version, key_id, nonce = _HEADER.unpack_from(blob)
+    if version != BLOB_VERSION:
+        msg = f"sealed blob has format version {version}, this dashtam reads {BLOB_VERSION}"
+        raise BlobFormatError(msg)
+    return version, key_id, nonce, blob[_HEADER.size :]
+
+
+def _aad(table: str, row_id: str, field: str, key_id: bytes) -> bytes:
+    # NUL cannot occur in our table, id or field names, so the join is unambiguous.
+    return b"\0".join(
+        (b"dashtam/v1", table.encode(), row_id.encode(), field.encode(), key_id.hex().encode())
+    )
+
+
+class Sealer:
+    """Seals and opens fields with one master key.
+
+    Blob layout (version 1): ``version (1 byte) | key id (8) | nonce (12) |
+    ciphertext | tag (16)``. The associated data binds the ciphertext to its
+    table, row id, field and key id, so a blob copied to another row or field
+    fails to open.
+    """
+
+    __slots__ = ("_aead", "key_id")
+
+    def __init__(self, key: bytes) -> None:
+        """Prepare the cipher for ``key`` (32 bytes)."""
+        self.key_id = key_id_of(key)
+        self._aead = AESGCM(key)
+
+    def seal(self, table: str, row_id: str, field: str, plaintext: bytes) -> bytes:
+        """Encrypt ``plaintext`` for one field of one row, with a fresh random nonce."""
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = self._aead.encrypt(nonce, plaintext, _aad(table, row_id, field, self.key_id))
+        return _HEADER.pack(BLOB_VERSION, self.key_id, nonce) + sealed
+
+    def open(self, table: str, row_id: str, field: str, blob: bytes) -> bytes:
+        """Decrypt a blob; raise ``InvalidTag`` or ``BlobFormatError`` if it is not from here."""
+        _, key_id, nonce, sealed = parse_blob(blob)
+        if not hmac.compare_digest(key_id, self.key_id):
+            raise InvalidTag
+        return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id))
+
+    def key_check(self, vault_id: str) -> bytes:
+        """Seal the fixed key-check value for this vault."""
+        return self.seal("vault_meta", vault_id, "key_check", _KEY_CHECK_PLAINTEXT)
+
+    def verify_key_check(self, vault_id: str, blob: bytes) -> bool:
+        """Return whether ``blob`` is this key's check value for this vault."""
+        try:
+            return self.open("vault_meta", vault_id, "key_check", blob) == _KEY_CHECK_PLAINTEXT
+        except (InvalidTag, BlobFormatError):
+            return False
+
+
+def wrap_key(  # noqa: PLR0913 - the scrypt parameters travel with the file
+    key: bytes, passphrase: str, *, salt: bytes, n: int, r: int, p: int
+) -> bytes:
+    """Encrypt ``key`` under a key derived from ``passphrase`` with scrypt."""
+    kek = _scrypt(passphrase, salt=salt, n=n, r=r, p=p)
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(kek).encrypt(nonce, key, b"dashtam key file v1")
+
+
+def unwrap_key(  # noqa: PLR0913 - same
+    wrapped: bytes, passphrase: str, *, salt: bytes, n: int, r: int, p: int
+) -> bytes:
+    """Decrypt a wrapped key; raise ``InvalidTag`` when the passphrase is wrong."""
+    if len(wrapped) != NONCE_BYTES + KEY_BYTES + TAG_BYTES:
+        raise InvalidTag
+    kek = _scrypt(passphrase, salt=salt, n=n, r=r, p=p)
+    return AESGCM(kek).decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"dashtam key file v1")
+
+
+def _scrypt(passphrase: str, *, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    return Scrypt(salt=salt, length=KEY_BYTES, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))

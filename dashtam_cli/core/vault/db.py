@@ -1,0 +1,166 @@
+"""The vault's SQLite engine: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writes."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from dashtam_cli.core.vault.errors import SchemaTooNew, VaultBusy, VaultCorrupt, VaultError
+from dashtam_cli.core.vault.migrations import LATEST, MIGRATIONS, Migration
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+    from pathlib import Path
+
+__all__ = [
+    "BUSY_TIMEOUT_MS",
+    "create_engine",
+    "migrate",
+    "read_schema_version",
+    "reading",
+    "translate_errors",
+    "utcnow_text",
+    "writing",
+]
+
+BUSY_TIMEOUT_MS: Final = 30_000
+_WRITE: Final = "dashtam_write"
+
+
+def utcnow_text(now: dt.datetime | None = None) -> str:
+    """A UTC time as fixed-width ISO 8601 text, so text order is time order."""
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def create_engine(path: Path) -> AsyncEngine:
+    """Open the database at ``path`` (which must exist) with the vault's pragmas."""
+    engine = create_async_engine(
+        f"sqlite+aiosqlite:///{path}",
+        connect_args={"timeout": BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: object) -> None:  # noqa: ANN401
+        # Let SQLAlchemy's begin event, not the driver, start transactions, so
+        # writes can take the lock up front with BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            # WAL persists in the file; on a vault already in WAL this writes nothing.
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            # FULL: a committed write survives a power cut, not just a crash.
+            cursor.execute("PRAGMA synchronous = FULL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:  # noqa: ANN401
+        write = conn.get_execution_options().get(_WRITE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+@contextlib.contextmanager
+def translate_errors() -> Any:  # noqa: ANN401 - a context manager
+    """Turn SQLite's errors into vault errors with a hint."""
+    try:
+        yield
+    except OperationalError as exc:
+        detail = str(exc.orig)
+        if "locked" in detail or "busy" in detail:
+            raise VaultBusy(
+                f"the vault stayed locked by another dashtam process for over "
+                f"{BUSY_TIMEOUT_MS // 1000} s",
+                hint="wait for the other command to finish, then retry",
+            ) from None
+        raise VaultError(
+            f"the vault database failed: {detail}",
+            hint="check free disk space and the file's permissions",
+        ) from None
+    except DBAPIError as exc:
+        detail = str(exc.orig)
+        if "not a database" in detail or "malformed" in detail:
+            raise VaultCorrupt(
+                f"the vault database is damaged: {detail}",
+                hint="restore the vault file from a backup",
+            ) from None
+        raise VaultError(f"the vault database failed: {detail}") from None
+
+
+@contextlib.asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction: BEGIN IMMEDIATE, so read-modify-write never races another process."""
+    with translate_errors():
+        async with engine.connect() as conn:
+            await conn.execution_options(**{_WRITE: True})
+            async with conn.begin():
+                yield conn
+
+
+@contextlib.asynccontextmanager
+async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read transaction: a consistent snapshot, no write lock."""
+    with translate_errors():
+        async with engine.connect() as conn, conn.begin():
+            yield conn
+
+
+async def read_schema_version(conn: AsyncConnection) -> int:
+    """Return the schema version of the vault, 0 for an empty database."""
+    exists = await conn.scalar(
+        text("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
+    )
+    if not exists:
+        return 0
+    version = await conn.scalar(text("SELECT max(version) FROM schema_version"))
+    return int(version or 0)
+
+
+def check_not_too_new(version: int, path: Path) -> None:
+    """Refuse a vault written by a newer dashtam, before anything touches it."""
+    if version > LATEST:
+        raise SchemaTooNew(
+            f"the vault at {path} has schema version {version}; this dashtam knows up to {LATEST}",
+            hint="upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched",
+        )
+
+
+async def migrate(
+    engine: AsyncEngine,
+    path: Path,
+    migrations: Sequence[Migration] = MIGRATIONS,
+) -> list[int]:
+    """Apply every migration newer than the vault, each in its own write transaction.
+
+    Returns the versions applied. A failing migration rolls back whole
+    (SQLite's DDL is transactional), leaving the vault at the previous version.
+    """
+    applied: list[int] = []
+    latest = migrations[-1].version if migrations else 0
+    for migration in migrations:
+        async with writing(engine) as conn:
+            version = await read_schema_version(conn)
+            if version > latest:
+                check_not_too_new(version, path)
+            if version >= migration.version:
+                continue
+            for statement in migration.statements:
+                await conn.exec_driver_sql(statement)
+            await conn.execute(
+                text(
+                    "INSERT INTO schema_version (version, description, applied_at) "
+                    "VALUES (:v, :d, :t)"
+                ),
+                {"v": migration.version, "d": migration.description, "t": utcnow_text()},
+            )
+            applied.append(migration.version)
+    return applied

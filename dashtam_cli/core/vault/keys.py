@@ -1,0 +1,485 @@
+"""Where the master key lives: the environment, the OS keyring, or a passphrase-wrapped file.
+
+Resolution order, for a vault being opened:
+
+1. ``DASHTAM_MASTER_KEY`` (base64url of 32 bytes, padding optional), when set.
+   It always wins, for CI and headless servers.
+2. The store the vault was created with, recorded (in plain text) in the vault:
+   the OS keyring (service ``dashtam``, one entry per vault id), or the
+   passphrase-wrapped key file next to the vault.
+3. For a new vault: the store asked for (``--key-store`` or the ``key_store``
+   setting), the OS keyring by default.
+
+Nothing ever falls back to storing a key in plain text; a keyring backend that
+would (keyrings.alt's file backends) or that stores nothing (null, fail) is
+refused, as is any backend not on the list below.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.vault import crypto
+from dashtam_cli.core.vault.errors import (
+    KEY_OPTIONS_HINT,
+    KeyringTimeout,
+    KeyringUnavailable,
+    NoKeySource,
+    VaultError,
+    WrongPassphrase,
+)
+from dashtam_cli.core.vault.files import write_private_file
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from pathlib import Path
+
+__all__ = [
+    "KEYRING_SERVICE",
+    "EnvKeySource",
+    "KeySource",
+    "KeyringKeySource",
+    "PassphraseKeySource",
+    "decode_env_key",
+    "trust_keyring_backend",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+KEYRING_SERVICE: Final = "dashtam"
+ENV_KEY: Final = "DASHTAM_MASTER_KEY"
+ENV_PASSPHRASE: Final = "DASHTAM_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+
+# Backends that keep secrets encrypted at rest under the user's login.
+_TRUSTED_BACKENDS: set[str] = {
+    "keyring.backends.SecretService.Keyring",
+    "keyring.backends.libsecret.Keyring",
+    "keyring.backends.kwallet.DBusKeyring",
+    "keyring.backends.kwallet.DBusKeyringKWallet4",
+    "keyring.backends.macOS.Keyring",
+    "keyring.backends.Windows.WinVaultKeyring",
+}
+
+
+def trust_keyring_backend(backend_class: type) -> None:
+    """Allow one more keyring backend class (tests use this for an in-memory backend).
+
+    This is deliberately a call in Python, not a setting: nothing a user can
+    put in the environment or the config file widens the list.
+    """
+    _TRUSTED_BACKENDS.add(_qualname(backend_class))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+async def call_blocking(fn: Callable[[], T], *, timeout: float, what: str) -> T:  # noqa: ASYNC109
+    """Run a blocking call in a daemon thread and wait at most ``timeout`` seconds.
+
+    Not ``asyncio.to_thread``: a hung Secret Service would leave a worker of
+    the default executor that ``asyncio.run`` waits for at exit, so the command
+    would hang after all. A daemon thread is abandoned instead.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: object) -> None:
+        if not future.done():
+            setter(value)
+
+    def worker() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop may be gone already
+                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, future.set_result, result)
+
+    threading.Thread(target=worker, name=f"dashtam-{what}", daemon=True).start()
+    try:
+        return await asyncio.wait_for(future, timeout)
+    except TimeoutError:
+        raise KeyringTimeout(
+            f"the OS keyring did not answer within {timeout:g} s ({what})",
+            hint=(
+                "unlock your keyring (log in to the desktop session, or run "
+                "`gnome-keyring-daemon --unlock`), raise DASHTAM_KEYRING_TIMEOUT, or "
+                "set DASHTAM_MASTER_KEY"
+            ),
+        ) from None
+
+
+def decode_env_key(raw: str) -> bytes:
+    """Decode ``DASHTAM_MASTER_KEY``: base64url of exactly 32 bytes, ``=`` padding optional."""
+    text = raw.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != crypto.KEY_BYTES or not text or "=" in text.rstrip("="):
+        raise NoKeySource(
+            f"{ENV_KEY} is not a base64url-encoded 32-byte key",
+            hint=(
+                'make one with: python3 -c "import base64,os; '
+                'print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+            ),
+        )
+    return key
+
+
+class KeySource(Protocol):
+    """A place that holds a vault's master key, and a pending one during rotation."""
+
+    kind: str
+    description: str
+    rotatable: bool
+
+    async def load(self) -> bytes | None:
+        """Return the key, or None when this source has none."""
+
+    async def save(self, key: bytes) -> None:
+        """Store ``key`` as the vault's key."""
+
+    async def load_pending(self) -> bytes | None:
+        """Return the key of an unfinished rotation, if any."""
+
+    async def save_pending(self, key: bytes) -> None:
+        """Store the next key, before the vault is re-sealed with it."""
+
+    async def promote_pending(self) -> None:
+        """Make the pending key the key (after the re-sealed vault is committed)."""
+
+    async def discard_pending(self) -> None:
+        """Forget a pending key whose rotation never committed."""
+
+    async def delete(self) -> None:
+        """Remove the key and any pending key."""
+
+    def backend_name(self) -> str | None:
+        """Name the keyring backend, for sources that use one."""
+
+
+class EnvKeySource:
+    """The key given in ``DASHTAM_MASTER_KEY``; read-only."""
+
+    kind = "env"
+    description = f"environment variable {ENV_KEY}"
+    rotatable = False
+
+    def __init__(self, raw: str) -> None:
+        """Decode the key now, so a malformed value fails before anything opens."""
+        self._key = decode_env_key(raw)
+        register_secret(raw.strip())
+
+    async def load(self) -> bytes | None:
+        """Return the key."""
+        return self._key
+
+    async def save(self, key: bytes) -> None:
+        """Accept only the key it already holds (a new vault adopts it)."""
+        if key != self._key:
+            raise VaultError(f"cannot store a new key in {ENV_KEY}")
+
+    async def load_pending(self) -> bytes | None:
+        """There is never a pending key in the environment."""
+        return None
+
+    async def save_pending(self, key: bytes) -> None:  # noqa: ARG002 - protocol signature
+        """Refuse: the environment cannot be rewritten from here."""
+        raise VaultError(
+            f"cannot rotate a key that comes from {ENV_KEY}",
+            hint=f"unset {ENV_KEY} to rotate the key kept in the keyring or key file",
+        )
+
+    async def promote_pending(self) -> None:
+        """Nothing to do."""
+
+    async def discard_pending(self) -> None:
+        """Nothing to do."""
+
+    async def delete(self) -> None:
+        """Nothing to delete: the variable belongs to the user."""
+
+    def backend_name(self) -> str | None:
+        """No keyring backend."""
+        return None
+
+
+class KeyringKeySource:
+    """The key in the OS keyring: service ``dashtam``, user ``vault-<vault id>``."""
+
+    kind = "keyring"
+    rotatable = True
+
+    def __init__(self, vault_id: str, *, timeout: float) -> None:
+        """Address the entry of one vault; ``timeout`` bounds every keyring call."""
+        self._user = f"vault-{vault_id}"
+        self._pending_user = f"vault-{vault_id}-pending"
+        self._timeout = timeout
+        self._backend: Any = None
+        self.description = "OS keyring"
+
+    async def _keyring(self) -> Any:  # noqa: ANN401 - keyring has no type hints
+        if self._backend is None:
+
+            def pick() -> Any:  # noqa: ANN401
+                import keyring
+
+                return keyring.get_keyring()
+
+            backend = await call_blocking(pick, timeout=self._timeout, what="keyring start-up")
+            _vet(backend)
+            self._backend = backend
+            self.description = f"OS keyring ({_qualname(type(backend))})"
+        return self._backend
+
+    def backend_name(self) -> str | None:
+        """The backend class in use, once it has been looked up."""
+        return None if self._backend is None else _qualname(type(self._backend))
+
+    async def _call(self, what: str, fn: Callable[[Any], T]) -> T:
+        backend = await self._keyring()
+        try:
+            return await call_blocking(lambda: fn(backend), timeout=self._timeout, what=what)
+        except KeyringTimeout:
+            raise
+        except Exception as exc:  # noqa: BLE001 - backends raise D-Bus, OS and their own errors
+            raise KeyringUnavailable(
+                f"the OS keyring failed to {what}: {type(exc).__name__}: {exc}",
+                hint="unlock the keyring and retry, or set DASHTAM_MASTER_KEY",
+            ) from None
+
+    async def _get(self, user: str) -> bytes | None:
+        value = await self._call(
+            "read the master key", lambda b: b.get_password(KEYRING_SERVICE, user)
+        )
+        if value is None:
+            return None
+        register_secret(value)
+        try:
+            return decode_env_key(value)
+        except NoKeySource:
+            raise VaultError(
+                f"the keyring entry {KEYRING_SERVICE}/{user} does not hold a valid key",
+                hint="restore the entry from a backup of your keyring",
+            ) from None
+
+    async def _set(self, user: str, key: bytes) -> None:
+        encoded = base64.urlsafe_b64encode(key).decode()
+        register_secret(encoded)
+        await self._call(
+            "store the master key", lambda b: b.set_password(KEYRING_SERVICE, user, encoded)
+        )
+
+    async def _delete(self, user: str) -> None:
+        def delete(backend: Any) -> None:  # noqa: ANN401
+            import keyring.errors
+
+            with contextlib.suppress(keyring.errors.PasswordDeleteError):
+                backend.delete_password(KEYRING_SERVICE, user)
+
+        await self._call("delete the master key", delete)
+
+    async def load(self) -> bytes | None:
+        """Return the key from the keyring, or None."""
+        return await self._get(self._user)
+
+    async def save(self, key: bytes) -> None:
+        """Store the key, then read it back: a keyring that drops it must not go unnoticed."""
+        await self._set(self._user, key)
+        if await self._get(self._user) != key:
+            raise KeyringUnavailable(
+                "the OS keyring did not keep the master key (read-back differs)",
+                hint=KEY_OPTIONS_HINT,
+            )
+
+    async def load_pending(self) -> bytes | None:
+        """Return the pending key, or None."""
+        return await self._get(self._pending_user)
+
+    async def save_pending(self, key: bytes) -> None:
+        """Store the next key under the pending entry."""
+        await self._set(self._pending_user, key)
+        if await self._get(self._pending_user) != key:
+            raise KeyringUnavailable(
+                "the OS keyring did not keep the new key", hint=KEY_OPTIONS_HINT
+            )
+
+    async def promote_pending(self) -> None:
+        """Copy the pending key over the key, then delete the pending entry."""
+        pending = await self._get(self._pending_user)
+        if pending is not None:
+            await self.save(pending)
+            await self._delete(self._pending_user)
+
+    async def discard_pending(self) -> None:
+        """Delete the pending entry."""
+        await self._delete(self._pending_user)
+
+    async def delete(self) -> None:
+        """Delete both entries."""
+        await self._delete(self._pending_user)
+        await self._delete(self._user)
+
+
+def _vet(backend: Any) -> None:  # noqa: ANN401
+    """Refuse keyring backends that do not protect the secret."""
+    name = _qualname(type(backend))
+    members = getattr(backend, "backends", None)
+    if name == "keyring.backends.chainer.ChainerBackend" and members:
+        untrusted = [
+            _qualname(type(b)) for b in members if _qualname(type(b)) not in _TRUSTED_BACKENDS
+        ]
+        if not untrusted:
+            return
+        name = ", ".join(untrusted)
+    elif name in _TRUSTED_BACKENDS:
+        return
+    if name in {"keyring.backends.fail.Keyring", "keyring.backends.null.Keyring"}:
+        message = "no OS keyring service is available"
+    elif name.startswith("keyrings.alt."):
+        message = (
+            f"refusing keyring backend {name}: it keeps secrets in a plain or weakly protected file"
+        )
+    else:
+        message = f"refusing keyring backend {name}: dashtam cannot vouch that it protects secrets"
+    raise KeyringUnavailable(message, hint=KEY_OPTIONS_HINT)
+
+
+_KDF: Final = {"n": 2**17, "r": 8, "p": 1}
+
+
+class PassphraseKeySource:
+    """The key wrapped by a passphrase (scrypt, AES-256-GCM) in a 0600 file beside the vault."""
+
+    kind = "passphrase"
+    rotatable = True
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        environ: Mapping[str, str],
+        prompt: Callable[[bool], str] | None,
+        timeout: float = 600.0,
+        kdf: Mapping[str, int] | None = None,
+    ) -> None:
+        """Use the key file at ``path``; the passphrase comes from the environment or ``prompt``.
+
+        ``prompt(confirm)`` is called (in a thread) only when ``DASHTAM_PASSPHRASE``
+        is unset; ``confirm`` asks the caller to have the user type it twice.
+        """
+        self.path = path
+        self.pending_path = path.with_name(path.name + ".pending")
+        self.description = f"passphrase-protected key file {path}"
+        self._environ = environ
+        self._prompt = prompt
+        self._timeout = timeout
+        self._kdf = dict(kdf or _KDF)
+        self._passphrase: str | None = None
+
+    def backend_name(self) -> str | None:
+        """No keyring backend."""
+        return None
+
+    async def _get_passphrase(self, *, confirm: bool) -> str:
+        if self._passphrase is not None:
+            return self._passphrase
+        value = self._environ.get(ENV_PASSPHRASE)
+        if not value:
+            if self._prompt is None:
+                raise NoKeySource(
+                    "the vault's key file needs a passphrase and none was given",
+                    hint=f"set {ENV_PASSPHRASE} or run dashtam from a terminal",
+                )
+            prompt = self._prompt
+            value = await asyncio.wait_for(asyncio.to_thread(prompt, confirm), self._timeout)
+        if not value:
+            raise NoKeySource("an empty passphrase protects nothing", hint="choose a passphrase")
+        register_secret(value)
+        self._passphrase = value
+        return value
+
+    async def _read(self, path: Path) -> bytes | None:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a tiny local file
+            params = {k: int(doc["kdf"][k]) for k in ("n", "r", "p")}
+            salt = base64.b64decode(doc["salt"])
+            wrapped = base64.b64decode(doc["wrapped"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise VaultError(
+                f"the key file {path} is unreadable or damaged ({type(exc).__name__})",
+                hint="restore it from a backup; without it the vault cannot be opened",
+            ) from None
+        passphrase = await self._get_passphrase(confirm=False)
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            return await asyncio.to_thread(
+                crypto.unwrap_key, wrapped, passphrase, salt=salt, **params
+            )
+        except InvalidTag:
+            self._passphrase = None
+            raise WrongPassphrase(
+                f"the passphrase does not unlock {path}",
+                hint=f"check {ENV_PASSPHRASE} or type it again",
+            ) from None
+
+    async def _write(self, path: Path, key: bytes) -> None:
+        passphrase = await self._get_passphrase(confirm=not self.path.exists())
+        salt = os.urandom(16)
+        wrapped = await asyncio.to_thread(crypto.wrap_key, key, passphrase, salt=salt, **self._kdf)
+        doc = {
+            "format": "dashtam-key-file",
+            "version": 1,
+            "kdf": {"name": "scrypt", **self._kdf},
+            "salt": base64.b64encode(salt).decode(),
+            "cipher": "AES-256-GCM",
+            "wrapped": base64.b64encode(wrapped).decode(),
+        }
+        write_private_file(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+    async def load(self) -> bytes | None:
+        """Unwrap the key file, or None when there is none."""
+        return await self._read(self.path)
+
+    async def save(self, key: bytes) -> None:
+        """Write the key file (atomically, 0600)."""
+        await self._write(self.path, key)
+
+    async def load_pending(self) -> bytes | None:
+        """Unwrap the pending key file, if any."""
+        return await self._read(self.pending_path)
+
+    async def save_pending(self, key: bytes) -> None:
+        """Write the pending key file."""
+        await self._write(self.pending_path, key)
+
+    async def promote_pending(self) -> None:
+        """Atomically replace the key file with the pending one."""
+        if self.pending_path.exists():
+            self.pending_path.replace(self.path)
+
+    async def discard_pending(self) -> None:
+        """Remove the pending key file."""
+        self.pending_path.unlink(missing_ok=True)
+
+    async def delete(self) -> None:
+        """Remove both key files."""
+        self.pending_path.unlink(missing_ok=True)
+        self.path.unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""Versioned schema migrations, applied in order when the vault opens.
+
+Each migration is frozen once released: its SQL is written out here rather
+than derived from ``schema.py``, so upgrading a vault of any age replays
+exactly what that version did. A test checks that replaying them all yields
+the tables ``schema.py`` declares.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["LATEST", "MIGRATIONS", "Migration"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema: its version, what it does, and its statements."""
+
+    version: int
+    description: str
+    statements: Sequence[str]
+
+
+_V1: Final = (
+    """CREATE TABLE vault_meta (
+        key TEXT NOT NULL PRIMARY KEY,
+        value BLOB NOT NULL
+    )""",
+    """CREATE TABLE schema_version (
+        version INTEGER NOT NULL PRIMARY KEY,
+        description TEXT NOT NULL,
+        applied_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE provider_credentials (
+        id TEXT NOT NULL PRIMARY KEY,
+        provider TEXT NOT NULL UNIQUE,
+        client_id BLOB NOT NULL,
+        client_secret BLOB NOT NULL,
+        redirect_uri TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE connections (
+        id TEXT NOT NULL PRIMARY KEY,
+        provider TEXT NOT NULL,
+        name TEXT NOT NULL UNIQUE,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE tokens (
+        id TEXT NOT NULL PRIMARY KEY,
+        connection_id TEXT NOT NULL UNIQUE REFERENCES connections (id) ON DELETE CASCADE,
+        access_token BLOB NOT NULL,
+        refresh_token BLOB,
+        token_type TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        access_expires_at TEXT NOT NULL,
+        refresh_expires_at TEXT,
+        updated_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE accounts (
+        id TEXT NOT NULL PRIMARY KEY,
+        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+        number BLOB NOT NULL,
+        payload BLOB NOT NULL,
+        fetched_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE positions (
+        id TEXT NOT NULL PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        payload BLOB NOT NULL,
+        fetched_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE transactions (
+        id TEXT NOT NULL PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        occurred_at TEXT NOT NULL,
+        payload BLOB NOT NULL,
+        fetched_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX ix_transactions_account_time ON transactions (account_id, occurred_at)",
+    """CREATE TABLE audit_log (
+        id TEXT NOT NULL PRIMARY KEY,
+        at TEXT NOT NULL,
+        connection_id TEXT,
+        connection_name TEXT,
+        provider TEXT,
+        operation TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        http_status INTEGER,
+        duration_ms INTEGER,
+        correlation_id TEXT,
+        detail TEXT
+    )""",
+    "CREATE INDEX ix_audit_log_at ON audit_log (at)",
+)
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
+)
+LATEST: Final = MIGRATIONS[-1].version

@@ -1,0 +1,82 @@
+"""The vault operations behind `dashtam vault ...`, each returning a record for the CLI to show."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import TYPE_CHECKING
+
+from dashtam_cli.core.errors import DashtamError
+from dashtam_cli.core.models import KeyRotation, VaultInit, VaultStatus
+from dashtam_cli.core.vault import files
+from dashtam_cli.core.vault.vault import OpenOptions, destroy_vault, open_vault, read_plain_meta
+
+if TYPE_CHECKING:
+    from dashtam_cli.core.settings import Settings
+
+__all__ = ["destroy", "init", "rotate_key", "status"]
+
+
+async def init(settings: Settings, options: OpenOptions) -> VaultInit:
+    """Create the vault and its key; on an existing vault, change nothing and say so."""
+    path = settings.paths.vault_file
+    existed = False
+    if path.exists():
+        with contextlib.suppress(DashtamError):
+            _, meta, _ = await read_plain_meta(settings)
+            existed = "key_id" in meta
+    opts = dataclasses.replace(options, create=not existed)
+    async with open_vault(settings, opts) as vault:
+        return VaultInit(
+            created=not existed,
+            path=path,
+            vault_id=vault.vault_id,
+            key_source=vault.key_source.description,
+            key_id=vault.key_id,
+        )
+
+
+async def status(settings: Settings, options: OpenOptions) -> VaultStatus:
+    """Report on the vault without changing it; problems are reported, not raised."""
+    path = settings.paths.vault_file
+    fields: dict[str, object] = dict.fromkeys(VaultStatus.model_fields)
+    fields.update(path=path, state="absent")
+    if not path.exists():
+        fields["hint"] = "create one with: dashtam vault init"
+        return VaultStatus.model_validate(fields)
+    fields["size_bytes"] = sum(f.stat().st_size for f in files.sidecar_files(path) if f.exists())
+    try:
+        version, meta, counts = await read_plain_meta(settings)
+        fields.update(schema_version=version, counts=counts)
+        if "vault_id" in meta:
+            fields["vault_id"] = meta["vault_id"].decode()
+        if "key_store" in meta:
+            fields["key_store"] = meta["key_store"].decode()
+        async with open_vault(settings, dataclasses.replace(options, create=False)) as vault:
+            fields.update(
+                state="ok",
+                key_source=vault.key_source.description,
+                keyring_backend=vault.key_source.backend_name(),
+                key_id=vault.key_id,
+                counts=await vault.counts(),
+            )
+    except DashtamError as exc:
+        fields.update(state="error", error=exc.message, hint=exc.hint)
+    return VaultStatus.model_validate(fields)
+
+
+async def rotate_key(settings: Settings, options: OpenOptions) -> KeyRotation:
+    """Re-seal the vault with a new master key."""
+    async with open_vault(settings, dataclasses.replace(options, create=False)) as vault:
+        result = await vault.rotate_key()
+        return KeyRotation(
+            old_key_id=result.old_key_id,
+            new_key_id=result.new_key_id,
+            fields_resealed=result.fields_resealed,
+            key_source=vault.key_source.description,
+        )
+
+
+async def destroy(settings: Settings) -> list[str]:
+    """Delete the vault and its key."""
+    return await destroy_vault(settings)
