@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 from typing import TYPE_CHECKING
 
+import keyring
 import pytest
+from fake_keyrings import MemoryKeyring, trust_test_backends
 from typer.testing import CliRunner
 
 from dashtam_cli.core import redact
@@ -32,6 +35,25 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     redact.forget_secrets()
 
 
+@pytest.fixture(autouse=True)
+def memory_keyring() -> Iterator[MemoryKeyring]:
+    """Install an in-memory keyring: no test touches the real OS keyring."""
+    trust_test_backends()
+    previous = keyring.get_keyring()
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    yield backend
+    keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def master_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Set DASHTAM_MASTER_KEY to a fresh key (unpadded base64url) and return the raw key."""
+    key = os.urandom(32)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", base64.urlsafe_b64encode(key).decode().rstrip("="))
+    return key
+
+
 @dataclasses.dataclass
 class Result:
     """What one in-process CLI run produced."""
@@ -42,7 +64,7 @@ class Result:
 
 
 @pytest.fixture
-def cli() -> Iterator[CliCall]:
+def cli() -> CliCall:
     """Run dashtam in-process and return its exit code, stdout and stderr."""
     from dashtam_cli.cli.app import app
 
@@ -52,7 +74,7 @@ def cli() -> Iterator[CliCall]:
         result = runner.invoke(app, list(args), input=input, env=env, prog_name="dashtam")
         return Result(result.exit_code, result.stdout, result.stderr)
 
-    yield call
+    return call  # type: ignore[return-value]
 
 
 class CliCall:

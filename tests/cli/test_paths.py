@@ -35,6 +35,7 @@ def test_json_lists_every_directory_under_dashtam_home(cli: CliCall, isolated_en
 @pytest.mark.parametrize("where", ["global", "command"])
 def test_csv_and_jsonl_agree_with_json(cli: CliCall, where: str) -> None:
     """The machine formats carry the same rows; --format works before or after the command."""
+
     def run(fmt: str) -> str:
         args = ("--format", fmt, "paths") if where == "global" else ("paths", "--format", fmt)
         result = cli(*args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event, text
@@ -53,8 +54,7 @@ def create_engine(path: Path) -> AsyncEngine:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            # WAL persists in the file; on a vault already in WAL this writes nothing.
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _ensure_wal(cursor)
             cursor.execute("PRAGMA foreign_keys = ON")
             # FULL: a committed write survives a power cut, not just a crash.
             cursor.execute("PRAGMA synchronous = FULL")
@@ -67,6 +67,29 @@ def create_engine(path: Path) -> AsyncEngine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _ensure_wal(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
+    """Switch a new vault to WAL; WAL persists in the file, so later opens only read the mode.
+
+    Changing the mode needs the database to itself and SQLite answers "locked"
+    at once, without its busy handler, when another connection is using it
+    (two processes creating the vault together): retry until the busy timeout.
+    """
+    cursor.execute("PRAGMA journal_mode")
+    if str(cursor.fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.fetchall()
+        except Exception as exc:  # noqa: BLE001 - the driver wraps sqlite3 errors in its own classes
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)  # runs in the driver's thread, not on the event loop
+        else:
+            return
 
 
 @contextlib.contextmanager

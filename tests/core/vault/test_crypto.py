@@ -1,0 +1,110 @@
+"""Sealing: AES-256-GCM, fresh nonces, bound to table, row, field and key; exact framing."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from cryptography.exceptions import InvalidTag
+
+from dashtam_cli.core.vault import crypto
+
+
+@pytest.fixture
+def sealer() -> crypto.Sealer:
+    """A sealer with a fresh key."""
+    return crypto.Sealer(crypto.new_key())
+
+
+def test_round_trip_and_fresh_nonce(sealer: crypto.Sealer) -> None:
+    """A sealed value opens to itself; sealing twice gives different blobs (fresh nonce)."""
+    first = sealer.seal("tokens", "row-1", "access_token", b"secret-token")
+    second = sealer.seal("tokens", "row-1", "access_token", b"secret-token")
+    assert first != second
+    assert first[9:21] != second[9:21]  # the nonces themselves differ
+    assert sealer.open("tokens", "row-1", "access_token", first) == b"secret-token"
+    assert b"secret-token" not in first
+
+
+def test_blob_layout(sealer: crypto.Sealer) -> None:
+    """Version byte, 8-byte key id, 12-byte nonce, then ciphertext and a 16-byte tag."""
+    blob = sealer.seal("t", "r", "f", b"abc")
+    assert blob[0] == crypto.BLOB_VERSION
+    assert blob[1:9] == sealer.key_id
+    assert len(blob) == 1 + 8 + 12 + 3 + 16
+    version, key_id, nonce, sealed = crypto.parse_blob(blob)
+    assert (version, key_id, len(nonce), len(sealed)) == (1, sealer.key_id, 12, 19)
+
+
+@pytest.mark.parametrize(
+    ("table", "row", "field"),
+    [
+        ("accounts", "row-1", "access_token"),
+        ("tokens", "row-2", "access_token"),
+        ("tokens", "row-1", "refresh_token"),
+    ],
+)
+def test_blob_moved_elsewhere_fails(
+    sealer: crypto.Sealer, table: str, row: str, field: str
+) -> None:
+    """A blob copied to another table, row or field does not open."""
+    blob = sealer.seal("tokens", "row-1", "access_token", b"secret")
+    with pytest.raises(InvalidTag):
+        sealer.open(table, row, field, blob)
+
+
+def test_other_key_fails(sealer: crypto.Sealer) -> None:
+    """A blob sealed with another key does not open, even with the same place."""
+    blob = crypto.Sealer(crypto.new_key()).seal("t", "r", "f", b"secret")
+    with pytest.raises(InvalidTag):
+        sealer.open("t", "r", "f", blob)
+
+
+def test_flipped_bit_fails(sealer: crypto.Sealer) -> None:
+    """Any altered byte of nonce, ciphertext or tag fails the check."""
+    blob = bytearray(sealer.seal("t", "r", "f", b"secret value"))
+    for index in (10, 25, len(blob) - 1):
+        altered = bytearray(blob)
+        altered[index] ^= 0x01
+        with pytest.raises(InvalidTag):
+            sealer.open("t", "r", "f", bytes(altered))
+
+
+def test_parser_checks_exact_lengths(sealer: crypto.Sealer) -> None:
+    """Blobs shorter than header plus tag, or of another version, are refused by the parser."""
+    blob = sealer.seal("t", "r", "f", b"")
+    assert len(blob) == crypto.MIN_BLOB
+    crypto.parse_blob(blob)
+    with pytest.raises(crypto.BlobFormatError, match="shorter"):
+        crypto.parse_blob(blob[:-1])
+    with pytest.raises(crypto.BlobFormatError, match="version 2"):
+        crypto.parse_blob(b"\x02" + blob[1:])
+    with pytest.raises(crypto.BlobFormatError):
+        sealer.open("t", "r", "f", b"")
+
+
+def test_key_id_and_key_check() -> None:
+    """Key ids differ per key and need 32-byte keys; the key check opens only with its key."""
+    key = crypto.new_key()
+    assert crypto.key_id_of(key) == crypto.key_id_of(bytes(key))
+    assert crypto.key_id_of(key) != crypto.key_id_of(crypto.new_key())
+    with pytest.raises(ValueError, match="32 bytes"):
+        crypto.key_id_of(os.urandom(16))
+    check = crypto.Sealer(key).key_check("vault-a")
+    assert crypto.Sealer(key).verify_key_check("vault-a", check)
+    assert not crypto.Sealer(key).verify_key_check("vault-b", check)
+    assert not crypto.Sealer(crypto.new_key()).verify_key_check("vault-a", check)
+    assert not crypto.Sealer(key).verify_key_check("vault-a", check[:-1])
+
+
+def test_wrap_and_unwrap_key() -> None:
+    """A wrapped key opens with its passphrase only; a wrong size is refused before the KDF."""
+    key = crypto.new_key()
+    params = {"salt": b"s" * 16, "n": 2**10, "r": 8, "p": 1}
+    wrapped = crypto.wrap_key(key, "correct horse", **params)
+    assert key not in wrapped
+    assert crypto.unwrap_key(wrapped, "correct horse", **params) == key
+    with pytest.raises(InvalidTag):
+        crypto.unwrap_key(wrapped, "wrong horse", **params)
+    with pytest.raises(InvalidTag):
+        crypto.unwrap_key(wrapped[:-1], "correct horse", **params)
