@@ -9,7 +9,9 @@ import typer
 from dashtam_cli import __version__
 from dashtam_cli.cli import options, runtime
 from dashtam_cli.cli.audit import audit_app
+from dashtam_cli.cli.connect import connect, connections_app, disconnect
 from dashtam_cli.cli.paths import paths
+from dashtam_cli.cli.providers import providers_app
 from dashtam_cli.cli.vault import vault_app
 
 __all__ = ["app"]
@@ -65,6 +67,10 @@ def root(
     ctx.obj = runtime.State(verbose=verbose, format=fmt, no_color=no_color)
 
 
-app.command("paths")(paths)
+app.command("connect")(connect)
+app.command("disconnect")(disconnect)
+app.add_typer(connections_app)
+app.add_typer(providers_app)
 app.add_typer(vault_app)
 app.add_typer(audit_app)
+app.command("paths")(paths)

@@ -54,10 +54,10 @@ def list_(
     """List audit entries, newest first: time, connection, operation, outcome, HTTP status."""
     from dashtam_cli.core import audit
     from dashtam_cli.core.models import AuditEntry
-    from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+    from dashtam_cli.core.vault.vault import open_vault
 
     start = _parse_since(since)
-    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+    opts = prompts.open_options()
 
     async def job(conf: Settings) -> list[AuditEntry]:
         async with open_vault(conf, opts) as vault:

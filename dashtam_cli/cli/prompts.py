@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from dashtam_cli.core.errors import ExitCode
+
+if TYPE_CHECKING:
+    from dashtam_cli.core.vault.vault import OpenOptions
 
 
 def interactive() -> bool:
@@ -46,3 +50,10 @@ def confirm(question: str, *, yes: bool) -> None:
     if not agreed:
         typer.echo("nothing changed", err=True)
         raise typer.Exit(int(ExitCode.ERROR))
+
+
+def open_options(**overrides: Any) -> OpenOptions:  # noqa: ANN401
+    """Vault options for a command: the passphrase prompt when a person is there."""
+    from dashtam_cli.core.vault.vault import OpenOptions
+
+    return OpenOptions(prompt=passphrase_prompt(), **overrides)

@@ -41,9 +41,8 @@ def init(
 ) -> None:
     """Create the vault and its master key (an existing vault is left as it is)."""
     from dashtam_cli.core.vault import service
-    from dashtam_cli.core.vault.vault import OpenOptions
 
-    opts = OpenOptions(key_store=key_store, prompt=prompts.passphrase_prompt())
+    opts = prompts.open_options(key_store=key_store)
     result = runtime.run(ctx, lambda conf: service.init(conf, opts))
     err = runtime.stderr(ctx)
     if result.created:
@@ -61,9 +60,8 @@ def status(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None
     """
     from dashtam_cli.core.errors import ExitCode
     from dashtam_cli.core.vault import service
-    from dashtam_cli.core.vault.vault import OpenOptions
 
-    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+    opts = prompts.open_options()
     result = runtime.run(ctx, lambda conf: service.status(conf, opts))
     runtime.renderer(ctx, fmt).one(result)
     if result.state == "error":
@@ -78,9 +76,8 @@ def status(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None
 def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None) -> None:
     """Re-seal every field with a new master key; the old key is removed only after the commit."""
     from dashtam_cli.core.vault import service
-    from dashtam_cli.core.vault.vault import OpenOptions
 
-    opts = OpenOptions(prompt=prompts.passphrase_prompt())
+    opts = prompts.open_options()
     result = runtime.run(ctx, lambda conf: service.rotate_key(conf, opts))
     runtime.stderr(ctx).print(
         f"re-sealed {result.fields_resealed} fields with the new key", markup=False

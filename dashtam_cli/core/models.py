@@ -7,7 +7,16 @@ from pathlib import Path  # noqa: TC003
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["AuditEntry", "KeyRotation", "PathEntry", "Record", "VaultInit", "VaultStatus"]
+__all__ = [
+    "AuditEntry",
+    "ConnectionInfo",
+    "KeyRotation",
+    "PathEntry",
+    "ProviderInfo",
+    "Record",
+    "VaultInit",
+    "VaultStatus",
+]
 
 
 class Record(BaseModel):
@@ -73,3 +82,25 @@ class KeyRotation(Record):
     new_key_id: str
     fields_resealed: int
     key_source: str
+
+
+class ProviderInfo(Record):
+    """A provider dashtam supports, and where its app credentials come from."""
+
+    name: str
+    display_name: str
+    credentials: str | None
+    base_url: str
+
+
+class ConnectionInfo(Record):
+    """One login to one provider, with its token lifetimes (never the tokens)."""
+
+    name: str
+    provider: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    access_expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    id: str

@@ -35,6 +35,7 @@ class Settings:
     color: bool = True
     keyring_timeout: float = 10.0
     key_store: str = "keyring"
+    ca_bundle: str | None = None
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -87,11 +88,20 @@ class _Spec:
     parse: Callable[[object], Any]
 
 
+def _parse_path(raw: object) -> str:
+    value = str(raw).strip()
+    if not value:
+        msg = "an empty path"
+        raise ValueError(msg)
+    return value
+
+
 _SPECS: Final[dict[str, _Spec]] = {
     "format": _Spec("DASHTAM_FORMAT", _parse_format),
     "color": _Spec("DASHTAM_COLOR", _parse_bool),
     "keyring_timeout": _Spec("DASHTAM_KEYRING_TIMEOUT", _parse_seconds),
     "key_store": _Spec("DASHTAM_KEY_STORE", _parse_key_store),
+    "ca_bundle": _Spec("DASHTAM_CA_BUNDLE", _parse_path),
 }
 
 

@@ -84,7 +84,7 @@ def _ensure_wal(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
         try:
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.fetchall()
-        except Exception as exc:  # noqa: BLE001 - the driver wraps sqlite3 errors in its own classes
+        except Exception as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)  # runs in the driver's thread, not on the event loop

@@ -1,0 +1,127 @@
+"""`dashtam connect`, `dashtam disconnect` and `dashtam connections list`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from dashtam_cli.cli import options, prompts, runtime
+
+connections_app = typer.Typer(
+    name="connections", help="List your connections to providers.", no_args_is_help=True
+)
+
+
+def _provider_names() -> list[str]:
+    from dashtam_cli.core.providers import PROVIDER_NAMES
+
+    return list(PROVIDER_NAMES)
+
+
+def connect(
+    ctx: typer.Context,
+    provider: Annotated[
+        str,
+        typer.Argument(
+            help="The provider to log in to: schwab.",
+            autocompletion=_provider_names,
+            show_default=False,
+        ),
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            "-n",
+            help="Name of the connection (default: the provider's name). Use several names "
+            "for several logins to one provider.",
+        ),
+    ] = None,
+    no_browser: Annotated[
+        bool,
+        typer.Option("--no-browser", help="Print the login URL instead of opening a browser."),
+    ] = False,
+    manual: Annotated[
+        bool,
+        typer.Option(
+            "--manual",
+            help="Print the login URL and read the redirected address pasted back (for SSH).",
+        ),
+    ] = False,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=1, help="Seconds to wait for the login to complete."),
+    ] = 300.0,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Log in to a provider in the browser and keep its tokens, sealed, in the vault.
+
+    The provider redirects to a short-lived HTTPS listener on this machine
+    (https://127.0.0.1:8182 by default). Its certificate is self-signed, so the
+    browser warns once: that is expected.
+    """
+    from dashtam_cli.core.oauth.flow import LoginOptions, connect
+
+    if no_browser and manual:
+        raise typer.BadParameter("choose one of --no-browser and --manual")
+    err = runtime.stderr(ctx)
+
+    def notify(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    def read_pasted_url() -> str:
+        err.print("Redirected address: ", end="", markup=False)
+        line = sys.stdin.readline()
+        if not line:
+            raise KeyboardInterrupt
+        return line
+
+    def confirm_replace(existing: str) -> bool:
+        return typer.confirm(
+            f"Replace the tokens of the connection {existing!r} with this new login?",
+            default=True,
+            err=True,
+        )
+
+    login = LoginOptions(
+        name=name,
+        mode="manual" if manual else "print" if no_browser else "browser",
+        timeout=timeout,
+        notify=notify,
+        read_pasted_url=read_pasted_url,
+        # On a terminal, ask before replacing; scripts are not asked.
+        confirm_replace=confirm_replace if prompts.interactive() and not manual else None,
+        passphrase_prompt=prompts.passphrase_prompt(),
+    )
+    info = runtime.run(ctx, lambda conf: connect(conf, provider, login))
+    err.print(f"connected {info.provider} as {info.name!r}", markup=False, highlight=False)
+    runtime.renderer(ctx, fmt).one(info)
+
+
+def disconnect(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The connection to remove.", show_default=False)],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove a connection with its tokens and cached data."""
+    from dashtam_cli.core.connections import disconnect as remove
+
+    prompts.confirm(f"Remove the connection {name!r}, its tokens and its cached data?", yes=yes)
+    opts = prompts.open_options()
+    info = runtime.run(ctx, lambda conf: remove(conf, name, opts))
+    runtime.stderr(ctx).print(
+        f"removed the connection {info.name!r} ({info.provider})", markup=False, highlight=False
+    )
+
+
+@connections_app.command("list")
+def list_(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None) -> None:
+    """List connections: name, provider, created, token expiry times, status."""
+    from dashtam_cli.core.connections import listing
+    from dashtam_cli.core.models import ConnectionInfo
+
+    opts = prompts.open_options()
+    infos = runtime.run(ctx, lambda conf: listing(conf, opts))
+    runtime.renderer(ctx, fmt).rows(ConnectionInfo, infos)

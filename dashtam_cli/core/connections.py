@@ -1,0 +1,232 @@
+"""Connections (one login to one provider) and their sealed tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import delete, select
+
+from dashtam_cli.core.errors import DashtamError
+from dashtam_cli.core.models import ConnectionInfo
+from dashtam_cli.core.oauth.tokens import TokenSet
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.vault import db, schema
+from dashtam_cli.core.vault.vault import open_vault
+
+if TYPE_CHECKING:
+    from sqlalchemy import Select
+    from sqlalchemy.engine import Row
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.vault.vault import OpenOptions, Vault
+
+__all__ = [
+    "ConnectionNotFound",
+    "connection_exists",
+    "disconnect",
+    "list_connections",
+    "listing",
+    "load_tokens",
+    "remove_connection",
+    "save_login",
+]
+
+
+class ConnectionNotFound(DashtamError):
+    """No connection has that name."""
+
+
+def _time(text: str | None) -> dt.datetime | None:
+    return None if text is None else dt.datetime.fromisoformat(text)
+
+
+def _info(row: Row[tuple[object, ...]]) -> ConnectionInfo:
+    m = row._mapping  # noqa: SLF001 - SQLAlchemy's public row API
+    return ConnectionInfo(
+        id=m["id"],
+        name=m["name"],
+        provider=m["provider"],
+        status=m["status"],
+        created_at=dt.datetime.fromisoformat(m["created_at"]),
+        updated_at=dt.datetime.fromisoformat(m["updated_at"]),
+        access_expires_at=_time(m["access_expires_at"]),
+        refresh_expires_at=_time(m["refresh_expires_at"]),
+    )
+
+
+def _query() -> Select[Any]:
+    c, t = schema.connections, schema.tokens
+    return (
+        select(
+            c.c.id,
+            c.c.name,
+            c.c.provider,
+            c.c.status,
+            c.c.created_at,
+            c.c.updated_at,
+            t.c.access_expires_at,
+            t.c.refresh_expires_at,
+        )
+        .select_from(c.outerjoin(t, t.c.connection_id == c.c.id))
+        .order_by(c.c.name)
+    )
+
+
+async def list_connections(vault: Vault, *, name: str | None = None) -> list[ConnectionInfo]:
+    """Every connection (or the one named), with its token lifetimes."""
+    query = _query()
+    if name is not None:
+        query = query.where(schema.connections.c.name == name)
+    async with vault.reading() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_info(row) for row in rows]
+
+
+async def connection_exists(vault: Vault, name: str) -> bool:
+    """Whether a connection has this name."""
+    async with vault.reading() as conn:
+        found = await conn.scalar(
+            select(schema.connections.c.id).where(schema.connections.c.name == name)
+        )
+    return found is not None
+
+
+async def _write_tokens(
+    vault: Vault, conn: AsyncConnection, connection_id: str, tokens: TokenSet
+) -> None:
+    from sqlalchemy.dialects.sqlite import insert
+
+    table = schema.tokens
+    existing = await conn.scalar(select(table.c.id).where(table.c.connection_id == connection_id))
+    row_id = existing or str(uuid.uuid4())
+    values = {
+        "access_token": vault.seal(table.name, row_id, "access_token", tokens.access_token),
+        "refresh_token": (
+            None
+            if tokens.refresh_token is None
+            else vault.seal(table.name, row_id, "refresh_token", tokens.refresh_token)
+        ),
+        "token_type": tokens.token_type,
+        "issued_at": db.utcnow_text(tokens.issued_at),
+        "access_expires_at": db.utcnow_text(tokens.access_expires_at),
+        "refresh_expires_at": (
+            None if tokens.refresh_expires_at is None else db.utcnow_text(tokens.refresh_expires_at)
+        ),
+        "updated_at": db.utcnow_text(),
+    }
+    stmt = insert(table).values(id=row_id, connection_id=connection_id, **values)
+    await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+
+
+async def save_login(vault: Vault, *, provider: str, name: str, tokens: TokenSet) -> ConnectionInfo:
+    """Create the connection, or replace an existing one's tokens, in one transaction.
+
+    The old tokens stay until this commit, so a failed or abandoned re-login
+    leaves the existing connection working.
+    """
+    c = schema.connections
+    now = db.utcnow_text()
+    async with vault.writing() as conn:
+        row = (
+            await conn.execute(select(c.c.id, c.c.provider).where(c.c.name == name))
+        ).one_or_none()
+        if row is None:
+            connection_id = str(uuid.uuid4())
+            await conn.execute(
+                c.insert().values(
+                    id=connection_id,
+                    provider=provider,
+                    name=name,
+                    status="active",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        else:
+            if row.provider != provider:
+                raise DashtamError(
+                    f"the connection {name!r} belongs to {row.provider}, not {provider}",
+                    hint="choose another name with --name",
+                )
+            connection_id = row.id
+            await conn.execute(
+                c.update().where(c.c.id == connection_id).values(status="active", updated_at=now)
+            )
+        await _write_tokens(vault, conn, connection_id, tokens)
+    (info,) = await list_connections(vault, name=name)
+    return info
+
+
+async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
+    """A connection and its tokens, opened."""
+    t = schema.tokens
+    infos = await list_connections(vault, name=name)
+    if not infos:
+        raise ConnectionNotFound(
+            f"no connection named {name!r}", hint="see: dashtam connections list"
+        )
+    info = infos[0]
+    async with vault.reading() as conn:
+        row = (await conn.execute(select(t).where(t.c.connection_id == info.id))).one_or_none()
+    if row is None:
+        raise ConnectionNotFound(
+            f"the connection {name!r} has no tokens",
+            hint=f"log in again: dashtam connect {info.provider} --name {name}",
+        )
+    access = vault.unseal_text(t.name, row.id, "access_token", row.access_token)
+    refresh = (
+        None
+        if row.refresh_token is None
+        else vault.unseal_text(t.name, row.id, "refresh_token", row.refresh_token)
+    )
+    register_secret(access)
+    register_secret(refresh)
+    tokens = TokenSet(
+        access_token=access,
+        refresh_token=refresh,
+        token_type=row.token_type,
+        issued_at=dt.datetime.fromisoformat(row.issued_at),
+        access_expires_at=dt.datetime.fromisoformat(row.access_expires_at),
+        refresh_expires_at=_time(row.refresh_expires_at),
+    )
+    return info, tokens
+
+
+async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
+    """Delete a connection, its tokens and its cached data (foreign keys cascade)."""
+    infos = await list_connections(vault, name=name)
+    if not infos:
+        raise ConnectionNotFound(
+            f"no connection named {name!r}", hint="see: dashtam connections list"
+        )
+    async with vault.writing() as conn:
+        await conn.execute(delete(schema.connections).where(schema.connections.c.id == infos[0].id))
+    return infos[0]
+
+
+async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionInfo]:
+    """Every connection; none when there is no vault yet."""
+    if not settings.paths.vault_file.exists():
+        return []
+    async with open_vault(settings, options) as vault:
+        return await list_connections(vault)
+
+
+async def disconnect(settings: Settings, name: str, options: OpenOptions) -> ConnectionInfo:
+    """Remove a connection with its tokens and cached data, and audit it."""
+    from dashtam_cli.core import audit
+
+    async with open_vault(settings, options) as vault:
+        info = await remove_connection(vault, name)
+        await audit.record(
+            vault,
+            operation="connection.remove",
+            outcome="ok",
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+        )
+        return info

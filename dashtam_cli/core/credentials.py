@@ -1,0 +1,178 @@
+"""Provider app credentials: from the environment, or sealed in the vault.
+
+Resolution, for each provider (Schwab's variables shown):
+
+1. ``SCHWAB_API_KEY`` and ``SCHWAB_API_SECRET`` in the environment, when both
+   are set (one without the other is an error, not a silent fall-through);
+2. the credentials stored sealed in the vault by
+   ``dashtam providers configure schwab --client-id ID``;
+3. otherwise an error saying both ways.
+
+The redirect URI follows the same order (``SCHWAB_REDIRECT_URI``, then the
+vault), with the provider's default (``https://127.0.0.1:8182``) last.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from dashtam_cli.core.errors import ConfigError, InputError
+from dashtam_cli.core.models import ProviderInfo
+from dashtam_cli.core.oauth.tokens import AppCredentials
+from dashtam_cli.core.providers import PROVIDER_NAMES, get_provider
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.vault import db, schema
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from dashtam_cli.core.providers.base import ProviderSpec
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.vault.vault import OpenOptions, Vault
+
+__all__ = ["configure", "list_providers", "providers", "resolve_credentials", "store_credentials"]
+
+
+def _from_env(spec: ProviderSpec, env: Mapping[str, str]) -> tuple[str, str] | None:
+    client_id = env.get(spec.client_id_env, "").strip()
+    secret = env.get(spec.client_secret_env, "").strip()
+    if client_id and secret:
+        return client_id, secret
+    if client_id or secret:
+        missing = spec.client_secret_env if client_id else spec.client_id_env
+        present = spec.client_id_env if client_id else spec.client_secret_env
+        raise ConfigError(
+            f"{present} is set but {missing} is not",
+            hint="set both, or unset both to use the credentials stored in the vault",
+        )
+    return None
+
+
+async def _from_vault(vault: Vault, spec: ProviderSpec) -> tuple[str, str, str | None] | None:
+    table = schema.provider_credentials
+    async with vault.reading() as conn:
+        row = (await conn.execute(select(table).where(table.c.provider == spec.name))).one_or_none()
+    if row is None:
+        return None
+    client_id = vault.unseal_text(table.name, row.id, "client_id", row.client_id)
+    secret = vault.unseal_text(table.name, row.id, "client_secret", row.client_secret)
+    return client_id, secret, row.redirect_uri
+
+
+async def resolve_credentials(
+    vault: Vault, spec: ProviderSpec, environ: Mapping[str, str] | None = None
+) -> AppCredentials:
+    """Return the app credentials to log in with: environment first, then the vault."""
+    env = os.environ if environ is None else environ
+    env_redirect = env.get(spec.redirect_uri_env, "").strip() or None
+    from_env = _from_env(spec, env)
+    stored = await _from_vault(vault, spec) if from_env is None or env_redirect is None else None
+    if from_env is not None:
+        redirect = env_redirect or (stored[2] if stored else None) or spec.default_redirect_uri
+        return AppCredentials(from_env[0], from_env[1], redirect, "environment")
+    if stored is not None:
+        redirect = env_redirect or stored[2] or spec.default_redirect_uri
+        return AppCredentials(stored[0], stored[1], redirect, "vault")
+    raise ConfigError(
+        f"no app credentials for {spec.display_name}",
+        hint=f"run: dashtam providers configure {spec.name} --client-id ID, or set "
+        f"{spec.client_id_env} and {spec.client_secret_env}",
+    )
+
+
+async def store_credentials(
+    vault: Vault,
+    spec: ProviderSpec,
+    *,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str | None,
+) -> None:
+    """Store (or replace) a provider's app credentials, sealed."""
+    from sqlalchemy.dialects.sqlite import insert
+
+    table = schema.provider_credentials
+    now = db.utcnow_text()
+    async with vault.writing() as conn:
+        existing = await conn.scalar(select(table.c.id).where(table.c.provider == spec.name))
+        row_id = existing or str(uuid.uuid4())
+        values = {
+            "client_id": vault.seal(table.name, row_id, "client_id", client_id),
+            "client_secret": vault.seal(table.name, row_id, "client_secret", client_secret),
+            "redirect_uri": redirect_uri,
+            "updated_at": now,
+        }
+        stmt = insert(table).values(id=row_id, provider=spec.name, created_at=now, **values)
+        await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+
+
+async def list_providers(
+    vault: Vault | None, environ: Mapping[str, str] | None = None
+) -> list[ProviderInfo]:
+    """Every provider, with where its credentials would come from (never the values)."""
+    env = os.environ if environ is None else environ
+    stored: set[str] = set()
+    if vault is not None:
+        async with vault.reading() as conn:
+            stored = set((await conn.scalars(select(schema.provider_credentials.c.provider))).all())
+    infos = []
+    for name in PROVIDER_NAMES:
+        spec = get_provider(name)
+        in_env = bool(
+            env.get(spec.client_id_env, "").strip() and env.get(spec.client_secret_env, "").strip()
+        )
+        source = "environment" if in_env else "vault" if name in stored else None
+        infos.append(
+            ProviderInfo(
+                name=name,
+                display_name=spec.display_name,
+                credentials=source,
+                base_url=spec.base_url(dict(env)),
+            )
+        )
+    return infos
+
+
+async def configure(  # noqa: PLR0913 - each is one input of the command
+    settings: Settings,
+    provider: str,
+    *,
+    client_id: str,
+    client_secret: str,
+    redirect_uri: str | None,
+    options: OpenOptions,
+) -> ProviderInfo:
+    """Check and store a provider's app credentials in the vault, and audit it."""
+    from dashtam_cli.core import audit
+    from dashtam_cli.core.oauth.listener import parse_redirect_uri
+    from dashtam_cli.core.vault.vault import open_vault
+
+    spec = get_provider(provider)
+    client_id, client_secret = client_id.strip(), client_secret.strip()
+    register_secret(client_secret)
+    if not client_id or not client_secret:
+        raise InputError("the client id and the secret must not be empty")
+    if redirect_uri is not None:
+        parse_redirect_uri(redirect_uri, setting="--redirect-uri")
+    async with open_vault(settings, dataclasses.replace(options, create=True)) as vault:
+        await store_credentials(
+            vault, spec, client_id=client_id, client_secret=client_secret, redirect_uri=redirect_uri
+        )
+        await audit.record(vault, operation="provider.configure", outcome="ok", provider=spec.name)
+        (info,) = [p for p in await list_providers(vault) if p.name == spec.name]
+    return info
+
+
+async def providers(settings: Settings, options: OpenOptions) -> list[ProviderInfo]:
+    """Every provider and where its credentials come from (the vault is read only if it exists)."""
+    from dashtam_cli.core.vault.vault import open_vault
+
+    if not settings.paths.vault_file.exists():
+        return await list_providers(None)
+    async with open_vault(settings, options) as vault:
+        return await list_providers(vault)

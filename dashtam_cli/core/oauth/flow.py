@@ -1,0 +1,349 @@
+"""The authorization-code login: authorize URL, loopback callback (or pasted URL), code exchange."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import hashlib
+import logging
+import os
+import secrets
+import time
+import urllib.parse
+from typing import TYPE_CHECKING
+
+from dashtam_cli.core import audit
+from dashtam_cli.core.connections import connection_exists, save_login
+from dashtam_cli.core.credentials import resolve_credentials
+from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.oauth.errors import (
+    AccessDenied,
+    CallbackTimeout,
+    LoginError,
+    TokenExchangeFailed,
+)
+from dashtam_cli.core.oauth.listener import (
+    Callback,
+    LoopbackListener,
+    RedirectTarget,
+    interpret_query,
+    parse_redirect_uri,
+    states_equal,
+)
+from dashtam_cli.core.providers import get_provider
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.vault.vault import OpenOptions, Vault, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    import httpx
+
+    from dashtam_cli.core.models import ConnectionInfo
+    from dashtam_cli.core.oauth.tokens import AppCredentials
+    from dashtam_cli.core.providers.base import ProviderSpec
+    from dashtam_cli.core.settings import Settings
+
+__all__ = ["LoginOptions", "PendingAuthorization", "connect"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("browser", "print", "manual")
+_MAX_NAME = 64
+
+
+def _ignore(_message: str) -> None:
+    return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoginOptions:
+    """How to run one login.
+
+    ``mode``: ``browser`` opens the system browser (``$BROWSER`` honoured),
+    ``print`` only shows the URL, ``manual`` shows it and reads the redirected
+    URL pasted back (for SSH sessions). ``notify`` receives the messages meant
+    for the person at the terminal (the CLI prints them on stderr); they may
+    contain the authorize URL, so they never go through logging.
+    """
+
+    name: str | None = None
+    mode: str = "browser"
+    timeout: float = 300.0
+    notify: Callable[[str], None] = _ignore
+    open_browser: Callable[[str], bool] | None = None
+    read_pasted_url: Callable[[], str] | None = None
+    confirm_replace: Callable[[str], bool] | None = None
+    passphrase_prompt: Callable[[bool], str] | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    environ: Mapping[str, str] | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PendingAuthorization:
+    """One login in progress: its state (and PKCE verifier), held only in memory."""
+
+    spec: ProviderSpec
+    credentials: AppCredentials
+    target: RedirectTarget
+    state: str = dataclasses.field(repr=False)
+    code_verifier: str | None = dataclasses.field(repr=False)
+
+    @classmethod
+    def new(
+        cls, spec: ProviderSpec, credentials: AppCredentials, target: RedirectTarget
+    ) -> PendingAuthorization:
+        """Make a fresh 256-bit state, and a PKCE verifier when the provider supports it."""
+        state = secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(48) if spec.supports_pkce else None
+        register_secret(state)
+        register_secret(verifier)
+        return cls(spec, credentials, target, state, verifier)
+
+    def authorize_url(self) -> str:
+        """The provider's consent page for this login."""
+        params = {
+            "client_id": self.credentials.client_id,
+            "redirect_uri": self.credentials.redirect_uri,
+            "response_type": "code",
+            "state": self.state,
+        }
+        if self.code_verifier is not None:
+            digest = hashlib.sha256(self.code_verifier.encode("ascii")).digest()
+            params["code_challenge"] = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            params["code_challenge_method"] = "S256"
+        return f"{self.spec.base_url()}{self.spec.authorize_path}?{urllib.parse.urlencode(params)}"
+
+    def check_state(self, received: str) -> bool:
+        """Constant-time comparison with this login's state."""
+        return states_equal(self.state)(received)
+
+    def token_form(self, code: str) -> dict[str, str]:
+        """The form body that exchanges ``code``."""
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.credentials.redirect_uri,
+        }
+        if self.code_verifier is not None:
+            form["code_verifier"] = self.code_verifier
+        return form
+
+
+def _check_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned or len(cleaned) > _MAX_NAME or not all(ch.isprintable() for ch in cleaned):
+        raise InputError(
+            f"a connection name is 1 to {_MAX_NAME} printable characters",
+            hint="for example: --name schwab-ira",
+        )
+    return cleaned
+
+
+def _read_pasted(pending: PendingAuthorization, pasted: str) -> Callback:
+    """Check a redirected URL pasted by the user exactly as the listener checks a request."""
+    url = urllib.parse.urlsplit(pasted.strip())
+    target = pending.target
+    if (url.scheme, (url.hostname or "").lower(), url.port or 443, url.path or "/") != (
+        "https",
+        target.host,
+        target.port,
+        target.path,
+    ):
+        raise LoginError(
+            "the pasted text is not the redirect address of this login",
+            hint=f"paste the whole address the browser landed on; it starts with {target.uri}",
+        )
+    outcome = interpret_query(url.query, pending.check_state)
+    if isinstance(outcome, AccessDenied):
+        raise outcome
+    if isinstance(outcome, str):
+        raise LoginError(
+            f"the pasted address was refused: {outcome}",
+            hint="paste the address of the login you just started, or run the command again",
+        )
+    return outcome
+
+
+async def _obtain_code(
+    settings: Settings, pending: PendingAuthorization, options: LoginOptions
+) -> Callback:
+    notify = options.notify
+    url = pending.authorize_url()
+    name = pending.spec.display_name
+    if options.mode == "manual":
+        if options.read_pasted_url is None:
+            raise InputError(
+                "--manual needs a terminal to paste into", hint="run it from a terminal"
+            )
+        notify(f"Open this address in a browser on any machine and log in to {name}:\n\n  {url}\n")
+        notify(
+            f"After you approve, the browser goes to {pending.target.uri}/?code=... and may show "
+            "an error page there: that is expected. Copy the whole address from the address bar "
+            "and paste it here."
+        )
+        reader = options.read_pasted_url
+        try:
+            pasted = await asyncio.wait_for(asyncio.to_thread(reader), options.timeout)
+        except TimeoutError:
+            raise CallbackTimeout(
+                f"no address was pasted within {options.timeout:g} s",
+                hint="run the command again; --timeout gives more time",
+            ) from None
+        register_secret(pasted.strip())
+        return _read_pasted(pending, pasted)
+
+    from dashtam_cli.core.oauth.tls import listener_ssl_context
+
+    context, cert_path = listener_ssl_context(settings.paths.data_dir / "tls")
+    listener = LoopbackListener(
+        pending.target,
+        ssl_context=context,
+        check_state=pending.check_state,
+        setting=pending.spec.redirect_uri_env,
+    )
+    async with listener:
+        notify(
+            f"Waiting for the login on {pending.target.uri}. dashtam's certificate there is "
+            f"self-signed ({cert_path}), so the browser will warn about it: that is expected, "
+            "continue to the page to finish."
+        )
+        opened = False
+        if options.mode == "browser":
+            opener = options.open_browser or _open_with_webbrowser
+            notify(f"Opening your browser to log in to {name}...")
+            opened = await asyncio.to_thread(opener, url)
+        if not opened:
+            notify(
+                f"Open this address in a browser on this machine and log in to {name}:\n\n  {url}\n"
+            )
+        try:
+            return await asyncio.wait_for(listener.wait(), options.timeout)
+        except TimeoutError:
+            raise CallbackTimeout(
+                f"no login callback arrived within {options.timeout:g} s",
+                hint="run the command again (--timeout gives more time; --manual works over SSH)",
+            ) from None
+
+
+def _open_with_webbrowser(url: str) -> bool:
+    import webbrowser
+
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False
+
+
+async def connect(settings: Settings, provider: str, options: LoginOptions) -> ConnectionInfo:
+    """Log in to ``provider`` and store the connection's tokens, sealed.
+
+    Every step goes to the audit log. Under an existing name, the old tokens
+    are replaced only once the new ones are in hand.
+    """
+    if options.mode not in MODES:
+        raise InputError(f"unknown login mode {options.mode!r}")
+    spec = get_provider(provider)
+    name = _check_name(options.name or spec.name)
+    env = os.environ if options.environ is None else options.environ
+    vault_options = OpenOptions(
+        create=True, prompt=options.passphrase_prompt, environ=options.environ
+    )
+    async with open_vault(settings, vault_options) as vault:
+        credentials = await resolve_credentials(vault, spec, env)
+        target = parse_redirect_uri(credentials.redirect_uri, setting=spec.redirect_uri_env)
+        if await connection_exists(vault, name) and options.confirm_replace is not None:
+            confirm = options.confirm_replace
+            if not await asyncio.to_thread(confirm, name):
+                raise DashtamError(
+                    f"the connection {name!r} was left as it is", hint="nothing changed"
+                )
+        pending = PendingAuthorization.new(spec, credentials, target)
+        return await _login(settings, vault, pending, name, options)
+
+
+async def _login(
+    settings: Settings,
+    vault: Vault,
+    pending: PendingAuthorization,
+    name: str,
+    options: LoginOptions,
+) -> ConnectionInfo:
+    spec = pending.spec
+
+    async def note(  # noqa: PLR0913 - the audit columns
+        operation: str,
+        outcome: str,
+        *,
+        http_status: int | None = None,
+        duration_ms: int | None = None,
+        correlation_id: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        await audit.record(
+            vault,
+            operation=operation,
+            outcome=outcome,
+            provider=spec.name,
+            connection_name=name,
+            http_status=http_status,
+            duration_ms=duration_ms,
+            correlation_id=correlation_id,
+            detail=detail,
+        )
+
+    await note("oauth.authorize", "started", detail=f"mode={options.mode}")
+    started = time.monotonic()
+    try:
+        callback = await _obtain_code(settings, pending, options)
+    except AccessDenied as exc:
+        await note("oauth.callback", "denied", detail=exc.message)
+        raise
+    except CallbackTimeout:
+        await note("oauth.callback", "timeout")
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        await asyncio.shield(note("oauth.callback", "interrupted"))
+        raise
+    except DashtamError as exc:
+        await note("oauth.callback", "failed", detail=exc.message)
+        raise
+    await note("oauth.callback", "ok", duration_ms=int((time.monotonic() - started) * 1000))
+    register_secret(callback.code)
+
+    from dashtam_cli.core.http import make_client
+    from dashtam_cli.core.oauth.tokens import post_token_request
+
+    async with make_client(settings, transport=options.transport) as client:
+        try:
+            response = await post_token_request(
+                client, spec, pending.credentials, pending.token_form(callback.code)
+            )
+        except TokenExchangeFailed as exc:
+            await note(
+                "oauth.token_exchange",
+                "failed",
+                http_status=exc.http_status,
+                correlation_id=exc.correlation_id,
+                detail=exc.message,
+            )
+            raise
+    await note(
+        "oauth.token_exchange",
+        "ok",
+        http_status=response.http_status,
+        duration_ms=response.duration_ms,
+        correlation_id=response.correlation_id,
+    )
+    info = await save_login(vault, provider=spec.name, name=name, tokens=response.tokens)
+    await audit.record(
+        vault,
+        operation="connection.save",
+        outcome="ok",
+        provider=spec.name,
+        connection_id=info.id,
+        connection_name=name,
+    )
+    log.info("connected %s as %r", spec.display_name, name)
+    return info

@@ -1,0 +1,373 @@
+"""The short-lived loopback HTTPS server that receives the OAuth redirect.
+
+Each connection is handled in its own task with its own deadlines: a client
+that connects and sends nothing, a slow TLS handshake, a half-sent request or
+plain HTTP on the TLS port never holds up the real callback. Only a request
+on the redirect path with the expected ``state`` and a ``code`` (or an
+``error``) ends the wait; everything else gets an error status and the
+listener keeps waiting. Nothing here logs a URL, a code or a state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import errno
+import hmac
+import logging
+import socket
+import ssl
+import urllib.parse
+from typing import TYPE_CHECKING, Final, Self
+
+from dashtam_cli.core.oauth.errors import AccessDenied, PortInUse, RedirectUriError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+
+__all__ = ["Callback", "LoopbackListener", "RedirectTarget", "parse_redirect_uri"]
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD: Final = 8192
+_TLS_HANDSHAKE: Final = 0x16
+_LOOPBACK_NAMES: Final = {"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1"}
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RedirectTarget:
+    """Where the listener binds and which path it answers, from the redirect URI."""
+
+    uri: str
+    host: str
+    bind: str
+    port: int
+    path: str
+
+
+def parse_redirect_uri(uri: str, *, setting: str) -> RedirectTarget:
+    """Check that ``uri`` is https on a loopback host with a port, and split it.
+
+    ``setting`` names where the URI came from, for the error's hint.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    host = (parts.hostname or "").lower()
+    hint = f"set {setting} to a loopback https address such as https://127.0.0.1:8182"
+    if parts.scheme != "https":
+        raise RedirectUriError(
+            f"the redirect URI must use https, not {parts.scheme or 'nothing'}", hint=hint
+        )
+    if host not in _LOOPBACK_NAMES:
+        raise RedirectUriError(
+            f"the redirect URI's host {host or '(none)'} is not loopback "
+            "(127.0.0.1, [::1] or localhost); dashtam listens only on this machine",
+            hint=hint,
+        )
+    try:
+        port = 443 if parts.port is None else parts.port
+    except ValueError:
+        raise RedirectUriError("the redirect URI's port is not a number", hint=hint) from None
+    if parts.query or parts.fragment:
+        raise RedirectUriError("the redirect URI must not have a query or fragment", hint=hint)
+    return RedirectTarget(
+        uri=uri, host=host, bind=_LOOPBACK_NAMES[host], port=port, path=parts.path or "/"
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Callback:
+    """The code the provider sent back, its state already checked."""
+
+    code: str
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dashtam</title></head>
+<body style="font-family: system-ui, sans-serif; margin: 3em">
+<h1>{title}</h1><p>{body}</p></body></html>
+"""
+
+
+def _response(status: int, reason: str, title: str, body: str) -> bytes:
+    page = _PAGE.format(title=title, body=body).encode()
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\n"
+        "Content-Type: text/html; charset=utf-8\r\n"
+        f"Content-Length: {len(page)}\r\n"
+        "Cache-Control: no-store\r\n"
+        "Referrer-Policy: no-referrer\r\n"
+        "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+        "X-Content-Type-Options: nosniff\r\n"
+        "Connection: close\r\n\r\n"
+    )
+    return head.encode() + page
+
+
+class LoopbackListener:
+    """Listens on the redirect URI's host and port until the real callback arrives.
+
+    ``check_state`` compares a received state with the one the flow made (in
+    constant time); the listener itself holds no secret.
+    """
+
+    def __init__(
+        self,
+        target: RedirectTarget,
+        *,
+        ssl_context: ssl.SSLContext,
+        check_state: Callable[[str], bool],
+        idle_timeout: float = 15.0,
+        setting: str = "the redirect URI",
+    ) -> None:
+        """Prepare to listen; nothing is bound until the listener is entered."""
+        self.target = target
+        self._ssl = ssl_context
+        self._check_state = check_state
+        self._idle = idle_timeout
+        self._setting = setting
+        self._sockets: list[socket.socket] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._result: asyncio.Future[Callback] | None = None
+        self._claimed = False
+        self.rejected: list[str] = []
+
+    async def __aenter__(self) -> Self:
+        """Bind the port (failing fast if it is taken) and start accepting."""
+        loop = asyncio.get_running_loop()
+        self._result = loop.create_future()
+        family = socket.AF_INET6 if ":" in self.target.bind else socket.AF_INET
+        try:
+            sock = socket.create_server((self.target.bind, self.target.port), family=family)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(
+                    f"port {self.target.port} on {self.target.bind} is already in use",
+                    hint=f"stop that program, or choose another port in {self._setting} "
+                    "(and register the same URL with the provider)",
+                ) from None
+            raise PortInUse(
+                f"cannot listen on {self.target.bind} port {self.target.port}: {exc.strerror}",
+                hint=f"choose another port in {self._setting}",
+            ) from None
+        sock.setblocking(False)  # noqa: FBT003 - the socket API
+        self._sockets.append(sock)
+        self._spawn(self._accept(sock))
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """Stop accepting, drop every open connection, and release the port."""
+        for sock in self._sockets:
+            sock.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._sockets.clear()
+
+    @property
+    def port(self) -> int:
+        """The port actually bound (useful when the URI asked for port 0)."""
+        return int(self._sockets[0].getsockname()[1])
+
+    async def wait(self) -> Callback:
+        """Wait for the real callback; raise AccessDenied if the user declined."""
+        assert self._result is not None, "enter the listener first"
+        return await asyncio.shield(self._result)
+
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except OSError:
+                return
+            conn.setblocking(False)  # noqa: FBT003 - the socket API
+            self._spawn(self._serve(conn))
+
+    async def _peek(self, conn: socket.socket) -> bytes:
+        """Wait until the client sends something, and look at its first byte without taking it."""
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(conn.fileno(), readable)
+        try:
+            await asyncio.wait_for(ready, self._idle)
+        finally:
+            loop.remove_reader(conn.fileno())
+        try:
+            return conn.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return await self._peek(conn)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        writer: asyncio.StreamWriter | None = None
+        try:
+            first = await self._peek(conn)
+            if not first:
+                return
+            if first[0] != _TLS_HANDSHAKE:
+                self._reject("plain HTTP on the TLS port")
+                await loop.sock_sendall(
+                    conn,
+                    _response(
+                        400,
+                        "Bad Request",
+                        "This address speaks HTTPS",
+                        f"dashtam's login listener only accepts https://{self.target.host}:{self.target.port}.",
+                    ),
+                )
+                return
+            reader = asyncio.StreamReader(limit=MAX_HEAD)
+            protocol = asyncio.StreamReaderProtocol(reader)
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol, conn, ssl=self._ssl, ssl_handshake_timeout=self._idle
+            )
+            writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+            try:
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self._idle)
+            except (asyncio.LimitOverrunError, ValueError):
+                self._reject("request head too large")
+                writer.write(
+                    _response(431, "Request Header Fields Too Large", "Request too large", "")
+                )
+                await writer.drain()
+                return
+            except TimeoutError:
+                self._reject("request not completed in time")
+                writer.write(_response(408, "Request Timeout", "Request timeout", ""))
+                await writer.drain()
+                return
+            response, outcome = self._handle(head)
+            try:
+                writer.write(response)
+                await writer.drain()
+            finally:
+                # Settle only once the page is on its way: the flow closes the
+                # listener as soon as it has its answer.
+                if outcome is not None:
+                    self._settle(outcome)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
+            # Idle clients, dropped connections and failed handshakes (a browser
+            # that has not accepted the certificate yet) are simply closed.
+            pass
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1)
+            else:
+                conn.close()
+
+    def _reject(self, why: str) -> None:
+        self.rejected.append(why)
+        log.info("login listener rejected a request: %s", why)
+
+    def _settle(self, outcome: Callback | BaseException) -> None:
+        assert self._result is not None
+        if self._result.done():
+            return
+        if isinstance(outcome, BaseException):
+            self._result.set_exception(outcome)
+        else:
+            self._result.set_result(outcome)
+
+    def _handle(self, head: bytes) -> tuple[bytes, Callback | BaseException | None]:  # noqa: PLR0911
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):  # noqa: PLR2004
+            self._reject("malformed request line")
+            return _response(400, "Bad Request", "Bad request", ""), None
+        method, target, _version = parts
+        if method != "GET":
+            self._reject("method not allowed")
+            return _response(405, "Method Not Allowed", "Method not allowed", ""), None
+        url = urllib.parse.urlsplit(target)
+        if url.path != self.target.path:
+            self._reject("wrong path")
+            return _response(404, "Not Found", "Not found", ""), None
+        outcome = interpret_query(url.query, self._check_state)
+        if isinstance(outcome, str):
+            self._reject(outcome)
+            page = _response(
+                400,
+                "Bad Request",
+                "This is not the login dashtam is waiting for",
+                "Start the login again.",
+            )
+            return page, None
+        if self._claimed:
+            self._reject("callback already received")
+            return _response(410, "Gone", "Already done", "This login was already completed."), None
+        self._claimed = True
+        if isinstance(outcome, AccessDenied):
+            page = _response(
+                200,
+                "OK",
+                "Login cancelled",
+                "dashtam was not given access. You can close this tab.",
+            )
+            return page, outcome
+        page = _response(
+            200,
+            "OK",
+            "Login complete",
+            "dashtam received the authorization. You can close this tab.",
+        )
+        return page, outcome
+
+
+def interpret_query(
+    query: str, check_state: Callable[[str], bool]
+) -> Callback | AccessDenied | str:
+    """Read a redirect's query: the code, the user's refusal, or why it is rejected.
+
+    The state is checked first, so a forged or stale link can neither deliver
+    a code nor cancel the login. ``parse_qs`` decodes percent-escapes: Schwab's
+    code ends in ``%40``, which must reach the token endpoint as ``@``.
+    """
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+
+    def one(name: str) -> str | None:
+        values = params.get(name)
+        return values[0] if values and len(values) == 1 else None
+
+    state = one("state")
+    if state is None or not check_state(state):
+        return "missing or wrong state"
+    error = one("error")
+    if error is not None:
+        return AccessDenied(
+            f"the provider did not grant access ({_printable(error)})",
+            hint="run the command again and approve access in the browser",
+        )
+    code = one("code")
+    if not code:
+        return "callback without a code"
+    return Callback(code=code)
+
+
+def _printable(text: str) -> str:
+    """Keep a provider's error word short and on one line."""
+    cleaned = "".join(ch if ch.isprintable() else "?" for ch in text)
+    return cleaned[:80]
+
+
+def states_equal(expected: str) -> Callable[[str], bool]:
+    """A constant-time comparison against ``expected``."""
+    wanted = expected.encode()
+
+    def check(received: str) -> bool:
+        return hmac.compare_digest(received.encode(), wanted)
+
+    return check

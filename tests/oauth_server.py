@@ -1,0 +1,185 @@
+"""A local OAuth2 authorization server shaped like Schwab's, over real TLS on 127.0.0.1 (tests only)."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import http.server
+import json
+import secrets
+import ssl
+import threading
+import urllib.parse
+import uuid
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+if TYPE_CHECKING:
+    import trustme
+
+
+@dataclasses.dataclass
+class TokenRequest:
+    """One request the token endpoint received."""
+
+    form: dict[str, str]
+    authorization: str | None
+    content_type: str | None
+
+
+@dataclasses.dataclass
+class Behaviour:
+    """How the server answers; tests change it between steps."""
+
+    approve: bool = True
+    token_status: int | None = None  # force this status on the token endpoint
+    token_body: bytes | None = None  # with this raw body
+    expires_in: int = 1800
+    rotate_refresh: bool = True
+
+
+class OAuthServer:
+    """Authorize and token endpoints at ``/v1/oauth/...`` checking what Schwab checks."""
+
+    def __init__(
+        self,
+        ca: trustme.CA,
+        *,
+        client_id: str = "test-app-key-0123456789abcdef",
+        client_secret: str = "test-app-secret-0123",
+        redirect_uri: str = "https://127.0.0.1:8182",
+    ) -> None:
+        """Prepare a server with a certificate for 127.0.0.1 issued by ``ca``."""
+        self.ca = ca
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.redirect_uri = redirect_uri
+        self.behaviour = Behaviour()
+        self.codes: dict[str, bool] = {}  # code -> used
+        self.token_requests: list[TokenRequest] = []
+        self.issued: list[dict[str, Any]] = []
+        self.authorize_queries: list[dict[str, str]] = []
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The origin to put in DASHTAM_SCHWAB_BASE_URL."""
+        assert self._server is not None
+        return f"https://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        """Start serving in a thread."""
+        owner = self
+
+        class Handler(_Handler):
+            server_owner: ClassVar[OAuthServer] = owner
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        """Stop serving."""
+        assert self._server is not None
+        self._server.shutdown()
+        self._server.server_close()
+
+    def new_code(self) -> str:
+        """A code shaped like Schwab's: it ends in '@', sent as %40."""
+        code = f"C0.{base64.urlsafe_b64encode(secrets.token_bytes(24)).decode()}@"
+        self.codes[code] = False
+        return code
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server_owner: ClassVar[OAuthServer]
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        """Stay quiet."""
+
+    def _json(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Schwab-Client-CorrelId", str(uuid.uuid4()))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        """The authorize endpoint: approve (or deny) at once and redirect back."""
+        owner = self.server_owner
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != "/v1/oauth/authorize":
+            self._json(404, {"message": "not found"})
+            return
+        query = dict(urllib.parse.parse_qsl(url.query))
+        owner.authorize_queries.append(query)
+        if (
+            query.get("client_id") != owner.client_id
+            or query.get("redirect_uri") != owner.redirect_uri
+        ):
+            self._json(400, {"error": "invalid_request"})
+            return
+        params = {"state": query.get("state", "")}
+        if owner.behaviour.approve:
+            params = {"code": owner.new_code(), "session": str(uuid.uuid4()), **params}
+        else:
+            params = {"error": "access_denied", **params}
+        location = f"{owner.redirect_uri}/?{urllib.parse.urlencode(params)}"
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        """The token endpoint: Basic client authentication, form body, codes used once."""
+        owner = self.server_owner
+        length = int(self.headers.get("Content-Length") or 0)
+        form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
+        auth = self.headers.get("Authorization")
+        owner.token_requests.append(TokenRequest(form, auth, self.headers.get("Content-Type")))
+        behaviour = owner.behaviour
+        if behaviour.token_status is not None:
+            body = behaviour.token_body or b""
+            self.send_response(behaviour.token_status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        expected = (
+            "Basic "
+            + base64.b64encode(f"{owner.client_id}:{owner.client_secret}".encode()).decode()
+        )
+        if auth != expected:
+            self._json(
+                401,
+                {"error": "invalid_client", "error_description": "Client authentication failed"},
+            )
+            return
+        if form.get("grant_type") == "authorization_code":
+            code = form.get("code", "")
+            if owner.codes.get(code) is not False or form.get("redirect_uri") != owner.redirect_uri:
+                self._json(
+                    400, {"error": "invalid_grant", "error_description": "Bad authorization code"}
+                )
+                return
+            owner.codes[code] = True
+        elif form.get("grant_type") != "refresh_token":
+            self._json(400, {"error": "unsupported_grant_type"})
+            return
+        tokens = {
+            "expires_in": behaviour.expires_in,
+            "token_type": "Bearer",
+            "scope": "api",
+            "access_token": f"I0.{secrets.token_urlsafe(32)}@",
+            "id_token": secrets.token_urlsafe(40),
+        }
+        if form.get("grant_type") == "authorization_code" or behaviour.rotate_refresh:
+            tokens["refresh_token"] = f"R0.{secrets.token_urlsafe(32)}@"
+        owner.issued.append(tokens)
+        self._json(200, tokens)
