@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from dashtam_cli.core import redact
 
+pytest_plugins = ["oauth_fixtures"]
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -10,8 +10,10 @@ from dashtam_cli import __version__
 from dashtam_cli.cli import options, runtime
 from dashtam_cli.cli.audit import audit_app
 from dashtam_cli.cli.connect import connect, connections_app, disconnect
+from dashtam_cli.cli.data import accounts_app, positions_app, transactions_app
 from dashtam_cli.cli.paths import paths
 from dashtam_cli.cli.providers import providers_app
+from dashtam_cli.cli.tokens import tokens_app
 from dashtam_cli.cli.vault import vault_app
 
 __all__ = ["app"]
@@ -70,7 +72,11 @@ def root(
 app.command("connect")(connect)
 app.command("disconnect")(disconnect)
 app.add_typer(connections_app)
+app.add_typer(accounts_app)
+app.add_typer(positions_app)
+app.add_typer(transactions_app)
 app.add_typer(providers_app)
+app.add_typer(tokens_app)
 app.add_typer(vault_app)
 app.add_typer(audit_app)
 app.command("paths")(paths)

@@ -32,6 +32,8 @@ __all__ = [
     "load_tokens",
     "remove_connection",
     "save_login",
+    "set_status",
+    "store_tokens",
 ]
 
 
@@ -158,6 +160,29 @@ async def save_login(vault: Vault, *, provider: str, name: str, tokens: TokenSet
         await _write_tokens(vault, conn, connection_id, tokens)
     (info,) = await list_connections(vault, name=name)
     return info
+
+
+async def store_tokens(vault: Vault, connection_id: str, tokens: TokenSet) -> None:
+    """Replace a connection's tokens (after a refresh) and mark it active, in one transaction."""
+    c = schema.connections
+    async with vault.writing() as conn:
+        await _write_tokens(vault, conn, connection_id, tokens)
+        await conn.execute(
+            c.update()
+            .where(c.c.id == connection_id)
+            .values(status="active", updated_at=db.utcnow_text())
+        )
+
+
+async def set_status(vault: Vault, connection_id: str, status: str) -> None:
+    """Record a connection's status (active, reauth_required)."""
+    c = schema.connections
+    async with vault.writing() as conn:
+        await conn.execute(
+            c.update()
+            .where(c.c.id == connection_id)
+            .values(status=status, updated_at=db.utcnow_text())
+        )
 
 
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime  # noqa: TC003 - pydantic resolves annotations at runtime
+from datetime import date, datetime  # noqa: TC003 - pydantic resolves annotations at runtime
+from decimal import Decimal  # noqa: TC003
 from pathlib import Path  # noqa: TC003
 
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "Account",
     "AuditEntry",
     "ConnectionInfo",
     "KeyRotation",
     "PathEntry",
+    "Position",
     "ProviderInfo",
     "Record",
+    "RefreshResult",
+    "TokenStatus",
+    "Transaction",
     "VaultInit",
     "VaultStatus",
 ]
@@ -104,3 +110,88 @@ class ConnectionInfo(Record):
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
     id: str
+
+
+class TokenStatus(Record):
+    """The lifetimes and state of one connection's tokens.
+
+    ``state`` is ``ok``, ``access_expired`` (refreshed automatically),
+    ``refresh_expiring`` (under 24 h left: log in again soon) or
+    ``reauth_required``.
+    """
+
+    connection: str
+    provider: str
+    state: str
+    access_expires_at: datetime | None
+    access_expires_in_seconds: int | None
+    access_expires: str | None
+    refresh_expires_at: datetime | None
+    refresh_expires_in_seconds: int | None
+    refresh_expires: str | None
+    action: str
+
+
+class RefreshResult(Record):
+    """What `dashtam tokens refresh` did for one connection."""
+
+    connection: str
+    provider: str
+    result: str
+    access_expires_at: datetime | None
+    refresh_expires_at: datetime | None
+    message: str | None
+
+
+class Account(Record):
+    """An account at a provider, in dashtam's provider-neutral shape.
+
+    ``id`` is stable across runs; ``number`` is masked (``****5678``), never
+    the full number. Money is Decimal, in ``currency``.
+    """
+
+    id: str
+    connection: str
+    provider: str
+    name: str
+    type: str
+    number: str
+    currency: str
+    cash: Decimal | None
+    market_value: Decimal | None
+    total_value: Decimal | None
+    buying_power: Decimal | None
+    fetched_at: datetime
+
+
+class Position(Record):
+    """A holding; ``quantity`` is signed: long minus short."""
+
+    account_id: str
+    account: str
+    symbol: str
+    description: str | None
+    asset_type: str
+    quantity: Decimal
+    average_price: Decimal | None
+    market_value: Decimal | None
+    day_profit_loss: Decimal | None
+
+
+class Transaction(Record):
+    """A transaction; ``amount`` is positive when money comes into the account."""
+
+    id: str
+    account_id: str
+    account: str
+    time: datetime
+    trade_date: date | None
+    settlement_date: date | None
+    type: str
+    description: str | None
+    amount: Decimal
+    symbol: str | None
+    quantity: Decimal | None
+    price: Decimal | None
+    fees: Decimal
+    status: str | None

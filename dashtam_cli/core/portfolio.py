@@ -1,0 +1,482 @@
+"""Accounts, positions and transactions from every connection, fetched at once, cached sealed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import uuid
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
+
+from sqlalchemy import delete, select
+
+from dashtam_cli.core import audit
+from dashtam_cli.core.connections import list_connections
+from dashtam_cli.core.errors import DashtamError, InputError, PartialFailure, ReauthRequired
+from dashtam_cli.core.models import Account, ConnectionInfo, Position, Transaction
+from dashtam_cli.core.providers.schwab_api import CallRecord, SchwabClient, parse_schwab_time
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.tokens import token_manager
+from dashtam_cli.core.vault import db, schema
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import httpx
+
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.tokens import TokenManager
+    from dashtam_cli.core.vault.vault import OpenOptions, Vault
+
+__all__ = [
+    "Failure",
+    "FetchOptions",
+    "FetchResult",
+    "fetch_accounts",
+    "fetch_positions",
+    "fetch_transactions",
+]
+
+T = TypeVar("T")
+ACCOUNTS_IN_FLIGHT: Final = 8
+_TXN_NAMESPACE: Final = uuid.UUID("6f1c1d2e-8a3b-4c5d-9e7f-0a1b2c3d4e5f")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchOptions:
+    """What to fetch: which connection and account, and for transactions the filters."""
+
+    connection: str | None = None
+    account: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    types: Sequence[str] = ()
+    symbol: str | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Failure:
+    """A connection that failed, and why."""
+
+    connection: str
+    error: DashtamError
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchResult(Generic[T]):
+    """The items fetched, the connections that failed, and how many requests it took."""
+
+    items: list[T]
+    failures: list[Failure]
+    succeeded: int
+    requests: int = 0
+
+    def outcome(self) -> DashtamError | None:
+        """The error to exit with: none, partial (3), or the failure itself when all failed."""
+        if not self.failures:
+            return None
+        lines = "; ".join(f"{f.connection}: {f.error.message}" for f in self.failures)
+        if self.succeeded:
+            total = self.succeeded + len(self.failures)
+            return PartialFailure(
+                f"{len(self.failures)} of {total} connections failed ({lines})",
+                hint="the other connections' data was printed; see above for each failure",
+            )
+        if len(self.failures) == 1:
+            return self.failures[0].error
+        if all(isinstance(f.error, ReauthRequired) for f in self.failures):
+            return ReauthRequired(lines, hint="log in again: dashtam connect schwab --name NAME")
+        return DashtamError(lines, hint="see the messages above; retry later")
+
+
+def _money(value: Any) -> decimal.Decimal | None:  # noqa: ANN401 - JSON number or absent
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, decimal.Decimal):
+        return value
+    if isinstance(value, int):
+        return decimal.Decimal(value)
+    try:
+        return decimal.Decimal(str(value))
+    except decimal.InvalidOperation:
+        return None
+
+
+def _date(value: Any) -> dt.date | None:  # noqa: ANN401
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return dt.date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def mask_number(number: str) -> str:
+    """``****5678``: the last four digits only."""
+    return "****" + number[-4:]
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
+
+
+def _dumps(model: Any) -> str:  # noqa: ANN401 - a pydantic model
+    return json.dumps(model.model_dump(mode="json"), default=_json_default, separators=(",", ":"))
+
+
+@dataclasses.dataclass(slots=True)
+class _Known:
+    """An account dashtam has seen: its stable id and full number (in memory only)."""
+
+    id: str
+    number: str
+    hash_value: str | None = None
+
+
+async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
+    table = schema.accounts
+    async with vault.reading() as conn:
+        rows = (
+            await conn.execute(
+                select(table.c.id, table.c.number).where(table.c.connection_id == connection_id)
+            )
+        ).all()
+    known = []
+    for row in rows:
+        number = vault.unseal_text(table.name, row.id, "number", row.number)
+        register_secret(number)
+        known.append(_Known(row.id, number))
+    return known
+
+
+async def _account_ids(vault: Vault, connection_id: str, numbers: Sequence[str]) -> dict[str, str]:
+    """Stable ids: the one stored for a number, or a new random one (never derived from it)."""
+    known = {k.number: k.id for k in await _known_accounts(vault, connection_id)}
+    return {number: known.get(number) or str(uuid.uuid4()) for number in numbers}
+
+
+def _account_model(
+    info: ConnectionInfo, account_id: str, raw: dict[str, Any], now: dt.datetime
+) -> Account:
+    sec = raw.get("securitiesAccount") or {}
+    number = str(sec.get("accountNumber", ""))
+    current = sec.get("currentBalances") or {}
+    aggregated = raw.get("aggregatedBalance") or {}
+    positions = sec.get("positions") or []
+    market = sum(
+        (_money(p.get("marketValue")) or decimal.Decimal(0) for p in positions), decimal.Decimal(0)
+    )
+    account_type = str(sec.get("type") or "UNKNOWN")
+    total = _money(current.get("liquidationValue"))
+    if total is None:
+        total = _money(aggregated.get("currentLiquidationValue"))
+    return Account(
+        id=account_id,
+        connection=info.name,
+        provider=info.provider,
+        name=f"{account_type.title()} {mask_number(number)}",
+        type=account_type,
+        number=mask_number(number),
+        currency="USD",
+        cash=_money(current.get("cashBalance")),
+        market_value=market if positions else decimal.Decimal(0),
+        total_value=total,
+        buying_power=_money(current.get("buyingPower")),
+        fetched_at=now,
+    )
+
+
+def _positions(account: Account, raw: dict[str, Any]) -> list[Position]:
+    result = []
+    for item in (raw.get("securitiesAccount") or {}).get("positions") or []:
+        instrument = item.get("instrument") or {}
+        long_q = _money(item.get("longQuantity")) or decimal.Decimal(0)
+        short_q = _money(item.get("shortQuantity")) or decimal.Decimal(0)
+        result.append(
+            Position(
+                account_id=account.id,
+                account=account.number,
+                symbol=str(instrument.get("symbol") or ""),
+                description=instrument.get("description"),
+                asset_type=str(instrument.get("assetType") or "UNKNOWN"),
+                quantity=long_q - short_q,
+                average_price=_money(item.get("averagePrice")),
+                market_value=_money(item.get("marketValue")),
+                day_profit_loss=_money(item.get("currentDayProfitLoss")),
+            )
+        )
+    return result
+
+
+def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction | None:
+    activity = raw.get("activityId")
+    time_text = raw.get("time") or raw.get("tradeDate")
+    if activity is None or not isinstance(time_text, str):
+        return None
+    items = [i for i in raw.get("transferItems") or [] if isinstance(i, dict)]
+    main = next(
+        (i for i in items if (i.get("instrument") or {}).get("assetType") != "CURRENCY"),
+        None,
+    )
+    fees = sum(
+        (abs(_money(i.get("cost")) or decimal.Decimal(0)) for i in items if i.get("feeType")),
+        decimal.Decimal(0),
+    )
+    instrument = (main or {}).get("instrument") or {}
+    try:
+        moment = parse_schwab_time(time_text)
+    except ValueError:
+        return None
+    return Transaction(
+        id=str(uuid.uuid5(_TXN_NAMESPACE, f"{account_id}:{activity}")),
+        account_id=account_id,
+        account=masked,
+        time=moment,
+        trade_date=_date(raw.get("tradeDate")),
+        settlement_date=_date(raw.get("settlementDate")),
+        type=str(raw.get("type") or "UNKNOWN"),
+        description=raw.get("description") or instrument.get("description"),
+        amount=_money(raw.get("netAmount")) or decimal.Decimal(0),
+        symbol=instrument.get("symbol"),
+        quantity=_money((main or {}).get("amount")),
+        price=_money((main or {}).get("price")),
+        fees=fees,
+        status=raw.get("status"),
+    )
+
+
+class _Session:
+    """One connection's client and the audit hook for its calls."""
+
+    def __init__(self, vault: Vault, manager: TokenManager, info: ConnectionInfo) -> None:
+        self.vault = vault
+        self.info = info
+        from dashtam_cli.core.providers import get_provider
+
+        spec = get_provider(info.provider)
+
+        async def token() -> str:
+            return await manager.access_token(info.name)
+
+        async def refresh() -> str:
+            return (await manager.refresh(info.name, force=True)).tokens.access_token
+
+        async def record(call: CallRecord) -> None:
+            await audit.record(
+                vault,
+                operation=f"schwab.{call.operation.replace(' ', '_')}",
+                outcome=call.outcome,
+                provider=info.provider,
+                connection_id=info.id,
+                connection_name=info.name,
+                http_status=call.http_status,
+                duration_ms=call.duration_ms,
+                correlation_id=call.correlation_id,
+                detail=call.detail,
+            )
+
+        self.client = SchwabClient(
+            manager.client,
+            base_url=spec.base_url(),
+            token=token,
+            refresh=refresh,
+            record=record,
+            reauth_hint=f"run: dashtam connect {info.provider} --name {info.name}",
+        )
+
+
+def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
+    if selector is None:
+        return list(accounts)
+    chosen = [a for a in accounts if a.id == selector or a.number.endswith(selector)]
+    if len(chosen) > 1 and not any(a.id == selector for a in chosen):
+        raise InputError(
+            f"{selector!r} matches {len(chosen)} accounts",
+            hint="give more digits, or the account id from: dashtam accounts list",
+        )
+    return chosen
+
+
+async def _store_accounts(
+    vault: Vault, info: ConnectionInfo, accounts: Sequence[tuple[Account, str, list[Position]]]
+) -> None:
+    from sqlalchemy.dialects.sqlite import insert
+
+    table, ptable = schema.accounts, schema.positions
+    now = db.utcnow_text()
+    async with vault.writing() as conn:
+        for account, number, positions in accounts:
+            values = {
+                "connection_id": info.id,
+                "number": vault.seal(table.name, account.id, "number", number),
+                "payload": vault.seal(table.name, account.id, "payload", _dumps(account)),
+                "fetched_at": now,
+            }
+            stmt = insert(table).values(id=account.id, **values)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+            await conn.execute(delete(ptable).where(ptable.c.account_id == account.id))
+            for position in positions:
+                row_id = str(uuid.uuid4())
+                await conn.execute(
+                    ptable.insert().values(
+                        id=row_id,
+                        account_id=account.id,
+                        payload=vault.seal(ptable.name, row_id, "payload", _dumps(position)),
+                        fetched_at=now,
+                    )
+                )
+
+
+async def _store_transactions(vault: Vault, transactions: Sequence[Transaction]) -> None:
+    from sqlalchemy.dialects.sqlite import insert
+
+    table = schema.transactions
+    now = db.utcnow_text()
+    async with vault.writing() as conn:
+        for txn in transactions:
+            values = {
+                "account_id": txn.account_id,
+                "occurred_at": db.utcnow_text(txn.time),
+                "payload": vault.seal(table.name, txn.id, "payload", _dumps(txn)),
+                "fetched_at": now,
+            }
+            stmt = insert(table).values(id=txn.id, **values)
+            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+
+
+async def _connection_accounts(
+    session: _Session, options: FetchOptions
+) -> tuple[list[tuple[Account, str, list[Position]]], dict[str, str]]:
+    """Fetch and store one connection's accounts with positions; return them and their hashes."""
+    client, vault, info = session.client, session.vault, session.info
+    numbers, raws = await asyncio.gather(client.account_numbers(), client.accounts())
+    for number, _ in numbers:
+        register_secret(number)
+    hashes = dict(numbers)
+    ids = await _account_ids(vault, info.id, list(hashes))
+    now = options.clock()
+    result = []
+    for raw in raws:
+        number = str((raw.get("securitiesAccount") or {}).get("accountNumber", ""))
+        if number not in ids:
+            continue
+        account = _account_model(info, ids[number], raw, now)
+        result.append((account, number, _positions(account, raw)))
+    await _store_accounts(vault, info, result)
+    return result, hashes
+
+
+async def _for_connections(
+    settings: Settings,
+    options: FetchOptions,
+    open_options: OpenOptions,
+    work: Callable[[_Session], Any],
+) -> FetchResult[Any]:
+    async with token_manager(
+        settings, open_options, transport=options.transport, clock=options.clock
+    ) as manager:
+        infos = await list_connections(manager.vault, name=options.connection)
+        if options.connection is not None and not infos:
+            raise InputError(
+                f"no connection named {options.connection!r}", hint="see: dashtam connections list"
+            )
+        if not infos:
+            raise DashtamError(
+                "there are no connections yet", hint="log in first: dashtam connect schwab"
+            )
+        sessions = [_Session(manager.vault, manager, info) for info in infos]
+        outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
+    items: list[Any] = []
+    failures: list[Failure] = []
+    for session, outcome in zip(sessions, outcomes, strict=True):
+        if isinstance(outcome, DashtamError):
+            failures.append(Failure(session.info.name, outcome))
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            items.extend(outcome)
+    requests = sum(s.client.requests for s in sessions)
+    return FetchResult(items, failures, len(sessions) - len(failures), requests)
+
+
+async def fetch_accounts(
+    settings: Settings, options: FetchOptions, open_options: OpenOptions
+) -> FetchResult[Account]:
+    """Every account (or the one selected) with balances, from every connection (or one)."""
+
+    async def work(session: _Session) -> list[Account]:
+        accounts, _ = await _connection_accounts(session, options)
+        known = [_Known(a.id, n) for a, n, _ in accounts]
+        chosen = {k.id for k in _select(known, options.account)}
+        return [a for a, _, _ in accounts if a.id in chosen]
+
+    return await _for_connections(settings, options, open_options, work)
+
+
+async def fetch_positions(
+    settings: Settings, options: FetchOptions, open_options: OpenOptions
+) -> FetchResult[Position]:
+    """Positions of every account (or the one selected)."""
+
+    async def work(session: _Session) -> list[Position]:
+        accounts, _ = await _connection_accounts(session, options)
+        known = [_Known(a.id, n) for a, n, _ in accounts]
+        chosen = {k.id for k in _select(known, options.account)}
+        return [p for a, _, positions in accounts if a.id in chosen for p in positions]
+
+    return await _for_connections(settings, options, open_options, work)
+
+
+async def fetch_transactions(
+    settings: Settings, options: FetchOptions, open_options: OpenOptions
+) -> FetchResult[Transaction]:
+    """Transactions of every account (or the one selected) between ``since`` and ``until``."""
+    until = options.until or options.clock()
+    since = options.since or until - dt.timedelta(days=90)
+    if since >= until:
+        raise InputError("--since must be before --until")
+
+    async def work(session: _Session) -> list[Transaction]:
+        client, vault, info = session.client, session.vault, session.info
+        numbers = await client.account_numbers()
+        for number, _ in numbers:
+            register_secret(number)
+        ids = await _account_ids(vault, info.id, [n for n, _ in numbers])
+        known = [_Known(ids[n], n, h) for n, h in numbers]
+        chosen = _select(known, options.account)
+        # Accounts unseen before get a row first, so their transactions have a parent.
+        stored = {k.id for k in await _known_accounts(vault, info.id)}
+        if any(k.id not in stored for k in chosen):
+            await _connection_accounts(session, options)
+        gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
+
+        async def one(account: _Known) -> list[Transaction]:
+            async with gate:
+                raws = await client.transactions(
+                    account.hash_value or "",
+                    since,
+                    until,
+                    types=options.types,
+                    symbol=options.symbol,
+                )
+            masked = mask_number(account.number)
+            return [
+                t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None
+            ]
+
+        pages = await asyncio.gather(*(one(a) for a in chosen))
+        transactions = sorted(
+            (t for page in pages for t in page), key=lambda t: t.time, reverse=True
+        )
+        await _store_transactions(vault, transactions)
+        return transactions
+
+    return await _for_connections(settings, options, open_options, work)

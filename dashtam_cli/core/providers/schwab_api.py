@@ -1,0 +1,363 @@
+"""Charles Schwab's Trader API: account numbers, accounts with positions, transactions.
+
+Facts this client depends on (see shared/reference/schwab/README.md):
+every account call takes the account's ``hashValue``, never its number;
+transactions need ``startDate``, ``endDate`` (UTC, ``yyyy-MM-dd'T'HH:mm:ss.SSSZ``)
+and ``types``; one request covers at most a year and returns at most 3000
+items; money comes as JSON numbers and is parsed as Decimal straight from the
+text; times come as ``2025-01-17T17:19:49+0000``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import decimal
+import json
+import logging
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from dashtam_cli.core.errors import DashtamError, ReauthRequired
+from dashtam_cli.core.resilience import (
+    RETRY_STATUSES,
+    Backoff,
+    SlidingWindowLimiter,
+    retry_after_seconds,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+__all__ = [
+    "MAX_TRANSACTIONS",
+    "MAX_WINDOW",
+    "TRANSACTION_TYPES",
+    "ApiError",
+    "SchwabClient",
+    "format_schwab_time",
+    "parse_schwab_time",
+]
+
+log = logging.getLogger(__name__)
+
+TRANSACTION_TYPES: Final = (
+    "TRADE",
+    "RECEIVE_AND_DELIVER",
+    "DIVIDEND_OR_INTEREST",
+    "ACH_RECEIPT",
+    "ACH_DISBURSEMENT",
+    "CASH_RECEIPT",
+    "CASH_DISBURSEMENT",
+    "ELECTRONIC_FUND",
+    "WIRE_OUT",
+    "WIRE_IN",
+    "JOURNAL",
+    "MEMORANDUM",
+    "MARGIN_CALL",
+    "MONEY_MARKET",
+    "SMA_ADJUSTMENT",
+)
+MAX_TRANSACTIONS: Final = 3000
+MAX_WINDOW: Final = dt.timedelta(days=365)
+MIN_WINDOW: Final = dt.timedelta(seconds=1)
+CORRELATION_HEADER: Final = "Schwab-Client-CorrelId"
+RATE_LIMIT: Final = 120
+RATE_WINDOW: Final = 60.0
+MAX_RETRY_AFTER: Final = 120.0
+
+
+class ApiError(DashtamError):
+    """A Trader API call failed; the message carries the HTTP status and correlation id."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        http_status: int | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Keep the status and correlation id for the audit log."""
+        super().__init__(message, hint=hint)
+        self.http_status = http_status
+        self.correlation_id = correlation_id
+
+
+def format_schwab_time(moment: dt.datetime) -> str:
+    """UTC with milliseconds and a Z: ``2024-03-28T21:10:42.000Z``. Naive times are refused."""
+    if moment.tzinfo is None:
+        msg = "naive datetime: give times with a zone"
+        raise ValueError(msg)
+    utc = moment.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_schwab_time(text: str) -> dt.datetime:
+    """Read ``2025-01-17T17:19:49+0000`` (or with a Z, or milliseconds) as an aware datetime."""
+    moment = dt.datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment
+
+
+def _load_json(response: httpx.Response) -> Any:  # noqa: ANN401 - any JSON
+    # parse_float=Decimal: money never passes through a binary float.
+    return json.loads(response.content, parse_float=decimal.Decimal)
+
+
+def _error_summary(response: httpx.Response) -> str:  # noqa: C901 - one branch per error shape
+    """One line from Schwab's error shapes: {message, errors}, {fault}, an HTML page, anything."""
+    text = response.text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    parts: list[str] = []
+    if isinstance(body, dict):
+        if isinstance(body.get("message"), str):
+            parts.append(body["message"])
+        errors = body.get("errors")
+        if isinstance(errors, list):
+            for item in errors[:3]:
+                if isinstance(item, dict):
+                    parts.append(str(item.get("detail") or item.get("title") or ""))
+                else:
+                    parts.append(str(item))
+        fault = body.get("fault")
+        if isinstance(fault, dict) and fault.get("faultstring"):
+            parts.append(str(fault["faultstring"]))
+        if isinstance(body.get("error"), str):
+            parts.append(body["error"])
+    elif "<html" in text[:500].lower():
+        parts.append(
+            "an HTML page" + (": Access Denied" if "access denied" in text.lower() else "")
+        )
+    elif text.strip():
+        parts.append("a body that is not JSON")
+    flat = " ".join(" ".join(p.split()) for p in parts if p)
+    return flat[:200] or "no detail"
+
+
+@dataclasses.dataclass(slots=True)
+class CallRecord:
+    """What one API call did, for the audit log."""
+
+    operation: str
+    outcome: str
+    http_status: int | None
+    duration_ms: int
+    correlation_id: str | None
+    detail: str | None = None
+
+
+class SchwabClient:
+    """One connection's view of the Trader API.
+
+    ``token`` returns a valid access token (the token manager's job);
+    ``refresh`` forces a refresh after a 401. ``record`` receives one
+    ``CallRecord`` per request for the audit log. ``limiter`` keeps the
+    connection under 120 requests per minute however many accounts it has.
+    """
+
+    def __init__(  # noqa: PLR0913 - the seams are injected
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        token: Callable[[], Awaitable[str]],
+        refresh: Callable[[], Awaitable[str]],
+        record: Callable[[CallRecord], Awaitable[None]],
+        limiter: SlidingWindowLimiter | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reauth_hint: str = "run: dashtam connect schwab",
+    ) -> None:
+        """Talk to ``base_url`` + ``/trader/v1`` through ``client``."""
+        self._client = client
+        self._root = base_url.rstrip("/") + "/trader/v1"
+        self._token = token
+        self._refresh = refresh
+        self._record = record
+        self._limiter = limiter or SlidingWindowLimiter(RATE_LIMIT, RATE_WINDOW)
+        self._backoff = backoff or Backoff()
+        self._sleep = sleep
+        self._reauth_hint = reauth_hint
+        self.requests = 0
+
+    async def _get(self, operation: str, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401, C901
+        """GET with retries (network, 429, 502-504), one refresh on 401, and an audit record."""
+        url = self._root + path
+        if query:
+            # Encoded by hand: spaces as %20 (option symbols have them), commas kept in types.
+            url += "?" + "&".join(f"{k}={urllib.parse.quote(v, safe=',')}" for k, v in query)
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._limiter.acquire()
+            token = await self._token()
+            started = time.monotonic()
+            self.requests += 1
+            try:
+                response = await self._client.get(
+                    url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
+                )
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                duration = int((time.monotonic() - started) * 1000)
+                kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
+                await self._record(
+                    CallRecord(operation, kind, None, duration, None, type(exc).__name__)
+                )
+                if attempt < self._backoff.attempts:
+                    await self._sleep(self._backoff.delay(attempt))
+                    continue
+                raise ApiError(
+                    f"Schwab {operation}: {kind} after {attempt} attempts ({type(exc).__name__})",
+                    hint="check your connection and DASHTAM_SCHWAB_BASE_URL, then retry",
+                ) from None
+            duration = int((time.monotonic() - started) * 1000)
+            status = response.status_code
+            correlation = response.headers.get(CORRELATION_HEADER)
+            if status == httpx.codes.OK:
+                try:
+                    body = _load_json(response)
+                except ValueError:
+                    await self._record(
+                        CallRecord(operation, "bad body", status, duration, correlation)
+                    )
+                    raise ApiError(
+                        f"Schwab {operation}: HTTP 200 with a body that is not JSON"
+                        + (f" (correlation id {correlation})" if correlation else ""),
+                        hint="the API answered something unexpected; retry later",
+                        http_status=status,
+                        correlation_id=correlation,
+                    ) from None
+                await self._record(CallRecord(operation, "ok", status, duration, correlation))
+                return body
+            summary = _error_summary(response)
+            await self._record(
+                CallRecord(operation, "error", status, duration, correlation, summary)
+            )
+            if status == httpx.codes.UNAUTHORIZED and not refreshed:
+                refreshed = True
+                await self._refresh()
+                continue
+            if status in RETRY_STATUSES and attempt < self._backoff.attempts:
+                wait = retry_after_seconds(response.headers.get("Retry-After"))
+                if wait is None or wait <= MAX_RETRY_AFTER:
+                    await self._sleep(self._backoff.delay(attempt, wait))
+                    continue
+            where = f" (correlation id {correlation})" if correlation else ""
+            if status == httpx.codes.UNAUTHORIZED:
+                raise ReauthRequired(
+                    f"Schwab refused the access token even after a refresh (HTTP 401){where}",
+                    hint=self._reauth_hint,
+                )
+            raise ApiError(
+                f"Schwab {operation} failed: HTTP {status}, {summary}{where}",
+                hint=_hint_for(status),
+                http_status=status,
+                correlation_id=correlation,
+            )
+
+    async def account_numbers(self) -> list[tuple[str, str]]:
+        """(account number, hash value) pairs."""
+        body = await self._get("account numbers", "/accounts/accountNumbers")
+        if not isinstance(body, list):
+            raise ApiError("Schwab account numbers: unexpected body shape")
+        return [
+            (str(item["accountNumber"]), str(item["hashValue"]))
+            for item in body
+            if isinstance(item, dict) and item.get("accountNumber") and item.get("hashValue")
+        ]
+
+    async def accounts(self) -> list[dict[str, Any]]:
+        """Every account with its positions and balances, as Schwab sends them."""
+        body = await self._get("accounts", "/accounts", [("fields", "positions")])
+        if not isinstance(body, list):
+            raise ApiError("Schwab accounts: unexpected body shape")
+        return [item for item in body if isinstance(item, dict)]
+
+    async def account(self, hash_value: str) -> dict[str, Any]:
+        """One account with positions."""
+        quoted = urllib.parse.quote(hash_value, safe="")
+        body = await self._get("account", f"/accounts/{quoted}", [("fields", "positions")])
+        if not isinstance(body, dict):
+            raise ApiError("Schwab account: unexpected body shape")
+        return body
+
+    async def _window(
+        self,
+        hash_value: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        types: Sequence[str],
+        symbol: str | None,
+    ) -> list[dict[str, Any]]:
+        query = [
+            ("startDate", format_schwab_time(start)),
+            ("endDate", format_schwab_time(end)),
+            ("types", ",".join(types)),
+        ]
+        if symbol:
+            query.append(("symbol", symbol))
+        quoted = urllib.parse.quote(hash_value, safe="")
+        body = await self._get("transactions", f"/accounts/{quoted}/transactions", query)
+        if not isinstance(body, list):
+            raise ApiError("Schwab transactions: unexpected body shape")
+        items = [item for item in body if isinstance(item, dict)]
+        if len(items) >= MAX_TRANSACTIONS and end - start > MIN_WINDOW:
+            # A full page may have been cut: split the window and ask again.
+            middle = start + (end - start) / 2
+            halves = await asyncio.gather(
+                self._window(hash_value, start, middle, types, symbol),
+                self._window(hash_value, middle, end, types, symbol),
+            )
+            return halves[0] + halves[1]
+        return items
+
+    async def transactions(
+        self,
+        hash_value: str,
+        start: dt.datetime,
+        end: dt.datetime,
+        *,
+        types: Sequence[str] = TRANSACTION_TYPES,
+        symbol: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Transactions from ``start`` to ``end``, in windows of at most a year, de-duplicated."""
+        if end <= start:
+            return []
+        windows = []
+        cursor = start
+        while cursor < end:
+            stop = min(cursor + MAX_WINDOW, end)
+            windows.append((cursor, stop))
+            cursor = stop
+        pages = await asyncio.gather(
+            *(
+                self._window(hash_value, a, b, types or TRANSACTION_TYPES, symbol)
+                for a, b in windows
+            )
+        )
+        seen: dict[object, dict[str, Any]] = {}
+        for page in pages:
+            for item in page:
+                key = item.get("activityId")
+                seen[key if key is not None else id(item)] = item
+        return list(seen.values())
+
+
+def _hint_for(status: int) -> str:
+    if status == httpx.codes.TOO_MANY_REQUESTS:
+        return "Schwab's rate limit was hit; wait a minute and retry"
+    if status >= httpx.codes.INTERNAL_SERVER_ERROR:
+        return "Schwab is having trouble; retry later (Schwab support asks for the correlation id)"
+    if status == httpx.codes.FORBIDDEN:
+        return "the app may lack access to this account; check its products on Schwab's portal"
+    return "check the account and the dates asked for"

@@ -1,0 +1,87 @@
+"""Rate limiting and retries for provider APIs: a sliding-window limiter and jittered backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import email.utils
+import random
+import time
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+__all__ = ["RETRY_STATUSES", "Backoff", "SlidingWindowLimiter", "retry_after_seconds"]
+
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` acquisitions in any ``window`` seconds; bursts up to the limit pass.
+
+    Exact, not a token bucket: it remembers the times of the last ``limit``
+    requests, so no 60-second window ever holds more than ``limit``.
+    """
+
+    def __init__(
+        self,
+        limit: int,
+        window: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        """Allow ``limit`` requests per ``window`` seconds."""
+        self.limit = limit
+        self.window = window
+        self._clock = clock
+        self._sleep = sleep
+        self._times: collections.deque[float] = collections.deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        """Wait until a request may go, and count it."""
+        async with self._lock:
+            while True:
+                now = self._clock()
+                while self._times and now - self._times[0] >= self.window:
+                    self._times.popleft()
+                if len(self._times) < self.limit:
+                    self._times.append(now)
+                    return
+                await self._sleep(self._times[0] + self.window - now)
+
+
+def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse ``Retry-After``: seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, moment.timestamp() - current)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff with full jitter, bounded in attempts and delay."""
+
+    attempts: int = 5
+    base: float = 0.5
+    cap: float = 30.0
+    rng: Callable[[], float] = random.random
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The pause before retry number ``attempt`` (1-based); never shorter than Retry-After."""
+        ceiling = min(self.cap, self.base * 2.0 ** (attempt - 1))
+        jittered: float = ceiling * self.rng()
+        if retry_after is not None:
+            return min(max(jittered, retry_after), max(self.cap, retry_after))
+        return jittered

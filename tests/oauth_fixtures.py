@@ -1,0 +1,86 @@
+"""Login-test fixtures (a plugin for the whole suite): a test CA, a local OAuth server, a browser."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+import trustme
+from oauth_server import OAuthServer
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A certificate authority the tests trust."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The test CA in a PEM file, trusted by dashtam through SSL_CERT_FILE."""
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    monkeypatch.setenv("SSL_CERT_FILE", str(path))
+    return path
+
+
+@pytest.fixture
+def redirect_uri() -> str:
+    """A loopback redirect URI on a free port."""
+    return f"https://127.0.0.1:{free_port()}"
+
+
+@pytest.fixture
+def oauth(
+    ca: trustme.CA, ca_file: Path, redirect_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[OAuthServer]:
+    """A running OAuth server, with dashtam's Schwab settings pointing at it."""
+    server = OAuthServer(ca, redirect_uri=redirect_uri)
+    with server:
+        monkeypatch.setenv("DASHTAM_SCHWAB_BASE_URL", server.base_url)
+        monkeypatch.setenv("SCHWAB_API_KEY", server.client_id)
+        monkeypatch.setenv("SCHWAB_API_SECRET", server.client_secret)
+        monkeypatch.setenv("SCHWAB_REDIRECT_URI", redirect_uri)
+        yield server
+    del ca_file
+
+
+def listener_cert(home: Path) -> Path:
+    """Where dashtam keeps the listener's self-signed certificate."""
+    return home / "data" / "tls" / "listener-cert.pem"
+
+
+@pytest.fixture
+def browser(ca_file: Path, isolated_env: Path) -> Callable[[str], bool]:
+    """A browser: GET the authorize URL, then follow its redirect to the listener over TLS.
+
+    It verifies the provider against the test CA and the listener against
+    the certificate dashtam made, so both TLS hops are real.
+    """
+    pages: list[httpx.Response] = []
+
+    def open_url(url: str) -> bool:
+        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file)) as client:
+            answer = client.get(url)
+        location = answer.headers["location"]
+        trusted = ssl.create_default_context(cafile=listener_cert(isolated_env))
+        with httpx.Client(verify=trusted) as client:
+            pages.append(client.get(location))
+        return True
+
+    open_url.pages = pages  # type: ignore[attr-defined]
+    return open_url
