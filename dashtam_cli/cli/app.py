@@ -13,6 +13,7 @@ from dashtam_cli.cli.connect import connect, connections_app, disconnect
 from dashtam_cli.cli.data import accounts_app, positions_app, transactions_app
 from dashtam_cli.cli.paths import paths
 from dashtam_cli.cli.providers import providers_app
+from dashtam_cli.cli.sandbox import demo, sandbox_app
 from dashtam_cli.cli.tokens import tokens_app
 from dashtam_cli.cli.vault import vault_app
 
@@ -69,6 +70,7 @@ def root(
     ctx.obj = runtime.State(verbose=verbose, format=fmt, no_color=no_color)
 
 
+app.command("demo")(demo)
 app.command("connect")(connect)
 app.command("disconnect")(disconnect)
 app.add_typer(connections_app)
@@ -79,4 +81,5 @@ app.add_typer(providers_app)
 app.add_typer(tokens_app)
 app.add_typer(vault_app)
 app.add_typer(audit_app)
+app.add_typer(sandbox_app)
 app.command("paths")(paths)

@@ -91,6 +91,7 @@ class Renderer:
     ) -> None:
         """Print a list of records of one model: a table, a JSON array, JSON lines or CSV."""
         fields = list(model.model_fields)
+        items = list(items)
         rows = [_row(item, fields) for item in items]
         if self.fmt == "json":
             json.dump(rows, self.stream, indent=2, ensure_ascii=False)
@@ -105,7 +106,7 @@ class Renderer:
             for row in rows:
                 writer.writerow({k: _cell(v) for k, v in row.items()})
         else:
-            self._table(model, fields, rows, title=title)
+            self._table(model, list(items), title=title)
         self.stream.flush()
 
     def one(self, item: BaseModel, *, title: str | None = None) -> None:
@@ -129,18 +130,35 @@ class Renderer:
             self.console.print(table)
         self.stream.flush()
 
-    def _table(
-        self,
-        model: type[BaseModel],
-        fields: Sequence[str],
-        rows: Sequence[dict[str, Any]],
-        *,
-        title: str | None,
+    def document(
+        self, sections: Sequence[tuple[str, type[BaseModel], Sequence[BaseModel]]]
     ) -> None:
+        """Print several lists: one JSON object keyed by section, or each list in turn."""
+        if self.fmt != "json":
+            for title, model, items in sections:
+                self.rows(model, items, title=title if self.fmt == "table" else None)
+            return
+        document = {
+            key: [_row(item, list(model.model_fields)) for item in items]
+            for key, model, items in sections
+        }
+        json.dump(document, self.stream, indent=2, ensure_ascii=False)
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _table(
+        self, model: type[BaseModel], items: Sequence[BaseModel], *, title: str | None
+    ) -> None:
+        """A table for people: the model's ``table_columns`` (all fields if it has none).
+
+        Times show in local time to the minute; the machine formats keep every
+        field and full ISO 8601 times.
+        """
         from rich.table import Table
 
+        columns: Sequence[str] = getattr(model, "table_columns", None) or list(model.model_fields)
         table = Table(title=title, header_style="bold")
-        for name in fields:
+        for name in columns:
             annotation = str(model.model_fields[name].annotation)
             numeric = any(t in annotation for t in ("Decimal", "int", "float"))
             table.add_column(
@@ -148,6 +166,12 @@ class Renderer:
                 justify="right" if numeric else "left",
                 overflow="fold",
             )
-        for row in rows:
-            table.add_row(*(_cell(row[name]) for name in fields))
+        for item in items:
+            table.add_row(*(_table_cell(getattr(item, name)) for name in columns))
         self.console.print(table)
+
+
+def _table_cell(value: Any) -> str:  # noqa: ANN401
+    if isinstance(value, dt.datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M")
+    return _cell(to_jsonable(value))

@@ -114,6 +114,11 @@ def settings(ctx: typer.Context, **flags: object) -> Settings:
     return state.settings_cache
 
 
+def forget_settings(ctx: typer.Context) -> None:
+    """Resolve settings again on next use (after the environment changed, as in the demo)."""
+    _state(ctx).settings_cache = None
+
+
 def renderer(ctx: typer.Context, fmt: str | None = None) -> Renderer:
     """A renderer for this command: ``--format`` given here, then settings, then a TTY check."""
     from rich.console import Console

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime  # noqa: TC003 - pydantic resolves annotations at runtime
 from decimal import Decimal  # noqa: TC003
 from pathlib import Path  # noqa: TC003
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -29,6 +30,8 @@ class Record(BaseModel):
     """Base of every record: immutable, and strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The columns a table shows people; machine formats always carry every field.
+    table_columns: ClassVar[tuple[str, ...] | None] = None
 
 
 class PathEntry(Record):
@@ -41,6 +44,16 @@ class PathEntry(Record):
 
 class AuditEntry(Record):
     """One provider operation, as the audit log recorded it (never with a secret)."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "time",
+        "connection",
+        "operation",
+        "outcome",
+        "http_status",
+        "duration_ms",
+        "correlation_id",
+    )
 
     time: datetime
     connection: str | None
@@ -102,6 +115,15 @@ class ProviderInfo(Record):
 class ConnectionInfo(Record):
     """One login to one provider, with its token lifetimes (never the tokens)."""
 
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "name",
+        "provider",
+        "status",
+        "created_at",
+        "access_expires_at",
+        "refresh_expires_at",
+    )
+
     name: str
     provider: str
     status: str
@@ -120,6 +142,14 @@ class TokenStatus(Record):
     ``reauth_required``.
     """
 
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "connection",
+        "state",
+        "access_expires",
+        "refresh_expires",
+        "action",
+    )
+
     connection: str
     provider: str
     state: str
@@ -135,6 +165,14 @@ class TokenStatus(Record):
 class RefreshResult(Record):
     """What `dashtam tokens refresh` did for one connection."""
 
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "connection",
+        "result",
+        "access_expires_at",
+        "refresh_expires_at",
+        "message",
+    )
+
     connection: str
     provider: str
     result: str
@@ -149,6 +187,16 @@ class Account(Record):
     ``id`` is stable across runs; ``number`` is masked (``****5678``), never
     the full number. Money is Decimal, in ``currency``.
     """
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "name",
+        "connection",
+        "number",
+        "cash",
+        "market_value",
+        "total_value",
+        "buying_power",
+    )
 
     id: str
     connection: str
@@ -167,6 +215,16 @@ class Account(Record):
 class Position(Record):
     """A holding; ``quantity`` is signed: long minus short."""
 
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "account",
+        "symbol",
+        "asset_type",
+        "quantity",
+        "average_price",
+        "market_value",
+        "day_profit_loss",
+    )
+
     account_id: str
     account: str
     symbol: str
@@ -180,6 +238,16 @@ class Position(Record):
 
 class Transaction(Record):
     """A transaction; ``amount`` is positive when money comes into the account."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "time",
+        "account",
+        "type",
+        "symbol",
+        "description",
+        "amount",
+        "fees",
+    )
 
     id: str
     account_id: str

@@ -41,6 +41,7 @@ __all__ = [
 
 T = TypeVar("T")
 ACCOUNTS_IN_FLIGHT: Final = 8
+_QUANTITY_TYPES: Final = frozenset({"TRADE", "RECEIVE_AND_DELIVER"})
 _TXN_NAMESPACE: Final = uuid.UUID("6f1c1d2e-8a3b-4c5d-9e7f-0a1b2c3d4e5f")
 
 
@@ -246,7 +247,8 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
         description=raw.get("description") or instrument.get("description"),
         amount=_money(raw.get("netAmount")) or decimal.Decimal(0),
         symbol=instrument.get("symbol"),
-        quantity=_money((main or {}).get("amount")),
+        # Only trades move a quantity of an instrument; other items carry cash amounts.
+        quantity=_money((main or {}).get("amount")) if raw.get("type") in _QUANTITY_TYPES else None,
         price=_money((main or {}).get("price")),
         fees=fees,
         status=raw.get("status"),

@@ -1,0 +1,151 @@
+"""`dashtam sandbox serve` and `dashtam demo`: a local institution, and the flow against it."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dashtam_cli.cli import options, runtime
+
+sandbox_app = typer.Typer(
+    name="sandbox",
+    help="A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1.",
+    no_args_is_help=True,
+)
+
+
+@sandbox_app.command("serve")
+def serve(
+    ctx: typer.Context,
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")
+    ] = 8443,
+    latency: Annotated[
+        float, typer.Option("--latency", min=0, help="Milliseconds added to each response.")
+    ] = 0.0,
+    error_rate: Annotated[
+        float,
+        typer.Option(
+            "--error-rate", min=0, max=1, help="Share of API calls answered 429, 500 or 503."
+        ),
+    ] = 0.0,
+    accounts: Annotated[
+        int, typer.Option("--accounts", min=1, max=1000, help="Accounts to generate.")
+    ] = 3,
+    transactions: Annotated[
+        int,
+        typer.Option(
+            "--transactions-per-account", min=0, max=1_000_000, help="Transactions per account."
+        ),
+    ] = 250,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
+    access_ttl: Annotated[
+        int, typer.Option("--access-ttl", min=1, help="Access-token lifetime in seconds.")
+    ] = 1800,
+    auto_approve: Annotated[
+        bool, typer.Option("--auto-approve", help="Approve every login at once (for scripts).")
+    ] = False,
+    redirect_uri: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--redirect-uri",
+            help="Registered redirect URI (repeatable). Default https://127.0.0.1:8182.",
+        ),
+    ] = None,
+) -> None:
+    """Serve the sandbox until Ctrl-C; it prints how to point dashtam at it."""
+    import asyncio
+
+    from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
+
+    config = SandboxConfig(
+        port=port,
+        latency_ms=latency,
+        error_rate=error_rate,
+        accounts=accounts,
+        transactions_per_account=transactions,
+        seed=seed,
+        access_ttl=access_ttl,
+        auto_approve=auto_approve,
+        redirect_uris=tuple(redirect_uri or ("https://127.0.0.1:8182",)),
+    )
+    conf = runtime.settings(ctx)
+    err = runtime.stderr(ctx)
+
+    async def job(_conf: object) -> None:
+        async with Sandbox(config, conf.paths.cache_dir / "sandbox") as sandbox:
+            lines = [
+                f"sandbox listening on {sandbox.base_url} (Ctrl-C to stop)",
+                "point dashtam at it with:",
+                f"  export DASHTAM_SCHWAB_BASE_URL={sandbox.base_url}",
+                f"  export SSL_CERT_FILE={sandbox.ca_path}",
+                f"  export SCHWAB_API_KEY={config.client_id}",
+                f"  export SCHWAB_API_SECRET={config.client_secret}  # the sandbox's public one",
+            ]
+            for line in lines:
+                err.print(line, markup=False, highlight=False)
+            await asyncio.Event().wait()
+
+    runtime.run(ctx, job)
+
+
+def demo(
+    ctx: typer.Context,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the temporary DASHTAM_HOME and say where it is.")
+    ] = False,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """See dashtam work end to end: no account, keyring or network needed.
+
+    In a temporary DASHTAM_HOME with a throwaway master key, it starts the
+    sandbox, logs in through the real loopback listener, then shows accounts,
+    positions, recent transactions and token status (tables unless --format).
+    """
+    from dashtam_cli.core.models import Account, Position, TokenStatus, Transaction
+    from dashtam_cli.sandbox.demo import demo_environment, run_demo
+
+    home = Path(tempfile.mkdtemp(prefix="dashtam-demo-"))
+    err = runtime.stderr(ctx)
+
+    def say(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    try:
+        with demo_environment(home) as env:
+            runtime.forget_settings(ctx)  # the demo's own DASHTAM_HOME, not the caller's
+            report = runtime.run(ctx, lambda _conf: run_demo(home, say))
+            if keep:
+                from dashtam_cli.core.vault.files import write_private_file
+
+                write_private_file(home / "demo-master-key", env["DASHTAM_MASTER_KEY"].encode())
+            recent = f"recent transactions (the {len(report.transactions)} newest)"
+            say("")
+            runtime.renderer(ctx, fmt or "table").document(
+                [
+                    ("accounts", Account, report.accounts),
+                    ("positions", Position, report.positions),
+                    (
+                        recent if (fmt or "table") == "table" else "transactions",
+                        Transaction,
+                        report.transactions,
+                    ),
+                    ("tokens", TokenStatus, report.tokens),
+                ]
+            )
+    finally:
+        if keep:
+            say(
+                f"\nkept the demo's files in {home}; to look around: export DASHTAM_HOME={home} "
+                f'DASHTAM_MASTER_KEY="$(cat {home}/demo-master-key)"'
+            )
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+    say(
+        "\nThat was the real flow. With your own Schwab app: dashtam providers configure schwab "
+        "--client-id APP_KEY, then dashtam connect schwab (see docs/providers/schwab.md)."
+    )

@@ -1,0 +1,155 @@
+"""`dashtam demo`: the real login and data paths, end to end, against the built-in sandbox.
+
+Nothing is faked on dashtam's side: the vault is real (with a throwaway
+master key), the login goes through the real loopback HTTPS listener with
+its self-signed certificate, and the data comes through the real Schwab
+client. Only the browser is replaced, by an HTTP client that approves at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import socket
+import ssl
+from typing import TYPE_CHECKING, Final
+
+from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from dashtam_cli.core.models import Account, Position, TokenStatus, Transaction
+
+__all__ = ["DemoReport", "demo_environment", "run_demo"]
+
+RECENT: Final = 10
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DemoReport:
+    """What the demo fetched, for the CLI to show."""
+
+    home: Path
+    accounts: list[Account]
+    positions: list[Position]
+    transactions: list[Transaction]
+    tokens: list[TokenStatus]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def demo_environment(home: Path) -> Iterator[dict[str, str]]:
+    """Point dashtam at ``home`` with a throwaway master key, restoring the environment after.
+
+    Variables that would send the demo elsewhere (the user's Schwab app, CA,
+    config file) are removed for its duration.
+    """
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("DASHTAM_", "SCHWAB_")) or name in {"SSL_CERT_FILE", "SSL_CERT_DIR"}:
+            del os.environ[name]
+    os.environ["DASHTAM_HOME"] = str(home)
+    os.environ["DASHTAM_MASTER_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    try:
+        yield dict(os.environ)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _approving_browser(sandbox_ca: Path, listener_cert: Path) -> Callable[[str], bool]:
+    """Stands in for the browser: opens the consent page, approves, follows the redirect home."""
+
+    def open_url(url: str) -> bool:
+        import httpx
+
+        with httpx.Client(verify=ssl.create_default_context(cafile=sandbox_ca)) as client:
+            answer = client.get(url)
+        location = answer.headers.get("location")
+        if answer.status_code != 302 or not location:  # noqa: PLR2004
+            return False
+        # The listener's certificate is self-signed: trust exactly it, nothing else.
+        with httpx.Client(verify=ssl.create_default_context(cafile=listener_cert)) as client:
+            client.get(location)
+        return True
+
+    return open_url
+
+
+async def run_demo(
+    home: Path, say: Callable[[str], None], *, config: SandboxConfig | None = None
+) -> DemoReport:
+    """Start the sandbox, log in through the real flow, fetch everything; ``say`` narrates.
+
+    Call it inside :func:`demo_environment` so the settings and vault it uses
+    are the temporary ones.
+    """
+    from dashtam_cli.core.oauth.flow import LoginOptions, connect
+    from dashtam_cli.core.portfolio import (
+        FetchOptions,
+        fetch_accounts,
+        fetch_positions,
+        fetch_transactions,
+    )
+    from dashtam_cli.core.settings import load_settings
+    from dashtam_cli.core.tokens import status_report
+    from dashtam_cli.core.vault.vault import OpenOptions
+
+    redirect = f"https://127.0.0.1:{_free_port()}"
+    cfg = config or SandboxConfig(auto_approve=True, redirect_uris=(redirect,))
+    cfg = dataclasses.replace(cfg, auto_approve=True, redirect_uris=(redirect,))
+    say("1. Starting the sandbox institution: a local HTTPS server that speaks Schwab's API.")
+    async with Sandbox(cfg, home / "sandbox") as sandbox:
+        assert sandbox.ca_path is not None
+        os.environ.update(
+            {
+                "DASHTAM_SCHWAB_BASE_URL": sandbox.base_url,
+                "SCHWAB_API_KEY": cfg.client_id,
+                "SCHWAB_API_SECRET": cfg.client_secret,
+                "SCHWAB_REDIRECT_URI": redirect,
+                "SSL_CERT_FILE": str(sandbox.ca_path),
+            }
+        )
+        settings = load_settings()
+        say(f"   It listens on {sandbox.base_url}; dashtam trusts it through SSL_CERT_FILE.")
+        say(
+            "2. Logging in: `dashtam connect schwab` opens the consent page, waits on a loopback "
+            f"HTTPS listener ({redirect}) and exchanges the code for tokens, sealed in the vault."
+        )
+        browser = _approving_browser(
+            sandbox.ca_path, settings.paths.data_dir / "tls" / "listener-cert.pem"
+        )
+        login = LoginOptions(name="schwab", open_browser=browser, timeout=60)
+        info = await connect(settings, "schwab", login)
+        say(f"   Connected as {info.name!r}; the vault is {settings.paths.vault_file}.")
+        options = OpenOptions()
+        say("3. Fetching accounts with balances (`dashtam accounts list`).")
+        accounts = await fetch_accounts(settings, FetchOptions(), options)
+        say("4. Fetching positions (`dashtam positions list`).")
+        positions = await fetch_positions(settings, FetchOptions(), options)
+        say("5. Fetching a year of transactions (`dashtam transactions list --since ...`).")
+        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)
+        transactions = await fetch_transactions(settings, FetchOptions(since=since), options)
+        say("6. Checking token lifetimes (`dashtam tokens status`).")
+        tokens = await status_report(settings, None, options)
+    for result in (accounts, positions, transactions):
+        error = result.outcome()
+        if error is not None:
+            raise error
+    return DemoReport(
+        home=home,
+        accounts=accounts.items,
+        positions=positions.items,
+        transactions=transactions.items[:RECENT],
+        tokens=tokens,
+    )
