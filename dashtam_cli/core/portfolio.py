@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -15,7 +14,7 @@ from sqlalchemy import delete, select
 from dashtam_cli.core import audit
 from dashtam_cli.core.connections import list_connections
 from dashtam_cli.core.errors import DashtamError, InputError, PartialFailure, ReauthRequired
-from dashtam_cli.core.models import Account, ConnectionInfo, Position, Transaction
+from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, Transaction
 from dashtam_cli.core.providers.schwab_api import CallRecord, SchwabClient, parse_schwab_time
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.tokens import token_manager
@@ -56,6 +55,7 @@ class FetchOptions:
     types: Sequence[str] = ()
     symbol: str | None = None
     transport: httpx.AsyncBaseTransport | None = None
+    max_in_flight: int = 8
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
@@ -121,16 +121,9 @@ def mask_number(number: str) -> str:
     return "****" + number[-4:]
 
 
-def _json_default(value: object) -> str:
-    if isinstance(value, decimal.Decimal):
-        return str(value)
-    if isinstance(value, dt.datetime | dt.date):
-        return value.isoformat()
-    raise TypeError(type(value).__name__)
-
-
-def _dumps(model: Any) -> str:  # noqa: ANN401 - a pydantic model
-    return json.dumps(model.model_dump(mode="json"), default=_json_default, separators=(",", ":"))
+def _dumps(model: Record) -> str:
+    # pydantic's own serializer: Decimal as a string, times in ISO 8601.
+    return model.model_dump_json()
 
 
 @dataclasses.dataclass(slots=True)
@@ -258,7 +251,9 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
 class _Session:
     """One connection's client and the audit hook for its calls."""
 
-    def __init__(self, vault: Vault, manager: TokenManager, info: ConnectionInfo) -> None:
+    def __init__(
+        self, vault: Vault, manager: TokenManager, info: ConnectionInfo, *, max_in_flight: int
+    ) -> None:
         self.vault = vault
         self.info = info
         from dashtam_cli.core.providers import get_provider
@@ -292,6 +287,7 @@ class _Session:
             refresh=refresh,
             record=record,
             reauth_hint=f"run: dashtam connect {info.provider} --name {info.name}",
+            max_in_flight=max_in_flight,
         )
 
 
@@ -338,20 +334,33 @@ async def _store_accounts(
 
 
 async def _store_transactions(vault: Vault, transactions: Sequence[Transaction]) -> None:
+    """Upsert the transactions, sealed, in one transaction and one executemany."""
     from sqlalchemy.dialects.sqlite import insert
 
+    if not transactions:
+        return
     table = schema.transactions
     now = db.utcnow_text()
+    rows = [
+        {
+            "id": txn.id,
+            "account_id": txn.account_id,
+            "occurred_at": db.utcnow_text(txn.time),
+            "payload": vault.seal(table.name, txn.id, "payload", _dumps(txn)),
+            "fetched_at": now,
+        }
+        for txn in transactions
+    ]
+    stmt = insert(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            name: stmt.excluded[name]
+            for name in ("account_id", "occurred_at", "payload", "fetched_at")
+        },
+    )
     async with vault.writing() as conn:
-        for txn in transactions:
-            values = {
-                "account_id": txn.account_id,
-                "occurred_at": db.utcnow_text(txn.time),
-                "payload": vault.seal(table.name, txn.id, "payload", _dumps(txn)),
-                "fetched_at": now,
-            }
-            stmt = insert(table).values(id=txn.id, **values)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
+        await conn.execute(stmt, rows)
 
 
 async def _connection_accounts(
@@ -394,7 +403,10 @@ async def _for_connections(
             raise DashtamError(
                 "there are no connections yet", hint="log in first: dashtam connect schwab"
             )
-        sessions = [_Session(manager.vault, manager, info) for info in infos]
+        sessions = [
+            _Session(manager.vault, manager, info, max_in_flight=options.max_in_flight)
+            for info in infos
+        ]
         outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
     items: list[Any] = []
     failures: list[Failure] = []

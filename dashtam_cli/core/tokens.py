@@ -178,13 +178,19 @@ class TokenManager:
         self.lock_dir = lock_dir
         self.clock = clock
         self.margin = margin
+        # Tokens this process has read or refreshed: a client making hundreds of
+        # calls reads the vault once, not once per call.
+        self._known: dict[str, TokenSet] = {}
 
     def _needs_refresh(self, tokens: TokenSet) -> bool:
         return tokens.access_expires_at - self.clock() <= self.margin
 
     async def access_token(self, name: str) -> str:
         """A valid access token for the connection ``name``, refreshing it first if needed."""
-        _, tokens = await load_tokens(self.vault, name)
+        tokens = self._known.get(name)
+        if tokens is None:
+            _, tokens = await load_tokens(self.vault, name)
+            self._known[name] = tokens
         if not self._needs_refresh(tokens):
             return tokens.access_token
         outcome = await self.refresh(name)
@@ -201,10 +207,11 @@ class TokenManager:
             # Another process may have refreshed while we waited: read again.
             info, tokens = await load_tokens(self.vault, name)
             if not force and not self._needs_refresh(tokens):
+                self._known[name] = tokens
                 return RefreshOutcome(name, refreshed=False, tokens=tokens)
-            return RefreshOutcome(
-                name, refreshed=True, tokens=await self._refresh_locked(info, tokens)
-            )
+            fresh = await self._refresh_locked(info, tokens)
+            self._known[name] = fresh
+            return RefreshOutcome(name, refreshed=True, tokens=fresh)
 
     async def _reauth(
         self,

@@ -176,6 +176,7 @@ class SchwabClient:
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         reauth_hint: str = "run: dashtam connect schwab",
+        max_in_flight: int = 8,
     ) -> None:
         """Talk to ``base_url`` + ``/trader/v1`` through ``client``."""
         self._client = client
@@ -187,6 +188,8 @@ class SchwabClient:
         self._backoff = backoff or Backoff()
         self._sleep = sleep
         self._reauth_hint = reauth_hint
+        # Requests of this connection in flight at once (1: strictly one at a time).
+        self._gate = asyncio.Semaphore(max_in_flight)
         self.requests = 0
 
     async def _get(self, operation: str, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401, C901
@@ -204,9 +207,11 @@ class SchwabClient:
             started = time.monotonic()
             self.requests += 1
             try:
-                response = await self._client.get(
-                    url, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}
-                )
+                async with self._gate:
+                    response = await self._client.get(
+                        url,
+                        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+                    )
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 duration = int((time.monotonic() - started) * 1000)
                 kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
