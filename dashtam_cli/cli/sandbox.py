@@ -85,6 +85,7 @@ def serve(
                 f"  export SSL_CERT_FILE={sandbox.ca_path}",
                 f"  export SCHWAB_API_KEY={config.client_id}",
                 f"  export SCHWAB_API_SECRET={config.client_secret}  # the sandbox's public one",
+                f"  export SCHWAB_REDIRECT_URI={config.redirect_uris[0]}",
             ]
             for line in lines:
                 err.print(line, markup=False, highlight=False)

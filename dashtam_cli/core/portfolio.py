@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     import httpx
 
+    from dashtam_cli.core.resilience import Backoff
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.tokens import TokenManager
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
@@ -56,6 +57,7 @@ class FetchOptions:
     symbol: str | None = None
     transport: httpx.AsyncBaseTransport | None = None
     max_in_flight: int = 8
+    backoff: Backoff | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
@@ -252,7 +254,13 @@ class _Session:
     """One connection's client and the audit hook for its calls."""
 
     def __init__(
-        self, vault: Vault, manager: TokenManager, info: ConnectionInfo, *, max_in_flight: int
+        self,
+        vault: Vault,
+        manager: TokenManager,
+        info: ConnectionInfo,
+        *,
+        max_in_flight: int,
+        backoff: Backoff | None,
     ) -> None:
         self.vault = vault
         self.info = info
@@ -263,8 +271,8 @@ class _Session:
         async def token() -> str:
             return await manager.access_token(info.name)
 
-        async def refresh() -> str:
-            return (await manager.refresh(info.name, force=True)).tokens.access_token
+        async def refresh(rejected: str) -> str:
+            return await manager.replace_rejected(info.name, rejected)
 
         async def record(call: CallRecord) -> None:
             await audit.record(
@@ -288,6 +296,7 @@ class _Session:
             record=record,
             reauth_hint=f"run: dashtam connect {info.provider} --name {info.name}",
             max_in_flight=max_in_flight,
+            backoff=backoff,
         )
 
 
@@ -404,7 +413,13 @@ async def _for_connections(
                 "there are no connections yet", hint="log in first: dashtam connect schwab"
             )
         sessions = [
-            _Session(manager.vault, manager, info, max_in_flight=options.max_in_flight)
+            _Session(
+                manager.vault,
+                manager,
+                info,
+                max_in_flight=options.max_in_flight,
+                backoff=options.backoff,
+            )
             for info in infos
         ]
         outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
@@ -419,6 +434,17 @@ async def _for_connections(
             items.extend(outcome)
     requests = sum(s.client.requests for s in sessions)
     return FetchResult(items, failures, len(sessions) - len(failures), requests)
+
+
+def _require_match(
+    options: FetchOptions, matched: list[int], result: FetchResult[T]
+) -> FetchResult[T]:
+    """An account selector that matched no account anywhere is an error, not an empty list."""
+    if options.account is not None and not result.failures and not sum(matched):
+        raise InputError(
+            f"no account matches {options.account!r}", hint="see: dashtam accounts list"
+        )
+    return result
 
 
 async def fetch_accounts(
@@ -439,14 +465,18 @@ async def fetch_positions(
     settings: Settings, options: FetchOptions, open_options: OpenOptions
 ) -> FetchResult[Position]:
     """Positions of every account (or the one selected)."""
+    matched: list[int] = []
 
     async def work(session: _Session) -> list[Position]:
         accounts, _ = await _connection_accounts(session, options)
         known = [_Known(a.id, n) for a, n, _ in accounts]
         chosen = {k.id for k in _select(known, options.account)}
+        matched.append(len(chosen))
         return [p for a, _, positions in accounts if a.id in chosen for p in positions]
 
-    return await _for_connections(settings, options, open_options, work)
+    return _require_match(
+        options, matched, await _for_connections(settings, options, open_options, work)
+    )
 
 
 async def fetch_transactions(
@@ -458,18 +488,22 @@ async def fetch_transactions(
     if since >= until:
         raise InputError("--since must be before --until")
 
+    matched: list[int] = []
+
     async def work(session: _Session) -> list[Transaction]:
         client, vault, info = session.client, session.vault, session.info
         numbers = await client.account_numbers()
         for number, _ in numbers:
             register_secret(number)
-        ids = await _account_ids(vault, info.id, [n for n, _ in numbers])
-        known = [_Known(ids[n], n, h) for n, h in numbers]
-        chosen = _select(known, options.account)
-        # Accounts unseen before get a row first, so their transactions have a parent.
-        stored = {k.id for k in await _known_accounts(vault, info.id)}
-        if any(k.id not in stored for k in chosen):
+        stored = {k.number: k.id for k in await _known_accounts(vault, info.id)}
+        if any(number not in stored for number, _ in numbers):
+            # Accounts seen for the first time get their row (and stable id) first,
+            # so their transactions have a parent.
             await _connection_accounts(session, options)
+            stored = {k.number: k.id for k in await _known_accounts(vault, info.id)}
+        known = [_Known(stored[n], n, h) for n, h in numbers if n in stored]
+        chosen = _select(known, options.account)
+        matched.append(len(chosen))
         gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
 
         async def one(account: _Known) -> list[Transaction]:
@@ -493,4 +527,6 @@ async def fetch_transactions(
         await _store_transactions(vault, transactions)
         return transactions
 
-    return await _for_connections(settings, options, open_options, work)
+    return _require_match(
+        options, matched, await _for_connections(settings, options, open_options, work)
+    )

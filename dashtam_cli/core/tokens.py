@@ -213,6 +213,22 @@ class TokenManager:
             self._known[name] = fresh
             return RefreshOutcome(name, refreshed=True, tokens=fresh)
 
+    async def replace_rejected(self, name: str, rejected: str) -> str:
+        """A new access token after the API refused ``rejected`` with 401.
+
+        Several requests refused at once ask together; only the first
+        refreshes: the others find a token different from the one refused.
+        """
+        info, _ = await load_tokens(self.vault, name)
+        async with _connection_lock(self.lock_dir, info.id):
+            info, tokens = await load_tokens(self.vault, name)
+            if tokens.access_token != rejected:
+                self._known[name] = tokens
+                return tokens.access_token
+            fresh = await self._refresh_locked(info, tokens)
+            self._known[name] = fresh
+            return fresh.access_token
+
     async def _reauth(
         self,
         info: ConnectionInfo,

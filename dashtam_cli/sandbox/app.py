@@ -216,7 +216,10 @@ class Sandbox:
         )
 
     def _redirect(self, redirect_uri: str, params: dict[str, str]) -> Response:
-        location = f"{redirect_uri}/?{urllib.parse.urlencode(params)}"
+        # A bare origin gets "/" (Schwab sends https://127.0.0.1:8182/?code=...);
+        # a registered path is kept exactly as registered.
+        path = "" if urllib.parse.urlsplit(redirect_uri).path else "/"
+        location = f"{redirect_uri}{path}?{urllib.parse.urlencode(params)}"
         return Response(302, b"", headers={"Location": location}, content_type="text/plain")
 
     def _approve(self, params: dict[str, str]) -> Response:

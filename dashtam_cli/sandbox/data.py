@@ -45,6 +45,130 @@ def _option_symbol(root: str, expiry: dt.date, put_call: str, strike: int) -> st
     return f"{root:<6}{expiry:%y%m%d}{put_call[0]}{strike * 1000:08d}"
 
 
+def _derived_id(text: str, digits: int) -> int:
+    """A stable number for ``text`` (no draw from the generator, so other values stay put)."""
+    modulus: int = 10**digits
+    return int(hashlib.sha256(text.encode()).hexdigest()[:12], 16) % modulus
+
+
+def _usd() -> dict[str, Any]:
+    # Live CURRENCY instruments, fee lines and cash movements alike.
+    return {
+        "assetType": "CURRENCY",
+        "status": "ACTIVE",
+        "symbol": "CURRENCY_USD",
+        "description": "USD currency",
+        "instrumentId": 1,
+        "closingPrice": 0,
+    }
+
+
+def _add_live_position_fields(position: dict[str, Any]) -> None:
+    """Add what live positions also carry (fixtures/account.json), derived from the rest."""
+    long_q = decimal.Decimal(str(position["longQuantity"]))
+    short_q = decimal.Decimal(str(position["shortQuantity"]))
+    average = decimal.Decimal(str(position["averagePrice"]))
+    value = decimal.Decimal(str(position["marketValue"]))
+    day = decimal.Decimal(str(position["currentDayProfitLoss"]))
+    instrument = position["instrument"]
+    units = (long_q or short_q) * (100 if instrument["assetType"] == "OPTION" else 1)
+    opening = value - day
+    percent = _money(day * 100 / abs(opening)) if opening else decimal.Decimal(0)
+    position["currentDayProfitLossPercentage"] = _num(percent)
+    position["currentDayCost"] = 0
+    if long_q:
+        position["averageLongPrice"] = _num(_money(average))
+        position["taxLotAverageLongPrice"] = _num(average)
+        position.setdefault("longOpenProfitLoss", _num(_money(value - average * units)))
+        position["previousSessionLongQuantity"] = _num(long_q)
+    else:
+        position["averageShortPrice"] = _num(_money(average))
+        position["taxLotAverageShortPrice"] = _num(average)
+        position["shortOpenProfitLoss"] = _num(_money(average * units + value))
+        position["previousSessionShortQuantity"] = _num(short_q)
+    # A short holder gains when the price falls.
+    instrument["netChange"] = _num(_money((day if long_q else -day) / units))
+    if instrument["assetType"] == "OPTION":
+        root = instrument["underlyingSymbol"]
+        instrument["cusip"] = f"0{root}.{_derived_id(instrument['symbol'], 9):09d}"
+
+
+def _margin_balances(
+    positions: list[dict[str, Any]], cash: decimal.Decimal, buying_power: decimal.Decimal
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The other fields of a live margin account's balances (fixtures/account.json)."""
+
+    def total(asset: str, sign: int) -> decimal.Decimal:
+        return sum(
+            (
+                decimal.Decimal(str(p["marketValue"]))
+                for p in positions
+                if p["instrument"]["assetType"] == asset and p["marketValue"] * sign > 0
+            ),
+            decimal.Decimal(0),
+        )
+
+    stock, long_opt, short_opt = total("EQUITY", 1), total("OPTION", 1), total("OPTION", -1)
+    equity = cash + stock + long_opt + short_opt
+    maintenance = sum(
+        (decimal.Decimal(str(p["maintenanceRequirement"])) for p in positions), decimal.Decimal(0)
+    )
+    zero = [
+        "accruedInterest",
+        "bondValue",
+        "cashReceipts",
+        "dayTradingBuyingPower",
+        "maintenanceCall",
+        "marginBalance",
+        "moneyMarketFund",
+        "mutualFundValue",
+        "pendingDeposits",
+        "regTCall",
+        "shortBalance",
+        "shortMarginValue",
+    ]
+    common = {
+        **dict.fromkeys(zero, 0),
+        "availableFundsNonMarginableTrade": _num(cash),
+        "equity": _num(equity),
+        "equityPercentage": 100,
+        "longMarginValue": _num(stock),
+        "longOptionMarketValue": _num(long_opt),
+        "maintenanceRequirement": _num(maintenance),
+        "shortOptionMarketValue": _num(short_opt),
+    }
+    initial = {
+        **common,
+        "accountValue": _num(equity),
+        "buyingPower": _num(buying_power),
+        "cashAvailableForTrading": 0,
+        "dayTradingBuyingPowerCall": 0,
+        "dayTradingEquityCall": 0,
+        "longStockValue": _num(stock),
+        "margin": _num(cash),
+        "marginEquity": _num(equity),
+        "shortStockValue": 0,
+        "totalCash": 0,
+    }
+    current = {
+        **common,
+        "buyingPowerNonMarginableTrade": _num(cash),
+        "savings": 0,
+        "shortMarketValue": _num(short_opt),
+        "sma": _num(cash),
+    }
+    projected = {
+        "availableFunds": _num(cash),
+        "availableFundsNonMarginableTrade": _num(cash),
+        "dayTradingBuyingPower": 0,
+        "dayTradingBuyingPowerCall": 0,
+        "maintenanceCall": 0,
+        "regTCall": 0,
+        "stockBuyingPower": _num(buying_power),
+    }
+    return initial, current, projected
+
+
 @dataclasses.dataclass
 class SandboxAccount:
     """One generated account: its number, hash, Schwab body and sorted transactions."""
@@ -117,6 +241,8 @@ def _positions(rng: random.Random, today: dt.date) -> list[dict[str, Any]]:
                 "maintenanceRequirement": 1500 if short else 0,
             }
         )
+    for position in positions:
+        _add_live_position_fields(position)
     return positions
 
 
@@ -166,6 +292,7 @@ def _transactions(
                     "putCall": put_call,
                     "strikePrice": strike,
                     "underlyingSymbol": symbol,
+                    "underlyingCusip": f"{_derived_id(symbol, 9):09d}",
                 }
             else:
                 unit = _money(decimal.Decimal(price) * decimal.Decimal(rng.uniform(0.8, 1.2)))
@@ -177,11 +304,14 @@ def _transactions(
                     "symbol": symbol,
                     "description": name,
                 }
+            instrument["instrumentId"] = _derived_id(str(instrument["symbol"]), 9)
             net = -(cost + fee) if buy else cost - fee
             items.append(
                 {
                     **base,
                     "type": "TRADE",
+                    "orderId": 1_000_000_000_000 + base["activityId"] % 10**11,
+                    "positionId": _derived_id(str(instrument["symbol"]), 8),
                     "description": f"{'Bought' if buy else 'Sold'} {quantity} "
                     f"{instrument['symbol']}",
                     "netAmount": _num(net),
@@ -194,13 +324,7 @@ def _transactions(
                             "positionEffect": "OPENING" if buy else "CLOSING",
                         },
                         {
-                            "instrument": {
-                                "assetType": "CURRENCY",
-                                "status": "ACTIVE",
-                                "symbol": "CURRENCY_USD",
-                                "description": "USD currency",
-                                "closingPrice": 0,
-                            },
+                            "instrument": _usd(),
                             "amount": _num(fee),
                             "cost": _num(-fee),
                             "feeType": "COMMISSION",
@@ -213,29 +337,22 @@ def _transactions(
         if kind == "DIVIDEND_OR_INTEREST":
             symbol, name, _ = rng.choice(EQUITIES)
             description, sign = f"ORDINARY DIVIDEND~{symbol}", 1
-            instrument = {"assetType": "EQUITY", "symbol": symbol, "description": name}
+            instrument = {
+                "assetType": "EQUITY",
+                "symbol": symbol,
+                "description": name,
+                "instrumentId": _derived_id(symbol, 9),
+            }
         elif kind == "ACH_RECEIPT":
             description, sign = "CLIENT REQUESTED ELECTRONIC FUNDING RECEIPT", 1
-            instrument = {
-                "assetType": "CURRENCY",
-                "symbol": "CURRENCY_USD",
-                "description": "USD currency",
-            }
+            instrument = _usd()
         elif kind == "ACH_DISBURSEMENT":
             description, sign = "CLIENT REQUESTED ELECTRONIC FUNDING DISBURSEMENT", -1
-            instrument = {
-                "assetType": "CURRENCY",
-                "symbol": "CURRENCY_USD",
-                "description": "USD currency",
-            }
+            instrument = _usd()
         else:
             description, sign = "MONTHLY SERVICE FEE", -1
             amount = _money(decimal.Decimal(rng.uniform(1, 25)))
-            instrument = {
-                "assetType": "CURRENCY",
-                "symbol": "CURRENCY_USD",
-                "description": "USD currency",
-            }
+            instrument = _usd()
         net = amount * sign
         items.append(
             {
@@ -280,7 +397,7 @@ def generate_accounts(
         )
         account_type = ACCOUNT_TYPES[index % len(ACCOUNT_TYPES)]
         buying_power = cash * 2 if account_type == "MARGIN" else cash
-        body = {
+        body: dict[str, Any] = {
             "securitiesAccount": {
                 "type": account_type,
                 "accountNumber": number,
@@ -317,6 +434,13 @@ def generate_accounts(
                 "liquidationValue": _num(cash + market),
             },
         }
+        if account_type == "MARGIN":
+            sec = body["securitiesAccount"]
+            extra = _margin_balances(positions, cash, buying_power)
+            for key, fields in zip(
+                ("initialBalances", "currentBalances", "projectedBalances"), extra, strict=True
+            ):
+                sec[key] = {**fields, **sec[key]}
         first_id = 90_000_000_000 + index * 10_000_000
         transactions, times = _transactions(rng, transactions_per_account, now, first_id)
         result.append(SandboxAccount(number, hash_value, body, transactions, times))

@@ -81,6 +81,14 @@ class Response:
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
 
 
+def _content_length(headers: dict[str, str]) -> int:
+    """The body's length, or -1 when the header is not a count (answered 400)."""
+    try:
+        return int(headers.get("content-length", "0") or 0)
+    except ValueError:
+        return -1
+
+
 class HttpServer:
     """Serves ``handler`` on ``host``:``port`` over TLS, one task per connection."""
 
@@ -157,9 +165,9 @@ class HttpServer:
                     if ":" in line:
                         key, value = line.split(":", 1)
                         headers[key.strip().lower()] = value.strip()
-                length = int(headers.get("content-length", "0") or 0)
-                if length > MAX_BODY:
-                    writer.write(Response(413).encode(keep_alive=False))
+                length = _content_length(headers)
+                if not 0 <= length <= MAX_BODY:
+                    writer.write(Response(400 if length < 0 else 413).encode(keep_alive=False))
                     await writer.drain()
                     return
                 body = await reader.readexactly(length) if length else b""

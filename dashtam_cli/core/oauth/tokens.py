@@ -125,7 +125,12 @@ def _parse_tokens(
         expires_in = int(body.get("expires_in") or spec.access_ttl.total_seconds())
     except (TypeError, ValueError):
         expires_in = int(spec.access_ttl.total_seconds())
-    if isinstance(refresh, str) and refresh:
+    unchanged = (
+        previous_refresh is not None
+        and isinstance(refresh, str)
+        and refresh == previous_refresh.refresh_token
+    )
+    if isinstance(refresh, str) and refresh and not unchanged:
         refresh_expires: dt.datetime | None = issued_at + spec.refresh_ttl
         if body.get("refresh_token_expires_in") is not None:
             with contextlib.suppress(TypeError, ValueError):
@@ -134,7 +139,8 @@ def _parse_tokens(
                 )
         refresh_token: str | None = refresh
     elif previous_refresh is not None:
-        # No new refresh token: keep the old one with its original expiry.
+        # No new refresh token, or the same one sent back (Schwab does): keep it
+        # with its original expiry. Schwab's 7 days run from the login, not the refresh.
         refresh_token = previous_refresh.refresh_token
         refresh_expires = previous_refresh.refresh_expires_at
     else:

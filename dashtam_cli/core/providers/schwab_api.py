@@ -159,7 +159,7 @@ class SchwabClient:
     """One connection's view of the Trader API.
 
     ``token`` returns a valid access token (the token manager's job);
-    ``refresh`` forces a refresh after a 401. ``record`` receives one
+    ``refresh(rejected)`` replaces a token the API refused with 401. ``record`` receives one
     ``CallRecord`` per request for the audit log. ``limiter`` keeps the
     connection under 120 requests per minute however many accounts it has.
     """
@@ -170,7 +170,7 @@ class SchwabClient:
         *,
         base_url: str,
         token: Callable[[], Awaitable[str]],
-        refresh: Callable[[], Awaitable[str]],
+        refresh: Callable[[str], Awaitable[str]],
         record: Callable[[CallRecord], Awaitable[None]],
         limiter: SlidingWindowLimiter | None = None,
         backoff: Backoff | None = None,
@@ -250,7 +250,7 @@ class SchwabClient:
             )
             if status == httpx.codes.UNAUTHORIZED and not refreshed:
                 refreshed = True
-                await self._refresh()
+                await self._refresh(token)
                 continue
             if status in RETRY_STATUSES and attempt < self._backoff.attempts:
                 wait = retry_after_seconds(response.headers.get("Retry-After"))

@@ -1,0 +1,227 @@
+"""`dashtam demo` and `dashtam sandbox serve`, run as the installed console script.
+
+Each run gets a clean environment: no DASHTAM_* or SCHWAB_* variables, a
+HOME and TMPDIR inside the test's folder, and a keyring backend that fails
+every call, which proves the demo needs no keyring service.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+DASHTAM = Path(sys.executable).parent / "dashtam"
+SANDBOX_APP_KEY = "dashtam-sandbox-app-key-00000000"
+
+
+@pytest.fixture
+def tmpdir_root(tmp_path: Path) -> Path:
+    """The TMPDIR the subprocesses see, so the demo's temporary home lands in the test's folder."""
+    path = tmp_path / "tmp"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def clean_env(tmp_path: Path, tmpdir_root: Path) -> dict[str, str]:
+    """An environment with nothing of dashtam in it and no usable keyring."""
+    home = tmp_path / "user"
+    home.mkdir()
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "TMPDIR": str(tmpdir_root),
+        "LANG": "C.UTF-8",
+        "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+        "COLUMNS": "200",  # wide tables: option symbols stay on one line
+    }
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the installed dashtam with ``args``."""
+    return subprocess.run(
+        [str(DASHTAM), *args], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def demo_homes(tmpdir_root: Path) -> list[Path]:
+    """The demo's temporary homes present in TMPDIR."""
+    return sorted(tmpdir_root.glob("dashtam-demo-*"))
+
+
+def test_demo_runs_with_no_configuration_and_cleans_up(
+    clean_env: dict[str, str], tmpdir_root: Path
+) -> None:
+    """`dashtam demo` exits 0, prints the four tables, narrates on stderr, leaves nothing behind."""
+    assert demo_homes(tmpdir_root) == []
+    result = run(clean_env, "demo")
+    assert result.returncode == 0, result.stderr
+    for title in ("accounts", "positions", "recent transactions (the 10 newest)", "tokens"):
+        assert title in result.stdout
+    assert "schwab" in result.stdout
+    assert re.search(r"\*\*\*\*\d{4}", result.stdout)
+    assert re.search(r"[A-Z]{1,5} +\d{6}[CP]\d{8}", result.stdout)  # an option symbol, whole
+    for step in range(1, 7):
+        assert f"{step}. " in result.stderr
+    assert "1. Starting the sandbox" not in result.stdout
+    match = re.search(r"the vault is (\S+)\.\n", result.stderr)
+    assert match is not None, result.stderr
+    vault = Path(match[1])
+    assert vault.is_relative_to(tmpdir_root)
+    assert not vault.exists()
+    assert demo_homes(tmpdir_root) == []
+
+
+def test_demo_json_is_one_object(clean_env: dict[str, str], tmpdir_root: Path) -> None:
+    """`--format json` prints one JSON object: accounts, positions, transactions and tokens."""
+    result = run(clean_env, "demo", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert set(document) == {"accounts", "positions", "transactions", "tokens"}
+    assert len(document["accounts"]) == 3
+    assert all(a["connection"] == "schwab" for a in document["accounts"])
+    assert all(isinstance(a["cash"], str) for a in document["accounts"])  # money as text
+    assert any(" " in p["symbol"] for p in document["positions"])
+    assert 0 < len(document["transactions"]) <= 10
+    assert [t["state"] for t in document["tokens"]] == ["ok"]
+    assert demo_homes(tmpdir_root) == []
+
+
+def test_demo_keep_leaves_a_vault_its_key_opens(
+    clean_env: dict[str, str], tmpdir_root: Path
+) -> None:
+    """`--keep`: the home stays with a 0600 key file, and `dashtam vault status` opens the vault."""
+    result = run(clean_env, "demo", "--keep", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    match = re.search(r"kept the demo's files in (\S+);", result.stderr)
+    assert match is not None, result.stderr
+    home = Path(match[1])
+    assert demo_homes(tmpdir_root) == [home]
+    key_file = home / "demo-master-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    env = {**clean_env, "DASHTAM_HOME": str(home)}
+    status = run(
+        {**env, "DASHTAM_MASTER_KEY": key_file.read_text()}, "vault", "status", "--format", "json"
+    )
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["state"] == "ok"
+    counts = report["counts"]
+    assert counts["connections"] == 1
+    assert counts["accounts"] == 3
+    assert counts["positions"] > 0
+    assert counts["transactions"] > 0
+    locked = run(env, "vault", "status", "--format", "json")  # the key is what opens it
+    assert locked.returncode == 1
+    assert json.loads(locked.stdout)["state"] == "error"
+
+
+class Serving:
+    """A `dashtam sandbox serve` process and the lines it printed on stderr."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        """Read its stderr on a thread, so a silent process cannot block the test."""
+        self.process = process
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stderr is not None
+        self.reader = threading.Thread(target=self._pump, args=(process.stderr,), daemon=True)
+        self.reader.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self.lines.put(line)
+
+    def exports(self, count: int, timeout: float = 30) -> dict[str, str]:
+        """Wait for ``count`` ``export NAME=value`` lines and return them."""
+        found: dict[str, str] = {}
+        deadline = time.monotonic() + timeout
+        while len(found) < count:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the sandbox printed only: {self.seen}")
+            self.seen.append(line)
+            match = re.search(r"export (\w+)=(\S+)", line)
+            if match:
+                found[match[1]] = match[2]
+        return found
+
+
+@pytest.fixture
+def serve(clean_env: dict[str, str], tmp_path: Path) -> Iterator[Serving]:
+    """`dashtam sandbox serve --port 0 --auto-approve` with its files under the test's folder."""
+    env = {**clean_env, "DASHTAM_HOME": str(tmp_path / "serve-home")}
+    process = subprocess.Popen(
+        [
+            str(DASHTAM),
+            "sandbox",
+            "serve",
+            "--port",
+            "0",
+            "--auto-approve",
+            "--redirect-uri",
+            "https://127.0.0.1:9911",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    serving = Serving(process)
+    try:
+        yield serving
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+        serving.reader.join(10)  # it has read to the end: the stream can close under no reader
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_sandbox_serve_prints_where_it_is_answers_and_stops_on_ctrl_c(
+    serve: Serving, tmp_path: Path
+) -> None:
+    """It prints the exports (base URL, CA, app, redirect), serves HTTPS, and Ctrl-C exits 130."""
+    exports = serve.exports(5)
+    base_url = exports["DASHTAM_SCHWAB_BASE_URL"]
+    ca_path = Path(exports["SSL_CERT_FILE"])
+    assert re.fullmatch(r"https://127\.0\.0\.1:\d+", base_url)
+    assert any(f"listening on {base_url}" in line for line in serve.seen)
+    assert ca_path.is_relative_to(tmp_path / "serve-home")
+    assert exports["SCHWAB_API_KEY"] == SANDBOX_APP_KEY
+    assert exports["SCHWAB_REDIRECT_URI"] == "https://127.0.0.1:9911"
+
+    query = urllib.parse.urlencode(
+        {"client_id": SANDBOX_APP_KEY, "redirect_uri": "https://127.0.0.1:9911", "state": "s1"}
+    )
+    with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as client:
+        login = client.get(f"{base_url}/v1/oauth/authorize?{query}")
+        api = client.get(f"{base_url}/trader/v1/accounts/accountNumbers")
+    assert login.status_code == 302  # --auto-approve: no consent page
+    assert login.headers["location"].startswith("https://127.0.0.1:9911/?code=")
+    assert api.status_code == 401
+
+    serve.process.send_signal(signal.SIGINT)
+    assert serve.process.wait(timeout=10) == 130
+    assert serve.process.stdout is not None
+    assert serve.process.stdout.read() == ""  # messages only, on stderr

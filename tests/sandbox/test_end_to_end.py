@@ -1,0 +1,380 @@
+"""dashtam's real code against the in-process sandbox: connect, data, token refresh, faults.
+
+Nothing on dashtam's side is replaced: the vault (in the test's DASHTAM_HOME,
+keyed through the in-memory keyring), the loopback HTTPS listener, the token
+endpoint client and the Schwab client all run as in production. Only the
+browser is a function that opens the consent page and presses a button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import ssl
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from sandbox_support import CONSENT, point_dashtam_at
+
+from dashtam_cli.core.audit import list_audit
+from dashtam_cli.core.connections import list_connections, load_tokens
+from dashtam_cli.core.oauth.errors import AccessDenied
+from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.portfolio import (
+    FetchOptions,
+    fetch_accounts,
+    fetch_positions,
+    fetch_transactions,
+)
+from dashtam_cli.core.settings import Settings, load_settings
+from dashtam_cli.core.tokens import refresh_connections, status_report, token_manager
+from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from sandbox_support import FakeClock, RunningSandbox
+
+    from dashtam_cli.core.models import ConnectionInfo
+    from dashtam_cli.core.oauth.tokens import TokenSet
+
+
+def _dec(value: Any) -> decimal.Decimal:
+    """A JSON number's exact decimal value, as dashtam must read it."""
+    return decimal.Decimal(str(value))
+
+
+def _masked(number: str) -> str:
+    return "****" + number[-4:]
+
+
+def consenting_browser(
+    running: RunningSandbox, home: Path, decision: str = "approve"
+) -> Callable[[str], bool]:
+    """A browser: open the consent page, press ``decision``, follow the redirect to the listener.
+
+    The sandbox is verified against its CA, the listener against the
+    certificate dashtam made in $DASHTAM_HOME/data/tls: both TLS hops are real.
+    """
+    pages: list[httpx.Response] = []
+
+    def open_url(url: str) -> bool:
+        sandbox_tls = ssl.create_default_context(cafile=running.ca_path)
+        with httpx.Client(verify=sandbox_tls) as client:
+            page = client.get(url)
+            consent = CONSENT.search(page.text)
+            assert consent is not None, page.text
+            answer = client.post(
+                running.base_url + "/v1/oauth/authorize/decision",
+                data={"consent": consent[1], "decision": decision},
+            )
+        assert answer.status_code == 302
+        listener_tls = ssl.create_default_context(
+            cafile=home / "data" / "tls" / "listener-cert.pem"
+        )
+        with httpx.Client(verify=listener_tls) as client:
+            pages.append(client.get(answer.headers["location"]))
+        return True
+
+    open_url.pages = pages  # type: ignore[attr-defined]
+    return open_url
+
+
+def login(running: RunningSandbox, home: Path, decision: str = "approve") -> ConnectionInfo:
+    """`dashtam connect schwab` through the real flow, the browser pressing ``decision``."""
+    browser = consenting_browser(running, home, decision)
+    options = LoginOptions(open_browser=browser, timeout=20)
+    info = asyncio.run(connect(load_settings(), "schwab", options))
+    (page,) = browser.pages  # type: ignore[attr-defined]
+    assert page.status_code == 200
+    return info
+
+
+def stored_tokens(settings: Settings) -> TokenSet:
+    """The tokens of the connection 'schwab' as sealed in the vault."""
+
+    async def read() -> TokenSet:
+        async with open_vault(settings) as vault:
+            return (await load_tokens(vault, "schwab"))[1]
+
+    return asyncio.run(read())
+
+
+def token_requests(running: RunningSandbox) -> int:
+    """How many requests the sandbox's token endpoint has had."""
+    return running.sandbox.counts.get("POST /v1/oauth/token", 0)
+
+
+@pytest.fixture
+def connected(dashtam_at_sandbox: RunningSandbox, isolated_env: Path) -> RunningSandbox:
+    """Dashtam logged in to the sandbox as 'schwab'."""
+    info = login(dashtam_at_sandbox, isolated_env)
+    assert info.name == "schwab"
+    assert info.provider == "schwab"
+    return dashtam_at_sandbox
+
+
+def test_connect_stores_the_sandbox_tokens(connected: RunningSandbox) -> None:
+    """The login goes through consent, the loopback listener and the token endpoint once."""
+    tokens = stored_tokens(load_settings())
+    assert token_requests(connected) == 1
+    assert connected.sandbox.counts["GET /v1/oauth/authorize"] == 1
+    assert connected.sandbox.counts["POST /v1/oauth/authorize/decision"] == 1
+    assert tokens.refresh_token is not None
+    assert tokens.access_expires_at - tokens.issued_at == dt.timedelta(minutes=30)
+    assert tokens.refresh_expires_at is not None
+    assert tokens.refresh_expires_at - tokens.issued_at == dt.timedelta(days=7)
+
+
+def test_accounts_are_the_sandbox_accounts(connected: RunningSandbox) -> None:
+    """Every sandbox account appears once, with its balances as exact Decimals."""
+    result = asyncio.run(fetch_accounts(load_settings(), FetchOptions(), OpenOptions()))
+    assert result.failures == []
+    by_number = {a.number: a for a in result.items}
+    expected = connected.sandbox.accounts
+    assert sorted(by_number) == sorted(_masked(a.number) for a in expected)
+    for account in expected:
+        sec = account.body["securitiesAccount"]
+        got = by_number[_masked(account.number)]
+        assert got.type == sec["type"]
+        assert got.cash == _dec(sec["currentBalances"]["cashBalance"])
+        assert got.total_value == _dec(sec["currentBalances"]["liquidationValue"])
+        assert got.buying_power == _dec(sec["currentBalances"]["buyingPower"])
+        assert got.market_value == sum(
+            (_dec(p["marketValue"]) for p in sec["positions"]), decimal.Decimal(0)
+        )
+        assert account.number not in got.model_dump_json()
+
+
+def test_positions_are_the_sandbox_positions(connected: RunningSandbox) -> None:
+    """Every position, signed long minus short, option symbols with their spaces."""
+    result = asyncio.run(fetch_positions(load_settings(), FetchOptions(), OpenOptions()))
+    assert result.failures == []
+    got = sorted(
+        (p.account, p.symbol, p.asset_type, p.quantity, p.market_value, p.average_price)
+        for p in result.items
+    )
+    expected = sorted(
+        (
+            _masked(a.number),
+            p["instrument"]["symbol"],
+            p["instrument"]["assetType"],
+            _dec(p["longQuantity"]) - _dec(p["shortQuantity"]),
+            _dec(p["marketValue"]),
+            _dec(p["averagePrice"]),
+        )
+        for a in connected.sandbox.accounts
+        for p in a.body["securitiesAccount"]["positions"]
+    )
+    assert got == expected
+    options = [p for p in result.items if p.asset_type == "OPTION"]
+    assert options
+    assert all(" " in p.symbol for p in options)
+    assert any(p.quantity < 0 for p in options)
+
+
+def _expected_transactions(
+    running: RunningSandbox, since: dt.datetime, until: dt.datetime
+) -> list[tuple[Any, ...]]:
+    rows = []
+    for account in running.sandbox.accounts:
+        for item in account.between(since, until):
+            main = next(
+                (t for t in item["transferItems"] if t["instrument"]["assetType"] != "CURRENCY"),
+                None,
+            )
+            fees = sum(
+                (abs(_dec(t["cost"])) for t in item["transferItems"] if t.get("feeType")),
+                decimal.Decimal(0),
+            )
+            rows.append(
+                (
+                    _masked(account.number),
+                    dt.datetime.strptime(item["time"], "%Y-%m-%dT%H:%M:%S%z"),
+                    item["type"],
+                    _dec(item["netAmount"]),
+                    (main or {}).get("instrument", {}).get("symbol"),
+                    fees,
+                )
+            )
+    return sorted(rows)
+
+
+def transactions_after_accounts(options: FetchOptions) -> Any:
+    """`dashtam accounts list`, then `dashtam transactions list`, as the demo runs them."""
+    settings = load_settings()
+    accounts = asyncio.run(fetch_accounts(settings, FetchOptions(), OpenOptions()))
+    assert accounts.failures == []
+    return asyncio.run(fetch_transactions(settings, options, OpenOptions()))
+
+
+def _got_transactions(items: list[Any]) -> list[tuple[Any, ...]]:
+    return sorted((t.account, t.time, t.type, t.amount, t.symbol, t.fees) for t in items)
+
+
+def test_transactions_are_the_sandbox_transactions(connected: RunningSandbox) -> None:
+    """A year of transactions of every account: exact amounts and fees, option symbols intact."""
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=365)
+    result = transactions_after_accounts(FetchOptions(since=since, until=until))
+    assert result.failures == []
+    got = _got_transactions(result.items)
+    assert got == _expected_transactions(connected, since, until)
+    assert len(got) > 100
+    symbols = {t.symbol for t in result.items if t.symbol}
+    assert any(" " in s for s in symbols)
+    assert any(t.fees > 0 for t in result.items)
+    assert {t.account for t in result.items} == {
+        _masked(a.number) for a in connected.sandbox.accounts
+    }
+
+
+def test_transactions_filtered_by_type_and_option_symbol(connected: RunningSandbox) -> None:
+    """Types and an option symbol (with spaces) go through dashtam's encoding and are honoured."""
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=365)
+    window = _expected_transactions(connected, since, until)
+    symbol = next(row[4] for row in window if row[4] and " " in row[4])
+    options = FetchOptions(since=since, until=until, types=("TRADE",), symbol=symbol)
+    result = transactions_after_accounts(options)
+    assert result.failures == []
+    got = _got_transactions(result.items)
+    assert got
+    assert got == [row for row in window if row[2] == "TRADE" and row[4] == symbol]
+
+
+def test_transactions_right_after_connect(connected: RunningSandbox) -> None:
+    """`dashtam transactions list` as the first command after connect returns the data."""
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=365)
+    options = FetchOptions(since=since, until=until)
+    result = asyncio.run(fetch_transactions(load_settings(), options, OpenOptions()))
+    assert result.failures == []
+    assert _got_transactions(result.items) == _expected_transactions(connected, since, until)
+
+
+def test_forced_refresh_gets_a_new_working_access_token(connected: RunningSandbox) -> None:
+    """`dashtam tokens refresh --force`: a new access token, the same refresh token, and it works."""
+    settings = load_settings()
+    before = stored_tokens(settings)
+    results = asyncio.run(refresh_connections(settings, None, OpenOptions(), force=True))
+    assert [(r.connection, r.result) for r in results] == [("schwab", "refreshed")]
+    after = stored_tokens(settings)
+    assert after.access_token != before.access_token
+    assert after.refresh_token == before.refresh_token
+    assert token_requests(connected) == 2
+    accounts = asyncio.run(fetch_accounts(settings, FetchOptions(), OpenOptions()))
+    assert accounts.failures == []
+    assert len(accounts.items) == len(connected.sandbox.accounts)
+    assert token_requests(connected) == 2  # the new token was good: no further refresh
+
+
+def _works(running: RunningSandbox, token: str) -> int:
+    with running.client() as client:
+        answer = client.get(
+            "/trader/v1/accounts/accountNumbers", headers={"Authorization": f"Bearer {token}"}
+        )
+    return answer.status_code
+
+
+def test_access_token_is_refreshed_once_30_minutes_have_passed(
+    connected: RunningSandbox, sandbox_clock: FakeClock
+) -> None:
+    """After 31 minutes the old token is refused; TokenManager.access_token fetches a new one."""
+    settings = load_settings()
+    old = stored_tokens(settings).access_token
+    sandbox_clock.advance(31 * 60)
+    assert _works(connected, old) == 401
+
+    async def fresh_token() -> str:
+        async with token_manager(settings, OpenOptions(), clock=sandbox_clock.now) as manager:
+            return await manager.access_token("schwab")
+
+    new = asyncio.run(fresh_token())
+    assert new != old
+    assert token_requests(connected) == 2
+    assert _works(connected, new) == 200
+    assert stored_tokens(settings).access_token == new
+    statuses = asyncio.run(status_report(settings, None, OpenOptions(), clock=sandbox_clock.now))
+    assert [s.state for s in statuses] == ["ok"]
+    assert statuses[0].access_expires_in_seconds is not None
+    assert 29 * 60 < statuses[0].access_expires_in_seconds <= 30 * 60
+
+
+def test_a_401_from_the_api_makes_dashtam_refresh_and_retry(
+    connected: RunningSandbox, sandbox_clock: FakeClock
+) -> None:
+    """When only the sandbox knows the token expired, the 401 triggers one refresh and a retry."""
+    sandbox_clock.advance(31 * 60)  # dashtam's own clock still thinks the token is fresh
+    result = asyncio.run(fetch_accounts(load_settings(), FetchOptions(), OpenOptions()))
+    assert result.failures == []
+    assert len(result.items) == len(connected.sandbox.accounts)
+    # The account numbers and the accounts calls run at once and both get a 401;
+    # exactly one refresh follows (the login's code exchange was the first request).
+    assert token_requests(connected) == 2
+
+
+@pytest.mark.usefixtures("connected")
+def test_a_refresh_keeps_the_refresh_tokens_seven_day_deadline(sandbox_clock: FakeClock) -> None:
+    """Schwab's refresh token dies 7 days after the login: a refresh must not move that date."""
+    settings = load_settings()
+    deadline = stored_tokens(settings).refresh_expires_at
+    sandbox_clock.advance(31 * 60)
+    asyncio.run(
+        refresh_connections(settings, None, OpenOptions(), force=True, clock=sandbox_clock.now)
+    )
+    assert stored_tokens(settings).refresh_expires_at == deadline
+
+
+def test_a_denied_login_raises_access_denied_and_stores_nothing(
+    dashtam_at_sandbox: RunningSandbox, isolated_env: Path
+) -> None:
+    """Pressing Deny ends the login with AccessDenied; no connection and no token request."""
+    with pytest.raises(AccessDenied):
+        login(dashtam_at_sandbox, isolated_env, decision="deny")
+    assert token_requests(dashtam_at_sandbox) == 0
+
+    async def connections() -> int:
+        async with open_vault(load_settings()) as vault:
+            return len(await list_connections(vault))
+
+    assert asyncio.run(connections()) == 0
+
+
+# Seed 5's faults, for the requests these fetches make, are one 429 and one 503:
+# SchwabClient retries those (RETRY_STATUSES) but not 500, which other seeds draw.
+# FetchOptions has no backoff seam, so the retries wait for real: Retry-After is
+# 1 s, a first 503 retry at most 0.5 s.
+FAULT_SEED = 5
+
+
+def test_transactions_survive_injected_faults_through_retries(
+    start_sandbox: Callable[..., RunningSandbox],
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_env: Path,
+) -> None:
+    """With error_rate 0.3 the fetches still return exactly the sandbox's data, after retries."""
+    running = start_sandbox(error_rate=0.3, seed=FAULT_SEED)
+    point_dashtam_at(running, monkeypatch)
+    login(running, isolated_env)
+    until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
+    since = until - dt.timedelta(days=365)
+    result = transactions_after_accounts(FetchOptions(since=since, until=until))
+    assert result.failures == []
+    assert _got_transactions(result.items) == _expected_transactions(running, since, until)
+    # account numbers, then one window per account; anything more was a retry
+    assert result.requests > 1 + len(running.sandbox.accounts)
+
+    async def audited() -> list[tuple[str, str, int | None]]:
+        async with open_vault(load_settings()) as vault:
+            entries = await list_audit(vault)
+        return [(e.operation, e.outcome, e.http_status) for e in entries]
+
+    calls = [c for c in asyncio.run(audited()) if c[0].startswith("schwab.")]
+    refused = {status for _, outcome, status in calls if outcome == "error"}
+    assert refused == {429, 503}
+    served = sum(n for k, n in running.sandbox.counts.items() if k.startswith("GET /trader/"))
+    assert served == len(calls)
