@@ -1,4 +1,4 @@
-"""The `dashtam` command: global options, and the wiring of every command group."""
+"""The `dashtam` command: global options; the commands themselves load lazily (cli/lazy.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,7 @@ import typer
 
 from dashtam_cli import __version__
 from dashtam_cli.cli import options, runtime
-from dashtam_cli.cli.audit import audit_app
-from dashtam_cli.cli.connect import connect, connections_app, disconnect
-from dashtam_cli.cli.data import accounts_app, positions_app, transactions_app
-from dashtam_cli.cli.paths import paths
-from dashtam_cli.cli.providers import providers_app
-from dashtam_cli.cli.sandbox import demo, sandbox_app
-from dashtam_cli.cli.tokens import tokens_app
-from dashtam_cli.cli.vault import vault_app
+from dashtam_cli.cli.lazy import LazyGroup
 
 __all__ = ["app"]
 
@@ -25,6 +18,7 @@ app = typer.Typer(
         "Aggregate your brokerage and bank data into one local encrypted vault, "
         "and script it. Data goes to stdout, everything else to stderr."
     ),
+    cls=LazyGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -68,18 +62,3 @@ def root(
 ) -> None:
     """Aggregate your financial data into one local encrypted vault, and script it."""
     ctx.obj = runtime.State(verbose=verbose, format=fmt, no_color=no_color)
-
-
-app.command("demo")(demo)
-app.command("connect")(connect)
-app.command("disconnect")(disconnect)
-app.add_typer(connections_app)
-app.add_typer(accounts_app)
-app.add_typer(positions_app)
-app.add_typer(transactions_app)
-app.add_typer(providers_app)
-app.add_typer(tokens_app)
-app.add_typer(vault_app)
-app.add_typer(audit_app)
-app.add_typer(sandbox_app)
-app.command("paths")(paths)

@@ -1,0 +1,109 @@
+"""A command group that imports each command's module only when that command runs.
+
+`dashtam --help` lists every command from the short help kept here, so it
+imports none of them; a test checks these lines against the commands' own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
+import typer
+from typer.core import TyperGroup
+
+if TYPE_CHECKING:
+    from typer import _click as click
+
+__all__ = ["COMMANDS", "LazyGroup"]
+
+# name -> (module, attribute: a typer.Typer or a command function, short help)
+COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
+    "demo": (
+        "dashtam_cli.cli.sandbox",
+        "demo",
+        "See dashtam work end to end: no account, keyring or network needed.",
+    ),
+    "connect": (
+        "dashtam_cli.cli.connect",
+        "connect",
+        "Log in to a provider in the browser and keep its tokens, sealed, in the vault.",
+    ),
+    "disconnect": (
+        "dashtam_cli.cli.connect",
+        "disconnect",
+        "Remove a connection with its tokens and cached data.",
+    ),
+    "connections": (
+        "dashtam_cli.cli.connect",
+        "connections_app",
+        "List your connections to providers.",
+    ),
+    "accounts": ("dashtam_cli.cli.data", "accounts_app", "Accounts and balances."),
+    "positions": ("dashtam_cli.cli.data", "positions_app", "Holdings."),
+    "transactions": ("dashtam_cli.cli.data", "transactions_app", "Transactions."),
+    "providers": (
+        "dashtam_cli.cli.providers",
+        "providers_app",
+        "List providers and store their app credentials.",
+    ),
+    "tokens": (
+        "dashtam_cli.cli.tokens",
+        "tokens_app",
+        "See token lifetimes and refresh access tokens (cron-friendly).",
+    ),
+    "vault": (
+        "dashtam_cli.cli.vault",
+        "vault_app",
+        "Create, inspect, re-key and destroy the local encrypted vault.",
+    ),
+    "audit": ("dashtam_cli.cli.audit", "audit_app", "Read the audit log of provider operations."),
+    "sandbox": (
+        "dashtam_cli.cli.sandbox",
+        "sandbox_app",
+        "A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1.",
+    ),
+    "paths": (
+        "dashtam_cli.cli.paths",
+        "paths",
+        "Show where dashtam keeps its files (relocate them all with DASHTAM_HOME).",
+    ),
+}
+
+
+def load(name: str) -> click.Command:
+    """Import and build the command called ``name``."""
+    module_name, attribute, _ = COMMANDS[name]
+    target: Any = getattr(importlib.import_module(module_name), attribute)
+    if isinstance(target, typer.Typer):
+        # A group stays a group even with one subcommand (`dashtam audit list`).
+        target.rich_markup_mode = None
+        target.pretty_exceptions_enable = False
+        command: click.Command = typer.main.get_group(target)
+    else:
+        single = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+        single.command(name)(target)
+        command = typer.main.get_command(single)
+    command.name = name
+    return command
+
+
+class LazyGroup(TyperGroup):
+    """The root group: commands are built on first use, help comes from ``COMMANDS``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command, in the order of ``COMMANDS``."""
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Build the command on first use."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.commands[cmd_name] = load(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # noqa: ARG002
+        """List the commands from the kept short help, importing none of them."""
+        rows = [(name, help_) for name, (_, _, help_) in COMMANDS.items()]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
