@@ -148,7 +148,11 @@ def schwab_fetch(
             sandbox.close()
             os.environ.clear()
             os.environ.update(saved)
-        return [("server latency per response (ms)", f"{latency_ms:g}"), *rows]
+        return [
+            ("accounts x transactions per account (two years)", f"{accounts} x {per_account}"),
+            ("server latency per response (ms)", f"{latency_ms:g}"),
+            *rows,
+        ]
 
 
 if __name__ == "__main__":
