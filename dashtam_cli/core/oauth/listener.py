@@ -227,6 +227,7 @@ class LoopbackListener:
                         f"dashtam's login listener only accepts https://{self.target.host}:{self.target.port}.",
                     ),
                 )
+                await self._linger(conn)
                 return
             reader = asyncio.StreamReader(limit=MAX_HEAD)
             protocol = asyncio.StreamReaderProtocol(reader)
@@ -268,6 +269,20 @@ class LoopbackListener:
                     await asyncio.wait_for(writer.wait_closed(), 1)
             else:
                 conn.close()
+
+    async def _linger(self, conn: socket.socket) -> None:
+        """Half-close, then drain what the client still sends.
+
+        Closing with its request unread would reset the connection, and the
+        client could lose the answer.
+        """
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_WR)
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1.0):
+                while await loop.sock_recv(conn, 4096):
+                    pass
 
     def _reject(self, why: str) -> None:
         self.rejected.append(why)
