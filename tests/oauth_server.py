@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import http.server
 import json
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 if TYPE_CHECKING:
     import trustme
+
+HOLD_TIMEOUT_S = 30.0
 
 
 @dataclasses.dataclass
@@ -35,6 +38,16 @@ class Behaviour:
     token_body: bytes | None = None  # with this raw body
     expires_in: int = 1800
     rotate_refresh: bool = True
+    # Refuse (400 invalid_grant) a refresh token that is not live: never issued,
+    # or already rotated away, as providers that rotate treat its reuse as theft.
+    check_refresh: bool = False
+    # A forced answer (status, raw body) for the refresh grant of one refresh token.
+    refresh_answers: dict[str, tuple[int, bytes]] = dataclasses.field(default_factory=dict)
+    # Issue the tokens (the provider's state changes), then wait for this event
+    # before answering: the client can be killed while the answer is held.
+    hold: threading.Event | None = None
+    # Issue the tokens, then close the connection without answering.
+    drop_answer: bool = False
 
 
 class OAuthServer:
@@ -57,6 +70,9 @@ class OAuthServer:
         self.codes: dict[str, bool] = {}  # code -> used
         self.token_requests: list[TokenRequest] = []
         self.issued: list[dict[str, Any]] = []
+        self.live_refresh: set[str] = set()  # refresh tokens the server accepts (check_refresh)
+        self.holding = threading.Event()  # set once a token answer is being held
+        self.state_lock = threading.Lock()
         self.authorize_queries: list[dict[str, str]] = []
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -78,7 +94,10 @@ class OAuthServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the loop's next poll.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -161,7 +180,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 {"error": "invalid_client", "error_description": "Client authentication failed"},
             )
             return
-        if form.get("grant_type") == "authorization_code":
+        grant = form.get("grant_type")
+        presented = form.get("refresh_token", "")
+        if grant == "authorization_code":
             code = form.get("code", "")
             if owner.codes.get(code) is not False or form.get("redirect_uri") != owner.redirect_uri:
                 self._json(
@@ -169,17 +190,61 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 )
                 return
             owner.codes[code] = True
-        elif form.get("grant_type") != "refresh_token":
+        elif grant != "refresh_token":
             self._json(400, {"error": "unsupported_grant_type"})
             return
-        tokens = {
-            "expires_in": behaviour.expires_in,
-            "token_type": "Bearer",
-            "scope": "api",
-            "access_token": f"I0.{secrets.token_urlsafe(32)}@",
-            "id_token": secrets.token_urlsafe(40),
-        }
-        if form.get("grant_type") == "authorization_code" or behaviour.rotate_refresh:
-            tokens["refresh_token"] = f"R0.{secrets.token_urlsafe(32)}@"
-        owner.issued.append(tokens)
-        self._json(200, tokens)
+        elif presented in behaviour.refresh_answers:
+            self._raw(*behaviour.refresh_answers[presented])
+            return
+        tokens = self._issue(str(grant), presented)
+        if tokens is None:
+            self._json(
+                400,
+                {
+                    "error": "invalid_grant",
+                    "error_description": "refresh token is invalid, expired or already used",
+                },
+            )
+        else:
+            self._answer(tokens)
+
+    def _answer(self, tokens: dict[str, Any]) -> None:
+        """Send issued tokens: at once, after the hold event, or never (drop_answer)."""
+        owner = self.server_owner
+        if owner.behaviour.drop_answer:
+            self.close_connection = True
+            return
+        if owner.behaviour.hold is not None:
+            owner.holding.set()
+            owner.behaviour.hold.wait(timeout=HOLD_TIMEOUT_S)
+        with contextlib.suppress(OSError):  # the client may be gone: killed while held
+            self._json(200, tokens)
+
+    def _issue(self, grant: str, presented: str) -> dict[str, Any] | None:
+        """New tokens (rotating the refresh token if asked), or None for a dead refresh token."""
+        owner = self.server_owner
+        behaviour = owner.behaviour
+        with owner.state_lock:
+            refreshing = grant == "refresh_token"
+            if refreshing and behaviour.check_refresh and presented not in owner.live_refresh:
+                return None
+            tokens: dict[str, Any] = {
+                "expires_in": behaviour.expires_in,
+                "token_type": "Bearer",
+                "scope": "api",
+                "access_token": f"I0.{secrets.token_urlsafe(32)}@",
+                "id_token": secrets.token_urlsafe(40),
+            }
+            if not refreshing or behaviour.rotate_refresh:
+                tokens["refresh_token"] = f"R0.{secrets.token_urlsafe(32)}@"
+                owner.live_refresh.discard(presented)
+                owner.live_refresh.add(tokens["refresh_token"])
+            owner.issued.append(tokens)
+            return tokens
+
+    def _raw(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)

@@ -69,6 +69,8 @@ log = logging.getLogger(__name__)
 REFRESH_MARGIN: Final = dt.timedelta(minutes=5)
 REFRESH_WARNING: Final = dt.timedelta(hours=24)
 LOCK_TIMEOUT: Final = 120.0
+# Client errors that mean "not now" (timeout, rate limit), not "this refresh token is dead".
+_TRY_LATER: Final = frozenset({408, 429})
 
 
 class RefreshFailed(DashtamError):
@@ -273,7 +275,8 @@ class TokenManager:
                 )
             except TokenExchangeFailed as exc:
                 status = exc.http_status
-                if status is not None and 400 <= status < 500:  # noqa: PLR2004 - client errors
+                client_error = status is not None and 400 <= status < 500  # noqa: PLR2004
+                if client_error and status not in _TRY_LATER:
                     # A refused refresh token (expired, revoked, or already used
                     # by a request that may have reached the provider before a
                     # crash): only a new login helps.
@@ -294,7 +297,8 @@ class TokenManager:
                     correlation_id=exc.correlation_id,
                     detail=exc.message,
                 )
-                raise RefreshFailed(exc.message, hint=exc.hint) from None
+                hint = "try again in a few minutes" if status in _TRY_LATER else exc.hint
+                raise RefreshFailed(exc.message, hint=hint) from None
             await store_tokens(self.vault, info.id, response.tokens)
         await audit.record(
             self.vault,
