@@ -17,6 +17,7 @@ from dashtam_cli.core.errors import DashtamError, InputError, PartialFailure, Re
 from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, Transaction
 from dashtam_cli.core.providers.schwab_api import CallRecord, SchwabClient, parse_schwab_time
 from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.resilience import gather_all
 from dashtam_cli.core.tokens import token_manager
 from dashtam_cli.core.vault import db, schema
 
@@ -377,7 +378,10 @@ async def _connection_accounts(
 ) -> tuple[list[tuple[Account, str, list[Position]]], dict[str, str]]:
     """Fetch and store one connection's accounts with positions; return them and their hashes."""
     client, vault, info = session.client, session.vault, session.info
-    numbers, raws = await asyncio.gather(client.account_numbers(), client.accounts())
+    numbers_task = asyncio.ensure_future(client.account_numbers())
+    raws_task = asyncio.ensure_future(client.accounts())
+    await gather_all(numbers_task, raws_task)
+    numbers, raws = numbers_task.result(), raws_task.result()
     for number, _ in numbers:
         register_secret(number)
     hashes = dict(numbers)
@@ -394,24 +398,29 @@ async def _connection_accounts(
     return result, hashes
 
 
+def _no_connections(options: FetchOptions) -> DashtamError:
+    if options.connection is not None:
+        return InputError(
+            f"no connection named {options.connection!r}", hint="see: dashtam connections list"
+        )
+    return DashtamError("there are no connections yet", hint="log in first: dashtam connect schwab")
+
+
 async def _for_connections(
     settings: Settings,
     options: FetchOptions,
     open_options: OpenOptions,
     work: Callable[[_Session], Any],
 ) -> FetchResult[Any]:
+    if not settings.paths.vault_file.exists():
+        # No vault means no login yet: point at `connect` (which creates it), not `vault init`.
+        raise _no_connections(options)
     async with token_manager(
         settings, open_options, transport=options.transport, clock=options.clock
     ) as manager:
         infos = await list_connections(manager.vault, name=options.connection)
-        if options.connection is not None and not infos:
-            raise InputError(
-                f"no connection named {options.connection!r}", hint="see: dashtam connections list"
-            )
         if not infos:
-            raise DashtamError(
-                "there are no connections yet", hint="log in first: dashtam connect schwab"
-            )
+            raise _no_connections(options)
         sessions = [
             _Session(
                 manager.vault,
@@ -520,7 +529,7 @@ async def fetch_transactions(
                 t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None
             ]
 
-        pages = await asyncio.gather(*(one(a) for a in chosen))
+        pages = await gather_all(*(one(a) for a in chosen))
         transactions = sorted(
             (t for page in pages for t in page), key=lambda t: t.time, reverse=True
         )

@@ -1,4 +1,4 @@
-"""Rate limiting and retries for provider APIs: a sliding-window limiter and jittered backoff."""
+"""Resilience for provider APIs: a sliding-window limiter, jittered backoff, orphan-free gather."""
 
 from __future__ import annotations
 
@@ -8,12 +8,20 @@ import dataclasses
 import email.utils
 import random
 import time
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar, cast
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-__all__ = ["RETRY_STATUSES", "Backoff", "SlidingWindowLimiter", "retry_after_seconds"]
+__all__ = [
+    "RETRY_STATUSES",
+    "Backoff",
+    "SlidingWindowLimiter",
+    "gather_all",
+    "retry_after_seconds",
+]
+
+T = TypeVar("T")
 
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
 
@@ -85,3 +93,16 @@ class Backoff:
         if retry_after is not None:
             return min(max(jittered, retry_after), max(self.cap, retry_after))
         return jittered
+
+
+async def gather_all(*aws: Awaitable[T]) -> list[T]:
+    """Run ``aws`` concurrently; wait for every one, then raise the first error, if any.
+
+    ``asyncio.gather`` raises at the first failure and leaves the others
+    running: they would outlive the HTTP client and the vault they use.
+    """
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return cast("list[T]", results)

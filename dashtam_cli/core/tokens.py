@@ -208,6 +208,7 @@ class TokenManager:
         async with _connection_lock(self.lock_dir, info.id):
             # Another process may have refreshed while we waited: read again.
             info, tokens = await load_tokens(self.vault, name)
+            self._stop_if_refused(info)
             if not force and not self._needs_refresh(tokens):
                 self._known[name] = tokens
                 return RefreshOutcome(name, refreshed=False, tokens=tokens)
@@ -224,12 +225,22 @@ class TokenManager:
         info, _ = await load_tokens(self.vault, name)
         async with _connection_lock(self.lock_dir, info.id):
             info, tokens = await load_tokens(self.vault, name)
+            self._stop_if_refused(info)
             if tokens.access_token != rejected:
                 self._known[name] = tokens
                 return tokens.access_token
             fresh = await self._refresh_locked(info, tokens)
             self._known[name] = fresh
             return fresh.access_token
+
+    @staticmethod
+    def _stop_if_refused(info: ConnectionInfo) -> None:
+        """Another caller just had this login refused: do not send the dead token again."""
+        if info.status == "reauth_required":
+            raise ReauthRequired(
+                f"the connection {info.name!r} needs a new login",
+                hint=f"run: dashtam connect {info.provider} --name {info.name}",
+            )
 
     async def _reauth(
         self,

@@ -27,6 +27,7 @@ from dashtam_cli.core.resilience import (
     RETRY_STATUSES,
     Backoff,
     SlidingWindowLimiter,
+    gather_all,
     retry_after_seconds,
 )
 
@@ -202,12 +203,14 @@ class SchwabClient:
         attempt = 0
         while True:
             attempt += 1
-            await self._limiter.acquire()
             token = await self._token()
-            started = time.monotonic()
-            self.requests += 1
             try:
                 async with self._gate:
+                    # Counted as it leaves, not as it queues: a request that waited here
+                    # behind slow ones would otherwise crowd into the next minute.
+                    await self._limiter.acquire()
+                    started = time.monotonic()
+                    self.requests += 1
                     response = await self._client.get(
                         url,
                         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
@@ -319,7 +322,7 @@ class SchwabClient:
         if len(items) >= MAX_TRANSACTIONS and end - start > MIN_WINDOW:
             # A full page may have been cut: split the window and ask again.
             middle = start + (end - start) / 2
-            halves = await asyncio.gather(
+            halves = await gather_all(
                 self._window(hash_value, start, middle, types, symbol),
                 self._window(hash_value, middle, end, types, symbol),
             )
@@ -344,7 +347,7 @@ class SchwabClient:
             stop = min(cursor + MAX_WINDOW, end)
             windows.append((cursor, stop))
             cursor = stop
-        pages = await asyncio.gather(
+        pages = await gather_all(
             *(
                 self._window(hash_value, a, b, types or TRANSACTION_TYPES, symbol)
                 for a, b in windows

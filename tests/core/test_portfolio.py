@@ -1,0 +1,446 @@
+"""Provider-neutral accounts, positions and transactions from the real fixtures; cache; failures."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import json
+import urllib.parse
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+import respx
+from schwab_support import (
+    API,
+    BASE_URL,
+    CORRELATION,
+    TOKEN_URL,
+    TRANSACTIONS_PATH,
+    add_connection,
+    fixture_text,
+    json_response,
+    mock_connection_api,
+)
+from sqlalchemy import func, select
+
+from dashtam_cli.core.audit import list_audit
+from dashtam_cli.core.connections import list_connections
+from dashtam_cli.core.errors import (
+    DashtamError,
+    ExitCode,
+    InputError,
+    PartialFailure,
+    ReauthRequired,
+)
+from dashtam_cli.core.models import Account, Position, Transaction
+from dashtam_cli.core.portfolio import (
+    Failure,
+    FetchOptions,
+    FetchResult,
+    fetch_accounts,
+    fetch_positions,
+    fetch_transactions,
+)
+from dashtam_cli.core.settings import load_settings
+from dashtam_cli.core.vault import schema
+from dashtam_cli.core.vault.files import sidecar_files
+from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from dashtam_cli.core.settings import Settings
+
+D = decimal.Decimal
+FIRST, SECOND = "11111111", "22222222"
+SINCE = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+UNTIL = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
+
+Fetch = Any  # one of fetch_accounts, fetch_positions, fetch_transactions
+
+
+@pytest.fixture(autouse=True)
+def schwab_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every Schwab call of these tests goes to the mocked origin."""
+    monkeypatch.setenv("DASHTAM_SCHWAB_BASE_URL", BASE_URL)
+
+
+@pytest.fixture
+def router() -> respx.MockRouter:
+    """A respx router that refuses any request no route matches."""
+    return respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+
+
+def fetch(
+    job: Callable[[Settings, FetchOptions, OpenOptions], Awaitable[FetchResult[Any]]],
+    router: respx.MockRouter,
+    **options: Any,
+) -> FetchResult[Any]:
+    """Run one of the fetch functions with its HTTP going to ``router``."""
+    opts = FetchOptions(transport=httpx.MockTransport(router.async_handler), **options)
+    return asyncio.run(job(load_settings(), opts, OpenOptions()))
+
+
+def fixture_positions() -> list[dict[str, Any]]:
+    """The positions of account.json, parsed independently of the code under test."""
+    raw = json.loads(fixture_text("account.json"), parse_float=D)
+    positions: list[dict[str, Any]] = raw["securitiesAccount"]["positions"]
+    return positions
+
+
+@pytest.fixture
+def brokerage(router: respx.MockRouter) -> dict[str, str]:
+    """One connection, 'brokerage', with two accounts answered from the fixtures."""
+    add_connection("brokerage", "token-b")
+    return mock_connection_api(router, "token-b", [FIRST, SECOND])
+
+
+# --- mapping ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_account_from_the_fixture(router: respx.MockRouter) -> None:
+    """account.json maps to an Account: masked number, currentBalances, summed market value."""
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.number for a in result.items] == ["****1111", "****2222"]
+    account: Account = result.items[0]
+    assert account.connection == "brokerage"
+    assert account.provider == "schwab"
+    assert account.name == "Margin ****1111"
+    assert account.type == "MARGIN"
+    assert account.currency == "USD"
+    assert account.cash == D("51420.89")
+    assert account.total_value == D("50946.39")
+    assert account.buying_power == D("88853.04")
+    # The positions' market values add up to what Schwab reports for the options held:
+    # longOptionMarketValue 436.0 + shortOptionMarketValue -910.5.
+    assert account.market_value == D("-474.5")
+    assert account.fetched_at.tzinfo is not None
+    dumped = json.dumps([a.model_dump(mode="json") for a in result.items])
+    assert FIRST not in dumped
+    assert SECOND not in dumped
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_positions_from_the_fixture(router: respx.MockRouter) -> None:
+    """Positions carry long minus short, option symbols with their spaces, exact money."""
+    accounts = fetch(fetch_accounts, router).items
+    result = fetch(fetch_positions, router, account="1111")
+
+    positions: list[Position] = result.items
+    raw = fixture_positions()
+    assert len(positions) == len(raw) == 10
+    assert {p.account for p in positions} == {"****1111"}
+    assert {p.account_id for p in positions} == {accounts[0].id}
+    assert [p.symbol for p in positions] == [r["instrument"]["symbol"] for r in raw]
+    by_symbol = {p.symbol: p for p in positions}
+    short = by_symbol["META  250131P00525000"]  # shortQuantity 1.0 in the fixture
+    assert short.quantity == -1
+    assert short.quantity < 0
+    assert short.average_price == D("2.7733")
+    assert short.market_value == D("-75.0")
+    assert short.day_profit_loss == D("33.5")
+    assert short.asset_type == "OPTION"
+    assert short.description == "META PLATFORMS INC 01/31/2025 $525 Put"
+    assert by_symbol["META  250131P00510000"].quantity == 1
+    shorts = sorted(r["instrument"]["symbol"] for r in raw if r["shortQuantity"] > 0)
+    assert sorted(p.symbol for p in positions if p.quantity < 0) == shorts
+    assert len(shorts) == 5
+    assert FIRST not in json.dumps([p.model_dump(mode="json") for p in positions])
+
+
+def test_transactions_from_the_fixture(router: respx.MockRouter, brokerage: dict[str, str]) -> None:
+    """transactions.json: +0000 times, dates, CURRENCY fee lines summed, amount = netAmount."""
+    result = fetch(fetch_transactions, router, account="1111", since=SINCE, until=UNTIL)
+
+    transactions: list[Transaction] = result.items
+    assert len(transactions) == 2
+    asked = [
+        c.request.url.path for c in router.calls if TRANSACTIONS_PATH.match(c.request.url.path)
+    ]
+    assert asked == [f"/trader/v1/accounts/{brokerage[FIRST]}/transactions"]
+    sold, bought = sorted(transactions, key=lambda t: t.amount)
+    assert sold.time == dt.datetime(2025, 1, 17, 17, 19, 49, tzinfo=dt.UTC)
+    assert sold.time.utcoffset() == dt.timedelta(0)
+    assert sold.trade_date == dt.date(2025, 1, 17)
+    assert type(sold.trade_date) is dt.date
+    assert sold.settlement_date is None  # absent from the fixture
+    assert sold.type == "TRADE"
+    assert sold.status == "VALID"
+    assert sold.amount == D("-1215.95")
+    assert str(sold.amount) == "-1215.95"
+    assert sold.fees == D("0.95")
+    assert sold.symbol == "MRVL  250321C00155000"
+    assert sold.quantity == -1
+    assert sold.price == D("2.06")
+    assert sold.description == "MARVELL TECHNOLOGY INC 03/21/2025 $155 Call"
+    assert sold.account == "****1111"
+    assert bought.amount == D("854.95")
+    assert bought.fees == D("0.95")
+    assert bought.quantity == 1
+    assert bought.symbol == "MRVL  250321C00170000"
+    assert len({t.id for t in transactions}) == 2
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_transaction_ids_are_stable(router: respx.MockRouter) -> None:
+    """The same activity fetched twice keeps its id, so the cache updates instead of duplicating."""
+    first = fetch(fetch_transactions, router, account="1111", since=SINCE, until=UNTIL).items
+    again = fetch(fetch_transactions, router, account="1111", since=SINCE, until=UNTIL).items
+    assert sorted(t.id for t in first) == sorted(t.id for t in again)
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_account_ids_are_stable_and_distinct(router: respx.MockRouter) -> None:
+    """Two fetches give an account the same id; another account gets another id."""
+    first = {a.number: a.id for a in fetch(fetch_accounts, router).items}
+    again = {a.number: a.id for a in fetch(fetch_accounts, router).items}
+
+    assert first == again
+    assert first["****1111"] != first["****2222"]
+    for account_id in first.values():
+        uuid.UUID(account_id)  # random ids, not derived from the number
+
+
+# --- the sealed cache -----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_the_cache_is_sealed(router: respx.MockRouter) -> None:
+    """After fetching, the vault's files hold neither account numbers nor amounts in the clear."""
+    fetch(fetch_accounts, router)
+    fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
+
+    async def read() -> tuple[dict[str, int], str]:
+        async with open_vault(load_settings()) as vault:
+            async with vault.reading() as conn:
+                counts = {
+                    t.name: await conn.scalar(select(func.count()).select_from(t))
+                    for t in (schema.accounts, schema.positions, schema.transactions)
+                }
+                row = (await conn.execute(select(schema.transactions).limit(1))).one()
+            payload = vault.unseal_text("transactions", row.id, "payload", row.payload)
+        return counts, payload
+
+    counts, payload = asyncio.run(read())
+    assert counts == {"accounts": 2, "positions": 20, "transactions": 4}
+    assert "-1215.95" in payload or "854.95" in payload  # the data is there, sealed
+
+    raw = b"".join(
+        p.read_bytes() for p in sidecar_files(load_settings().paths.vault_file) if p.exists()
+    )
+    assert raw  # the vault file was read
+    for secret in (FIRST, SECOND, "51420.89", "88853.04", "1215.95", "854.95", "2.7733"):
+        assert secret.encode() not in raw, secret
+
+
+# --- partial and total failure ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "job", [fetch_accounts, fetch_positions, fetch_transactions], ids=lambda f: f.__name__
+)
+def test_one_failing_connection_is_a_partial_failure(router: respx.MockRouter, job: Fetch) -> None:
+    """Connection alpha answers, beta's API fails with 500: alpha's items, and PartialFailure (exit 3)."""
+    add_connection("alpha", "token-alpha")
+    add_connection("beta", "token-beta")
+    mock_connection_api(router, "token-alpha", [FIRST])
+    failing = router.get(url__startswith=API, headers={"Authorization": "Bearer token-beta"})
+    failing.mock(
+        return_value=json_response('{"message":"Internal Server Error","errors":[]}', 500, "c-500")
+    )
+
+    dates = {"since": SINCE, "until": UNTIL} if job is fetch_transactions else {}
+    result = fetch(job, router, **dates)
+
+    assert result.items
+    seen = {i.connection if isinstance(i, Account) else i.account for i in result.items}
+    assert seen == ({"alpha"} if job is fetch_accounts else {"****1111"})
+    assert result.succeeded == 1
+    assert [f.connection for f in result.failures] == ["beta"]
+    assert failing.call_count >= 1
+    error = result.outcome()
+    assert isinstance(error, PartialFailure)
+    assert error.exit_code == ExitCode.PARTIAL == 3
+    assert "1 of 2 connections failed" in error.message
+    assert "beta" in error.message
+    assert "HTTP 500" in error.message
+    assert "c-500" in error.message
+
+
+def test_dead_refresh_tokens_everywhere_require_a_new_login(
+    router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both connections' access tokens expired and their refresh refused: ReauthRequired (exit 4)."""
+    monkeypatch.setenv("SCHWAB_API_KEY", "k" * 32)
+    monkeypatch.setenv("SCHWAB_API_SECRET", "s" * 16)
+    add_connection("alpha", "token-alpha", access_in=dt.timedelta(minutes=-1))
+    add_connection("beta", "token-beta", access_in=dt.timedelta(minutes=-1))
+    refused = router.post(TOKEN_URL).mock(
+        return_value=httpx.Response(
+            400,
+            json={
+                "error": "unsupported_token_type",
+                "error_description": "400 Bad Request: refresh_token_authentication_error",
+            },
+            headers={CORRELATION: "c-refresh"},
+        )
+    )
+    api = router.get(url__startswith=API).mock(return_value=json_response("[]"))
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.items == []
+    assert result.succeeded == 0
+    # Each connection tried its own refresh token (its two concurrent calls may each try).
+    sent = {
+        urllib.parse.parse_qs(c.request.content.decode())["refresh_token"][0] for c in refused.calls
+    }
+    assert sent == {"refresh-for-token-alpha", "refresh-for-token-beta"}
+    assert api.call_count == 0
+    for failure in result.failures:
+        assert isinstance(failure.error, ReauthRequired)
+        assert failure.error.hint == f"run: dashtam connect schwab --name {failure.connection}"
+    error = result.outcome()
+    assert isinstance(error, ReauthRequired)
+    assert error.exit_code == ExitCode.REAUTH == 4
+    assert error.hint is not None
+    assert "dashtam connect schwab" in error.hint
+
+    async def statuses() -> set[str]:
+        async with open_vault(load_settings()) as vault:
+            return {info.status for info in await list_connections(vault)}
+
+    assert asyncio.run(statuses()) == {"reauth_required"}
+
+
+def test_a_401_refreshes_through_the_token_manager_and_retries(
+    router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API refuses the stored token: one refresh, then the calls go with the new token."""
+    monkeypatch.setenv("SCHWAB_API_KEY", "k" * 32)
+    monkeypatch.setenv("SCHWAB_API_SECRET", "s" * 16)
+    add_connection("brokerage", "token-old")
+    router.get(url__startswith=API, headers={"Authorization": "Bearer token-old"}).mock(
+        return_value=json_response('{"message":"Unauthorized","errors":[]}', 401)
+    )
+    mock_connection_api(router, "token-new", [FIRST])
+    refresh = router.post(TOKEN_URL).mock(
+        return_value=httpx.Response(
+            200,
+            json={
+                "access_token": "token-new",
+                "refresh_token": "refresh-for-token-old",
+                "id_token": "eyJ.x.y",
+                "token_type": "Bearer",
+                "scope": "api",
+                "expires_in": 1800,
+            },
+        )
+    )
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.number for a in result.items] == ["****1111"]
+    assert refresh.call_count == 1
+
+
+# --- selecting an account -------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_account_selector_by_id_and_last_digits(router: respx.MockRouter) -> None:
+    """ACCOUNT is the stable id or the last digits of the number."""
+    accounts = {a.number: a.id for a in fetch(fetch_accounts, router).items}
+
+    by_digits = fetch(fetch_accounts, router, account="2222").items
+    by_id = fetch(fetch_accounts, router, account=accounts["****2222"]).items
+
+    assert [a.number for a in by_digits] == ["****2222"]
+    assert [a.id for a in by_id] == [accounts["****2222"]]
+
+
+def test_ambiguous_and_unknown_selectors(router: respx.MockRouter) -> None:
+    """Digits matching two accounts ask for more digits (exit 2); digits matching none say so."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", ["11111111", "21111111"])
+
+    ambiguous = fetch(fetch_positions, router, account="1111").outcome()
+    assert isinstance(ambiguous, InputError)
+    assert ambiguous.exit_code == ExitCode.USAGE
+    assert "matches 2 accounts" in ambiguous.message
+    assert ambiguous.hint is not None
+    assert "more digits" in ambiguous.hint
+    assert "11111111" not in ambiguous.message
+
+    with pytest.raises(InputError, match="no account matches '9999'"):
+        fetch(fetch_positions, router, account="9999")
+
+
+def test_no_connections_is_a_clear_error(router: respx.MockRouter) -> None:
+    """With no connection (and even no vault yet) the error says to log in first."""
+    for _ in range(2):
+        with pytest.raises(DashtamError) as caught:
+            fetch(fetch_accounts, router)
+        assert caught.value.message == "there are no connections yet"
+        assert caught.value.hint == "log in first: dashtam connect schwab"
+
+        async def create_empty_vault() -> None:
+            async with open_vault(load_settings(), OpenOptions(create=True)):
+                pass
+
+        asyncio.run(create_empty_vault())
+    assert router.calls.call_count == 0
+
+
+def test_outcome_without_failures_is_none() -> None:
+    """Nothing failed: no error to exit with."""
+    assert FetchResult([1], [], succeeded=1).outcome() is None
+
+
+def test_outcome_of_one_failure_among_one_is_that_failure() -> None:
+    """The only connection failed: its own error, with its own exit code."""
+    error = ReauthRequired("gone", hint="run: dashtam connect schwab --name a")
+    assert FetchResult([], [Failure("a", error)], succeeded=0).outcome() is error
+
+
+@pytest.mark.usefixtures("brokerage")
+def test_accounts_take_two_calls(router: respx.MockRouter) -> None:
+    """Accounts need the numbers (for the hashes) and the accounts with positions: nothing else."""
+    fetch(fetch_accounts, router)
+    urls = sorted(str(c.request.url) for c in router.calls)
+    assert urls == [f"{API}/accounts/accountNumbers", f"{API}/accounts?fields=positions"]
+
+
+def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
+    """The numbers fail fast while the accounts are slow: both calls are audited before it returns."""
+    add_connection("brokerage", "token-b")
+
+    async def slow_accounts(_request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)
+        return json_response("[" + fixture_text("account.json") + "]", correlation="c-slow")
+
+    router.get(f"{API}/accounts/accountNumbers").mock(
+        return_value=json_response('{"message":"Bad Request","errors":[]}', 400, "c-fast")
+    )
+    router.get(f"{API}/accounts").mock(side_effect=slow_accounts)
+
+    result = fetch(fetch_accounts, router)
+
+    assert [f.connection for f in result.failures] == ["brokerage"]
+
+    async def audited() -> set[tuple[str, str | None]]:
+        async with open_vault(load_settings()) as vault:
+            entries = await list_audit(vault, connection="brokerage")
+        return {(e.operation, e.correlation_id) for e in entries}
+
+    assert asyncio.run(audited()) == {
+        ("schwab.account_numbers", "c-fast"),
+        ("schwab.accounts", "c-slow"),
+    }

@@ -1,0 +1,168 @@
+"""Helpers for the Schwab data tests: the reference fixtures, bodies shaped like them, connections."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import httpx
+
+from dashtam_cli.core.connections import save_login
+from dashtam_cli.core.oauth.tokens import TokenSet
+from dashtam_cli.core.settings import load_settings
+from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import respx
+
+    from dashtam_cli.core.models import ConnectionInfo
+
+# CI puts a copy of shared/ beside the clone: <repo root>/../shared.
+REPO: Final = Path(__file__).resolve().parents[1]
+FIXTURES: Final = REPO / ".." / "shared" / "reference" / "schwab" / "fixtures"
+
+BASE_URL: Final = "https://schwab.test"
+API: Final = BASE_URL + "/trader/v1"
+TOKEN_URL: Final = BASE_URL + "/v1/oauth/token"
+CORRELATION: Final = "Schwab-Client-CorrelId"
+
+# The number account.json carries, and the hashes account_numbers.json carries.
+FIXTURE_NUMBER: Final = "11111111"
+FIXTURE_HASHES: Final = tuple(
+    item["hashValue"]
+    for item in json.loads((FIXTURES / "account_numbers.json").read_text(encoding="utf-8"))
+)
+OPTION_SYMBOL: Final = "META  250131P00510000"
+TRANSACTIONS_PATH: Final = re.compile(r"^/trader/v1/accounts/([^/]+)/transactions$")
+
+
+@functools.cache
+def fixture_text(name: str) -> str:
+    """The exact text of one of the reference fixtures."""
+    return (FIXTURES / name).read_text(encoding="utf-8")
+
+
+def hash_of(number: str) -> str:
+    """A hashValue shaped like Schwab's: 64 upper-case hex digits."""
+    return hashlib.sha256(number.encode()).hexdigest().upper()
+
+
+def account_body(number: str = FIXTURE_NUMBER) -> str:
+    """account.json, byte for byte, with its account number replaced by ``number``."""
+    text = fixture_text("account.json")
+    old = f'"accountNumber": "{FIXTURE_NUMBER}"'
+    assert text.count(old) == 1
+    return text.replace(old, f'"accountNumber": "{number}"')
+
+
+def accounts_body(numbers: Sequence[str]) -> str:
+    """The body of GET /accounts?fields=positions: a list of account.json objects."""
+    return "[" + ",\n".join(account_body(n) for n in numbers) + "]"
+
+
+def account_numbers_body(pairs: Sequence[tuple[str, str]]) -> str:
+    """The body of GET /accounts/accountNumbers, shaped as account_numbers.json."""
+    return json.dumps([{"accountNumber": n, "hashValue": h} for n, h in pairs], indent=2)
+
+
+def transaction_text(activity_id: int, *, net_amount: str | None = None) -> str:
+    """transaction_single.json, byte for byte, with another activityId (and netAmount)."""
+    text = fixture_text("transaction_single.json")
+    assert text.count('"activityId": 91176753938') == 1
+    text = text.replace('"activityId": 91176753938', f'"activityId": {activity_id}')
+    if net_amount is not None:
+        assert text.count('"netAmount": -1215.95') == 1
+        text = text.replace('"netAmount": -1215.95', f'"netAmount": {net_amount}')
+    return text
+
+
+def transactions_body(activity_ids: Sequence[int]) -> str:
+    """A transactions answer of fixture-shaped items with these activityIds."""
+    return "[" + ",\n".join(transaction_text(i) for i in activity_ids) + "]"
+
+
+def json_response(text: str, status: int = 200, correlation: str = "corr-0001") -> httpx.Response:
+    """A Schwab-like answer: a JSON body sent as text, with a correlation id header."""
+    return httpx.Response(
+        status,
+        content=text.encode(),
+        headers={"Content-Type": "application/json", CORRELATION: correlation},
+    )
+
+
+def token_set(
+    access: str,
+    *,
+    access_in: dt.timedelta = dt.timedelta(minutes=30),
+    refresh_in: dt.timedelta = dt.timedelta(days=6),
+) -> TokenSet:
+    """Tokens that are valid now (or expired, with a negative ``access_in``)."""
+    now = dt.datetime.now(dt.UTC)
+    return TokenSet(
+        access_token=access,
+        refresh_token=f"refresh-for-{access}",
+        token_type="Bearer",
+        issued_at=now + access_in - dt.timedelta(minutes=30),
+        access_expires_at=now + access_in,
+        refresh_expires_at=now + refresh_in,
+    )
+
+
+def add_connection(
+    name: str, access: str, *, access_in: dt.timedelta = dt.timedelta(minutes=30)
+) -> ConnectionInfo:
+    """Store a Schwab connection whose access token is ``access`` (creating the vault)."""
+
+    async def save() -> ConnectionInfo:
+        async with open_vault(load_settings(), OpenOptions(create=True)) as vault:
+            return await save_login(
+                vault, provider="schwab", name=name, tokens=token_set(access, access_in=access_in)
+            )
+
+    return asyncio.run(save())
+
+
+def mock_connection_api(
+    router: respx.Router,
+    token: str,
+    numbers: Sequence[str],
+    *,
+    transactions: str | Callable[[httpx.Request], Any] | None = None,
+) -> dict[str, str]:
+    """Answer one connection's calls (matched by its bearer token) with fixture bodies.
+
+    Returns the hashValue of each number. ``transactions`` is the body every
+    transactions call gets (transactions.json by default), or a side effect
+    that answers each call.
+    """
+    hashes = {n: hash_of(n) for n in numbers}
+    bearer = {"Authorization": f"Bearer {token}"}
+    router.get(f"{API}/accounts/accountNumbers", headers=bearer).mock(
+        return_value=json_response(account_numbers_body(list(hashes.items())))
+    )
+    router.get(f"{API}/accounts", params={"fields": "positions"}, headers=bearer).mock(
+        return_value=json_response(accounts_body(numbers))
+    )
+    route = router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern, headers=bearer)
+    if callable(transactions):
+        route.mock(side_effect=transactions)
+    else:
+        body = transactions if transactions is not None else fixture_text("transactions.json")
+        route.mock(return_value=json_response(body))
+    return hashes
+
+
+def max_in_window(times: Sequence[float], window: float) -> int:
+    """The most of ``times`` that fall in any half-open interval ``window`` long."""
+    ordered = sorted(times)
+    return max(
+        (sum(1 for t in ordered if start <= t < start + window) for start in ordered), default=0
+    )
