@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import secrets
+import threading
 import time
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from dashtam_cli.core import audit
 from dashtam_cli.core.connections import connection_exists, save_login
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
 __all__ = ["LoginOptions", "PendingAuthorization", "connect"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODES = ("browser", "print", "manual")
 _MAX_NAME = 64
@@ -143,14 +146,13 @@ def _check_name(name: str) -> str:
 
 def _read_pasted(pending: PendingAuthorization, pasted: str) -> Callback:
     """Check a redirected URL pasted by the user exactly as the listener checks a request."""
-    url = urllib.parse.urlsplit(pasted.strip())
     target = pending.target
-    if (url.scheme, (url.hostname or "").lower(), url.port or 443, url.path or "/") != (
-        "https",
-        target.host,
-        target.port,
-        target.path,
-    ):
+    try:
+        url = urllib.parse.urlsplit(pasted.strip())
+        where = (url.scheme, (url.hostname or "").lower(), url.port or 443, url.path or "/")
+    except ValueError:  # a port that is not a number, a broken [IPv6] host
+        where = None
+    if where != ("https", target.host, target.port, target.path):
         raise LoginError(
             "the pasted text is not the redirect address of this login",
             hint=f"paste the whole address the browser landed on; it starts with {target.uri}",
@@ -185,7 +187,7 @@ async def _obtain_code(
         )
         reader = options.read_pasted_url
         try:
-            pasted = await asyncio.wait_for(asyncio.to_thread(reader), options.timeout)
+            pasted = await asyncio.wait_for(_in_daemon_thread(reader), options.timeout)
         except TimeoutError:
             raise CallbackTimeout(
                 f"no address was pasted within {options.timeout:g} s",
@@ -209,22 +211,63 @@ async def _obtain_code(
             f"self-signed ({cert_path}), so the browser will warn about it: that is expected, "
             "continue to the page to finish."
         )
-        opened = False
-        if options.mode == "browser":
-            opener = options.open_browser or _open_with_webbrowser
-            notify(f"Opening your browser to log in to {name}...")
-            opened = await asyncio.to_thread(opener, url)
-        if not opened:
-            notify(
-                f"Open this address in a browser on this machine and log in to {name}:\n\n  {url}\n"
-            )
+        callback = asyncio.ensure_future(listener.wait())
+        opening: asyncio.Future[bool] | None = None
         try:
-            return await asyncio.wait_for(listener.wait(), options.timeout)
+            async with asyncio.timeout(options.timeout):
+                opened = False
+                if options.mode == "browser":
+                    opener = options.open_browser or _open_with_webbrowser
+                    notify(f"Opening your browser to log in to {name}...")
+                    # A $BROWSER command may run until that browser is closed:
+                    # the code expires in seconds, so the callback never waits for it.
+                    opening = _in_daemon_thread(lambda: opener(url))
+                    either: set[asyncio.Future[Any]] = {opening, callback}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    opened = not opening.done() or opening.result()
+                if not opened:
+                    notify(
+                        f"Open this address in a browser on this machine and log in to {name}:"
+                        f"\n\n  {url}\n"
+                    )
+                return await callback
         except TimeoutError:
             raise CallbackTimeout(
                 f"no login callback arrived within {options.timeout:g} s",
                 hint="run the command again (--timeout gives more time; --manual works over SSH)",
             ) from None
+        finally:
+            callback.cancel()
+            if opening is not None:
+                opening.cancel()
+
+
+def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run a blocking call (a paste on stdin, a browser command) in a daemon thread.
+
+    Not ``asyncio.to_thread``: ``asyncio.run`` waits at exit for the default
+    executor's workers, so a read of stdin that never returns would hold the
+    command after its timeout was reported. A daemon thread is abandoned instead.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def deliver(setter: Callable[[Any], None], value: object) -> None:
+        if not future.done():
+            setter(value)
+
+    def worker() -> None:
+        try:
+            result = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(deliver, future.set_result, result)
+
+    threading.Thread(target=worker, name="dashtam-login", daemon=True).start()
+    return future
 
 
 def _open_with_webbrowser(url: str) -> bool:

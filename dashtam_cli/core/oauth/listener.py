@@ -128,6 +128,7 @@ class LoopbackListener:
         self._setting = setting
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._answering: set[asyncio.Task[None]] = set()
         self._result: asyncio.Future[Callback] | None = None
         self._claimed = False
         self.rejected: list[str] = []
@@ -159,6 +160,10 @@ class LoopbackListener:
         """Stop accepting, drop every open connection, and release the port."""
         for sock in self._sockets:
             sock.close()
+        if self._answering:
+            # The connection that ended the wait is still closing: cancelling it
+            # now could reset it before the browser has read its page.
+            await asyncio.wait(self._answering, timeout=2)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -257,6 +262,9 @@ class LoopbackListener:
                 # Settle only once the page is on its way: the flow closes the
                 # listener as soon as it has its answer.
                 if outcome is not None:
+                    task = asyncio.current_task()
+                    if task is not None:
+                        self._answering.add(task)
                     self._settle(outcome)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             # Idle clients, dropped connections and failed handshakes (a browser
@@ -265,8 +273,13 @@ class LoopbackListener:
         finally:
             if writer is not None:
                 writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 1)
+                try:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(writer.wait_closed(), 1)
+                finally:
+                    # A peer that never completes the TLS close, or a listener that
+                    # is leaving, must not leave the transport open.
+                    writer.transport.abort()
             else:
                 conn.close()
 

@@ -11,7 +11,12 @@ import pytest
 from oauth_fixtures import free_port
 
 from dashtam_cli.core.oauth.errors import AccessDenied, PortInUse, RedirectUriError
-from dashtam_cli.core.oauth.listener import LoopbackListener, parse_redirect_uri, states_equal
+from dashtam_cli.core.oauth.listener import (
+    LoopbackListener,
+    RedirectTarget,
+    parse_redirect_uri,
+    states_equal,
+)
 from dashtam_cli.core.oauth.tls import listener_ssl_context
 
 if TYPE_CHECKING:
@@ -186,3 +191,304 @@ def test_loopback_redirects_are_accepted(uri: str, bind: str) -> None:
     """The three loopback spellings bind where they should, path '/' by default."""
     target = parse_redirect_uri(uri, setting="x")
     assert (target.bind, target.port, target.path) == (bind, 8182, "/")
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "reason"),
+    [
+        (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
+        (get(f"/?code=c&state={STATE}&state={STATE}"), 400, "missing or wrong state"),
+        (get("/?code=c&state="), 400, "missing or wrong state"),
+        (get(f"/?code=&state={STATE}"), 400, "callback without a code"),
+        (f"HEAD {GOOD} HTTP/1.1\r\n\r\n".encode(), 405, "method not allowed"),
+        (get(f"/favicon.ico?code=c&state={STATE}"), 404, "wrong path"),
+    ],
+)
+def test_more_rejections_name_their_reason_and_keep_waiting(
+    tmp_path: Path, raw: bytes, code: int, reason: str
+) -> None:
+    """A malformed line, a doubled or empty state, an empty code, HEAD: refused, then the code lands."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        answer = await request(port, cert, raw)
+        assert status(answer) == code
+        assert b"Login complete" not in answer
+        assert listener.rejected == [reason]
+        assert status(await request(port, cert, get(GOOD))) == 200
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+
+    scenario(tmp_path, body)
+
+
+def test_favicon_then_callback_then_a_second_callback(tmp_path: Path) -> None:
+    """/favicon.ico gets 404 without using the one-shot; the callback wins; a repeat gets 410."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        for _ in range(3):  # browsers ask for it more than once
+            assert status(await request(port, cert, get("/favicon.ico"))) == 404
+        first = await request(port, cert, get(GOOD))
+        assert status(first) == 200
+        assert b"You can close this tab" in first
+        other = f"/?code=C0.other%40&state={STATE}"
+        second = await request(port, cert, get(other))
+        assert status(second) == 410
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"  # the first one
+        assert listener.rejected == ["wrong path"] * 3 + ["callback already received"]
+
+    scenario(tmp_path, body)
+
+
+def test_clients_that_send_nothing_are_dropped_and_the_callback_still_lands(
+    tmp_path: Path,
+) -> None:
+    """Silent TCP clients are closed after the idle timeout; a silent TLS client gets 408."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        closed_at_once = socket.create_connection(("127.0.0.1", port))
+        closed_at_once.close()  # connects and leaves without a byte
+        silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
+        context = ssl.create_default_context(cafile=cert)
+        tls_reader, tls_writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+        )
+        try:
+            # The listener ends the silent TCP connection: the read sees EOF.
+            assert await asyncio.wait_for(silent_reader.read(), 5) == b""
+            # The TLS client finished its handshake but sent no request: 408.
+            answer = await asyncio.wait_for(tls_reader.read(), 5)
+            assert status(answer) == 408
+        finally:
+            silent_writer.close()
+            tls_writer.close()
+        assert not listener._result.done()  # type: ignore[union-attr]
+        assert status(await request(port, cert, get(GOOD))) == 200
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+        assert "request not completed in time" in listener.rejected
+
+    scenario(tmp_path, body, idle_timeout=0.3)
+
+
+def test_the_port_is_free_after_a_login_with_clients_still_connected(tmp_path: Path) -> None:
+    """Leaving the listener closes idle connections and the socket: the port binds again at once."""
+    port = free_port()
+    target = parse_redirect_uri(f"https://127.0.0.1:{port}", setting="SCHWAB_REDIRECT_URI")
+    context, cert = listener_ssl_context(tmp_path / "tls")
+    idle: list[socket.socket] = []
+
+    async def run() -> int:
+        async with LoopbackListener(
+            target, ssl_context=context, check_state=states_equal(STATE), idle_timeout=30.0
+        ) as listener:
+            idle.extend(socket.create_connection(("127.0.0.1", port)) for _ in range(5))
+            assert status(await request(port, cert, get(GOOD))) == 200
+            await asyncio.wait_for(listener.wait(), 5)
+            tasks = len(listener._tasks)  # the accept loop and the idle clients
+        assert not listener._tasks  # every connection task ended
+        return tasks
+
+    try:
+        assert asyncio.run(run()) >= 6  # the 5 idle clients were being served
+        for sock in idle:  # the listener hung up on each of them
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+    finally:
+        for sock in idle:
+            sock.close()
+    socket.create_server(("127.0.0.1", port)).close()
+    # A second login right away binds the same port.
+    asyncio.run(_enter_and_leave(target, context))
+
+
+async def _enter_and_leave(target: RedirectTarget, context: ssl.SSLContext) -> None:
+    """Bind ``target`` with a listener and release it."""
+    async with LoopbackListener(target, ssl_context=context, check_state=states_equal(STATE)):
+        pass
+
+
+def test_localhost_is_served_with_a_certificate_valid_for_that_name(tmp_path: Path) -> None:
+    """A redirect URI on localhost binds 127.0.0.1, and the certificate verifies for 'localhost'."""
+    port = free_port()
+    target = parse_redirect_uri(f"https://localhost:{port}", setting="SCHWAB_REDIRECT_URI")
+    context, cert = listener_ssl_context(tmp_path / "tls")
+
+    async def run() -> str:
+        async with LoopbackListener(
+            target, ssl_context=context, check_state=states_equal(STATE)
+        ) as listener:
+            verify = ssl.create_default_context(cafile=cert)
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=verify, server_hostname="localhost"
+            )
+            try:
+                writer.write(get(GOOD))
+                await writer.drain()
+                assert status(await asyncio.wait_for(reader.read(), 5)) == 200
+            finally:
+                writer.close()
+            return (await asyncio.wait_for(listener.wait(), 5)).code
+
+    assert target.bind == "127.0.0.1"
+    assert asyncio.run(run()) == "C0.abc@"
+
+
+def _ipv6_loopback_port() -> int | None:
+    """A free port on ::1, or None where this machine has no IPv6 loopback."""
+    try:
+        with socket.socket(socket.AF_INET6) as sock:
+            sock.bind(("::1", 0))
+            return int(sock.getsockname()[1])
+    except OSError:
+        return None
+
+
+def test_ipv6_loopback_listener_takes_the_callback(tmp_path: Path) -> None:
+    """https://[::1]:PORT binds ::1 only, and the callback over IPv6 TLS delivers the code."""
+    port = _ipv6_loopback_port()
+    if port is None:
+        pytest.skip("no IPv6 loopback on this machine")
+    target = parse_redirect_uri(f"https://[::1]:{port}", setting="SCHWAB_REDIRECT_URI")
+    context, cert = listener_ssl_context(tmp_path / "tls")
+
+    async def run() -> str:
+        async with LoopbackListener(
+            target, ssl_context=context, check_state=states_equal(STATE)
+        ) as listener:
+            with pytest.raises(OSError):  # noqa: PT011 - refused: nothing on the IPv4 side
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            verify = ssl.create_default_context(cafile=cert)
+            reader, writer = await asyncio.open_connection(
+                "::1", port, ssl=verify, server_hostname="::1"
+            )
+            try:
+                writer.write(get(GOOD))
+                await writer.drain()
+                assert status(await asyncio.wait_for(reader.read(), 5)) == 200
+            finally:
+                writer.close()
+            return (await asyncio.wait_for(listener.wait(), 5)).code
+
+    assert asyncio.run(run()) == "C0.abc@"
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["https://127.0.0.1:8182/?x=1", "https://127.0.0.1:8182/#top", "https://127.0.0.1:port"],
+)
+def test_redirects_with_a_query_fragment_or_bad_port_are_refused(uri: str) -> None:
+    """A query, a fragment or a port that is not a number is refused with the setting's name."""
+    with pytest.raises(RedirectUriError) as caught:
+        parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert "SCHWAB_REDIRECT_URI" in (caught.value.hint or "")
+
+
+def test_a_redirect_path_is_the_only_path_answered(tmp_path: Path) -> None:
+    """With https://127.0.0.1:PORT/callback, '/' is a 404 and '/callback' delivers the code."""
+    port = free_port()
+    target = parse_redirect_uri(f"https://127.0.0.1:{port}/callback", setting="X")
+    context, cert = listener_ssl_context(tmp_path / "tls")
+
+    async def run() -> str:
+        async with LoopbackListener(
+            target, ssl_context=context, check_state=states_equal(STATE)
+        ) as listener:
+            assert status(await request(port, cert, get(GOOD))) == 404
+            good = GOOD.replace("/?", "/callback?")
+            assert status(await request(port, cert, get(good))) == 200
+            return (await asyncio.wait_for(listener.wait(), 5)).code
+
+    assert target.path == "/callback"
+    assert asyncio.run(run()) == "C0.abc@"
+
+
+def test_the_certificate_is_kept_private_reused_and_renewed(tmp_path: Path) -> None:
+    """Key and certificate are 0600 in a 0700 folder, reused across logins, remade near expiry."""
+    import datetime as dt
+    import stat
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    folder = tmp_path / "tls"
+    _, cert = listener_ssl_context(folder)
+    key = folder / "listener-key.pem"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    first = cert.read_bytes()
+    loaded = x509.load_pem_x509_certificate(first)
+    names = loaded.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} == {"127.0.0.1", "::1"}
+
+    listener_ssl_context(folder)
+    assert cert.read_bytes() == first  # reused: the browser's exception stays valid
+
+    # A certificate that expires tomorrow is replaced.
+    now = dt.datetime.now(dt.UTC)
+    private = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old")])
+    old = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=300))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(private, hashes.SHA256())
+    )
+    cert.write_bytes(old.public_bytes(Encoding.PEM))
+    listener_ssl_context(folder)
+    renewed = x509.load_pem_x509_certificate(cert.read_bytes())
+    assert renewed.not_valid_after_utc - now > dt.timedelta(days=300)
+    assert stat.S_IMODE(cert.stat().st_mode) == 0o600
+
+
+def test_leaving_right_after_the_callback_still_delivers_the_page(tmp_path: Path) -> None:
+    """The flow leaves as soon as it has the code: the page still arrives and nothing stays open.
+
+    The browser here reads its page only after the listener is gone and never
+    answers the TLS close, the slowest case; no transport may be left behind
+    (a ResourceWarning fails the test).
+    """
+    import gc
+
+    port = free_port()
+    target = parse_redirect_uri(f"https://127.0.0.1:{port}", setting="X")
+    context, cert = listener_ssl_context(tmp_path / "tls")
+    verify = ssl.create_default_context(cafile=cert)
+
+    clients: list[ssl.SSLSocket] = []
+
+    def send_callback() -> None:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        try:
+            clients.append(verify.wrap_socket(raw, server_hostname="127.0.0.1"))
+        except BaseException:
+            raw.close()
+            raise
+        clients[0].sendall(get(GOOD))
+
+    async def run() -> str:
+        async with LoopbackListener(
+            target, ssl_context=context, check_state=states_equal(STATE)
+        ) as listener:
+            await asyncio.to_thread(send_callback)
+            callback = await asyncio.wait_for(listener.wait(), 5)
+        return callback.code
+
+    try:
+        code = asyncio.run(run())
+        answer = b""
+        while chunk := clients[0].recv(65536):
+            answer += chunk
+    finally:
+        for client in clients:
+            client.close()
+    gc.collect()
+    assert code == "C0.abc@"
+    assert status(answer) == 200
+    assert b"Login complete" in answer

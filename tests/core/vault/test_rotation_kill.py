@@ -130,7 +130,9 @@ from dashtam_cli.core.vault.vault import open_vault
 
 def on_progress(name, count):
     if name == stage and count >= int(after):
-        pathlib.Path(marker).write_text(f"{name} {count}")
+        # Written whole, then renamed: the test may kill us the moment the name appears.
+        pathlib.Path(marker + ".tmp").write_text(f"{name} {count}")
+        pathlib.Path(marker + ".tmp").replace(marker)
         while True:  # hold everything (the write lock too) until SIGKILL
             time.sleep(0.05)
 
