@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,84 +15,207 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "dashtam_cli"
 UI_LIBRARIES = {"typer", "click", "rich"}
 HEAVY = {"sqlalchemy", "httpx", "cryptography", "keyring", "aiosqlite", "pydantic"}
+OUTPUT_CALLS = {"print", "exit", "quit", "input", "breakpoint"}
+EXIT_ATTRIBUTES = {("sys", "exit"), ("os", "_exit"), ("os", "abort")}
+STREAMS = {"stdout", "stderr", "stdin", "__stdout__", "__stderr__"}
 
 
 def _modules(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.py"))
 
 
+def _string_argument(call: ast.Call) -> str | None:
+    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str):
+        return call.args[0].value
+    return None
+
+
+def ui_imports(tree: ast.AST) -> list[str]:
+    """Every import of a UI library in ``tree``, in any form and at any depth."""
+    found: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Call):
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+            if called in {"import_module", "__import__"} and (name := _string_argument(node)):
+                names = [name]
+        found += [f"{getattr(node, 'lineno', 0)}: {n}" for n in names]
+    return [f for f in found if f.split(": ", 1)[1].split(".")[0] in UI_LIBRARIES]
+
+
+def _offences(node: ast.AST) -> list[str]:
+    """What ``node`` itself does that the core must not: print, prompt or exit."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+        return [f"{node.func.id}()"] if node.func.id in OUTPUT_CALLS else []
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        pair = (node.value.id, node.attr)
+        if pair in EXIT_ATTRIBUTES or (node.value.id == "sys" and node.attr in STREAMS):
+            return [f"{node.value.id}.{node.attr}"]
+        return []
+    if isinstance(node, ast.ImportFrom) and node.module in {"sys", "os"}:
+        return [
+            f"from {node.module} import {alias.name}"
+            for alias in node.names
+            if (node.module, alias.name) in EXIT_ATTRIBUTES or alias.name in STREAMS
+        ]
+    if isinstance(node, ast.Raise) and node.exc is not None:
+        raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+        return (
+            ["raise SystemExit"]
+            if isinstance(raised, ast.Name) and raised.id == "SystemExit"
+            else []
+        )
+    return []
+
+
+def prints_or_exits(tree: ast.AST) -> list[str]:
+    """Every way ``tree`` could print, prompt or end the process."""
+    return [
+        f"{getattr(node, 'lineno', 0)}: {offence}"
+        for node in ast.walk(tree)
+        for offence in _offences(node)
+    ]
+
+
+def _scan(folder: str, detector: object) -> list[str]:
+    assert callable(detector)
+    paths = _modules(PACKAGE / folder)
+    assert paths, f"no modules under {folder}/"
+    offenders: list[str] = []
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        offenders += [f"{path.relative_to(PACKAGE)}:{hit}" for hit in detector(tree)]
+    return offenders
+
+
 @pytest.mark.parametrize("folder", ["core", "sandbox"])
 def test_only_the_cli_layer_imports_ui_libraries(folder: str) -> None:
     """No module of core/ (or the sandbox) imports typer, click or rich, even inside a function."""
-    offenders = []
-    for path in _modules(PACKAGE / folder):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                names = [node.module]
-            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] in UI_LIBRARIES]
-    assert offenders == []
+    assert _scan(folder, ui_imports) == []
 
 
 def test_core_never_prints_or_exits() -> None:
     """The core reports through return values, exceptions and logging, never print() or exit."""
-    offenders = []
-    for path in _modules(PACKAGE / "core"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.Call):
-                continue
-            func = node.func
-            if isinstance(func, ast.Name) and func.id in {"print", "exit", "quit"}:
-                offenders.append(f"{path.name}:{node.lineno} {func.id}()")
-            if (
-                isinstance(func, ast.Attribute)
-                and func.attr == "exit"
-                and isinstance(func.value, ast.Name)
-                and func.value.id in {"sys", "os"}
-            ):
-                offenders.append(f"{path.name}:{node.lineno} {func.value.id}.exit()")
-    assert offenders == []
+    assert _scan("core", prints_or_exits) == []
 
 
-def test_the_ast_check_would_catch_an_offender(tmp_path: Path) -> None:
-    """The detector itself sees an import of rich inside a function."""
-    source = "def f():\n    from rich.console import Console\n    print(Console)\n"
+def test_the_detectors_catch_every_form() -> None:
+    """The detectors used above see each way of breaking the rules, and pass clean code."""
+    source = textwrap.dedent(
+        """
+        import rich
+        import typer.main as tm
+        from click import echo
+        from rich.console import Console
+        import importlib
+        def f():
+            from rich.table import Table
+            importlib.import_module("typer")
+            __import__("click.core")
+            print("x")
+            exit(1)
+            quit()
+            input("?")
+            sys.exit(2)
+            os._exit(3)
+            sys.stdout.write("x")
+            raise SystemExit(4)
+        def g():
+            raise SystemExit
+        from sys import exit as leave
+        """
+    )
     tree = ast.parse(source)
-    found = [
-        n.module
-        for n in ast.walk(tree)
-        if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("rich")
+    imports = [hit.split(": ", 1)[1] for hit in ui_imports(tree)]
+    assert imports == [
+        "rich",
+        "typer.main",
+        "click",
+        "rich.console",
+        "rich.table",
+        "typer",
+        "click.core",
     ]
-    assert found == ["rich.console"]
-    del tmp_path
+    exits = [hit.split(": ", 1)[1] for hit in prints_or_exits(tree)]
+    assert sorted(exits) == sorted(
+        [
+            "print()",
+            "exit()",
+            "quit()",
+            "input()",
+            "sys.exit",
+            "os._exit",
+            "sys.stdout",
+            "raise SystemExit",
+            "raise SystemExit",
+            "from sys import exit",
+        ]
+    )
+    clean = ast.parse(
+        "import logging\nimport richard\nfrom . import rich\n"
+        "log = logging.getLogger(__name__)\ndef f(printer):\n    printer.print('x')\n"
+    )
+    assert ui_imports(clean) == []
+    assert prints_or_exits(clean) == []
 
 
-def _loaded(args: list[str]) -> set[str]:
-    script = (
-        "import json, sys\n"
-        f"sys.argv = ['dashtam', *{args!r}]\n"
-        "from dashtam_cli.cli.entry import main\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "sys.stdout.flush()\n"
-        "sys.stderr.write(json.dumps(sorted(sys.modules)))\n"
+def _run_entry(args: list[str]) -> tuple[int, str, set[str]]:
+    """Run the console script's entry with ``args`` in a fresh interpreter.
+
+    Returns the exit code, stdout and the top-level packages it loaded.
+    """
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.argv = ["dashtam", *{args!r}]
+        from dashtam_cli.cli.entry import main
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code or 0
+        sys.stdout.flush()
+        sys.stderr.write(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
+        """
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
-    return {name.split(".")[0] for name in json.loads(done.stderr)}
+    report = json.loads(done.stderr.splitlines()[-1])
+    return report["code"], done.stdout, {name.split(".")[0] for name in report["modules"]}
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--version"]])
-def test_start_up_imports_no_heavy_library(args: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("args", "expected"), [(["--help"], "Usage: dashtam"), (["--version"], "dashtam ")]
+)
+def test_start_up_imports_no_heavy_library(args: list[str], expected: str) -> None:
     """`--help` and `--version` load none of the libraries that cost start-up time."""
-    assert _loaded(args) & HEAVY == set()
+    code, stdout, loaded = _run_entry(args)
+    assert code == 0
+    assert stdout.startswith(expected)
+    assert loaded & HEAVY == set()
 
 
 def test_version_does_not_even_load_typer() -> None:
     """`dashtam --version` answers before the CLI framework is imported."""
-    assert "typer" not in _loaded(["--version"])
+    code, stdout, loaded = _run_entry(["--version"])
+    assert code == 0
+    assert stdout.startswith("dashtam ")
+    assert loaded & {"typer", "click", "rich"} == set()
+
+
+def test_the_import_check_sees_heavy_libraries_when_they_load() -> None:
+    """A command that does need pydantic shows it: the check above is not blind."""
+    code, stdout, loaded = _run_entry(["paths", "--format", "json"])
+    assert code == 0
+    assert json.loads(stdout)
+    assert "pydantic" in loaded
+    assert "typer" in loaded
 
 
 def test_lazy_short_help_matches_the_commands() -> None:
@@ -106,16 +231,23 @@ def test_lazy_short_help_matches_the_commands() -> None:
         assert command.get_help(ctx)
 
 
-def test_installed_console_script_runs() -> None:
+def _console_script() -> str:
+    beside = Path(sys.executable).parent / "dashtam"
+    found = str(beside) if beside.exists() else shutil.which("dashtam")
+    assert found, "the dashtam console script is not installed: run `uv sync`"
+    return found
+
+
+def test_installed_console_script_runs(isolated_env: Path) -> None:
     """The installed `dashtam` script answers --version and prints paths as JSON."""
-    dashtam = Path(sys.executable).parent / "dashtam"
-    version = subprocess.run(
-        [str(dashtam), "--version"], capture_output=True, text=True, check=True
-    )
     from dashtam_cli import __version__
 
-    assert version.stdout.strip() == f"dashtam {__version__}"
+    dashtam = _console_script()
+    version = subprocess.run([dashtam, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout == f"dashtam {__version__}\n"
     paths = subprocess.run(
-        [str(dashtam), "paths", "--format", "json"], capture_output=True, text=True, check=True
+        [dashtam, "paths", "--format", "json"], capture_output=True, text=True, check=True
     )
-    assert {row["name"] for row in json.loads(paths.stdout)} >= {"config_dir", "data_dir", "vault"}
+    rows = {row["name"]: row["path"] for row in json.loads(paths.stdout)}
+    assert rows["vault"] == str(isolated_env / "data" / "vault.sqlite3")
+    assert {"config_dir", "config_file", "data_dir", "cache_dir", "log_dir"} <= set(rows)

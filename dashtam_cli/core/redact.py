@@ -62,7 +62,13 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite ``record`` in place; never drops it."""
-        message = redact(record.getMessage())
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a wrong log call must not crash the program
+            # Without this filter logging reports such a call and carries on;
+            # a filter runs outside that guard, so it must do the same itself.
+            message = f"{record.msg!s} (log arguments that do not fit: {record.args!r})"
+        message = redact(message)
         if record.exc_info and record.exc_info[1] is not None:
             exc_text = "".join(traceback.format_exception(*record.exc_info)).rstrip()
             message = f"{message}\n{redact(exc_text)}"

@@ -1,12 +1,16 @@
 """`nox -s bench`: prints start-up, vault and Schwab-data figures (medians over repeated runs).
 
 Not a test: targets are printed next to the figures, never asserted.
-Usage: python tests/bench/run.py [--runs N] [--only startup|vault|data]
+Usage: python tests/bench/run.py [--runs N] [--only startup|vault|data]...
+
+Each section is a function taking the number of runs and returning a Table;
+add a section by writing one and listing it in SECTIONS.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import subprocess
@@ -14,14 +18,44 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import data_bench
-import vault_bench
+MIN_RUNS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A section's figures: a header row and rows of cells (numbers right-aligned)."""
+
+    header: tuple[str, ...]
+    rows: Sequence[tuple[str, ...]]
+
+    @classmethod
+    def pairs(cls, rows: Sequence[tuple[str, str]]) -> Table:
+        """A two-column table from (what, figure) pairs, as the vault and data benches return."""
+        return cls(("measure", "figure"), rows)
+
+    def lines(self) -> list[str]:
+        """The table as aligned text lines, first column left-aligned, the rest right-aligned."""
+        grid = [self.header, *self.rows]
+        widths = [max(len(row[i]) for row in grid) for i in range(len(self.header))]
+
+        def line(row: tuple[str, ...]) -> str:
+            cells = [row[0].ljust(widths[0])]
+            cells += [cell.rjust(width) for cell, width in zip(row[1:], widths[1:], strict=True)]
+            return "  ".join(cells).rstrip()
+
+        rule = "  ".join("-" * width for width in widths)
+        return [line(self.header), rule, *(line(row) for row in self.rows)]
 
 
 def _median_ms(command: list[str], runs: int, env: dict[str, str]) -> float:
+    """Median wall time of ``command`` over ``runs`` runs, after one untimed warm-up run."""
     subprocess.run(command, env=env, capture_output=True, check=True)
     times = []
     for _ in range(runs):
@@ -31,57 +65,88 @@ def _median_ms(command: list[str], runs: int, env: dict[str, str]) -> float:
     return statistics.median(times) * 1000
 
 
-def startup(runs: int) -> list[tuple[str, str]]:
+def startup(runs: int) -> Table:
     """`dashtam --version` and `--help` against bare Python (targets: 4x and 8x)."""
     dashtam = str(Path(sys.executable).parent / "dashtam")
     with tempfile.TemporaryDirectory() as home:
         env = {**os.environ, "DASHTAM_HOME": home}
         bare = _median_ms([sys.executable, "-c", "pass"], runs, env)
-        rows = [(f"python -c pass, median of {runs} (ms)", f"{bare:.1f}")]
+        rows = [("python -c pass", f"{bare:.1f}", "1.0x", "", "")]
         for args, target in ((["--version"], 4), (["--help"], 8)):
             took = _median_ms([dashtam, *args], runs, env)
             ratio = took / bare
-            verdict = "meets" if ratio <= target else "MISSES"
-            rows.append((f"dashtam {args[0]} (ms)", f"{took:.1f}"))
+            verdict = "PASS" if ratio <= target else "MISS"
             rows.append(
                 (
-                    f"dashtam {args[0]} / bare Python (target <= {target}x)",
-                    f"{ratio:.1f}x {verdict}",
+                    f"dashtam {' '.join(args)}",
+                    f"{took:.1f}",
+                    f"{ratio:.1f}x",
+                    f"<= {target}x",
+                    verdict,
                 )
             )
-    return rows
+    return Table((f"command (median of {runs})", "ms", "x bare", "target", "result"), rows)
 
 
-def vault(runs: int) -> list[tuple[str, str]]:
+def vault(runs: int) -> Table:
     """Seal/open throughput and `vault status` on 100,000 sealed transactions."""
-    return [
-        *vault_bench.seal_open_throughput(),
-        *vault_bench.vault_status_time(runs=max(3, runs // 3)),
-    ]
+    import vault_bench
+
+    return Table.pairs(
+        [
+            *vault_bench.seal_open_throughput(),
+            *vault_bench.vault_status_time(runs=max(3, runs // 3)),
+        ]
+    )
 
 
-def data(runs: int) -> list[tuple[str, str]]:
+def data(runs: int) -> Table:
     """20 accounts, positions and two years of transactions, 50 ms per response."""
+    import data_bench
+
     del runs
-    return [*data_bench.schwab_fetch(per_account=100), *data_bench.schwab_fetch(per_account=500)]
+    return Table.pairs(
+        [*data_bench.schwab_fetch(per_account=100), *data_bench.schwab_fetch(per_account=500)]
+    )
 
 
-SECTIONS = {"startup": startup, "vault": vault, "data": data}
+SECTIONS: dict[str, Callable[[int], Table]] = {"startup": startup, "vault": vault, "data": data}
 
 
-def main() -> int:
+def _runs(text: str) -> int:
+    value = int(text)
+    if value < MIN_RUNS:
+        msg = f"at least {MIN_RUNS} runs, for a median worth printing"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the sections asked for and print their figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=15, help="runs per timed command (at least 10)")
-    parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
-    args = parser.parse_args()
-    runs = max(10, args.runs)
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--runs",
+        type=_runs,
+        default=15,
+        help=f"runs per timed command (default 15, at least {MIN_RUNS})",
+    )
+    parser.add_argument(
+        "--only",
+        choices=list(SECTIONS),
+        action="append",
+        metavar="SECTION",
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+    )
+    args = parser.parse_args(argv)
     print(f"dashtam benchmarks on Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")  # noqa: T201
     for name in args.only or list(SECTIONS):
         section = SECTIONS[name]
         print(f"\n== {name}: {(section.__doc__ or '').strip()}")  # noqa: T201
-        for label, value in section(runs):
-            print(f"  {label:<62} {value:>16}")  # noqa: T201
+        for line in section(args.runs).lines():
+            print(f"  {line}")  # noqa: T201
     return 0
 
 

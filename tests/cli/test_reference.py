@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dashtam_cli.cli.reference import render
+from dashtam_cli.cli.reference import main, render
+
+if TYPE_CHECKING:
+    import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
@@ -18,9 +22,22 @@ def test_cli_reference_is_current() -> None:
 
 
 def test_reference_documents_every_command() -> None:
-    """Every command of the root group has its section."""
+    """Every command of the root group has its section, and the global options are listed."""
     from dashtam_cli.cli.lazy import COMMANDS
 
     text = render()
     for name in COMMANDS:
         assert f"## `dashtam {name}`" in text, name
+    for option in ("--format", "--verbose", "--no-color", "--version"):
+        assert option in text, option
+
+
+def test_generator_writes_the_file_or_prints_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`python -m dashtam_cli.cli.reference PATH` writes the reference; without PATH it prints it."""
+    target = tmp_path / "cli.md"
+    assert main([str(target)]) == 0
+    assert target.read_text(encoding="utf-8") == render()
+    assert main([]) == 0
+    assert capsys.readouterr().out == render()

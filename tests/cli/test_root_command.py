@@ -27,8 +27,12 @@ if TYPE_CHECKING:
 SECRET = "refresh-token-9f8e7d6c5b"
 
 
-def probe_app(raise_: BaseException) -> typer.Typer:
-    """A tiny app wired like dashtam's: a root callback with the state, a command using runtime.run."""
+def probe_app(raise_: BaseException | None = None) -> typer.Typer:
+    """A tiny app wired like dashtam's: a root callback with the state, a command using runtime.run.
+
+    The job logs at INFO and DEBUG, then raises ``raise_`` or returns a value
+    that the command prints on stdout as its data.
+    """
     app = typer.Typer()
 
     @app.callback()
@@ -37,11 +41,15 @@ def probe_app(raise_: BaseException) -> typer.Typer:
 
     @app.command()
     def go(ctx: typer.Context) -> None:
-        async def job(_conf: object) -> None:
-            logging.getLogger("dashtam_cli.test").info("working with %s", SECRET)
-            raise raise_
+        async def job(_conf: object) -> str:
+            log = logging.getLogger("dashtam_cli.test")
+            log.info("working with %s", SECRET)
+            log.debug("debug detail")
+            if raise_ is not None:
+                raise raise_
+            return "the data"
 
-        runtime.run(ctx, job)
+        typer.echo(runtime.run(ctx, job))
 
     return app
 
@@ -54,20 +62,58 @@ def probe_app(raise_: BaseException) -> typer.Typer:
         (InputError("bad input", hint="use that"), 2),
         (PartialFailure("some failed", hint="see above"), 3),
         (ReauthRequired("log in", hint="run: dashtam connect schwab"), 4),
-        (KeyboardInterrupt(), 130),
     ],
 )
-def test_core_errors_become_one_line_and_their_exit_code(error: BaseException, code: int) -> None:
-    """Each error class maps to its exit code with 'error:' and 'hint:' lines and no traceback."""
+def test_core_errors_become_one_line_and_their_exit_code(error: DashtamError, code: int) -> None:
+    """Each error class maps to its exit code with one 'error:' and one 'hint:' line, no traceback."""
     result = CliRunner().invoke(probe_app(error), ["go"])
     assert result.exit_code == code
     assert result.stdout == ""
-    assert "Traceback" not in result.stderr
-    if isinstance(error, DashtamError):
-        assert f"error: {error.message}" in result.stderr
-        assert f"hint: {error.hint}" in result.stderr
-    else:
-        assert "interrupted" in result.stderr
+    assert result.stderr.splitlines() == [f"error: {error.message}", f"hint: {error.hint}"]
+
+
+def test_an_error_without_a_hint_is_one_line() -> None:
+    """No hint, no 'hint:' line."""
+    result = CliRunner().invoke(probe_app(PartialFailure("two of three")), ["go"])
+    assert result.exit_code == 3
+    assert result.stderr.splitlines() == ["error: two of three"]
+
+
+def test_keyboard_interrupt_is_exit_130() -> None:
+    """Ctrl-C inside the job exits 130 with one word on stderr and no traceback."""
+    result = CliRunner().invoke(probe_app(KeyboardInterrupt()), ["go"])
+    assert result.exit_code == 130
+    assert result.stdout == ""
+    assert result.stderr.strip() == "interrupted"
+
+
+def test_success_returns_the_jobs_result() -> None:
+    """A job that returns gives its value to the command and exit 0."""
+    result = CliRunner().invoke(probe_app(), ["go"])
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "the data\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "shown", "hidden"),
+    [
+        (["go"], [], ["working with", "debug detail"]),
+        (["-v", "go"], ["working with ***"], ["debug detail"]),
+        (["-vv", "go"], ["working with ***", "debug detail"], []),
+    ],
+)
+def test_verbosity_logs_to_stderr_only(
+    args: list[str], shown: list[str], hidden: list[str]
+) -> None:
+    """-v shows progress, -vv debug detail, both on stderr (masked); stdout keeps only the data."""
+    register_secret(SECRET)
+    result = CliRunner().invoke(probe_app(), args)
+    assert result.exit_code == 0
+    assert result.stdout == "the data\n"
+    for text in shown:
+        assert text in result.stderr
+    for text in hidden:
+        assert text not in result.stderr
+    assert SECRET not in result.stderr
 
 
 def test_unexpected_error_is_one_line_and_never_shows_a_secret() -> None:
@@ -75,14 +121,17 @@ def test_unexpected_error_is_one_line_and_never_shows_a_secret() -> None:
     register_secret(SECRET)
     result = CliRunner().invoke(probe_app(RuntimeError(f"boom {SECRET}")), ["go"])
     assert result.exit_code == 1
-    assert "internal error (RuntimeError)" in result.stderr
+    assert result.stdout == ""
+    assert "error: internal error (RuntimeError)" in result.stderr
+    assert "hint: rerun with -vv" in result.stderr
+    assert "boom" not in result.stderr
     assert SECRET not in result.stderr
     assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("how", ["-vv", "DASHTAM_DEBUG"])
 def test_debug_shows_a_redacted_traceback(how: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """-vv or DASHTAM_DEBUG=1 adds the traceback, with registered secrets masked; logs go to stderr."""
+    """-vv or DASHTAM_DEBUG=1 adds the traceback of a bug, with registered secrets masked."""
     register_secret(SECRET)
     args = ["-vv", "go"] if how == "-vv" else ["go"]
     if how == "DASHTAM_DEBUG":
@@ -91,9 +140,23 @@ def test_debug_shows_a_redacted_traceback(how: str, monkeypatch: pytest.MonkeyPa
     assert result.exit_code == 1
     assert "Traceback" in result.stderr
     assert "RuntimeError: boom ***" in result.stderr
+    assert "internal error (RuntimeError)" in result.stderr
     assert SECRET not in result.stderr + result.stdout
-    if how == "-vv":
-        assert "working with ***" in result.stderr
+
+
+@pytest.mark.parametrize(("how", "traceback"), [("-vv", True), ("1", True), ("0", False)])
+def test_debug_shows_the_traceback_of_a_core_error(
+    how: str, traceback: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A core error gets its traceback too with -vv or DASHTAM_DEBUG=1 (not with DASHTAM_DEBUG=0)."""
+    args = ["-vv", "go"] if how == "-vv" else ["go"]
+    if how != "-vv":
+        monkeypatch.setenv("DASHTAM_DEBUG", how)
+    result = CliRunner().invoke(probe_app(ReauthRequired("log in", hint="connect")), args)
+    assert result.exit_code == 4
+    assert "error: log in" in result.stderr
+    assert ("Traceback" in result.stderr) is traceback
+    assert ("ReauthRequired: log in" in result.stderr) is traceback
 
 
 def test_version_in_process_and_fast_path(
@@ -101,27 +164,59 @@ def test_version_in_process_and_fast_path(
 ) -> None:
     """--version prints the version through typer and through the entry's fast path."""
     result = cli("--version")
-    assert (result.exit_code, result.stdout.strip()) == (0, f"dashtam {__version__}")
+    assert (result.exit_code, result.stdout, result.stderr) == (0, f"dashtam {__version__}\n", "")
     monkeypatch.setattr("sys.argv", ["dashtam", "--version"])
     main()
-    assert capsys.readouterr().out == f"dashtam {__version__}\n"
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (f"dashtam {__version__}\n", "")
 
 
-def test_help_and_usage_errors(cli: CliCall) -> None:
-    """--help exits 0 and lists the commands; no arguments shows help; an unknown command is exit 2."""
+def test_entry_runs_the_app_for_everything_else(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any other arguments go to the typer app, under the name 'dashtam'."""
+    monkeypatch.setattr("sys.argv", ["/some/where/dashtam", "--help"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 0
+    assert "Usage: dashtam [OPTIONS] COMMAND" in capsys.readouterr().out
+
+
+def test_help_lists_the_commands_and_global_options(cli: CliCall) -> None:
+    """--help exits 0 on stdout, listing the commands and the global options."""
     helped = cli("--help")
     assert helped.exit_code == 0
+    assert helped.stdout.startswith("Usage: dashtam")
     for name in ("demo", "connect", "accounts", "transactions", "tokens", "vault", "paths"):
-        assert name in helped.stdout
-    assert cli().exit_code in {0, 2}
-    assert "Usage" in cli().stdout + cli().stderr
+        assert f"  {name} " in helped.stdout
+    for option in ("--format", "--verbose", "--no-color", "--version", "--show-completion"):
+        assert option in helped.stdout
+
+
+def test_no_arguments_shows_help(cli: CliCall) -> None:
+    """Plain `dashtam` shows the help (as a usage error: nothing was asked for)."""
+    result = cli()
+    assert result.exit_code == 2
+    shown = result.stdout + result.stderr
+    assert "Usage: dashtam" in shown
+    assert "Commands" in shown
+    assert "paths" in shown
+
+
+def test_unknown_command_and_option_are_usage_errors(cli: CliCall) -> None:
+    """An unknown command or option is exit 2 with the reason on stderr."""
     unknown = cli("frobnicate")
     assert unknown.exit_code == 2
-    assert "No such command" in unknown.stderr
+    assert "No such command 'frobnicate'" in unknown.stderr
+    assert unknown.stdout == ""
+    bad_option = cli("--frobnicate")
+    assert bad_option.exit_code == 2
+    assert "No such option" in bad_option.stderr
 
 
 def test_shell_completion_still_works(cli: CliCall) -> None:
-    """Typer's completion script is produced for bash."""
+    """Typer's completion script is produced for bash, keyed on dashtam's variable."""
     result = cli("--show-completion", "bash")
     assert result.exit_code == 0
     assert "_DASHTAM_COMPLETE" in result.stdout
+    assert "complete " in result.stdout
