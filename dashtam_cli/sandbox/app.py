@@ -25,6 +25,7 @@ import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Self
 
+from dashtam_cli.core.providers.schwab_api import TRANSACTION_TYPES
 from dashtam_cli.sandbox.data import SandboxAccount, generate_accounts
 from dashtam_cli.sandbox.http import HttpServer, Request, Response
 
@@ -35,25 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Sandbox", "SandboxConfig"]
 
 SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
-TYPES: Final = frozenset(
-    {
-        "TRADE",
-        "RECEIVE_AND_DELIVER",
-        "DIVIDEND_OR_INTEREST",
-        "ACH_RECEIPT",
-        "ACH_DISBURSEMENT",
-        "CASH_RECEIPT",
-        "CASH_DISBURSEMENT",
-        "ELECTRONIC_FUND",
-        "WIRE_OUT",
-        "WIRE_IN",
-        "JOURNAL",
-        "MEMORANDUM",
-        "MARGIN_CALL",
-        "MONEY_MARKET",
-        "SMA_ADJUSTMENT",
-    }
-)
+# The transaction types Schwab accepts: the client's own list, so the two never drift.
+TYPES: Final = frozenset(TRANSACTION_TYPES)
 MAX_ITEMS: Final = 3000
 CODE_TTL: Final = 30.0
 SANDBOX_CLIENT_ID: Final = "dashtam-sandbox-app-key-00000000"  # 32 characters, like Schwab's
