@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import secrets
-import threading
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from dashtam_cli.core import audit
 from dashtam_cli.core.connections import connection_exists, save_login
@@ -35,6 +33,7 @@ from dashtam_cli.core.oauth.listener import (
 )
 from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.threads import in_daemon_thread
 from dashtam_cli.core.vault.vault import OpenOptions, Vault, open_vault
 
 if TYPE_CHECKING:
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 __all__ = ["LoginOptions", "PendingAuthorization", "connect"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MODES = ("browser", "print", "manual")
 _MAX_NAME = 64
@@ -187,7 +185,7 @@ async def _obtain_code(
         )
         reader = options.read_pasted_url
         try:
-            pasted = await asyncio.wait_for(_in_daemon_thread(reader), options.timeout)
+            pasted = await asyncio.wait_for(in_daemon_thread(reader, name="login"), options.timeout)
         except TimeoutError:
             raise CallbackTimeout(
                 f"no address was pasted within {options.timeout:g} s",
@@ -221,7 +219,7 @@ async def _obtain_code(
                     notify(f"Opening your browser to log in to {name}...")
                     # A $BROWSER command may run until that browser is closed:
                     # the code expires in seconds, so the callback never waits for it.
-                    opening = _in_daemon_thread(lambda: opener(url))
+                    opening = in_daemon_thread(lambda: opener(url), name="login")
                     either: set[asyncio.Future[Any]] = {opening, callback}
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
                     opened = not opening.done() or opening.result()
@@ -240,34 +238,6 @@ async def _obtain_code(
             callback.cancel()
             if opening is not None:
                 opening.cancel()
-
-
-def _in_daemon_thread(fn: Callable[[], T]) -> asyncio.Future[T]:
-    """Run a blocking call (a paste on stdin, a browser command) in a daemon thread.
-
-    Not ``asyncio.to_thread``: ``asyncio.run`` waits at exit for the default
-    executor's workers, so a read of stdin that never returns would hold the
-    command after its timeout was reported. A daemon thread is abandoned instead.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(setter: Callable[[Any], None], value: object) -> None:
-        if not future.done():
-            setter(value)
-
-    def worker() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
-            with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(deliver, future.set_result, result)
-
-    threading.Thread(target=worker, name="dashtam-login", daemon=True).start()
-    return future
 
 
 def _open_with_webbrowser(url: str) -> bool:

@@ -24,10 +24,10 @@ import contextlib
 import json
 import logging
 import os
-import threading
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.threads import in_daemon_thread
 from dashtam_cli.core.vault import crypto
 from dashtam_cli.core.vault.errors import (
     KEY_OPTIONS_HINT,
@@ -85,30 +85,8 @@ def _qualname(cls: type) -> str:
 
 
 async def call_blocking(fn: Callable[[], T], *, timeout: float, what: str) -> T:  # noqa: ASYNC109
-    """Run a blocking call in a daemon thread and wait at most ``timeout`` seconds.
-
-    Not ``asyncio.to_thread``: a hung Secret Service would leave a worker of
-    the default executor that ``asyncio.run`` waits for at exit, so the command
-    would hang after all. A daemon thread is abandoned instead.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def deliver(setter: Callable[[Any], None], value: object) -> None:
-        if not future.done():
-            setter(value)
-
-    def worker() -> None:
-        try:
-            result = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting coroutine
-            with contextlib.suppress(RuntimeError):  # the loop may be gone already
-                loop.call_soon_threadsafe(deliver, future.set_exception, exc)
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(deliver, future.set_result, result)
-
-    threading.Thread(target=worker, name=f"dashtam-{what}", daemon=True).start()
+    """Run a blocking call in a daemon thread and wait at most ``timeout`` seconds."""
+    future = in_daemon_thread(fn, name=what)
     try:
         return await asyncio.wait_for(future, timeout)
     except TimeoutError:
