@@ -10,6 +10,7 @@ __all__ = [
     "ExitCode",
     "InputError",
     "PartialFailure",
+    "ProviderError",
     "ReauthRequired",
 ]
 
@@ -54,6 +55,23 @@ class InputError(DashtamError):
 
 class ConfigError(DashtamError):
     """The configuration file or an environment variable holds an unusable value."""
+
+
+class ProviderError(DashtamError):
+    """A provider answered with an error; the audit log keeps its HTTP status and correlation id."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        http_status: int | None = None,
+        correlation_id: str | None = None,
+    ) -> None:
+        """Keep the HTTP status and the provider's correlation id."""
+        super().__init__(message, hint=hint)
+        self.http_status = http_status
+        self.correlation_id = correlation_id
 
 
 class PartialFailure(DashtamError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.errors import DashtamError, InputError, ProviderError
 
 __all__ = [
     "AccessDenied",
@@ -34,18 +34,5 @@ class AccessDenied(LoginError):
     """The user declined, or the provider refused the authorization."""
 
 
-class TokenExchangeFailed(LoginError):
+class TokenExchangeFailed(ProviderError, LoginError):
     """The token endpoint refused the code or answered something unusable."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        http_status: int | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        """Keep the HTTP status and the provider's correlation id for the audit log."""
-        super().__init__(message, hint=hint)
-        self.http_status = http_status
-        self.correlation_id = correlation_id

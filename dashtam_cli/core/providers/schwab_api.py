@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
-from dashtam_cli.core.errors import DashtamError, ReauthRequired
+from dashtam_cli.core.errors import ProviderError, ReauthRequired
 from dashtam_cli.core.resilience import (
     RETRY_STATUSES,
     Backoff,
@@ -72,21 +72,8 @@ RATE_WINDOW: Final = 60.0
 MAX_RETRY_AFTER: Final = 120.0
 
 
-class ApiError(DashtamError):
+class ApiError(ProviderError):
     """A Trader API call failed; the message carries the HTTP status and correlation id."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        http_status: int | None = None,
-        correlation_id: str | None = None,
-    ) -> None:
-        """Keep the status and correlation id for the audit log."""
-        super().__init__(message, hint=hint)
-        self.http_status = http_status
-        self.correlation_id = correlation_id
 
 
 def format_schwab_time(moment: dt.datetime) -> str:
