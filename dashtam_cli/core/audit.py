@@ -1,10 +1,11 @@
-"""The audit log: one function appends every provider operation, one lists them."""
+"""The audit log: every provider operation appended, written at once or in background batches."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from sqlalchemy import select
 
@@ -15,9 +16,42 @@ from dashtam_cli.core.vault import db, schema
 if TYPE_CHECKING:
     from dashtam_cli.core.vault.vault import Vault
 
-__all__ = ["list_audit", "record"]
+__all__ = ["AuditWriter", "list_audit", "record"]
 
 _MAX_DETAIL = 500
+
+
+def _clean(value: str | None) -> str | None:
+    return None if value is None else redact(value)[:_MAX_DETAIL]
+
+
+def _row(  # noqa: PLR0913 - one keyword per audit column
+    *,
+    operation: str,
+    outcome: str,
+    connection_id: str | None = None,
+    connection_name: str | None = None,
+    provider: str | None = None,
+    http_status: int | None = None,
+    duration_ms: int | None = None,
+    correlation_id: str | None = None,
+    detail: str | None = None,
+    at: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """One audit row, redacted and stamped now (not when it reaches the disk)."""
+    return {
+        "id": str(uuid.uuid4()),
+        "at": db.utcnow_text(at),
+        "connection_id": connection_id,
+        "connection_name": _clean(connection_name),
+        "provider": _clean(provider),
+        "operation": _clean(operation),
+        "outcome": _clean(outcome),
+        "http_status": http_status,
+        "duration_ms": duration_ms,
+        "correlation_id": _clean(correlation_id),
+        "detail": _clean(detail),
+    }
 
 
 async def record(  # noqa: PLR0913 - one keyword per audit column
@@ -41,28 +75,77 @@ async def record(  # noqa: PLR0913 - one keyword per audit column
     Callers pass operation names and outcomes, never URLs with query strings
     or request bodies.
     """
-    entry_id = str(uuid.uuid4())
-
-    def clean(value: str | None) -> str | None:
-        return None if value is None else redact(value)[:_MAX_DETAIL]
-
+    row = _row(
+        operation=operation,
+        outcome=outcome,
+        connection_id=connection_id,
+        connection_name=connection_name,
+        provider=provider,
+        http_status=http_status,
+        duration_ms=duration_ms,
+        correlation_id=correlation_id,
+        detail=detail,
+        at=at,
+    )
     async with vault.writing() as conn:
-        await conn.execute(
-            schema.audit_log.insert().values(
-                id=entry_id,
-                at=db.utcnow_text(at),
-                connection_id=connection_id,
-                connection_name=clean(connection_name),
-                provider=clean(provider),
-                operation=clean(operation),
-                outcome=clean(outcome),
-                http_status=http_status,
-                duration_ms=duration_ms,
-                correlation_id=clean(correlation_id),
-                detail=clean(detail),
-            )
-        )
-    return entry_id
+        await conn.execute(schema.audit_log.insert(), [row])
+    return str(row["id"])
+
+
+class AuditWriter:
+    """Audit entries written by a background task, many per transaction.
+
+    A burst of API calls would otherwise queue one fsync'd write transaction
+    per call in front of the responses that wait for them. ``add`` only
+    stamps, redacts and queues the row; the writer takes everything queued
+    so far in one write, then the next lot. Leaving the ``async with`` block
+    writes whatever is left and raises the first write's error, if any. A
+    process killed outright loses at most the rows not yet written, which
+    are the last few milliseconds' worth.
+    """
+
+    def __init__(self, vault: Vault) -> None:
+        """Write to ``vault``'s audit log."""
+        self._vault = vault
+        self._pending: list[dict[str, Any]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.written = 0
+
+    async def __aenter__(self) -> Self:
+        """Start accepting entries."""
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """Write what is left, then raise the first write's error, if any."""
+        await self.flush()
+
+    def add(self, **fields: Any) -> None:  # noqa: ANN401 - the columns of ``record``
+        """Queue one entry (the keywords of :func:`record`); it is written shortly."""
+        self._pending.append(_row(**fields))
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self._pending and self._error is None:
+            batch, self._pending = self._pending, []
+            try:
+                async with self._vault.writing() as conn:
+                    await conn.execute(schema.audit_log.insert(), batch)
+            except Exception as exc:  # noqa: BLE001 - kept and raised by flush()
+                self._error = exc
+                return
+            self.written += len(batch)
+
+    async def flush(self) -> None:
+        """Wait until every queued entry is written; raise the first write's error, if any."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        await self._drain()
+        if self._error is not None:
+            error, self._error = self._error, None
+            self._pending.clear()
+            raise error
 
 
 async def list_audit(

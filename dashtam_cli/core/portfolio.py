@@ -254,12 +254,13 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
 class _Session:
     """One connection's client and the audit hook for its calls."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - the session's parts, injected
         self,
         vault: Vault,
         manager: TokenManager,
         info: ConnectionInfo,
         *,
+        audit_log: audit.AuditWriter,
         max_in_flight: int,
         backoff: Backoff | None,
     ) -> None:
@@ -276,8 +277,8 @@ class _Session:
             return await manager.replace_rejected(info.name, rejected)
 
         async def record(call: CallRecord) -> None:
-            await audit.record(
-                vault,
+            # Queued, not awaited on the disk: the response goes on at once.
+            audit_log.add(
                 operation=f"schwab.{call.operation.replace(' ', '_')}",
                 outcome=call.outcome,
                 provider=info.provider,
@@ -316,61 +317,82 @@ def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
 async def _store_accounts(
     vault: Vault, info: ConnectionInfo, accounts: Sequence[tuple[Account, str, list[Position]]]
 ) -> None:
+    """Upsert the accounts and replace their positions, sealed, in one transaction."""
     from sqlalchemy.dialects.sqlite import insert
 
+    if not accounts:
+        return
     table, ptable = schema.accounts, schema.positions
     now = db.utcnow_text()
-    async with vault.writing() as conn:
-        for account, number, positions in accounts:
-            values = {
-                "connection_id": info.id,
-                "number": vault.seal(table.name, account.id, "number", number),
-                "payload": vault.seal(table.name, account.id, "payload", _dumps(account)),
-                "fetched_at": now,
-            }
-            stmt = insert(table).values(id=account.id, **values)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
-            await conn.execute(delete(ptable).where(ptable.c.account_id == account.id))
-            for position in positions:
-                row_id = str(uuid.uuid4())
-                await conn.execute(
-                    ptable.insert().values(
-                        id=row_id,
-                        account_id=account.id,
-                        payload=vault.seal(ptable.name, row_id, "payload", _dumps(position)),
-                        fetched_at=now,
-                    )
-                )
-
-
-async def _store_transactions(vault: Vault, transactions: Sequence[Transaction]) -> None:
-    """Upsert the transactions, sealed, in one transaction and one executemany."""
-    from sqlalchemy.dialects.sqlite import insert
-
-    if not transactions:
-        return
-    table = schema.transactions
-    now = db.utcnow_text()
-    rows = [
+    account_rows = [
         {
-            "id": txn.id,
-            "account_id": txn.account_id,
-            "occurred_at": db.utcnow_text(txn.time),
-            "payload": vault.seal(table.name, txn.id, "payload", _dumps(txn)),
+            "id": account.id,
+            "connection_id": info.id,
+            "number": vault.seal(table.name, account.id, "number", number),
+            "payload": vault.seal(table.name, account.id, "payload", _dumps(account)),
             "fetched_at": now,
         }
-        for txn in transactions
+        for account, number, _ in accounts
     ]
-    stmt = insert(table)
-    stmt = stmt.on_conflict_do_update(
+    position_rows = []
+    for account, _, positions in accounts:
+        for position in positions:
+            row_id = str(uuid.uuid4())
+            position_rows.append(
+                {
+                    "id": row_id,
+                    "account_id": account.id,
+                    "payload": vault.seal(ptable.name, row_id, "payload", _dumps(position)),
+                    "fetched_at": now,
+                }
+            )
+    upsert = insert(table)
+    upsert = upsert.on_conflict_do_update(
         index_elements=["id"],
         set_={
-            name: stmt.excluded[name]
-            for name in ("account_id", "occurred_at", "payload", "fetched_at")
+            name: upsert.excluded[name]
+            for name in ("connection_id", "number", "payload", "fetched_at")
         },
     )
     async with vault.writing() as conn:
-        await conn.execute(stmt, rows)
+        await conn.execute(upsert, account_rows)
+        await conn.execute(
+            delete(ptable).where(ptable.c.account_id.in_([row["id"] for row in account_rows]))
+        )
+        if position_rows:
+            await conn.execute(ptable.insert(), position_rows)
+
+
+_UPSERT_TRANSACTION: Final = (
+    "INSERT INTO transactions (id, account_id, occurred_at, payload, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+    " account_id = excluded.account_id, occurred_at = excluded.occurred_at,"
+    " payload = excluded.payload, fetched_at = excluded.fetched_at"
+)
+
+
+async def _store_transactions(vault: Vault, transactions: Sequence[Transaction]) -> None:
+    """Upsert the transactions, sealed, in one transaction and one executemany.
+
+    Plain SQL handed to the driver: SQLAlchemy's per-row parameter handling
+    cost more than the sealing itself on a few thousand rows.
+    """
+    if not transactions:
+        return
+    table = schema.transactions.name
+    now = db.utcnow_text()
+    rows = [
+        (
+            txn.id,
+            txn.account_id,
+            db.utcnow_text(txn.time),
+            vault.seal(table, txn.id, "payload", txn.model_dump_json()),
+            now,
+        )
+        for txn in transactions
+    ]
+    async with vault.writing() as conn:
+        await conn.exec_driver_sql(_UPSERT_TRANSACTION, rows)
 
 
 async def _connection_accounts(
@@ -421,17 +443,19 @@ async def _for_connections(
         infos = await list_connections(manager.vault, name=options.connection)
         if not infos:
             raise _no_connections(options)
-        sessions = [
-            _Session(
-                manager.vault,
-                manager,
-                info,
-                max_in_flight=options.max_in_flight,
-                backoff=options.backoff,
-            )
-            for info in infos
-        ]
-        outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
+        async with audit.AuditWriter(manager.vault) as audit_log:
+            sessions = [
+                _Session(
+                    manager.vault,
+                    manager,
+                    info,
+                    audit_log=audit_log,
+                    max_in_flight=options.max_in_flight,
+                    backoff=options.backoff,
+                )
+                for info in infos
+            ]
+            outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
     items: list[Any] = []
     failures: list[Failure] = []
     for session, outcome in zip(sessions, outcomes, strict=True):
@@ -525,16 +549,16 @@ async def fetch_transactions(
                     symbol=options.symbol,
                 )
             masked = mask_number(account.number)
-            return [
+            page = [
                 t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None
             ]
+            # Stored as each account arrives: SQLite writes on its own thread
+            # while the next accounts' responses are parsed here.
+            await _store_transactions(vault, page)
+            return page
 
         pages = await gather_all(*(one(a) for a in chosen))
-        transactions = sorted(
-            (t for page in pages for t in page), key=lambda t: t.time, reverse=True
-        )
-        await _store_transactions(vault, transactions)
-        return transactions
+        return sorted((t for page in pages for t in page), key=lambda t: t.time, reverse=True)
 
     return _require_match(
         options, matched, await _for_connections(settings, options, open_options, work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -123,15 +124,21 @@ class Vault:
         self.vault_id = vault_id
         self.key_source = key_source
         self._sealer = sealer
+        # One write transaction at a time from this process: a second one would
+        # wait in SQLite's busy handler, which sleeps in steps of up to 100 ms.
+        # Other processes are still kept out by BEGIN IMMEDIATE and that handler.
+        self._write_lock = asyncio.Lock()
 
     @property
     def key_id(self) -> str:
         """The hex id of the key in use."""
         return self._sealer.key_id.hex()
 
-    def writing(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        """A BEGIN IMMEDIATE transaction: use it for every read-modify-write."""
-        return db.writing(self.engine)
+    @contextlib.asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """A BEGIN IMMEDIATE transaction: use it for every read-modify-write (never nested)."""
+        async with self._write_lock, db.writing(self.engine) as conn:
+            yield conn
 
     def reading(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         """A read-only snapshot."""
