@@ -106,6 +106,10 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                 "number": sealed("accounts", account_id, "number", f"ACCT-{i}-{_id()[:8]}"),
                 "payload": sealed("accounts", account_id, "payload", payload),
                 "fetched_at": now,
+                # One account without a provider reference: a NULL sealed field.
+                "provider_ref": sealed(
+                    "accounts", account_id, "provider_ref", None if i == 0 else f"HASH{_id()}"
+                ),
             }
         )
         for j in range(positions_per_account):

@@ -15,14 +15,19 @@ from dashtam_cli.core import audit
 from dashtam_cli.core.connections import list_connections
 from dashtam_cli.core.errors import DashtamError, InputError, PartialFailure, ReauthRequired
 from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, Transaction
-from dashtam_cli.core.providers.schwab_api import CallRecord, SchwabClient, parse_schwab_time
+from dashtam_cli.core.providers.schwab_api import (
+    ApiError,
+    CallRecord,
+    SchwabClient,
+    parse_schwab_time,
+)
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.resilience import gather_all
 from dashtam_cli.core.tokens import token_manager
 from dashtam_cli.core.vault import db, schema
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     import httpx
 
@@ -42,6 +47,11 @@ __all__ = [
 
 T = TypeVar("T")
 ACCOUNTS_IN_FLIGHT: Final = 8
+# How long an account list (numbers and Schwab's hashes) fetched by one command
+# serves the next one, which then skips asking for the numbers again.
+ACCOUNT_LIST_REUSE: Final = dt.timedelta(minutes=15)
+# Answers to a call made with a stored hash that may mean the hash is stale.
+_STALE_REFERENCE_STATUSES: Final = frozenset({400, 403, 404})
 _QUANTITY_TYPES: Final = frozenset({"TRADE", "RECEIVE_AND_DELIVER"})
 _TXN_NAMESPACE: Final = uuid.UUID("6f1c1d2e-8a3b-4c5d-9e7f-0a1b2c3d4e5f")
 
@@ -57,7 +67,7 @@ class FetchOptions:
     types: Sequence[str] = ()
     symbol: str | None = None
     transport: httpx.AsyncBaseTransport | None = None
-    max_in_flight: int = 8
+    max_in_flight: int = 16
     backoff: Backoff | None = None
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
@@ -136,6 +146,7 @@ class _Known:
     id: str
     number: str
     hash_value: str | None = None
+    fetched_at: str | None = None
 
 
 async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
@@ -143,15 +154,41 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
     async with vault.reading() as conn:
         rows = (
             await conn.execute(
-                select(table.c.id, table.c.number).where(table.c.connection_id == connection_id)
+                select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at).where(
+                    table.c.connection_id == connection_id
+                )
             )
         ).all()
     known = []
     for row in rows:
         number = vault.unseal_text(table.name, row.id, "number", row.number)
         register_secret(number)
-        known.append(_Known(row.id, number))
+        reference = (
+            None
+            if row.provider_ref is None
+            else vault.unseal_text(table.name, row.id, "provider_ref", row.provider_ref)
+        )
+        known.append(_Known(row.id, number, reference, row.fetched_at))
     return known
+
+
+def _recent_list(known: Sequence[_Known], now: dt.datetime) -> list[_Known] | None:
+    """The accounts of the connection's last account list, if it is recent and complete.
+
+    One fetch of the accounts stamps all of them alike, so the last list is the
+    rows with the newest stamp; older rows are accounts that list no longer had.
+    """
+    if not known:
+        return None
+    newest = max(k.fetched_at or "" for k in known)
+    listed = [k for k in known if k.fetched_at == newest]
+    try:
+        age = now - dt.datetime.fromisoformat(newest)
+    except ValueError:
+        return None
+    if not dt.timedelta(0) <= age <= ACCOUNT_LIST_REUSE or any(not k.hash_value for k in listed):
+        return None
+    return listed
 
 
 async def _account_ids(vault: Vault, connection_id: str, numbers: Sequence[str]) -> dict[str, str]:
@@ -315,22 +352,35 @@ def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
 
 
 async def _store_accounts(
-    vault: Vault, info: ConnectionInfo, accounts: Sequence[tuple[Account, str, list[Position]]]
+    vault: Vault,
+    info: ConnectionInfo,
+    accounts: Sequence[tuple[Account, str, list[Position]]],
+    references: Mapping[str, str],
+    now: dt.datetime,
 ) -> None:
-    """Upsert the accounts and replace their positions, sealed, in one transaction."""
+    """Upsert the accounts and replace their positions, sealed, in one transaction.
+
+    ``references`` maps each number to the provider's own reference for it
+    (Schwab's hash), kept sealed so the next fetch can skip asking for it.
+    """
     from sqlalchemy.dialects.sqlite import insert
 
     if not accounts:
         return
     table, ptable = schema.accounts, schema.positions
-    now = db.utcnow_text()
+    stamp = db.utcnow_text(now)
     account_rows = [
         {
             "id": account.id,
             "connection_id": info.id,
             "number": vault.seal(table.name, account.id, "number", number),
             "payload": vault.seal(table.name, account.id, "payload", _dumps(account)),
-            "fetched_at": now,
+            "fetched_at": stamp,
+            "provider_ref": (
+                vault.seal(table.name, account.id, "provider_ref", references[number])
+                if number in references
+                else None
+            ),
         }
         for account, number, _ in accounts
     ]
@@ -343,7 +393,7 @@ async def _store_accounts(
                     "id": row_id,
                     "account_id": account.id,
                     "payload": vault.seal(ptable.name, row_id, "payload", _dumps(position)),
-                    "fetched_at": now,
+                    "fetched_at": stamp,
                 }
             )
     upsert = insert(table)
@@ -351,7 +401,7 @@ async def _store_accounts(
         index_elements=["id"],
         set_={
             name: upsert.excluded[name]
-            for name in ("connection_id", "number", "payload", "fetched_at")
+            for name in ("connection_id", "number", "payload", "fetched_at", "provider_ref")
         },
     )
     async with vault.writing() as conn:
@@ -416,7 +466,7 @@ async def _connection_accounts(
             continue
         account = _account_model(info, ids[number], raw, now)
         result.append((account, number, _positions(account, raw)))
-    await _store_accounts(vault, info, result)
+    await _store_accounts(vault, info, result, hashes, now)
     return result, hashes
 
 
@@ -512,6 +562,52 @@ async def fetch_positions(
     )
 
 
+async def _account_transactions(
+    session: _Session,
+    accounts: Sequence[_Known],
+    window: tuple[dt.datetime, dt.datetime],
+    options: FetchOptions,
+) -> list[Transaction]:
+    """The accounts' transactions, a few accounts at a time, each account stored as it arrives."""
+    client, vault = session.client, session.vault
+    gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
+
+    async def one(account: _Known) -> list[Transaction]:
+        async with gate:
+            raws = await client.transactions(
+                account.hash_value or "",
+                *window,
+                types=options.types,
+                symbol=options.symbol,
+            )
+        masked = mask_number(account.number)
+        page = [t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None]
+        # Stored as each account arrives: SQLite writes on its own thread
+        # while the next accounts' responses are parsed here.
+        await _store_transactions(vault, page)
+        return page
+
+    pages = await gather_all(*(one(a) for a in accounts))
+    return sorted((t for page in pages for t in page), key=lambda t: t.time, reverse=True)
+
+
+async def _listed_accounts(
+    session: _Session, stored: Sequence[_Known], options: FetchOptions
+) -> list[_Known]:
+    """The accounts as Schwab lists them now, each with its stored id and current hash."""
+    client, vault, info = session.client, session.vault, session.info
+    numbers = await client.account_numbers()
+    for number, _ in numbers:
+        register_secret(number)
+    ids = {k.number: k.id for k in stored}
+    if any(number not in ids for number, _ in numbers):
+        # Accounts seen for the first time get their row (and stable id) first,
+        # so their transactions have a parent.
+        await _connection_accounts(session, options)
+        ids = {k.number: k.id for k in await _known_accounts(vault, info.id)}
+    return [_Known(ids[n], n, h) for n, h in numbers if n in ids]
+
+
 async def fetch_transactions(
     settings: Settings, options: FetchOptions, open_options: OpenOptions
 ) -> FetchResult[Transaction]:
@@ -520,45 +616,28 @@ async def fetch_transactions(
     since = options.since or until - dt.timedelta(days=90)
     if since >= until:
         raise InputError("--since must be before --until")
+    window = (since, until)
 
     matched: list[int] = []
 
     async def work(session: _Session) -> list[Transaction]:
-        client, vault, info = session.client, session.vault, session.info
-        numbers = await client.account_numbers()
-        for number, _ in numbers:
-            register_secret(number)
-        stored = {k.number: k.id for k in await _known_accounts(vault, info.id)}
-        if any(number not in stored for number, _ in numbers):
-            # Accounts seen for the first time get their row (and stable id) first,
-            # so their transactions have a parent.
-            await _connection_accounts(session, options)
-            stored = {k.number: k.id for k in await _known_accounts(vault, info.id)}
-        known = [_Known(stored[n], n, h) for n, h in numbers if n in stored]
-        chosen = _select(known, options.account)
+        stored = await _known_accounts(session.vault, session.info.id)
+        recent = _recent_list(stored, options.clock())
+        chosen = _select(recent, options.account) if recent is not None else []
+        if chosen:
+            # The last account list is minutes old: use its hashes and skip a round trip.
+            try:
+                transactions = await _account_transactions(session, chosen, window, options)
+            except ApiError as exc:
+                if exc.http_status not in _STALE_REFERENCE_STATUSES:
+                    raise
+                # Perhaps a hash Schwab no longer knows: ask for the list again, once.
+            else:
+                matched.append(len(chosen))
+                return transactions
+        chosen = _select(await _listed_accounts(session, stored, options), options.account)
         matched.append(len(chosen))
-        gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
-
-        async def one(account: _Known) -> list[Transaction]:
-            async with gate:
-                raws = await client.transactions(
-                    account.hash_value or "",
-                    since,
-                    until,
-                    types=options.types,
-                    symbol=options.symbol,
-                )
-            masked = mask_number(account.number)
-            page = [
-                t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None
-            ]
-            # Stored as each account arrives: SQLite writes on its own thread
-            # while the next accounts' responses are parsed here.
-            await _store_transactions(vault, page)
-            return page
-
-        pages = await gather_all(*(one(a) for a in chosen))
-        return sorted((t for page in pages for t in page), key=lambda t: t.time, reverse=True)
+        return await _account_transactions(session, chosen, window, options)
 
     return _require_match(
         options, matched, await _for_connections(settings, options, open_options, work)

@@ -21,7 +21,7 @@ from vault_seed import Seeded, seed
 from dashtam_cli.core import audit
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.settings import load_settings
-from dashtam_cli.core.vault import schema
+from dashtam_cli.core.vault import migrations, schema
 from dashtam_cli.core.vault.crypto import key_id_of
 from dashtam_cli.core.vault.files import sidecar_files
 from dashtam_cli.core.vault.keys import PassphraseKeySource
@@ -252,7 +252,7 @@ def test_status_ok_in_every_machine_format(
     assert record["state"] == "ok"
     assert record["path"] == str(_vault_file(isolated_env))
     assert int(record["size_bytes"]) > 0
-    assert record["schema_version"] == 1
+    assert record["schema_version"] == migrations.LATEST
     assert record["vault_id"] == init["vault_id"]
     assert record["key_store"] == "keyring"
     assert record["key_source"] == "OS keyring (fake_keyrings.MemoryKeyring)"
@@ -275,7 +275,7 @@ def test_status_table(cli: CliCall, seeded_vault: tuple[dict[str, Any], Seeded])
         if "  " in line
     }
     assert lines["state"] == "ok"
-    assert lines["schema version"] == "1"
+    assert lines["schema version"] == str(migrations.LATEST)
     assert lines["keyring backend"] == "fake_keyrings.MemoryKeyring"
     assert lines["key source"] == "OS keyring (fake_keyrings.MemoryKeyring)"
     assert lines["key id"] == init["key_id"]
@@ -306,7 +306,7 @@ def test_status_with_the_wrong_key_reports_and_exits_1(
     assert "is not this vault's key" in record["error"]
     assert "DASHTAM_MASTER_KEY" in record["error"]
     assert record["key_id"] is None
-    assert record["schema_version"] == 1
+    assert record["schema_version"] == migrations.LATEST
     assert record["counts"] == _expected_counts(seeded)
     assert f"error: {record['error']}" in result.stderr
     assert "hint: restore the key" in result.stderr

@@ -19,6 +19,7 @@ from schwab_support import (
     CORRELATION,
     TOKEN_URL,
     TRANSACTIONS_PATH,
+    account_numbers_body,
     add_connection,
     fixture_text,
     json_response,
@@ -37,6 +38,7 @@ from dashtam_cli.core.errors import (
 )
 from dashtam_cli.core.models import Account, Position, Transaction
 from dashtam_cli.core.portfolio import (
+    ACCOUNT_LIST_REUSE,
     Failure,
     FetchOptions,
     FetchResult,
@@ -210,8 +212,7 @@ def test_account_ids_are_stable_and_distinct(router: respx.MockRouter) -> None:
 # --- the sealed cache -----------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("brokerage")
-def test_the_cache_is_sealed(router: respx.MockRouter) -> None:
+def test_the_cache_is_sealed(router: respx.MockRouter, brokerage: dict[str, str]) -> None:
     """After fetching, the vault's files hold neither account numbers nor amounts in the clear."""
     fetch(fetch_accounts, router)
     fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
@@ -235,8 +236,144 @@ def test_the_cache_is_sealed(router: respx.MockRouter) -> None:
         p.read_bytes() for p in sidecar_files(load_settings().paths.vault_file) if p.exists()
     )
     assert raw  # the vault file was read
-    for secret in (FIRST, SECOND, "51420.89", "88853.04", "1215.95", "854.95", "2.7733"):
+    hashes = (brokerage[FIRST], brokerage[SECOND])
+    for secret in (FIRST, SECOND, *hashes, "51420.89", "88853.04", "1215.95", "854.95", "2.7733"):
         assert secret.encode() not in raw, secret
+
+
+# --- reusing the last account list -------------------------------------------------------------------
+
+
+def numbers_asked(router: respx.MockRouter) -> int:
+    """How many times the account numbers were asked for."""
+    return sum(c.request.url.path.endswith("/accountNumbers") for c in router.calls)
+
+
+def transaction_hashes(router: respx.MockRouter) -> list[str]:
+    """The account hashes the transactions calls used, in the order they were sent."""
+    return [
+        match[1]
+        for c in router.calls
+        if (match := TRANSACTIONS_PATH.match(c.request.url.path)) is not None
+    ]
+
+
+def test_transactions_soon_after_an_account_list_reuse_its_hashes(
+    router: respx.MockRouter, brokerage: dict[str, str]
+) -> None:
+    """Positions then transactions: the second command sends no accountNumbers request."""
+    fetch(fetch_positions, router)
+    assert numbers_asked(router) == 1
+    router.reset()
+
+    result = fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
+
+    assert result.failures == []
+    assert numbers_asked(router) == 0
+    assert sorted(transaction_hashes(router)) == sorted(brokerage.values())
+    assert {t.account for t in result.items} == {"****1111", "****2222"}
+    assert result.requests == 2
+
+
+def test_an_account_list_past_the_reuse_period_is_asked_for_again(
+    router: respx.MockRouter, brokerage: dict[str, str]
+) -> None:
+    """Sixteen minutes later the stored hashes are not trusted: the numbers are asked first."""
+    fetch(fetch_accounts, router)
+    router.reset()
+    later = dt.datetime.now(dt.UTC) + ACCOUNT_LIST_REUSE + dt.timedelta(minutes=1)
+
+    result = fetch(fetch_transactions, router, since=SINCE, until=UNTIL, clock=lambda: later)
+
+    assert result.failures == []
+    assert numbers_asked(router) == 1
+    paths = [c.request.url.path for c in router.calls]
+    assert paths[0].endswith("/accountNumbers")
+    assert sorted(transaction_hashes(router)) == sorted(brokerage.values())
+
+
+@pytest.mark.parametrize("status", [400, 404])
+def test_a_stale_stored_hash_leads_to_one_fresh_list(router: respx.MockRouter, status: int) -> None:
+    """Schwab refuses the stored hash: dashtam asks for the list again and uses the new hash."""
+    add_connection("brokerage", "token-b")
+    old = mock_connection_api(router, "token-b", [FIRST])[FIRST]
+    fetch(fetch_accounts, router)
+
+    new = "0" * 64
+    moved = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    moved.get(f"{API}/accounts/accountNumbers").mock(
+        return_value=json_response(account_numbers_body([(FIRST, new)]))
+    )
+    moved.get(f"{API}/accounts/{old}/transactions").mock(
+        return_value=json_response(
+            '{"message":"Invalid account number","errors":["unknown account"]}', status
+        )
+    )
+    moved.get(f"{API}/accounts/{new}/transactions").mock(
+        return_value=json_response(fixture_text("transactions.json"))
+    )
+
+    result = fetch(fetch_transactions, moved, since=SINCE, until=UNTIL)
+
+    assert result.failures == []
+    assert len(result.items) == 2
+    assert transaction_hashes(moved) == [old, new]
+    assert numbers_asked(moved) == 1
+
+
+def test_a_stored_hash_is_not_retried_for_other_errors(
+    router: respx.MockRouter, brokerage: dict[str, str]
+) -> None:
+    """A 500 with stored hashes is the failure it is: no second list, no second round."""
+    fetch(fetch_accounts, router)
+    failing = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    failing.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(
+        return_value=json_response('{"message":"boom","errors":["boom"]}', 500)
+    )
+
+    result = fetch(fetch_transactions, failing, since=SINCE, until=UNTIL)
+
+    assert [f.connection for f in result.failures] == ["brokerage"]
+    assert numbers_asked(failing) == 0
+    # Each window once per attempt (500 is not retried), for the two accounts.
+    assert sorted(transaction_hashes(failing)) == sorted(brokerage.values())
+
+
+def test_a_selected_account_missing_from_the_recent_list_is_looked_up(
+    router: respx.MockRouter,
+) -> None:
+    """An account opened since the last list: selecting it asks Schwab for the list again."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST])
+    fetch(fetch_accounts, router)
+
+    grown = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    hashes = mock_connection_api(grown, "token-b", [FIRST, SECOND])
+
+    result = fetch(fetch_transactions, grown, account="2222", since=SINCE, until=UNTIL)
+
+    assert result.failures == []
+    assert {t.account for t in result.items} == {"****2222"}
+    assert numbers_asked(grown) >= 1
+    assert transaction_hashes(grown) == [hashes[SECOND]]
+
+
+def test_an_account_the_last_list_dropped_is_not_asked_for(router: respx.MockRouter) -> None:
+    """A closed account stays in the cache but is not in the last list: no call for it."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST, SECOND])
+    fetch(fetch_accounts, router)
+
+    shrunk = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    hashes = mock_connection_api(shrunk, "token-b", [FIRST])
+    fetch(fetch_accounts, shrunk)
+    shrunk.reset()
+
+    result = fetch(fetch_transactions, shrunk, since=SINCE, until=UNTIL)
+
+    assert result.failures == []
+    assert numbers_asked(shrunk) == 0
+    assert transaction_hashes(shrunk) == [hashes[FIRST]]
 
 
 # --- partial and total failure ----------------------------------------------------------------------

@@ -164,7 +164,7 @@ class SchwabClient:
         backoff: Backoff | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         reauth_hint: str = "run: dashtam connect schwab",
-        max_in_flight: int = 8,
+        max_in_flight: int = 16,
     ) -> None:
         """Talk to ``base_url`` + ``/trader/v1`` through ``client``."""
         self._client = client

@@ -101,7 +101,14 @@ _V1: Final = (
     "CREATE INDEX ix_audit_log_at ON audit_log (at)",
 )
 
+_V2: Final = (
+    # The provider's own reference for an account (Schwab's hashValue), sealed,
+    # so a fetch soon after another need not ask for the numbers again.
+    "ALTER TABLE accounts ADD COLUMN provider_ref BLOB",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
+    Migration(2, "accounts keep the provider's account reference, sealed", _V2),
 )
 LATEST: Final = MIGRATIONS[-1].version

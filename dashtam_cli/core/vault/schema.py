@@ -85,6 +85,8 @@ accounts = Table(
     Column("number", LargeBinary, nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("fetched_at", Text, nullable=False),
+    # Added by migration 2: the provider's reference (Schwab's hashValue), sealed.
+    Column("provider_ref", LargeBinary, nullable=True),
 )
 
 positions = Table(
@@ -129,7 +131,7 @@ audit_log = Table(
 SEALED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "provider_credentials": ("client_id", "client_secret"),
     "tokens": ("access_token", "refresh_token"),
-    "accounts": ("number", "payload"),
+    "accounts": ("number", "payload", "provider_ref"),
     "positions": ("payload",),
     "transactions": ("payload",),
 }

@@ -317,15 +317,16 @@ def test_every_sealed_column_is_registered() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
-def test_upgrade_from_the_first_version() -> None:
-    """A version-1 vault is upgraded by a later migration, which runs once; a failing one rolls back."""
+def test_upgrade_by_a_later_migration() -> None:
+    """A vault is upgraded by a later migration, which runs once; a failing one rolls back."""
     settings = load_settings()
     ids = run(settings, fill, create=True)
-    v2 = migrations.Migration(
-        2, "add a note column", ("ALTER TABLE connections ADD COLUMN note TEXT",)
+    latest = migrations.LATEST
+    nxt = migrations.Migration(
+        latest + 1, "add a note column", ("ALTER TABLE connections ADD COLUMN note TEXT",)
     )
     broken = migrations.Migration(
-        3, "fails half-way", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")
+        latest + 2, "fails half-way", ("CREATE TABLE half_done (x INTEGER)", "THIS IS NOT SQL")
     )
 
     async def upgrade(*steps: migrations.Migration) -> list[int]:
@@ -337,19 +338,38 @@ def test_upgrade_from_the_first_version() -> None:
         finally:
             await engine.dispose()
 
-    assert asyncio.run(upgrade(v2)) == [2]
-    assert asyncio.run(upgrade(v2)) == []
+    assert asyncio.run(upgrade(nxt)) == [latest + 1]
+    assert asyncio.run(upgrade(nxt)) == []
     assert "note" in {row[1] for row in raw_sql(settings, "PRAGMA table_info(connections)")}
     with pytest.raises(VaultError, match="syntax error"):
-        asyncio.run(upgrade(v2, broken))
-    assert raw_sql(settings, "SELECT max(version) FROM schema_version") == [(2,)]
+        asyncio.run(upgrade(nxt, broken))
+    assert raw_sql(settings, "SELECT max(version) FROM schema_version") == [(latest + 1,)]
     assert raw_sql(settings, "SELECT name FROM sqlite_master WHERE name = 'half_done'") == []
-    # This dashtam knows only version 1: the upgraded vault is now "too new" for it...
+    # This dashtam knows only versions up to LATEST: the upgraded vault is now "too new" for it...
     with pytest.raises(SchemaTooNew):
         run(settings, fill)
-    # ...and the data written at version 1 survived both migrations.
-    raw_sql(settings, "DELETE FROM schema_version WHERE version = 2")
+    # ...and the data written before survived both migrations.
+    raw_sql(settings, "DELETE FROM schema_version WHERE version = ?", latest + 1)
     assert run(settings, lambda v: read_token(v, ids["tok"])) == SECRETS[0]
+
+
+@pytest.mark.usefixtures("master_key")
+def test_a_version_1_vault_gains_the_account_reference_column_and_keeps_its_data() -> None:
+    """Migration 2 on a vault as version 1 left it: the column appears, nothing is lost."""
+    settings = load_settings()
+    ids = run(settings, fill, create=True)
+    # Make it what version 1 wrote: no provider_ref column, no version 2 row.
+    raw_sql(settings, "ALTER TABLE accounts DROP COLUMN provider_ref")
+    raw_sql(settings, "DELETE FROM schema_version WHERE version = 2")
+    before = raw_sql(settings, "SELECT id, number, payload FROM accounts")
+    assert before
+
+    assert run(settings, lambda v: read_token(v, ids["tok"])) == SECRETS[0]
+
+    assert "provider_ref" in {row[1] for row in raw_sql(settings, "PRAGMA table_info(accounts)")}
+    assert raw_sql(settings, "SELECT id, number, payload FROM accounts") == before
+    assert raw_sql(settings, "SELECT provider_ref FROM accounts") == [(None,)] * len(before)
+    assert raw_sql(settings, "SELECT max(version) FROM schema_version") == [(2,)]
 
 
 def test_no_vault_is_not_created_by_readers() -> None:
