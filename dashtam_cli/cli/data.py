@@ -45,10 +45,19 @@ def parse_when(value: str | None, *, end_of_day: bool = False) -> dt.datetime | 
     return moment if moment.tzinfo else moment.astimezone()
 
 
-def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
-    """Report failed connections on stderr and exit with the right code, after the data."""
+def _nothing_fetched(ctx: typer.Context, result: FetchResult[Any]) -> None:
+    """Every connection failed: exit with that error, before an empty table or ``[]``."""
     error = result.outcome()
-    if error is None:
+    if error is not None and not result.succeeded:
+        runtime.fail(ctx, error)
+
+
+def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
+    """After the data: each failed connection on its own stderr line, then exit 3."""
+    from dashtam_cli.core.errors import PartialFailure
+
+    _nothing_fetched(ctx, result)
+    if not result.failures:
         return
     err = runtime.stderr(ctx)
     for failure in result.failures:
@@ -56,7 +65,15 @@ def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
         err.print(
             f"{failure.connection}: {failure.error.message}{hint}", markup=False, highlight=False
         )
-    runtime.fail(ctx, error)
+    total = result.succeeded + len(result.failures)
+    names = ", ".join(f.connection for f in result.failures)
+    runtime.fail(
+        ctx,
+        PartialFailure(
+            f"{len(result.failures)} of {total} connections failed ({names})",
+            hint="the other connections' data was printed; each failure is on its line above",
+        ),
+    )
 
 
 @accounts_app.command("list")
@@ -71,6 +88,7 @@ def accounts_list(
 
     opts, fetch = prompts.open_options(), FetchOptions(connection=connection)
     result = runtime.run(ctx, lambda conf: fetch_accounts(conf, fetch, opts))
+    _nothing_fetched(ctx, result)
     runtime.renderer(ctx, fmt).rows(Account, result.items)
     _finish(ctx, result)
 
@@ -93,6 +111,7 @@ def accounts_show(
 
     opts, fetch = prompts.open_options(), FetchOptions(connection=connection, account=account)
     result = runtime.run(ctx, lambda conf: fetch_accounts(conf, fetch, opts))
+    _nothing_fetched(ctx, result)
     if len(result.items) > 1:
         runtime.fail(
             ctx,
@@ -123,6 +142,7 @@ def positions_list(
 
     opts, fetch = prompts.open_options(), FetchOptions(connection=connection, account=account)
     result = runtime.run(ctx, lambda conf: fetch_positions(conf, fetch, opts))
+    _nothing_fetched(ctx, result)
     runtime.renderer(ctx, fmt).rows(Position, result.items)
     _finish(ctx, result)
 
@@ -175,5 +195,6 @@ def transactions_list(
     )
     opts = prompts.open_options()
     result = runtime.run(ctx, lambda conf: fetch_transactions(conf, fetch, opts))
+    _nothing_fetched(ctx, result)
     runtime.renderer(ctx, fmt).rows(Transaction, result.items)
     _finish(ctx, result)

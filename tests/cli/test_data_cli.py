@@ -359,6 +359,35 @@ def test_one_failing_connection_exits_3(cli: CliCall, api: respx.MockRouter) -> 
     assert "c-500" in result.stderr
     assert "alpha:" not in result.stderr
     assert "Traceback" not in result.stderr
+    # Said once: beta's own line, then a summary that names it without repeating it.
+    assert result.stderr.count("HTTP 500") == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: 1 of 2 connections failed (beta)"]
+
+
+@pytest.mark.parametrize(
+    "command", [["accounts", "list"], ["positions", "list"], ["transactions", "list"]]
+)
+def test_every_connection_failing_prints_no_data_and_one_error(
+    cli: CliCall, api: respx.MockRouter, command: list[str]
+) -> None:
+    """Both connections fail: exit 1, nothing on stdout (not even []), one error line naming both."""
+    add_connection("alpha", "token-alpha")
+    add_connection("beta", "token-beta")
+    api.get(url__startswith=API).mock(
+        return_value=json_response('{"message":"Internal Server Error","errors":[]}', 500, "c-500")
+    )
+
+    result = cli(*command, "--format", "json")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "alpha:" in errors[0]
+    assert "beta:" in errors[0]
+    assert result.stderr.count("HTTP 500") == 2
+    assert "Traceback" not in result.stderr
 
 
 def test_connection_option_limits_the_calls(cli: CliCall, api: respx.MockRouter) -> None:
@@ -434,7 +463,7 @@ def test_a_body_that_is_not_json_is_one_line(cli: CliCall, api: respx.MockRouter
     assert "not JSON" in errors[0]
     assert "c-html" in errors[0]
     assert "Traceback" not in result.stderr
-    assert json.loads(result.stdout or "[]") == []
+    assert result.stdout == ""  # no empty list when nothing was fetched
 
 
 @pytest.mark.parametrize(
