@@ -384,7 +384,18 @@ class PassphraseKeySource:
                     hint=f"set {ENV_PASSPHRASE} or run dashtam from a terminal",
                 )
             prompt = self._prompt
-            value = await asyncio.wait_for(asyncio.to_thread(prompt, confirm), self._timeout)
+            # A daemon thread: a prompt nobody answers must not hold the process at
+            # exit once its timeout has been reported.
+            try:
+                value = await asyncio.wait_for(
+                    in_daemon_thread(lambda: prompt(confirm), name="passphrase prompt"),
+                    self._timeout,
+                )
+            except TimeoutError:
+                raise NoKeySource(
+                    f"no passphrase was typed within {self._timeout:g} s",
+                    hint=f"run the command again and type it, or set {ENV_PASSPHRASE}",
+                ) from None
         if not value:
             raise NoKeySource("an empty passphrase protects nothing", hint="choose a passphrase")
         register_secret(value)

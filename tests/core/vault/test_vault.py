@@ -6,6 +6,8 @@ import asyncio
 import base64
 import hashlib
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ from dashtam_cli.core.vault.vault import OpenOptions, Vault, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+    from pathlib import Path
 
     from dashtam_cli.core.settings import Settings
 
@@ -503,6 +506,48 @@ def test_passphrase_key_file(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert run(settings, lambda v: read_token(v, ids["tok"]), prompt=prompt) == SECRETS[0]
     assert prompts == [False]
+
+
+_UNANSWERED_PROMPT = """
+import asyncio, pathlib, sys, threading, time
+from dashtam_cli.core.vault.errors import NoKeySource
+from dashtam_cli.core.vault.keys import PassphraseKeySource
+
+def prompt(confirm):
+    threading.Event().wait()  # nobody ever types
+
+source = PassphraseKeySource(pathlib.Path(sys.argv[1]), environ={}, prompt=prompt, timeout=0.3)
+
+async def main():
+    try:
+        await source.save(bytes(32))  # a new key file: asks for the passphrase
+    except NoKeySource as exc:
+        print(exc.message, "|", exc.hint)
+
+started = time.monotonic()
+asyncio.run(main())
+print(f"returned after {time.monotonic() - started:.1f} s", flush=True)
+"""
+
+
+def test_an_unanswered_passphrase_prompt_times_out_and_lets_the_process_exit(
+    tmp_path: Path,
+) -> None:
+    """The prompt's thread is abandoned at its timeout: one clear error, and the process ends."""
+    key_file = tmp_path / "key.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _UNANSWERED_PROMPT, str(key_file)],
+        capture_output=True,
+        text=True,
+        # Far above the 0.3 s timeout: only a process held by the prompt's thread gets here.
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no passphrase was typed within 0.3 s" in done.stdout
+    assert "DASHTAM_PASSPHRASE" in done.stdout
+    assert "returned after" in done.stdout
+    assert not key_file.exists()
 
 
 def test_two_processes_creating_at_once_agree_on_one_key() -> None:
