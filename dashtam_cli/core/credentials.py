@@ -64,6 +64,18 @@ async def _from_vault(vault: Vault, spec: ProviderSpec) -> tuple[str, str, str |
     return client_id, secret, row.redirect_uri
 
 
+def _redirect(spec: ProviderSpec, from_env: str | None, stored: str | None) -> tuple[str, str]:
+    """The redirect URI to use, and how to name where it is set (for hints)."""
+    if from_env:
+        return from_env, spec.redirect_uri_env
+    if stored:
+        return stored, (
+            f"the redirect URI saved by `dashtam providers configure {spec.name} "
+            f"--redirect-uri` (or set {spec.redirect_uri_env})"
+        )
+    return spec.default_redirect_uri, spec.redirect_uri_env
+
+
 async def resolve_credentials(
     vault: Vault, spec: ProviderSpec, environ: Mapping[str, str] | None = None
 ) -> AppCredentials:
@@ -72,12 +84,11 @@ async def resolve_credentials(
     env_redirect = env.get(spec.redirect_uri_env, "").strip() or None
     from_env = _from_env(spec, env)
     stored = await _from_vault(vault, spec) if from_env is None or env_redirect is None else None
+    redirect, setting = _redirect(spec, env_redirect, stored[2] if stored else None)
     if from_env is not None:
-        redirect = env_redirect or (stored[2] if stored else None) or spec.default_redirect_uri
-        return AppCredentials(from_env[0], from_env[1], redirect, "environment")
+        return AppCredentials(from_env[0], from_env[1], redirect, "environment", setting)
     if stored is not None:
-        redirect = env_redirect or stored[2] or spec.default_redirect_uri
-        return AppCredentials(stored[0], stored[1], redirect, "vault")
+        return AppCredentials(stored[0], stored[1], redirect, "vault", setting)
     raise ConfigError(
         f"no app credentials for {spec.display_name}",
         hint=f"run: dashtam providers configure {spec.name} --client-id ID, or set "

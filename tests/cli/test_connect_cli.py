@@ -422,6 +422,34 @@ def test_a_port_in_use_is_reported_before_a_browser_opens(
     assert oauth.authorize_queries == []
 
 
+def test_a_port_in_use_names_the_saved_redirect_uri_when_it_came_from_the_vault(
+    cli: CliCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The redirect URI was saved with `providers configure`: the hint says so, not the variable."""
+    for name in ("SCHWAB_API_KEY", "SCHWAB_API_SECRET", "SCHWAB_REDIRECT_URI"):
+        monkeypatch.delenv(name, raising=False)
+    blocker = socket.create_server(("127.0.0.1", 0))
+    port = blocker.getsockname()[1]
+    try:
+        saved = cli(
+            "providers",
+            "configure",
+            "schwab",
+            "--client-id",
+            "stored-app-key",
+            "--redirect-uri",
+            f"https://127.0.0.1:{port}",
+            input="stored-secret\n",
+        )
+        assert saved.exit_code == 0, saved.stderr
+        result = cli("connect", "schwab", "--no-browser", "--timeout", "5")
+    finally:
+        blocker.close()
+    assert result.exit_code == 1, result.stderr
+    assert f"error: port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "dashtam providers configure schwab --redirect-uri" in result.stderr
+
+
 # --- in-process: connect ---------------------------------------------------
 
 

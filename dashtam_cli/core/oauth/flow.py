@@ -201,7 +201,7 @@ async def _obtain_code(
         pending.target,
         ssl_context=context,
         check_state=pending.check_state,
-        setting=pending.spec.redirect_uri_env,
+        setting=pending.credentials.redirect_setting or pending.spec.redirect_uri_env,
     )
     async with listener:
         notify(
@@ -265,7 +265,10 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
     )
     async with open_vault(settings, vault_options) as vault:
         credentials = await resolve_credentials(vault, spec, env)
-        target = parse_redirect_uri(credentials.redirect_uri, setting=spec.redirect_uri_env)
+        target = parse_redirect_uri(
+            credentials.redirect_uri,
+            setting=credentials.redirect_setting or spec.redirect_uri_env,
+        )
         if await connection_exists(vault, name) and options.confirm_replace is not None:
             confirm = options.confirm_replace
             if not await asyncio.to_thread(confirm, name):

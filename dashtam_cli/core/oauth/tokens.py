@@ -30,6 +30,8 @@ class AppCredentials:
     client_secret: str = dataclasses.field(repr=False)
     redirect_uri: str
     source: str
+    # Where the redirect URI is set, as a hint names it ("choose another port in ...").
+    redirect_setting: str = ""
 
     def __post_init__(self) -> None:
         """Mask the secret (and the client id, which identifies the app) in every log."""
