@@ -311,20 +311,21 @@ class TokenManager:
                 hint = "try again in a few minutes" if status in _TRY_LATER else exc.hint
                 raise RefreshFailed(exc.message, hint=hint) from None
             await store_tokens(self.vault, info.id, response.tokens)
-        await audit.record(
-            self.vault,
-            operation="oauth.refresh",
-            outcome="ok",
-            provider=info.provider,
-            connection_id=info.id,
-            connection_name=info.name,
-            http_status=response.http_status,
-            duration_ms=response.duration_ms,
-            correlation_id=response.correlation_id,
-            detail="refresh token rotated"
-            if response.tokens.refresh_token != tokens.refresh_token
-            else "refresh token kept",
-        )
+            # Still inside: a signal held off until now must not cost the audit entry.
+            await audit.record(
+                self.vault,
+                operation="oauth.refresh",
+                outcome="ok",
+                provider=info.provider,
+                connection_id=info.id,
+                connection_name=info.name,
+                http_status=response.http_status,
+                duration_ms=response.duration_ms,
+                correlation_id=response.correlation_id,
+                detail="refresh token rotated"
+                if response.tokens.refresh_token != tokens.refresh_token
+                else "refresh token kept",
+            )
         log.info("refreshed the access token of %r", info.name)
         return response.tokens
 

@@ -21,6 +21,7 @@ from token_support import (
     token_set,
 )
 
+from dashtam_cli.core import tokens as tokens_module
 from dashtam_cli.core.connections import list_connections, load_tokens
 from dashtam_cli.core.errors import ExitCode, ReauthRequired
 from dashtam_cli.core.models import ConnectionInfo
@@ -491,6 +492,31 @@ def test_describe_remaining(delta: dt.timedelta, words: str) -> None:
 
 
 # --- signals ------------------------------------------------------------------------------------
+
+
+def test_a_signal_during_a_refresh_waits_for_the_tokens_and_the_audit_entry(
+    oauth: OAuthServer, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the new tokens are being stored: they are stored and audited, then it stops."""
+    add_connection(NAME, token_set(START, access_in=dt.timedelta(minutes=2)))
+    store = tokens_module.store_tokens
+
+    async def interrupted_store(*args: Any, **kwargs: Any) -> None:
+        signal.raise_signal(signal.SIGINT)  # held off: the store goes on
+        await store(*args, **kwargs)
+
+    monkeypatch.setattr(tokens_module, "store_tokens", interrupted_store)
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            refresh(clock)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+    (issued,) = oauth.issued
+    assert stored(NAME)[1].access_token == issued["access_token"]
+    (entry, *_) = audit_of(NAME)
+    assert (entry.operation, entry.outcome, entry.http_status) == ("oauth.refresh", "ok", 200)
 
 
 def test_hold_signals_defers_sigint_to_the_end_of_the_block() -> None:
