@@ -405,6 +405,21 @@ def test_destroy_with_yes_removes_the_files_and_the_key(
     assert status["state"] == "absent"
 
 
+def test_destroy_of_a_vault_with_loose_modes_still_removes_the_key(
+    cli: CliCall, isolated_env: Path, memory_keyring: MemoryKeyring
+) -> None:
+    """A vault file made world-readable is refused for use, but destroy still finds its key."""
+    init = _init(cli)
+    vault_file = _vault_file(isolated_env)
+    vault_file.chmod(0o644)
+    assert cli("vault", "status", "--format", "json").exit_code != 0  # refused for use
+    result = cli("vault", "destroy", "--yes")
+    assert result.exit_code == 0, result.stderr
+    assert f"removed keyring entry dashtam/vault-{init['vault_id']}" in result.stderr
+    assert not vault_file.exists()
+    assert memory_keyring.entries == {}
+
+
 # audit list
 
 UTC = dt.UTC

@@ -75,10 +75,11 @@ def sidecar_files(db: Path) -> list[Path]:
     return [db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
 
 
-def check_private(path: Path, *, directory: bool = False) -> None:
+def check_private(path: Path, *, directory: bool = False, modes: bool = True) -> None:
     """Refuse ``path`` if another user owns it or group or others may read or write it.
 
-    The error names the command that fixes it.
+    The error names the command that fixes it. ``modes=False`` lets loose
+    permissions pass (a symbolic link or another owner is still refused).
     """
     try:
         info = path.lstat()
@@ -94,7 +95,7 @@ def check_private(path: Path, *, directory: bool = False) -> None:
             f"{path} is owned by user id {info.st_uid}, not by you",
             hint=f"take it back if it is yours: sudo chown $(id -u):$(id -g) '{path}'",
         )
-    if info.st_mode & 0o077:
+    if modes and info.st_mode & 0o077:
         wanted = "700" if directory else "600"
         mode = stat.S_IMODE(info.st_mode)
         raise UnsafeFiles(

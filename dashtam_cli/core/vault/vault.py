@@ -393,12 +393,18 @@ async def open_vault(
         await engine.dispose()
 
 
-async def read_plain_meta(settings: Settings) -> tuple[int, dict[str, bytes], dict[str, int]]:
-    """Read what needs no key: schema version, plain metadata and row counts."""
+async def read_plain_meta(
+    settings: Settings, *, modes: bool = True
+) -> tuple[int, dict[str, bytes], dict[str, int]]:
+    """Read what needs no key: schema version, plain metadata and row counts.
+
+    ``modes=False`` reads a vault whose files have loose permissions (for
+    destroy, which removes them anyway); links and other owners stay refused.
+    """
     path = settings.paths.vault_file
-    files.check_private(path.parent, directory=True)
+    files.check_private(path.parent, directory=True, modes=modes)
     for file in files.sidecar_files(path):
-        files.check_private(file)
+        files.check_private(file, modes=modes)
     engine = db.create_engine(path)
     try:
         async with db.reading(engine) as conn:
@@ -417,8 +423,10 @@ async def destroy_vault(settings: Settings) -> list[str]:
     removed: list[str] = []
     meta: dict[str, bytes] = {}
     if path.exists():
+        # Loose modes do not stop a destroy from finding the vault id, so the
+        # keyring entry goes with the files; a link or another owner's file does.
         with contextlib.suppress(VaultError):
-            _, meta, _ = await read_plain_meta(settings)
+            _, meta, _ = await read_plain_meta(settings, modes=False)
     if _META_VAULT_ID in meta:
         kind = meta.get(_META_KEY_STORE, b"keyring").decode()
         vault_id = meta[_META_VAULT_ID].decode()
