@@ -624,18 +624,25 @@ async def fetch_transactions(
         stored = await _known_accounts(session.vault, session.info.id)
         recent = _recent_list(stored, options.clock())
         chosen = _select(recent, options.account) if recent is not None else []
-        if chosen:
+        if not chosen:
+            chosen = _select(await _listed_accounts(session, stored, options), options.account)
+        else:
             # The last account list is minutes old: use its hashes and skip a round trip.
             try:
                 transactions = await _account_transactions(session, chosen, window, options)
             except ApiError as exc:
                 if exc.http_status not in _STALE_REFERENCE_STATUSES:
                     raise
-                # Perhaps a hash Schwab no longer knows: ask for the list again, once.
+                # Perhaps a hash Schwab no longer knows: ask for the list, and try
+                # again only if a hash did change (else the error is about something else).
+                listed = await _listed_accounts(session, stored, options)
+                current = {k.number: k.hash_value for k in listed}
+                if all(current.get(k.number) == k.hash_value for k in chosen):
+                    raise
+                chosen = _select(listed, options.account)
             else:
                 matched.append(len(chosen))
                 return transactions
-        chosen = _select(await _listed_accounts(session, stored, options), options.account)
         matched.append(len(chosen))
         return await _account_transactions(session, chosen, window, options)
 

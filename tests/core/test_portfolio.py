@@ -321,6 +321,27 @@ def test_a_stale_stored_hash_leads_to_one_fresh_list(router: respx.MockRouter, s
     assert numbers_asked(moved) == 1
 
 
+def test_a_400_with_hashes_that_are_still_current_is_not_sent_twice(
+    router: respx.MockRouter, brokerage: dict[str, str]
+) -> None:
+    """The list is asked again, shows the same hashes: the 400 is reported, no second round."""
+    fetch(fetch_accounts, router)
+    refused = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    refused.get(f"{API}/accounts/accountNumbers").mock(
+        return_value=json_response(account_numbers_body(list(brokerage.items())))
+    )
+    refused.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(
+        return_value=json_response('{"message":"Bad request","errors":["bad symbol"]}', 400)
+    )
+
+    result = fetch(fetch_transactions, refused, since=SINCE, until=UNTIL, symbol="???")
+
+    (failure,) = result.failures
+    assert "HTTP 400" in failure.error.message
+    assert numbers_asked(refused) == 1
+    assert sorted(transaction_hashes(refused)) == sorted(brokerage.values())  # once each
+
+
 def test_a_stored_hash_is_not_retried_for_other_errors(
     router: respx.MockRouter, brokerage: dict[str, str]
 ) -> None:
