@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Required, Self, TypedDict, Unpack
 
 from sqlalchemy import select
 
@@ -16,7 +16,7 @@ from dashtam_cli.core.vault import db, schema
 if TYPE_CHECKING:
     from dashtam_cli.core.vault.vault import Vault
 
-__all__ = ["AuditWriter", "list_audit", "record"]
+__all__ = ["AuditWriter", "Fields", "list_audit", "record"]
 
 _MAX_DETAIL = 500
 
@@ -25,49 +25,39 @@ def _clean(value: str | None) -> str | None:
     return None if value is None else redact(value)[:_MAX_DETAIL]
 
 
-def _row(  # noqa: PLR0913 - one keyword per audit column
-    *,
-    operation: str,
-    outcome: str,
-    connection_id: str | None = None,
-    connection_name: str | None = None,
-    provider: str | None = None,
-    http_status: int | None = None,
-    duration_ms: int | None = None,
-    correlation_id: str | None = None,
-    detail: str | None = None,
-    at: dt.datetime | None = None,
-) -> dict[str, Any]:
+class Fields(TypedDict, total=False):
+    """The columns a caller gives for one entry (``operation`` and ``outcome`` are required)."""
+
+    operation: Required[str]
+    outcome: Required[str]
+    connection_id: str | None
+    connection_name: str | None
+    provider: str | None
+    http_status: int | None
+    duration_ms: int | None
+    correlation_id: str | None
+    detail: str | None
+    at: dt.datetime | None
+
+
+def _row(fields: Fields) -> dict[str, Any]:
     """One audit row, redacted and stamped now (not when it reaches the disk)."""
     return {
         "id": str(uuid.uuid4()),
-        "at": db.utcnow_text(at),
-        "connection_id": connection_id,
-        "connection_name": _clean(connection_name),
-        "provider": _clean(provider),
-        "operation": _clean(operation),
-        "outcome": _clean(outcome),
-        "http_status": http_status,
-        "duration_ms": duration_ms,
-        "correlation_id": _clean(correlation_id),
-        "detail": _clean(detail),
+        "at": db.utcnow_text(fields.get("at")),
+        "connection_id": fields.get("connection_id"),
+        "connection_name": _clean(fields.get("connection_name")),
+        "provider": _clean(fields.get("provider")),
+        "operation": _clean(fields["operation"]),
+        "outcome": _clean(fields["outcome"]),
+        "http_status": fields.get("http_status"),
+        "duration_ms": fields.get("duration_ms"),
+        "correlation_id": _clean(fields.get("correlation_id")),
+        "detail": _clean(fields.get("detail")),
     }
 
 
-async def record(  # noqa: PLR0913 - one keyword per audit column
-    vault: Vault,
-    *,
-    operation: str,
-    outcome: str,
-    connection_id: str | None = None,
-    connection_name: str | None = None,
-    provider: str | None = None,
-    http_status: int | None = None,
-    duration_ms: int | None = None,
-    correlation_id: str | None = None,
-    detail: str | None = None,
-    at: dt.datetime | None = None,
-) -> str:
+async def record(vault: Vault, **fields: Unpack[Fields]) -> str:
     """Append one entry to the audit log and return its id.
 
     Every text field passes through the secret registry first, so a token or
@@ -75,18 +65,7 @@ async def record(  # noqa: PLR0913 - one keyword per audit column
     Callers pass operation names and outcomes, never URLs with query strings
     or request bodies.
     """
-    row = _row(
-        operation=operation,
-        outcome=outcome,
-        connection_id=connection_id,
-        connection_name=connection_name,
-        provider=provider,
-        http_status=http_status,
-        duration_ms=duration_ms,
-        correlation_id=correlation_id,
-        detail=detail,
-        at=at,
-    )
+    row = _row(fields)
     async with vault.writing() as conn:
         await conn.execute(schema.audit_log.insert(), [row])
     return str(row["id"])
@@ -120,9 +99,9 @@ class AuditWriter:
         """Write what is left, then raise the first write's error, if any."""
         await self.flush()
 
-    def add(self, **fields: Any) -> None:  # noqa: ANN401 - the columns of ``record``
+    def add(self, **fields: Unpack[Fields]) -> None:
         """Queue one entry (the keywords of :func:`record`); it is written shortly."""
-        self._pending.append(_row(**fields))
+        self._pending.append(_row(fields))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._drain())
 
