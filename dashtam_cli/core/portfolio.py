@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import decimal
+import hashlib
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
@@ -250,6 +251,20 @@ def _positions(account: Account, raw: dict[str, Any]) -> list[Position]:
     return result
 
 
+def transaction_id(account_id: str, activity: object) -> str:
+    """``str(uuid.uuid5(NAMESPACE, f"{account_id}:{activity}"))``, computed without the UUID object.
+
+    The same text as uuid5 gives (a test holds it to that), so ids already in
+    a cache stay valid; a third of the cost, which counts at thousands of rows.
+    """
+    name = f"{account_id}:{activity}".encode()
+    digest = bytearray(hashlib.sha1(_TXN_NAMESPACE.bytes + name).digest()[:16])  # noqa: S324 - uuid5's own hash
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction | None:
     activity = raw.get("activityId")
     time_text = raw.get("time") or raw.get("tradeDate")
@@ -270,7 +285,7 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
     except ValueError:
         return None
     return Transaction(
-        id=str(uuid.uuid5(_TXN_NAMESPACE, f"{account_id}:{activity}")),
+        id=transaction_id(account_id, activity),
         account_id=account_id,
         account=masked,
         time=moment,

@@ -189,6 +189,23 @@ def test_transactions_from_the_fixture(router: respx.MockRouter, brokerage: dict
     assert len({t.id for t in transactions}) == 2
 
 
+@pytest.mark.parametrize(
+    ("account_id", "activity"),
+    [
+        ("3f2a9c1e-0b7d-4e58-9a61-2c4d8e0f1a2b", 98765432109),
+        ("3f2a9c1e-0b7d-4e58-9a61-2c4d8e0f1a2b", 2**63 - 1),
+        ("a", 0),
+        ("compte-é", "text-id"),
+    ],
+)
+def test_transaction_id_is_uuid5_text(account_id: str, activity: object) -> None:
+    """The fast id is exactly uuid5 of the namespace and "account:activity", as cached ids were."""
+    from dashtam_cli.core.portfolio import _TXN_NAMESPACE, transaction_id
+
+    expected = str(uuid.uuid5(_TXN_NAMESPACE, f"{account_id}:{activity}"))
+    assert transaction_id(account_id, activity) == expected
+
+
 @pytest.mark.usefixtures("brokerage")
 def test_transaction_ids_are_stable(router: respx.MockRouter) -> None:
     """The same activity fetched twice keeps its id, so the cache updates instead of duplicating."""
