@@ -105,7 +105,7 @@ def data(runs: int) -> Table:
     import data_bench
 
     # Each run takes seconds (the serial one about 3 s): a few are enough for a median.
-    runs = max(3, runs // 5)
+    runs = max(5, runs // 3)
     return Table.pairs(
         [
             *data_bench.schwab_fetch(per_account=100, runs=runs),
