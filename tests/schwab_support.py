@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.models import ConnectionInfo
 
-# CI puts a copy of shared/ beside the clone: <repo root>/../shared.
+# Copies of Schwab's reference fixtures and spec, kept in the repository (see its README).
 REPO: Final = Path(__file__).resolve().parents[1]
-FIXTURES: Final = REPO / ".." / "shared" / "reference" / "schwab" / "fixtures"
+REFERENCE: Final = REPO / "tests" / "reference" / "schwab"
+FIXTURES: Final = REFERENCE / "fixtures"
 
 BASE_URL: Final = "https://schwab.test"
 API: Final = BASE_URL + "/trader/v1"

@@ -1,6 +1,6 @@
 """The sandbox's answers validate against Schwab's OpenAPI spec and have the live fixtures' keys.
 
-The spec (``shared/reference/schwab/openapi/account_orders_openapi.yaml``) is
+The spec (``tests/reference/schwab/openapi/account_orders_openapi.yaml``) is
 OpenAPI 3.0. It is turned into JSON Schema (2020-12) by :func:`to_json_schema`
 (``nullable``, ``discriminator`` mappings, ``$ref`` siblings) and then patched
 by :data:`PATCHES`, one entry per difference between the spec and live data
@@ -16,7 +16,6 @@ import copy
 import datetime as dt
 import json
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jsonschema
@@ -25,17 +24,14 @@ import referencing
 import yaml
 from referencing.jsonschema import DRAFT202012
 from sandbox_support import SandboxApi, transactions_query
+from schwab_support import FIXTURES, REFERENCE
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
 
     from sandbox_support import RunningSandbox
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "schwab"
 SPEC_FILE = REFERENCE / "openapi" / "account_orders_openapi.yaml"
-FIXTURES = REFERENCE / "fixtures"
-if not SPEC_FILE.is_file():  # the reference lives next to the repository, not in it
-    pytest.skip(f"Schwab's OpenAPI spec is not at {SPEC_FILE}", allow_module_level=True)
 
 SPEC_URI = "urn:schwab:trader-api"
 TYPES = (
