@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,21 +14,6 @@ if TYPE_CHECKING:
 audit_app = typer.Typer(
     name="audit", help="Read the audit log of provider operations.", no_args_is_help=True
 )
-
-
-def _parse_since(value: str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    try:
-        if len(value) == 10:  # noqa: PLR2004 - YYYY-MM-DD
-            moment = dt.datetime.combine(dt.date.fromisoformat(value), dt.time())
-        else:
-            moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        msg = f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
-        raise typer.BadParameter(msg) from None
-    # A time without an offset is the user's local time.
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 @audit_app.command("list")
@@ -56,7 +40,7 @@ def list_(
     from dashtam_cli.core.models import AuditEntry
     from dashtam_cli.core.vault.vault import open_vault
 
-    start = _parse_since(since)
+    start = options.parse_when(since)
     opts = prompts.open_options()
 
     async def job(conf: Settings) -> list[AuditEntry]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -25,24 +24,6 @@ ACCOUNT = typer.Option(
     help="Only this account: its id, or the last digits of its number.",
     show_default=False,
 )
-
-
-def parse_when(value: str | None, *, end_of_day: bool = False) -> dt.datetime | None:
-    """A date (YYYY-MM-DD, local midnight; the end of that day for --until) or an ISO 8601 time."""
-    if value is None:
-        return None
-    try:
-        if len(value) == 10:  # noqa: PLR2004 - YYYY-MM-DD
-            day = dt.date.fromisoformat(value)
-            moment = dt.datetime.combine(
-                day + dt.timedelta(days=1) if end_of_day else day, dt.time()
-            )
-        else:
-            moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        msg = f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
-        raise typer.BadParameter(msg) from None
-    return moment if moment.tzinfo else moment.astimezone()
 
 
 def _nothing_fetched(ctx: typer.Context, result: FetchResult[Any]) -> None:
@@ -188,8 +169,8 @@ def transactions_list(
     fetch = FetchOptions(
         connection=connection,
         account=account,
-        since=parse_when(since),
-        until=parse_when(until, end_of_day=True),
+        since=options.parse_when(since),
+        until=options.parse_when(until, end_of_day=True),
         types=tuple(wanted),
         symbol=symbol,
     )
