@@ -461,14 +461,23 @@ async def _store_transactions(vault: Vault, transactions: Sequence[Transaction])
 
 
 async def _connection_accounts(
-    session: _Session, options: FetchOptions
+    session: _Session,
+    options: FetchOptions,
+    numbers: Sequence[tuple[str, str]] | None = None,
 ) -> tuple[list[tuple[Account, str, list[Position]]], dict[str, str]]:
-    """Fetch and store one connection's accounts with positions; return them and their hashes."""
+    """Fetch and store one connection's accounts with positions; return them and their hashes.
+
+    ``numbers`` are the (number, hash) pairs when the caller has just asked for
+    them; otherwise they are asked for alongside the accounts.
+    """
     client, vault, info = session.client, session.vault, session.info
-    numbers_task = asyncio.ensure_future(client.account_numbers())
-    raws_task = asyncio.ensure_future(client.accounts())
-    await gather_all(numbers_task, raws_task)
-    numbers, raws = numbers_task.result(), raws_task.result()
+    if numbers is None:
+        numbers_task = asyncio.ensure_future(client.account_numbers())
+        raws_task = asyncio.ensure_future(client.accounts())
+        await gather_all(numbers_task, raws_task)
+        numbers, raws = numbers_task.result(), raws_task.result()
+    else:
+        raws = await client.accounts()
     for number, _ in numbers:
         register_secret(number)
     hashes = dict(numbers)
@@ -610,16 +619,15 @@ async def _listed_accounts(
     session: _Session, stored: Sequence[_Known], options: FetchOptions
 ) -> list[_Known]:
     """The accounts as Schwab lists them now, each with its stored id and current hash."""
-    client, vault, info = session.client, session.vault, session.info
-    numbers = await client.account_numbers()
+    numbers = await session.client.account_numbers()
     for number, _ in numbers:
         register_secret(number)
     ids = {k.number: k.id for k in stored}
     if any(number not in ids for number, _ in numbers):
         # Accounts seen for the first time get their row (and stable id) first,
         # so their transactions have a parent.
-        await _connection_accounts(session, options)
-        ids = {k.number: k.id for k in await _known_accounts(vault, info.id)}
+        accounts, _ = await _connection_accounts(session, options, numbers)
+        ids.update((number, account.id) for account, number, _ in accounts)
     return [_Known(ids[n], n, h) for n, h in numbers if n in ids]
 
 
