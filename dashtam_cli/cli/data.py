@@ -34,10 +34,9 @@ def _nothing_fetched(ctx: typer.Context, result: FetchResult[Any]) -> None:
 
 
 def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
-    """After the data: each failed connection on its own stderr line, then exit 3."""
+    """After the data (``_nothing_fetched`` came first): each failure on its line, then exit 3."""
     from dashtam_cli.core.errors import PartialFailure
 
-    _nothing_fetched(ctx, result)
     if not result.failures:
         return
     err = runtime.stderr(ctx)
