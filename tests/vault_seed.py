@@ -42,13 +42,13 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
     rows: dict[str, list[dict[str, Any]]] = {name: [] for name in schema.TABLES}
     now = db.utcnow_text()
 
-    def sealed(table: str, row_id: str, field: str, plain: str | None) -> bytes | None:
+    def sealed(table: str, row_id: str, field: str, plain: str | None, owner: str) -> bytes | None:
         if plain is None:
             nulls.add((table, row_id, field))
             return None
         data = plain.encode()
         plaintexts[(table, row_id, field)] = data
-        return vault.seal(table, row_id, field, data)
+        return vault.seal(table, row_id, field, data, owner=owner)
 
     for provider in ("schwab", "fidelity"):
         row_id = _id()
@@ -57,10 +57,14 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                 "id": row_id,
                 "provider": provider,
                 "client_id": sealed(
-                    "provider_credentials", row_id, "client_id", f"cid-{provider}-{_id()}"
+                    "provider_credentials", row_id, "client_id", f"cid-{provider}-{_id()}", provider
                 ),
                 "client_secret": sealed(
-                    "provider_credentials", row_id, "client_secret", f"csecret-{uuid.uuid4().hex}"
+                    "provider_credentials",
+                    row_id,
+                    "client_secret",
+                    f"csecret-{uuid.uuid4().hex}",
+                    provider,
                 ),
                 "redirect_uri": "https://127.0.0.1:8182/callback",
                 "created_at": now,
@@ -87,8 +91,10 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
             {
                 "id": token_id,
                 "connection_id": conn_id,
-                "access_token": sealed("tokens", token_id, "access_token", f"access-{_id()}"),
-                "refresh_token": sealed("tokens", token_id, "refresh_token", refresh),
+                "access_token": sealed(
+                    "tokens", token_id, "access_token", f"access-{_id()}", conn_id
+                ),
+                "refresh_token": sealed("tokens", token_id, "refresh_token", refresh, conn_id),
                 "token_type": "Bearer",
                 "issued_at": now,
                 "access_expires_at": now,
@@ -103,12 +109,18 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
             {
                 "id": account_id,
                 "connection_id": conn_id,
-                "number": sealed("accounts", account_id, "number", f"ACCT-{i}-{_id()[:8]}"),
-                "payload": sealed("accounts", account_id, "payload", payload),
+                "number": sealed(
+                    "accounts", account_id, "number", f"ACCT-{i}-{_id()[:8]}", conn_id
+                ),
+                "payload": sealed("accounts", account_id, "payload", payload, conn_id),
                 "fetched_at": now,
                 # One account without a provider reference: a NULL sealed field.
                 "provider_ref": sealed(
-                    "accounts", account_id, "provider_ref", None if i == 0 else f"HASH{_id()}"
+                    "accounts",
+                    account_id,
+                    "provider_ref",
+                    None if i == 0 else f"HASH{_id()}",
+                    conn_id,
                 ),
             }
         )
@@ -119,7 +131,7 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                 {
                     "id": position_id,
                     "account_id": account_id,
-                    "payload": sealed("positions", position_id, "payload", payload),
+                    "payload": sealed("positions", position_id, "payload", payload, account_id),
                     "fetched_at": now,
                 }
             )
@@ -132,7 +144,13 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                 "id": txn_id,
                 "account_id": account_ids[n % len(account_ids)],
                 "occurred_at": f"2024-01-01T00:00:{n % 60:02d}.000000+00:00",
-                "payload": sealed("transactions", txn_id, "payload", payload + _id()),
+                "payload": sealed(
+                    "transactions",
+                    txn_id,
+                    "payload",
+                    payload + _id(),
+                    account_ids[n % len(account_ids)],
+                ),
                 "fetched_at": now,
             }
         )
@@ -159,7 +177,10 @@ async def read_all(vault: Vault) -> tuple[dict[Field, bytes], set[Field]]:
     async with vault.reading() as conn:
         for name, fields in schema.SEALED_FIELDS.items():
             table = schema.metadata.tables[name]
-            result = await conn.execute(select(table.c.id, *(table.c[f] for f in fields)))
+            owner = schema.OWNER_COLUMNS[name]
+            result = await conn.execute(
+                select(table.c.id, table.c[owner], *(table.c[f] for f in fields))
+            )
             for row in result.mappings():
                 for field in fields:
                     blob = row[field]
@@ -167,7 +188,7 @@ async def read_all(vault: Vault) -> tuple[dict[Field, bytes], set[Field]]:
                         nulls.add((name, row["id"], field))
                     else:
                         opened[(name, row["id"], field)] = vault.unseal(
-                            name, row["id"], field, blob
+                            name, row["id"], field, blob, owner=row[owner]
                         )
     return opened, nulls
 

@@ -79,9 +79,14 @@ def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = 
 
     opts = prompts.open_options()
     result = runtime.run(ctx, lambda conf: service.rotate_key(conf, opts))
-    runtime.stderr(ctx).print(
-        f"re-sealed {result.fields_resealed} fields with the new key", markup=False
-    )
+    err = runtime.stderr(ctx)
+    err.print(f"re-sealed {result.fields_resealed} fields with the new key", markup=False)
+    if result.damaged_rows:
+        err.print(
+            f"warning: {result.damaged_rows} cached row(s) already failed their integrity check "
+            "and were left as they were; the next fetch replaces them",
+            markup=False,
+        )
     runtime.renderer(ctx, fmt).one(result)
 
 

@@ -105,11 +105,15 @@ async def _write_tokens(
     existing = await conn.scalar(select(table.c.id).where(table.c.connection_id == connection_id))
     row_id = existing or str(uuid.uuid4())
     values = {
-        "access_token": vault.seal(table.name, row_id, "access_token", tokens.access_token),
+        "access_token": vault.seal(
+            table.name, row_id, "access_token", tokens.access_token, owner=connection_id
+        ),
         "refresh_token": (
             None
             if tokens.refresh_token is None
-            else vault.seal(table.name, row_id, "refresh_token", tokens.refresh_token)
+            else vault.seal(
+                table.name, row_id, "refresh_token", tokens.refresh_token, owner=connection_id
+            )
         ),
         "token_type": tokens.token_type,
         "issued_at": db.utcnow_text(tokens.issued_at),
@@ -201,11 +205,12 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
             f"the connection {name!r} has no tokens",
             hint=f"log in again: dashtam connect {info.provider} --name {name}",
         )
-    access = vault.unseal_text(t.name, row.id, "access_token", row.access_token)
+    owner = row.connection_id
+    access = vault.unseal_text(t.name, row.id, "access_token", row.access_token, owner=owner)
     refresh = (
         None
         if row.refresh_token is None
-        else vault.unseal_text(t.name, row.id, "refresh_token", row.refresh_token)
+        else vault.unseal_text(t.name, row.id, "refresh_token", row.refresh_token, owner=owner)
     )
     register_secret(access)
     register_secret(refresh)

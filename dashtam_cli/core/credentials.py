@@ -59,8 +59,9 @@ async def _from_vault(vault: Vault, spec: ProviderSpec) -> tuple[str, str, str |
         row = (await conn.execute(select(table).where(table.c.provider == spec.name))).one_or_none()
     if row is None:
         return None
-    client_id = vault.unseal_text(table.name, row.id, "client_id", row.client_id)
-    secret = vault.unseal_text(table.name, row.id, "client_secret", row.client_secret)
+    owner = row.provider
+    client_id = vault.unseal_text(table.name, row.id, "client_id", row.client_id, owner=owner)
+    secret = vault.unseal_text(table.name, row.id, "client_secret", row.client_secret, owner=owner)
     return client_id, secret, row.redirect_uri
 
 
@@ -113,8 +114,10 @@ async def store_credentials(
         existing = await conn.scalar(select(table.c.id).where(table.c.provider == spec.name))
         row_id = existing or str(uuid.uuid4())
         values = {
-            "client_id": vault.seal(table.name, row_id, "client_id", client_id),
-            "client_secret": vault.seal(table.name, row_id, "client_secret", client_secret),
+            "client_id": vault.seal(table.name, row_id, "client_id", client_id, owner=spec.name),
+            "client_secret": vault.seal(
+                table.name, row_id, "client_secret", client_secret, owner=spec.name
+            ),
             "redirect_uri": redirect_uri,
             "updated_at": now,
         }

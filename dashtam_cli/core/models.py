@@ -100,6 +100,8 @@ class KeyRotation(Record):
     old_key_id: str
     new_key_id: str
     fields_resealed: int
+    # Cached rows that already failed their integrity check, left as they were.
+    damaged_rows: int = 0
     key_source: str
 
 

@@ -162,12 +162,14 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
         ).all()
     known = []
     for row in rows:
-        number = vault.unseal_text(table.name, row.id, "number", row.number)
+        number = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
         register_secret(number)
         reference = (
             None
             if row.provider_ref is None
-            else vault.unseal_text(table.name, row.id, "provider_ref", row.provider_ref)
+            else vault.unseal_text(
+                table.name, row.id, "provider_ref", row.provider_ref, owner=connection_id
+            )
         )
         known.append(_Known(row.id, number, reference, row.fetched_at))
     return known
@@ -388,11 +390,15 @@ async def _store_accounts(
         {
             "id": account.id,
             "connection_id": info.id,
-            "number": vault.seal(table.name, account.id, "number", number),
-            "payload": vault.seal(table.name, account.id, "payload", _dumps(account)),
+            "number": vault.seal(table.name, account.id, "number", number, owner=info.id),
+            "payload": vault.seal(
+                table.name, account.id, "payload", _dumps(account), owner=info.id
+            ),
             "fetched_at": stamp,
             "provider_ref": (
-                vault.seal(table.name, account.id, "provider_ref", references[number])
+                vault.seal(
+                    table.name, account.id, "provider_ref", references[number], owner=info.id
+                )
                 if number in references
                 else None
             ),
@@ -407,7 +413,9 @@ async def _store_accounts(
                 {
                     "id": row_id,
                     "account_id": account.id,
-                    "payload": vault.seal(ptable.name, row_id, "payload", _dumps(position)),
+                    "payload": vault.seal(
+                        ptable.name, row_id, "payload", _dumps(position), owner=account.id
+                    ),
                     "fetched_at": stamp,
                 }
             )
@@ -451,7 +459,7 @@ async def _store_transactions(vault: Vault, transactions: Sequence[Transaction])
             txn.id,
             txn.account_id,
             db.utcnow_text(txn.time),
-            vault.seal(table, txn.id, "payload", txn.model_dump_json()),
+            vault.seal(table, txn.id, "payload", txn.model_dump_json(), owner=txn.account_id),
             now,
         )
         for txn in transactions

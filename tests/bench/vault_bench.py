@@ -23,11 +23,13 @@ def seal_open_throughput(records: int = 100_000) -> list[tuple[str, str]]:
     sealer = crypto.Sealer(crypto.new_key())
     ids = [str(uuid.uuid4()) for _ in range(records)]
     started = time.perf_counter()
-    blobs = [sealer.seal("transactions", row_id, "payload", PAYLOAD) for row_id in ids]
+    blobs = [
+        sealer.seal("transactions", row_id, "payload", PAYLOAD, owner="account") for row_id in ids
+    ]
     sealed = time.perf_counter() - started
     started = time.perf_counter()
     for row_id, blob in zip(ids, blobs, strict=True):
-        sealer.open("transactions", row_id, "payload", blob)
+        sealer.open("transactions", row_id, "payload", blob, owner="account")
     opened = time.perf_counter() - started
     return [
         ("seal (records/s)", f"{records / sealed:,.0f}"),
@@ -60,8 +62,8 @@ async def _fill(home: Path, count: int) -> None:
                 schema.accounts.insert().values(
                     id=account_id,
                     connection_id=conn_id,
-                    number=vault.seal("accounts", account_id, "number", "12345678"),
-                    payload=vault.seal("accounts", account_id, "payload", b"{}"),
+                    number=vault.seal("accounts", account_id, "number", "12345678", owner=conn_id),
+                    payload=vault.seal("accounts", account_id, "payload", b"{}", owner=conn_id),
                     fetched_at=now,
                 )
             )
@@ -73,7 +75,9 @@ async def _fill(home: Path, count: int) -> None:
                         "id": row_id,
                         "account_id": account_id,
                         "occurred_at": now,
-                        "payload": vault.seal("transactions", row_id, "payload", PAYLOAD),
+                        "payload": vault.seal(
+                            "transactions", row_id, "payload", PAYLOAD, owner=account_id
+                        ),
                         "fetched_at": now,
                     }
                 )

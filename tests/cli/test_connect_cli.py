@@ -99,8 +99,8 @@ def add_connection(name: str, *, account: bool = False) -> ConnectionInfo:
                     schema.accounts.insert().values(
                         id=row_id,
                         connection_id=info.id,
-                        number=vault.seal("accounts", row_id, "number", "12345678"),
-                        payload=vault.seal("accounts", row_id, "payload", "{}"),
+                        number=vault.seal("accounts", row_id, "number", "12345678", owner=info.id),
+                        payload=vault.seal("accounts", row_id, "payload", "{}", owner=info.id),
                         fetched_at=now.isoformat(),
                     )
                 )

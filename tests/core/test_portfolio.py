@@ -242,7 +242,9 @@ def test_the_cache_is_sealed(router: respx.MockRouter, brokerage: dict[str, str]
                     for t in (schema.accounts, schema.positions, schema.transactions)
                 }
                 row = (await conn.execute(select(schema.transactions).limit(1))).one()
-            payload = vault.unseal_text("transactions", row.id, "payload", row.payload)
+            payload = vault.unseal_text(
+                "transactions", row.id, "payload", row.payload, owner=row.account_id
+            )
         return counts, payload
 
     counts, payload = asyncio.run(read())

@@ -1,4 +1,4 @@
-"""AES-256-GCM sealing of single fields, bound to their table, row, field and key."""
+"""AES-256-GCM sealing of single fields, bound to their table, row, owner, field and key."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ KEY_BYTES: Final = 32
 NONCE_BYTES: Final = 12
 TAG_BYTES: Final = 16
 KEY_ID_BYTES: Final = 8
-BLOB_VERSION: Final = 1
+BLOB_VERSION: Final = 2
+# Blobs of format 1 were bound to table, row, field and key, not to the row's
+# owner; they are opened only to re-seal a vault of that age in format 2.
+LEGACY_BLOB_VERSION: Final = 1
 _HEADER: Final = struct.Struct(f">B{KEY_ID_BYTES}s{NONCE_BYTES}s")
 MIN_BLOB: Final = _HEADER.size + TAG_BYTES
 _KEY_CHECK_PLAINTEXT: Final = b"dashtam vault key check v1"
@@ -58,26 +61,30 @@ def parse_blob(blob: bytes) -> tuple[int, bytes, bytes, bytes]:
         msg = f"sealed blob is {len(blob)} bytes, shorter than the minimum {MIN_BLOB}"
         raise BlobFormatError(msg)
     version, key_id, nonce = _HEADER.unpack_from(blob)
-    if version != BLOB_VERSION:
+    if version not in {BLOB_VERSION, LEGACY_BLOB_VERSION}:
         msg = f"sealed blob has format version {version}, this dashtam reads {BLOB_VERSION}"
         raise BlobFormatError(msg)
     return version, key_id, nonce, blob[_HEADER.size :]
 
 
-def _aad(table: str, row_id: str, field: str, key_id: bytes) -> bytes:
-    # NUL cannot occur in our table, id or field names, so the join is unambiguous.
-    return b"\0".join(
-        (b"dashtam/v1", table.encode(), row_id.encode(), field.encode(), key_id.hex().encode())
-    )
+def _aad(table: str, row_id: str, field: str, key_id: bytes, owner: str | None) -> bytes:
+    # NUL cannot occur in our table, id, owner or field names, so the join is
+    # unambiguous. ``owner`` None is format 1, which had no owner.
+    parts = [table.encode(), row_id.encode(), field.encode(), key_id.hex().encode()]
+    if owner is None:
+        return b"\0".join((b"dashtam/v1", *parts))
+    return b"\0".join((b"dashtam/v2", *parts, owner.encode()))
 
 
 class Sealer:
     """Seals and opens fields with one master key.
 
-    Blob layout (version 1): ``version (1 byte) | key id (8) | nonce (12) |
-    ciphertext | tag (16)``. The associated data binds the ciphertext to its
-    table, row id, field and key id, so a blob copied to another row or field
-    fails to open.
+    Blob layout: ``version (1 byte) | key id (8) | nonce (12) | ciphertext |
+    tag (16)``. The associated data of format 2 binds the ciphertext to its
+    table, row id, field, key id and *owner*: the row that the row belongs to
+    (a token's and an account's connection, a position's and a transaction's
+    account, a credential's provider). So a blob copied to another row or
+    field fails to open, and so does a row moved to another owner.
     """
 
     __slots__ = ("_aead", "key_id")
@@ -87,29 +94,44 @@ class Sealer:
         self.key_id = key_id_of(key)
         self._aead = AESGCM(key)
 
-    def seal(self, table: str, row_id: str, field: str, plaintext: bytes) -> bytes:
-        """Encrypt ``plaintext`` for one field of one row, with a fresh random nonce."""
+    def seal(self, table: str, row_id: str, field: str, plaintext: bytes, *, owner: str) -> bytes:
+        """Encrypt ``plaintext`` for one field of one row of ``owner``, with a fresh nonce."""
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._aead.encrypt(nonce, plaintext, _aad(table, row_id, field, self.key_id))
-        return _HEADER.pack(BLOB_VERSION, self.key_id, nonce) + sealed
+        aad = _aad(table, row_id, field, self.key_id, owner)
+        return _HEADER.pack(BLOB_VERSION, self.key_id, nonce) + self._aead.encrypt(
+            nonce, plaintext, aad
+        )
 
-    def open(self, table: str, row_id: str, field: str, blob: bytes) -> bytes:
-        """Decrypt a blob; raise ``InvalidTag`` or ``BlobFormatError`` if it is not from here."""
-        _, key_id, nonce, sealed = parse_blob(blob)
+    def open(  # noqa: PLR0913 - the whole address of a field
+        self, table: str, row_id: str, field: str, blob: bytes, *, owner: str, legacy: bool = False
+    ) -> bytes:
+        """Decrypt a blob; raise ``InvalidTag`` or ``BlobFormatError`` if it is not from here.
+
+        A format-1 blob (no owner) opens only with ``legacy=True``: once a vault
+        is re-sealed in format 2, an old blob put back in it is refused.
+        """
+        version, key_id, nonce, sealed = parse_blob(blob)
         if not hmac.compare_digest(key_id, self.key_id):
             raise InvalidTag
-        return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id))
+        if version == LEGACY_BLOB_VERSION:
+            if not legacy:
+                raise InvalidTag
+            return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id, None))
+        return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id, owner))
 
     def key_check(self, vault_id: str) -> bytes:
         """Seal the fixed key-check value for this vault."""
-        return self.seal("vault_meta", vault_id, "key_check", _KEY_CHECK_PLAINTEXT)
+        return self.seal("vault_meta", vault_id, "key_check", _KEY_CHECK_PLAINTEXT, owner=vault_id)
 
     def verify_key_check(self, vault_id: str, blob: bytes) -> bool:
-        """Return whether ``blob`` is this key's check value for this vault."""
+        """Return whether ``blob`` is this key's check value for this vault (either format)."""
         try:
-            return self.open("vault_meta", vault_id, "key_check", blob) == _KEY_CHECK_PLAINTEXT
+            opened = self.open(
+                "vault_meta", vault_id, "key_check", blob, owner=vault_id, legacy=True
+            )
         except (InvalidTag, BlobFormatError):
             return False
+        return opened == _KEY_CHECK_PLAINTEXT
 
 
 def wrap_key(  # noqa: PLR0913 - the scrypt parameters travel with the file

@@ -338,6 +338,50 @@ def _vet(backend: Any) -> None:  # noqa: ANN401
 
 
 _KDF: Final = {"n": 2**17, "r": 8, "p": 1}
+# What a key file may ask of scrypt. The parameters need no signature: they
+# feed the derivation, so a changed one derives another key and fails the
+# AES-GCM tag. The bounds keep a damaged or hostile file from asking for
+# terabytes of memory (scrypt takes 128 * n * r bytes) or a crash.
+_KDF_MIN_LOG2_N: Final = 14
+_KDF_MAX_LOG2_N: Final = 22
+_KDF_MAX_R: Final = 32
+_KDF_MAX_P: Final = 16
+_KDF_MAX_MEMORY: Final = 2 * 1024**3
+_KEY_FILE_MAX_BYTES: Final = 64 * 1024
+_SALT_BYTES: Final = 16
+
+
+def _kdf_problem(params: Mapping[str, object], salt: bytes) -> str | None:
+    """Say what is wrong with a key file's scrypt parameters, or None when they are sane."""
+    values: dict[str, int] = {}
+    for name, value in params.items():
+        if type(value) is not int:
+            return f"scrypt parameter {name} is not a whole number"
+        values[name] = value
+    n, r, p = values["n"], values["r"], values["p"]
+    if n <= 0 or n & (n - 1) or not _KDF_MIN_LOG2_N <= n.bit_length() - 1 <= _KDF_MAX_LOG2_N:
+        return (
+            f"scrypt parameter n must be a power of two from 2^{_KDF_MIN_LOG2_N} "
+            f"to 2^{_KDF_MAX_LOG2_N}"
+        )
+    if not 1 <= r <= _KDF_MAX_R or not 1 <= p <= _KDF_MAX_P:
+        return f"scrypt parameters r and p must be 1 to {_KDF_MAX_R} and 1 to {_KDF_MAX_P}"
+    if 128 * n * r > _KDF_MAX_MEMORY:
+        return "scrypt parameters ask for more than 2 GiB of memory"
+    if len(salt) != _SALT_BYTES:
+        return f"the salt is {len(salt)} bytes, not {_SALT_BYTES}"
+    return None
+
+
+def _read_small(path: Path) -> str:
+    """Read a key file: a real file (no link), of a sane size, in UTF-8."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(_KEY_FILE_MAX_BYTES + 1)
+    if len(data) > _KEY_FILE_MAX_BYTES:
+        msg = f"larger than {_KEY_FILE_MAX_BYTES} bytes"
+        raise ValueError(msg)
+    return data.decode("utf-8")
 
 
 class PassphraseKeySource:
@@ -403,18 +447,22 @@ class PassphraseKeySource:
         return value
 
     async def _read(self, path: Path) -> bytes | None:
+        damaged = "restore it from a backup; without it the vault cannot be opened"
         try:
-            doc = json.loads(path.read_text(encoding="utf-8"))  # noqa: ASYNC240 - a tiny local file
-            params = {k: int(doc["kdf"][k]) for k in ("n", "r", "p")}
-            salt = base64.b64decode(doc["salt"])
-            wrapped = base64.b64decode(doc["wrapped"])
+            doc = json.loads(_read_small(path))
+            params = {k: doc["kdf"][k] for k in ("n", "r", "p")}
+            salt = base64.b64decode(doc["salt"], validate=True)
+            wrapped = base64.b64decode(doc["wrapped"], validate=True)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
             raise VaultError(
                 f"the key file {path} is unreadable or damaged ({type(exc).__name__})",
-                hint="restore it from a backup; without it the vault cannot be opened",
+                hint=damaged,
             ) from None
+        problem = _kdf_problem(params, salt)
+        if problem:
+            raise VaultError(f"the key file {path} is damaged: {problem}", hint=damaged)
         passphrase = await self._get_passphrase(confirm=False)
         from cryptography.exceptions import InvalidTag
 

@@ -15,7 +15,7 @@ from sqlalchemy import (
     Text,
 )
 
-__all__ = ["SEALED_FIELDS", "TABLES", "metadata"]
+__all__ = ["OWNER_COLUMNS", "SEALED_FIELDS", "TABLES", "metadata"]
 
 metadata = MetaData()
 
@@ -134,6 +134,16 @@ SEALED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "accounts": ("number", "payload", "provider_ref"),
     "positions": ("payload",),
     "transactions": ("payload",),
+}
+
+# The column naming each sealed table's owner, which every sealed field of the
+# row is bound to: moving a row to another owner breaks its seal.
+OWNER_COLUMNS: Final[dict[str, str]] = {
+    "provider_credentials": "provider",
+    "tokens": "connection_id",
+    "accounts": "connection_id",
+    "positions": "account_id",
+    "transactions": "account_id",
 }
 
 # The tables `vault status` counts, in the order it prints them.

@@ -67,12 +67,14 @@ async def status(settings: Settings, options: OpenOptions) -> VaultStatus:
 
 async def rotate_key(settings: Settings, options: OpenOptions) -> KeyRotation:
     """Re-seal the vault with a new master key."""
-    async with open_vault(settings, dataclasses.replace(options, create=False)) as vault:
+    opts = dataclasses.replace(options, create=False, exclusive=True)
+    async with open_vault(settings, opts) as vault:
         result = await vault.rotate_key()
         return KeyRotation(
             old_key_id=result.old_key_id,
             new_key_id=result.new_key_id,
             fields_resealed=result.fields_resealed,
+            damaged_rows=result.damaged_rows,
             key_source=vault.key_source.description,
         )
 

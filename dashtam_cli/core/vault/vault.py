@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Any, Final
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import bindparam, func, select, update
 
-from dashtam_cli.core.vault import crypto, db, files, schema
+from dashtam_cli.core.vault import crypto, db, files, locks, schema
 from dashtam_cli.core.vault.errors import (
     KeyMissing,
     NoKeySource,
     RecordTampered,
+    UnsafeFiles,
     VaultError,
     VaultNotFound,
     WrongKey,
@@ -47,6 +48,10 @@ _META_KEY_ID: Final = "key_id"
 _META_KEY_CHECK: Final = "key_check"
 _META_KEY_STORE: Final = "key_store"
 _META_CREATED: Final = "created_at"
+_META_SEAL_FORMAT: Final = "seal_format"
+# The sealing format of every field: 2 binds each field to its row's owner.
+# A vault without the entry was sealed in format 1 and is upgraded on open.
+SEAL_FORMAT: Final = 2
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -58,21 +63,31 @@ class OpenOptions:
     ``None`` takes the ``key_store`` setting.
     ``prompt``: asks the user for the key file's passphrase (``confirm`` = ask
     twice); without it, only ``DASHTAM_PASSPHRASE`` is used.
+    ``exclusive``: hold the vault alone (no other dashtam process has it open
+    meanwhile); a key rotation needs it.
     """
 
     create: bool = False
     key_store: str | None = None
     prompt: Callable[[bool], str] | None = None
     environ: Mapping[str, str] | None = None
+    exclusive: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RotationResult:
-    """What a key rotation did."""
+    """What a key rotation did.
+
+    ``damaged_rows``: cached rows (accounts, positions, transactions) that
+    already failed their integrity check; they are left exactly as they were
+    (still unreadable) rather than stop the rotation, and the next fetch
+    replaces them.
+    """
 
     old_key_id: str
     new_key_id: str
     fields_resealed: int
+    damaged_rows: int = 0
 
 
 async def _read_meta(conn: AsyncConnection) -> dict[str, bytes]:
@@ -109,7 +124,7 @@ def _key_source(
 class Vault:
     """An open vault: its engine, its key, and the sealing of its fields."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only, as open_vault assembles them
         self,
         *,
         path: Path,
@@ -117,9 +132,11 @@ class Vault:
         vault_id: str,
         sealer: crypto.Sealer,
         key_source: KeySource,
+        exclusive: bool = False,
     ) -> None:
         """Hold the pieces :func:`open_vault` assembled."""
         self.path = path
+        self.exclusive = exclusive
         self.engine = engine
         self.vault_id = vault_id
         self.key_source = key_source
@@ -144,21 +161,20 @@ class Vault:
         """A read-only snapshot."""
         return db.reading(self.engine)
 
-    def seal(self, table: str, row_id: str, field: str, plaintext: bytes | str) -> bytes:
-        """Seal one field of one row."""
+    def seal(
+        self, table: str, row_id: str, field: str, plaintext: bytes | str, *, owner: str
+    ) -> bytes:
+        """Seal one field of one row; ``owner`` is the row's value of ``schema.OWNER_COLUMNS``."""
         data = plaintext.encode("utf-8") if isinstance(plaintext, str) else plaintext
-        return self._sealer.seal(table, row_id, field, data)
+        return self._sealer.seal(table, row_id, field, data, owner=owner)
 
-    def unseal(self, table: str, row_id: str, field: str, blob: bytes) -> bytes:
+    def unseal(self, table: str, row_id: str, field: str, blob: bytes, *, owner: str) -> bytes:
         """Open one sealed field; a blob that does not belong there raises RecordTampered."""
-        try:
-            return self._sealer.open(table, row_id, field, bytes(blob))
-        except (InvalidTag, crypto.BlobFormatError):
-            raise RecordTampered(table, row_id, field) from None
+        return _open_field(self._sealer, table, row_id, field, blob, owner=owner)
 
-    def unseal_text(self, table: str, row_id: str, field: str, blob: bytes) -> str:
+    def unseal_text(self, table: str, row_id: str, field: str, blob: bytes, *, owner: str) -> str:
         """Open a sealed text field."""
-        return self.unseal(table, row_id, field, blob).decode("utf-8")
+        return self.unseal(table, row_id, field, blob, owner=owner).decode("utf-8")
 
     async def counts(self) -> dict[str, int]:
         """Rows per table."""
@@ -169,13 +185,27 @@ class Vault:
     ) -> RotationResult:
         """Re-seal every sealed field with a new key, in one transaction.
 
-        Order, so that a failure or a kill at any point loses nothing:
+        The vault must be open with ``exclusive=True``: no other dashtam
+        process has it open until this returns (see :mod:`.locks`). Order, so
+        that a failure or a kill at any point loses nothing:
+
         1. the new key is stored as *pending* beside the current one;
-        2. one write transaction re-seals every field and records the new key id;
-        3. after the commit, the pending key replaces the current one.
+        2. one write transaction re-seals every field, reading the rows in
+           batches so memory does not grow with the vault, and records the
+           new key id;
+        3. after the commit, the pending key replaces the current one, and the
+           key store is read back: success is reported only when it holds the
+           key the vault is now sealed with. Otherwise the rotation fails
+           loudly and the pending key stays, for the next opener to finish.
+
         Opening the vault finishes or discards an interrupted rotation: the
         vault's key id says which of the two keys it was sealed with.
         """
+        if not self.exclusive:
+            raise VaultError(
+                "a key rotation needs the vault opened for exclusive use",
+                hint="use dashtam vault rotate-key",
+            )
         progress = on_progress or (lambda _stage, _n: None)
         source = self.key_source
         if not source.rotatable:
@@ -186,32 +216,20 @@ class Vault:
         await source.save_pending(new_key)
         progress("pending-stored", 0)
         count = 0
+        damaged = 0
         try:
             async with self.writing() as conn:
                 for table_name, fields in schema.SEALED_FIELDS.items():
-                    table = schema.metadata.tables[table_name]
-                    rows = (
-                        await conn.execute(select(table.c.id, *(table.c[f] for f in fields)))
-                    ).all()
-                    batch: list[dict[str, Any]] = []
-                    for row in rows:
-                        values: dict[str, Any] = {"_id": row.id}
-                        for field in fields:
-                            blob = row._mapping[field]  # noqa: SLF001 - SQLAlchemy's public API
-                            if blob is not None:
-                                plain = self.unseal(table_name, row.id, field, blob)
-                                blob = new.seal(table_name, row.id, field, plain)
-                                count += 1
-                            values[field] = blob
-                        batch.append(values)
-                        progress("resealed", count)
-                    if batch:
-                        stmt = (
-                            update(table)
-                            .where(table.c.id == bindparam("_id"))
-                            .values({f: bindparam(f) for f in fields})
-                        )
-                        await conn.execute(stmt, batch)
+                    done = count
+
+                    def on_row(n: int, done: int = done) -> None:
+                        progress("resealed", done + n)
+
+                    resealed, skipped = await _reseal_table(
+                        conn, table_name, fields, old=old, new=new, on_row=on_row
+                    )
+                    count += resealed
+                    damaged += skipped
                 await _write_meta(
                     conn,
                     {
@@ -222,16 +240,195 @@ class Vault:
                 progress("committing", count)
         except BaseException:
             # The transaction rolled back: the vault is still sealed with the
-            # old key. Forget the new one (best effort: opening does it too).
+            # old key, and only this process may touch the pending one (it holds
+            # the vault alone). Forget it; an opener does it too if this fails.
             with contextlib.suppress(Exception):
                 await source.discard_pending()
             raise
         progress("committed", count)
         self._sealer = new
-        await source.promote_pending()
+        await self._confirm_key(new_key)
         progress("promoted", count)
+        if damaged:
+            log.warning(
+                "%d cached row(s) already failed their integrity check and were left as they "
+                "were; the next fetch replaces them",
+                damaged,
+            )
         log.info("vault key rotated: %d fields re-sealed", count)
-        return RotationResult(old.key_id.hex(), new.key_id.hex(), count)
+        return RotationResult(old.key_id.hex(), new.key_id.hex(), count, damaged)
+
+    async def seal_format(self) -> int:
+        """The sealing format the vault records (1 when it records none)."""
+        async with self.reading() as conn:
+            value = (await _read_meta(conn)).get(_META_SEAL_FORMAT, b"1")
+        try:
+            return int(value.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            raise RecordTampered("vault_meta", self.vault_id, _META_SEAL_FORMAT) from None
+
+    async def upgrade_seal_format(self) -> int:
+        """Re-seal every field of a format-1 vault in format 2, with the same key.
+
+        One transaction, so a kill leaves the vault as it was. Rows that do
+        not open are left as they were (still unreadable), so a damaged row
+        never stops a vault from opening; returns how many there were.
+        """
+        if not self.exclusive:
+            raise VaultError("upgrading the vault needs it opened for exclusive use")
+        sealer = self._sealer
+        damaged = 0
+        async with self.writing() as conn:
+            if (await _read_meta(conn)).get(_META_SEAL_FORMAT) == str(SEAL_FORMAT).encode():
+                return 0
+            for table_name, fields in schema.SEALED_FIELDS.items():
+                _, skipped = await _reseal_table(
+                    conn,
+                    table_name,
+                    fields,
+                    old=sealer,
+                    new=sealer,
+                    on_row=lambda _n: None,
+                    legacy=True,
+                    skip_damaged=True,
+                )
+                damaged += skipped
+            await _write_meta(
+                conn,
+                {
+                    _META_KEY_CHECK: sealer.key_check(self.vault_id),
+                    _META_SEAL_FORMAT: str(SEAL_FORMAT).encode(),
+                },
+            )
+        if damaged:
+            log.warning(
+                "%d row(s) that already failed their integrity check were left as they were",
+                damaged,
+            )
+        return damaged
+
+    async def _confirm_key(self, new_key: bytes) -> None:
+        """Make the committed key the stored one, and prove it by reading the store back."""
+        source = self.key_source
+        new_id = crypto.key_id_of(new_key)
+        kept = (
+            f"the vault is now sealed with the new key (id {new_id.hex()}), which is kept as the "
+            f"pending key in {source.description}"
+        )
+        finish = "fix the key store, then run `dashtam vault status`: opening the vault finishes it"
+        try:
+            await source.promote_pending()
+            stored = await source.load()
+            if stored is None or crypto.key_id_of(stored) != new_id:
+                # The pending key is not where this rotation left it. The key is
+                # still in memory: store it outright rather than lose the vault.
+                log.warning("the rotation's pending key went missing; storing the new key again")
+                await source.save(new_key)
+                stored = await source.load()
+        except VaultError as exc:
+            raise VaultError(f"{kept}, but storing it failed: {exc.message}", hint=finish) from None
+        if stored is None or crypto.key_id_of(stored) != new_id:
+            raise VaultError(
+                f"{kept}, but {source.description} does not hold it after the rotation",
+                hint=finish,
+            )
+        async with self.reading() as conn:
+            committed = (await _read_meta(conn)).get(_META_KEY_ID, b"").decode()
+        if committed != new_id.hex():
+            raise VaultError(
+                f"after the rotation the vault records key id {committed}, not the new key "
+                f"{new_id.hex()}; both keys are kept",
+                hint="run `dashtam vault status` and report this as a bug",
+            )
+        with contextlib.suppress(VaultError):
+            await source.discard_pending()
+
+
+# Rows re-sealed per statement during a rotation: bounds memory whatever the vault's size.
+_RESEAL_BATCH: Final = 2000
+# Tables whose rows are a cache of the provider's data: a damaged one is left
+# as it is rather than stop a rotation (the next fetch replaces it). A damaged
+# token or credential still stops it: those cannot be fetched again.
+_CACHE_TABLES: Final = frozenset({"accounts", "positions", "transactions"})
+
+
+async def _reseal_table(  # noqa: PLR0913 - the pieces of one pass
+    conn: AsyncConnection,
+    table_name: str,
+    fields: tuple[str, ...],
+    *,
+    old: crypto.Sealer,
+    new: crypto.Sealer,
+    on_row: Callable[[int], None],
+    legacy: bool = False,
+    skip_damaged: bool = False,
+) -> tuple[int, int]:
+    """Re-seal one table in batches, in id order; return fields re-sealed and rows skipped.
+
+    ``legacy``: the table may hold format-1 blobs (a vault being upgraded).
+    ``skip_damaged``: leave rows that do not open in any table, not only the cache.
+    """
+    table = schema.metadata.tables[table_name]
+    owner_column = table.c[schema.OWNER_COLUMNS[table_name]]
+    stmt = (
+        update(table)
+        .where(table.c.id == bindparam("_id"))
+        .values({f: bindparam(f) for f in fields})
+    )
+    count = 0
+    skipped = 0
+    last: str | None = None
+    while True:
+        query = select(table.c.id, owner_column.label("_owner"), *(table.c[f] for f in fields))
+        query = query.order_by(table.c.id)
+        if last is not None:
+            query = query.where(table.c.id > last)
+        rows = (await conn.execute(query.limit(_RESEAL_BATCH))).all()
+        if not rows:
+            return count, skipped
+        batch: list[dict[str, Any]] = []
+        for row in rows:
+            values: dict[str, Any] = {"_id": row.id}
+            try:
+                for field in fields:
+                    blob = row._mapping[field]  # noqa: SLF001 - SQLAlchemy's public API
+                    if blob is not None:
+                        owner = row._owner  # noqa: SLF001 - a labelled column
+                        plain = _open_field(
+                            old, table_name, row.id, field, blob, owner=owner, legacy=legacy
+                        )
+                        blob = new.seal(table_name, row.id, field, plain, owner=owner)
+                    values[field] = blob
+            except RecordTampered:
+                if table_name not in _CACHE_TABLES and not skip_damaged:
+                    raise
+                skipped += 1
+                continue
+            count += sum(1 for f in fields if values[f] is not None)
+            batch.append(values)
+            on_row(count)
+        if batch:
+            await conn.execute(stmt, batch)
+        last = rows[-1].id
+
+
+def _open_field(  # noqa: PLR0913 - the whole address of a field
+    sealer: crypto.Sealer,
+    table: str,
+    row_id: str,
+    field: str,
+    blob: object,
+    *,
+    owner: object,
+    legacy: bool = False,
+) -> bytes:
+    """Open one sealed field; anything that is not a blob sealed there raises RecordTampered."""
+    if not isinstance(blob, (bytes, bytearray, memoryview)) or not isinstance(owner, str):
+        raise RecordTampered(table, str(row_id), field)
+    try:
+        return sealer.open(table, row_id, field, bytes(blob), owner=owner, legacy=legacy)
+    except (InvalidTag, crypto.BlobFormatError):
+        raise RecordTampered(table, row_id, field) from None
 
 
 async def _counts(engine: AsyncEngine) -> dict[str, int]:
@@ -279,31 +476,68 @@ async def _unlock(
     source = _key_source(kind, vault_id, settings, options, env)
     expected = meta[_META_KEY_ID].decode()
     key = await source.load()
-    if key is not None and crypto.key_id_of(key).hex() == expected:
-        with contextlib.suppress(VaultError):
-            await source.discard_pending()  # a rotation that never committed
-    else:
-        pending = await source.load_pending()
-        if pending is not None and crypto.key_id_of(pending).hex() == expected:
-            # The rotation committed but was stopped before its last step.
-            log.warning("finishing an interrupted key rotation")
-            await source.promote_pending()
-            key = pending
-        elif key is None:
-            raise KeyMissing(
-                f"the vault at {path} holds data but its master key is not in {source.description}",
-                hint=_restore_hint(kind, vault_id, settings),
-            )
-        else:
-            raise WrongKey(
-                f"the master key from {source.description} is not this vault's key "
-                f"(key id {crypto.key_id_of(key).hex()}, the vault expects {expected})",
+    pending = await source.load_pending()
+    if pending is not None or key is None or crypto.key_id_of(key).hex() != expected:
+        # The caller holds the vault's shared (or exclusive) lock, so no rotation
+        # is running: a pending key is what a stopped one left behind. Decide
+        # under the recovery lock, on a fresh reading of the vault and the store,
+        # so two openers never act on what the other has just changed.
+        async with locks.recovering(path):
+            async with db.reading(engine) as conn:
+                meta = await _read_meta(conn)
+            expected = meta[_META_KEY_ID].decode()
+            key = await source.load()
+            pending = await source.load_pending()
+            key = await _settle_pending(
+                source,
+                key,
+                pending,
+                expected=expected,
+                path=path,
                 hint=_restore_hint(kind, vault_id, settings),
             )
     sealer = crypto.Sealer(key)
     if not sealer.verify_key_check(vault_id, meta.get(_META_KEY_CHECK, b"")):
         raise RecordTampered("vault_meta", vault_id, _META_KEY_CHECK)
     return vault_id, sealer, source
+
+
+async def _settle_pending(  # noqa: PLR0913 - keyword-only: the state being settled
+    source: KeySource,
+    key: bytes | None,
+    pending: bytes | None,
+    *,
+    expected: str,
+    path: Path,
+    hint: str,
+) -> bytes:
+    """Return the key the vault is sealed with, finishing or discarding a stopped rotation."""
+    if key is not None and crypto.key_id_of(key).hex() == expected:
+        if pending is not None:
+            log.info("discarding the new key of a key rotation that never committed")
+            await source.discard_pending()
+        return key
+    if pending is not None and crypto.key_id_of(pending).hex() == expected:
+        # The rotation committed but was stopped before its last step.
+        log.warning("finishing an interrupted key rotation")
+        await source.promote_pending()
+        stored = await source.load()
+        if stored is None or crypto.key_id_of(stored).hex() != expected:
+            raise VaultError(
+                f"could not make the rotated key current in {source.description}",
+                hint="the new key is kept as pending; fix the key store and run the command again",
+            )
+        return pending
+    if key is None:
+        raise KeyMissing(
+            f"the vault at {path} holds data but its master key is not in {source.description}",
+            hint=hint,
+        )
+    raise WrongKey(
+        f"the master key from {source.description} is not this vault's key "
+        f"(key id {crypto.key_id_of(key).hex()}, the vault expects {expected})",
+        hint=hint,
+    )
 
 
 def _restore_hint(kind: str, vault_id: str, settings: Settings) -> str:
@@ -348,6 +582,7 @@ async def _initialise(
                     _META_KEY_ID: sealer.key_id.hex().encode(),
                     _META_KEY_CHECK: sealer.key_check(vault_id),
                     _META_CREATED: db.utcnow_text().encode(),
+                    _META_SEAL_FORMAT: str(SEAL_FORMAT).encode(),
                 },
             )
             log.info("created the vault's master key in %s", source.description)
@@ -364,33 +599,70 @@ async def open_vault(
     Checks, in order: file ownership and modes; the schema version (a newer
     vault is refused untouched); the key (wrong and missing keys are told
     apart, and a new key is never made over an existing vault); then pending
-    migrations are applied.
+    migrations are applied. A vault sealed before fields were bound to their
+    owner is re-sealed once, holding the vault alone (see :mod:`.locks`).
     """
     opts = options or OpenOptions()
     env = os.environ if opts.environ is None else opts.environ
+    for _ in range(2):
+        async with _opened(settings, opts, env) as (vault, needs_upgrade):
+            if not needs_upgrade:
+                yield vault
+                return
+        # Upgrading takes the vault alone: let go of it, upgrade, open again.
+        log.warning("re-sealing the vault once so every field is bound to its owner")
+        exclusive = dataclasses.replace(opts, create=False, exclusive=True)
+        async with _opened(settings, exclusive, env):
+            pass
+    raise VaultError(  # pragma: no cover - the exclusive open above upgrades it
+        "the vault could not be upgraded to the current sealing format",
+        hint="run the command again",
+    )
+
+
+@contextlib.asynccontextmanager
+async def _opened(
+    settings: Settings, opts: OpenOptions, env: Mapping[str, str]
+) -> AsyncIterator[tuple[Vault, bool]]:
+    """Open the vault under its lock; yield it and whether it still needs the owner upgrade."""
     path = settings.paths.vault_file
     _prepare_files(path, create=opts.create)
-    engine = db.create_engine(path)
-    try:
-        async with db.reading(engine) as conn:
-            version = await db.read_schema_version(conn)
-        db.check_not_too_new(version, path)
-        if version == 0:
-            if not opts.create:
-                raise VaultNotFound(
-                    f"the vault at {path} was never initialised", hint="run: dashtam vault init"
-                )
-            await db.migrate(engine, path)
-            vault_id, sealer, source = await _unlock(engine, settings, opts, env)
-        else:
-            # The key is verified before any migration writes to an existing vault.
-            vault_id, sealer, source = await _unlock(engine, settings, opts, env)
-            applied = await db.migrate(engine, path)
-            if applied:
-                log.info("vault schema migrated to version %d", applied[-1])
-        yield Vault(path=path, engine=engine, vault_id=vault_id, sealer=sealer, key_source=source)
-    finally:
-        await engine.dispose()
+    use = locks.exclusive_use(path) if opts.exclusive else locks.shared_use(path)
+    async with use:
+        engine = db.create_engine(path)
+        try:
+            async with db.reading(engine) as conn:
+                version = await db.read_schema_version(conn)
+            db.check_not_too_new(version, path)
+            if version == 0:
+                if not opts.create:
+                    raise VaultNotFound(
+                        f"the vault at {path} was never initialised",
+                        hint="run: dashtam vault init",
+                    )
+                await db.migrate(engine, path)
+                vault_id, sealer, source = await _unlock(engine, settings, opts, env)
+            else:
+                # The key is verified before any migration writes to an existing vault.
+                vault_id, sealer, source = await _unlock(engine, settings, opts, env)
+                applied = await db.migrate(engine, path)
+                if applied:
+                    log.info("vault schema migrated to version %d", applied[-1])
+            vault = Vault(
+                path=path,
+                engine=engine,
+                vault_id=vault_id,
+                sealer=sealer,
+                key_source=source,
+                exclusive=opts.exclusive,
+            )
+            needs_upgrade = await vault.seal_format() < SEAL_FORMAT
+            if needs_upgrade and opts.exclusive:
+                await vault.upgrade_seal_format()
+                needs_upgrade = False
+            yield vault, needs_upgrade
+        finally:
+            await engine.dispose()
 
 
 async def read_plain_meta(
@@ -418,7 +690,37 @@ async def read_plain_meta(
 
 
 async def destroy_vault(settings: Settings) -> list[str]:
-    """Delete the vault's files and its key; return what was removed (paths and key entries)."""
+    """Delete the vault's files and its key; return what was removed (paths and key entries).
+
+    It waits for the vault to be free (no rotation, no other command using
+    it), so a running rotation cannot store a key for a vault already gone.
+    """
+    path = settings.paths.vault_file
+    async with contextlib.AsyncExitStack() as stack:
+        if path.parent.is_dir():
+            try:
+                await stack.enter_async_context(locks.exclusive_use(path))
+            except UnsafeFiles as exc:
+                # A lock file that is a link or another user's: destroy anyway.
+                log.warning("destroying without the vault's lock: %s", exc.message)
+        return await _destroy(settings)
+    raise AssertionError  # pragma: no cover - the block above always returns (for mypy)
+
+
+async def _delete_keyring_key(settings: Settings, meta: Mapping[str, bytes]) -> list[str]:
+    if _META_VAULT_ID not in meta or meta.get(_META_KEY_STORE, b"keyring") != b"keyring":
+        return []
+    vault_id = meta[_META_VAULT_ID].decode()
+    source = KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
+    try:
+        await source.delete()
+    except NoKeySource as exc:
+        log.warning("could not remove the key from the keyring: %s", exc.message)
+        return []
+    return [f"keyring entry dashtam/vault-{vault_id}"]
+
+
+async def _destroy(settings: Settings) -> list[str]:
     path = settings.paths.vault_file
     removed: list[str] = []
     meta: dict[str, bytes] = {}
@@ -427,16 +729,7 @@ async def destroy_vault(settings: Settings) -> list[str]:
         # keyring entry goes with the files; a link or another owner's file does.
         with contextlib.suppress(VaultError):
             _, meta, _ = await read_plain_meta(settings, modes=False)
-    if _META_VAULT_ID in meta:
-        kind = meta.get(_META_KEY_STORE, b"keyring").decode()
-        vault_id = meta[_META_VAULT_ID].decode()
-        if kind == "keyring":
-            source: KeySource = KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
-            try:
-                await source.delete()
-                removed.append(f"keyring entry dashtam/vault-{vault_id}")
-            except NoKeySource as exc:
-                log.warning("could not remove the key from the keyring: %s", exc.message)
+    removed.extend(await _delete_keyring_key(settings, meta))
     for key_file in (
         settings.paths.key_file,
         settings.paths.key_file.with_name("vault.key.pending"),
@@ -448,4 +741,8 @@ async def destroy_vault(settings: Settings) -> list[str]:
         if file.exists():
             file.unlink()
             removed.append(str(file))
+    for lock_file in locks.lock_files(path):
+        # Not reported: they hold nothing. Removed last, while still locked.
+        if not lock_file.is_symlink():
+            lock_file.unlink(missing_ok=True)
     return removed

@@ -1,4 +1,4 @@
-"""Sealing: AES-256-GCM, fresh nonces, bound to table, row, field and key; exact framing."""
+"""Sealing: AES-256-GCM, fresh nonces, bound to table, row, owner, field and key; exact framing."""
 
 from __future__ import annotations
 
@@ -18,22 +18,22 @@ def sealer() -> crypto.Sealer:
 
 def test_round_trip_and_fresh_nonce(sealer: crypto.Sealer) -> None:
     """A sealed value opens to itself; sealing twice gives different blobs (fresh nonce)."""
-    first = sealer.seal("tokens", "row-1", "access_token", b"secret-token")
-    second = sealer.seal("tokens", "row-1", "access_token", b"secret-token")
+    first = sealer.seal("tokens", "row-1", "access_token", b"secret-token", owner="o")
+    second = sealer.seal("tokens", "row-1", "access_token", b"secret-token", owner="o")
     assert first != second
     assert first[9:21] != second[9:21]  # the nonces themselves differ
-    assert sealer.open("tokens", "row-1", "access_token", first) == b"secret-token"
+    assert sealer.open("tokens", "row-1", "access_token", first, owner="o") == b"secret-token"
     assert b"secret-token" not in first
 
 
 def test_blob_layout(sealer: crypto.Sealer) -> None:
     """Version byte, 8-byte key id, 12-byte nonce, then ciphertext and a 16-byte tag."""
-    blob = sealer.seal("t", "r", "f", b"abc")
+    blob = sealer.seal("t", "r", "f", b"abc", owner="o")
     assert blob[0] == crypto.BLOB_VERSION
     assert blob[1:9] == sealer.key_id
     assert len(blob) == 1 + 8 + 12 + 3 + 16
     version, key_id, nonce, sealed = crypto.parse_blob(blob)
-    assert (version, key_id, len(nonce), len(sealed)) == (1, sealer.key_id, 12, 19)
+    assert (version, key_id, len(nonce), len(sealed)) == (2, sealer.key_id, 12, 19)
 
 
 @pytest.mark.parametrize(
@@ -48,39 +48,71 @@ def test_blob_moved_elsewhere_fails(
     sealer: crypto.Sealer, table: str, row: str, field: str
 ) -> None:
     """A blob copied to another table, row or field does not open."""
-    blob = sealer.seal("tokens", "row-1", "access_token", b"secret")
+    blob = sealer.seal("tokens", "row-1", "access_token", b"secret", owner="o")
     with pytest.raises(InvalidTag):
-        sealer.open(table, row, field, blob)
+        sealer.open(table, row, field, blob, owner="o")
+
+
+def test_blob_of_a_row_moved_to_another_owner_fails(sealer: crypto.Sealer) -> None:
+    """The same table, row and field under another owner (a moved row) does not open."""
+    blob = sealer.seal("tokens", "row-1", "access_token", b"secret", owner="connection-a")
+    assert sealer.open("tokens", "row-1", "access_token", blob, owner="connection-a") == b"secret"
+    with pytest.raises(InvalidTag):
+        sealer.open("tokens", "row-1", "access_token", blob, owner="connection-b")
+
+
+def _format_1_blob(key: bytes, table: str, row: str, field: str, plaintext: bytes) -> bytes:
+    """A blob as dashtam sealed it before owners: format 1, no owner in the associated data."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key_id = crypto.key_id_of(key)
+    nonce = os.urandom(12)
+    aad = b"\0".join(
+        (b"dashtam/v1", table.encode(), row.encode(), field.encode(), key_id.hex().encode())
+    )
+    return bytes([1]) + key_id + nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def test_format_1_blobs_open_only_when_upgrading() -> None:
+    """An old blob opens with ``legacy=True`` (the one-time upgrade) and is refused otherwise."""
+    key = crypto.new_key()
+    sealer = crypto.Sealer(key)
+    old = _format_1_blob(key, "tokens", "row-1", "access_token", b"secret")
+    assert sealer.open("tokens", "row-1", "access_token", old, owner="x", legacy=True) == b"secret"
+    with pytest.raises(InvalidTag):
+        sealer.open("tokens", "row-1", "access_token", old, owner="x")
+    with pytest.raises(InvalidTag):
+        sealer.open("tokens", "row-2", "access_token", old, owner="x", legacy=True)
 
 
 def test_other_key_fails(sealer: crypto.Sealer) -> None:
     """A blob sealed with another key does not open, even with the same place."""
-    blob = crypto.Sealer(crypto.new_key()).seal("t", "r", "f", b"secret")
+    blob = crypto.Sealer(crypto.new_key()).seal("t", "r", "f", b"secret", owner="o")
     with pytest.raises(InvalidTag):
-        sealer.open("t", "r", "f", blob)
+        sealer.open("t", "r", "f", blob, owner="o")
 
 
 def test_flipped_bit_fails(sealer: crypto.Sealer) -> None:
     """Any altered byte of nonce, ciphertext or tag fails the check."""
-    blob = bytearray(sealer.seal("t", "r", "f", b"secret value"))
+    blob = bytearray(sealer.seal("t", "r", "f", b"secret value", owner="o"))
     for index in (10, 25, len(blob) - 1):
         altered = bytearray(blob)
         altered[index] ^= 0x01
         with pytest.raises(InvalidTag):
-            sealer.open("t", "r", "f", bytes(altered))
+            sealer.open("t", "r", "f", bytes(altered), owner="o")
 
 
 def test_parser_checks_exact_lengths(sealer: crypto.Sealer) -> None:
     """Blobs shorter than header plus tag, or of another version, are refused by the parser."""
-    blob = sealer.seal("t", "r", "f", b"")
+    blob = sealer.seal("t", "r", "f", b"", owner="o")
     assert len(blob) == crypto.MIN_BLOB
     crypto.parse_blob(blob)
     with pytest.raises(crypto.BlobFormatError, match="shorter"):
         crypto.parse_blob(blob[:-1])
-    with pytest.raises(crypto.BlobFormatError, match="version 2"):
-        crypto.parse_blob(b"\x02" + blob[1:])
+    with pytest.raises(crypto.BlobFormatError, match="version 3"):
+        crypto.parse_blob(b"\x03" + blob[1:])
     with pytest.raises(crypto.BlobFormatError):
-        sealer.open("t", "r", "f", b"")
+        sealer.open("t", "r", "f", b"", owner="o")
 
 
 def test_key_id_and_key_check() -> None:

@@ -49,6 +49,8 @@ def test_new_vault_is_private_including_wal_and_shm() -> None:
         "vault.sqlite3": 0o600,
         "vault.sqlite3-wal": 0o600,
         "vault.sqlite3-shm": 0o600,
+        "vault.lock": 0o600,
+        "vault.gate": 0o600,
     }
 
 

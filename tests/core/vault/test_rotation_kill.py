@@ -87,7 +87,7 @@ def test_injected_failure_loses_nothing(
     after = len(seeded.plaintexts) // 2 if stage == "resealed" else 0
 
     async def rotate() -> None:
-        async with open_vault(load_settings()) as vault:
+        async with open_vault(load_settings(), OpenOptions(exclusive=True)) as vault:
             await vault.rotate_key(on_progress=_fail_at(stage, after))
 
     with pytest.raises(InjectedFailure):
@@ -125,7 +125,7 @@ trust_test_backends()
 keyring.set_keyring(FileKeyring(keyring_file))
 
 from dashtam_cli.core.settings import load_settings
-from dashtam_cli.core.vault.vault import open_vault
+from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 
 def on_progress(name, count):
@@ -138,7 +138,7 @@ def on_progress(name, count):
 
 
 async def main():
-    async with open_vault(load_settings()) as vault:
+    async with open_vault(load_settings(), OpenOptions(exclusive=True)) as vault:
         await vault.rotate_key(on_progress=on_progress)
 
 

@@ -165,7 +165,7 @@ def test_rotation_stopped_after_commit_is_finished_on_open(
             raise InjectedFailure(stage)
 
     async def rotate() -> None:
-        async with open_vault(load_settings()) as vault:
+        async with open_vault(load_settings(), OpenOptions(exclusive=True)) as vault:
             await vault.rotate_key(on_progress=fail_after_commit)
 
     with pytest.raises(InjectedFailure):

@@ -73,8 +73,12 @@ async def fill(vault: Vault) -> dict[str, str]:
             schema.tokens.insert().values(
                 id=ids["tok"],
                 connection_id=ids["conn"],
-                access_token=vault.seal("tokens", ids["tok"], "access_token", SECRETS[0]),
-                refresh_token=vault.seal("tokens", ids["tok"], "refresh_token", SECRETS[1]),
+                access_token=vault.seal(
+                    "tokens", ids["tok"], "access_token", SECRETS[0], owner=ids["conn"]
+                ),
+                refresh_token=vault.seal(
+                    "tokens", ids["tok"], "refresh_token", SECRETS[1], owner=ids["conn"]
+                ),
                 token_type="Bearer",
                 issued_at=now,
                 access_expires_at=now,
@@ -86,10 +90,14 @@ async def fill(vault: Vault) -> dict[str, str]:
                 id=ids["cred"],
                 provider="schwab",
                 client_id=vault.seal(
-                    "provider_credentials", ids["cred"], "client_id", "app-key-123456"
+                    "provider_credentials",
+                    ids["cred"],
+                    "client_id",
+                    "app-key-123456",
+                    owner="schwab",
                 ),
                 client_secret=vault.seal(
-                    "provider_credentials", ids["cred"], "client_secret", SECRETS[2]
+                    "provider_credentials", ids["cred"], "client_secret", SECRETS[2], owner="schwab"
                 ),
                 created_at=now,
                 updated_at=now,
@@ -99,8 +107,12 @@ async def fill(vault: Vault) -> dict[str, str]:
             schema.accounts.insert().values(
                 id=ids["acct"],
                 connection_id=ids["conn"],
-                number=vault.seal("accounts", ids["acct"], "number", ACCOUNT_NUMBER),
-                payload=vault.seal("accounts", ids["acct"], "payload", '{"cash": "1000.00"}'),
+                number=vault.seal(
+                    "accounts", ids["acct"], "number", ACCOUNT_NUMBER, owner=ids["conn"]
+                ),
+                payload=vault.seal(
+                    "accounts", ids["acct"], "payload", '{"cash": "1000.00"}', owner=ids["conn"]
+                ),
                 fetched_at=now,
             )
         )
@@ -111,7 +123,11 @@ async def fill(vault: Vault) -> dict[str, str]:
                     account_id=ids["acct"],
                     occurred_at=now,
                     payload=vault.seal(
-                        "transactions", ids[tx], "payload", f'{{"amount": "{amount}"}}'
+                        "transactions",
+                        ids[tx],
+                        "payload",
+                        f'{{"amount": "{amount}"}}',
+                        owner=ids["acct"],
                     ),
                     fetched_at=now,
                 )
@@ -125,7 +141,9 @@ async def read_token(vault: Vault, token_id: str) -> str:
         row = (
             await conn.execute(select(schema.tokens).where(schema.tokens.c.id == token_id))
         ).one()
-    return vault.unseal_text("tokens", row.id, "access_token", row.access_token)
+    return vault.unseal_text(
+        "tokens", row.id, "access_token", row.access_token, owner=row.connection_id
+    )
 
 
 def raw_sql(settings: Settings, statement: str, *params: Any) -> list[Any]:
@@ -234,7 +252,7 @@ def test_tampered_record_is_named_and_the_rest_still_works() -> None:
     async def other_rows(vault: Vault) -> str:
         async with vault.reading() as conn:
             row = (await conn.execute(select(schema.accounts))).one()
-        return vault.unseal_text("accounts", row.id, "number", row.number)
+        return vault.unseal_text("accounts", row.id, "number", row.number, owner=row.connection_id)
 
     assert run(settings, other_rows) == ACCOUNT_NUMBER
 
@@ -254,7 +272,9 @@ def test_ciphertext_swapped_between_rows_fails() -> None:
                     select(schema.transactions).where(schema.transactions.c.id == tx)
                 )
             ).one()
-        return vault.unseal_text("transactions", row.id, "payload", row.payload)
+        return vault.unseal_text(
+            "transactions", row.id, "payload", row.payload, owner=row.account_id
+        )
 
     assert AMOUNTS[0] in run(settings, lambda v: read(v, ids["tx1"]))
     with pytest.raises(RecordTampered, match=f"transactions/{ids['tx2']}"):

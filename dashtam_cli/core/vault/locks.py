@@ -1,0 +1,210 @@
+"""The vault's process lock: every open vault shares it; a key rotation holds it alone.
+
+A key rotation must never overlap another process's use of the vault: an
+opener that read the old key id could discard the rotation's pending key
+(losing the vault), and one that sealed a value with the old key after the
+rotation committed would leave a field no key opens. So:
+
+- every opener holds a *shared* ``flock`` on ``vault.lock`` for as long as the
+  vault is open;
+- a rotation (and a destroy) holds it *exclusively*, from before the pending
+  key is stored until the new key is confirmed in its store;
+- a second file, ``vault.gate``, is taken exclusively for a moment by each
+  opener on its way to the shared lock, and held by a rotation for all of
+  its run, so that a rotation waiting for the current openers to finish is
+  not starved by new ones, and new openers wait for the rotation;
+- finishing or discarding an interrupted rotation's pending key happens only
+  under ``vault.recover``, an exclusive lock held for the few calls it takes,
+  while the shared lock proves no rotation is running.
+
+``flock`` locks belong to an open file, so the kernel drops them when a
+process dies: a killed rotation leaves its pending key, never a stale lock.
+Waits are bounded, polled (so a Ctrl-C is never stuck in a blocking call),
+and say on stderr, through logging, what they wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from typing import TYPE_CHECKING, Final
+
+from dashtam_cli.core.vault.errors import UnsafeFiles, VaultBusy
+from dashtam_cli.core.vault.files import check_private
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+__all__ = [
+    "OPEN_WAIT_S",
+    "ROTATE_WAIT_S",
+    "exclusive_use",
+    "lock_files",
+    "recovering",
+    "shared_use",
+]
+
+log = logging.getLogger(__name__)
+
+# An opener waits this long for a running rotation (a rotation re-seals about
+# 100,000 fields a second here, so this covers vaults of tens of millions).
+OPEN_WAIT_S: Final = 600.0
+# A rotation waits this long for the commands already using the vault.
+ROTATE_WAIT_S: Final = 120.0
+# How long a wait stays quiet before it says what it waits for.
+_QUIET_S: Final = 1.0
+_POLL_S: Final = 0.02
+_POLL_MAX_S: Final = 0.2
+
+
+def _lock_paths(vault_file: Path) -> tuple[Path, Path, Path]:
+    base = vault_file.parent
+    return base / "vault.lock", base / "vault.gate", base / "vault.recover"
+
+
+def lock_files(vault_file: Path) -> tuple[Path, ...]:
+    """The lock files beside the vault."""
+    return _lock_paths(vault_file)
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (creating 0600) a lock file, refusing a link or another user's file."""
+    check_private(path)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFiles(
+                f"{path} is a symbolic link; dashtam keeps its vault in real files only",
+                hint=f"remove the link: rm '{path}'",
+            ) from None
+        raise UnsafeFiles(
+            f"cannot open the vault's lock file {path}: {exc.strerror}",
+            hint="check the permissions of the vault's directory",
+        ) from None
+    return fd
+
+
+async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
+    fd: int,
+    operation: int,
+    *,
+    timeout: float,  # noqa: ASYNC109 - polled, not a blocking call with a timeout
+    waiting: str,
+    failure: str,
+    hint: str,
+) -> None:
+    """Take ``flock(operation)`` on ``fd``, polling; log ``waiting`` once the wait is noticeable."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    announced = False
+    delay = _POLL_S
+    while True:
+        try:
+            fcntl.flock(fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass
+        else:
+            return
+        elapsed = loop.time() - start
+        if elapsed > timeout:
+            raise VaultBusy(failure, hint=hint)
+        if not announced and elapsed >= _QUIET_S:
+            log.warning("%s (waiting up to %d s)", waiting, round(timeout))
+            announced = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, _POLL_MAX_S)
+
+
+@contextlib.asynccontextmanager
+async def shared_use(vault_file: Path, *, timeout: float = OPEN_WAIT_S) -> AsyncIterator[None]:  # noqa: ASYNC109
+    """Hold the vault open alongside other openers; wait for a rotation in progress."""
+    lock_path, gate_path, _ = _lock_paths(vault_file)
+    lock_fd = _open_lock_file(lock_path)
+    try:
+        gate_fd = _open_lock_file(gate_path)
+        try:
+            await _acquire(
+                gate_fd,
+                fcntl.LOCK_EX,
+                timeout=timeout,
+                waiting="another dashtam process is rotating the vault's key; waiting for it",
+                failure=f"another dashtam process kept the vault locked for over {timeout:g} s "
+                "(a key rotation or a destroy)",
+                hint="wait for `dashtam vault rotate-key` to finish, then run the command again",
+            )
+            try:
+                # A rotation takes the gate before this lock, so holding the gate
+                # means no rotation holds this one: the shared lock comes at once.
+                await _acquire(
+                    lock_fd,
+                    fcntl.LOCK_SH,
+                    timeout=timeout,
+                    waiting="another dashtam process holds the vault alone; waiting for it",
+                    failure=f"the vault stayed locked for over {timeout:g} s",
+                    hint="wait for the other dashtam command to finish, then run this one again",
+                )
+            finally:
+                fcntl.flock(gate_fd, fcntl.LOCK_UN)
+        finally:
+            os.close(gate_fd)
+        yield
+    finally:
+        os.close(lock_fd)  # closing the file releases its lock
+
+
+@contextlib.asynccontextmanager
+async def exclusive_use(vault_file: Path, *, timeout: float = ROTATE_WAIT_S) -> AsyncIterator[None]:  # noqa: ASYNC109
+    """Hold the vault alone: new openers wait, and this waits for the current ones to close."""
+    lock_path, gate_path, _ = _lock_paths(vault_file)
+    gate_fd = _open_lock_file(gate_path)
+    try:
+        await _acquire(
+            gate_fd,
+            fcntl.LOCK_EX,
+            timeout=timeout,
+            waiting="another dashtam process is rotating or destroying the vault; waiting for it",
+            failure=f"another dashtam process kept the vault locked for over {timeout:g} s",
+            hint="wait for it to finish, then run the command again",
+        )
+        lock_fd = _open_lock_file(lock_path)
+        try:
+            await _acquire(
+                lock_fd,
+                fcntl.LOCK_EX,
+                timeout=timeout,
+                waiting="waiting for the other dashtam commands using the vault to finish "
+                "(new ones wait for this one)",
+                failure=f"other dashtam commands kept the vault open for over {timeout:g} s; "
+                "nothing was changed",
+                hint="stop them (a running sync or dashboard, say) and run the command again",
+            )
+            yield
+        finally:
+            os.close(lock_fd)
+    finally:
+        os.close(gate_fd)
+
+
+@contextlib.asynccontextmanager
+async def recovering(vault_file: Path, *, timeout: float = 60.0) -> AsyncIterator[None]:  # noqa: ASYNC109
+    """Serialise the openers that finish or discard an interrupted rotation's pending key."""
+    _, _, recover_path = _lock_paths(vault_file)
+    fd = _open_lock_file(recover_path)
+    try:
+        await _acquire(
+            fd,
+            fcntl.LOCK_EX,
+            timeout=timeout,
+            waiting="another dashtam process is finishing an interrupted key rotation; waiting",
+            failure=f"another dashtam process held the key recovery lock for over {timeout:g} s",
+            hint="run the command again; if it persists, check for a hung dashtam process",
+        )
+        yield
+    finally:
+        os.close(fd)
