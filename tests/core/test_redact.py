@@ -215,7 +215,7 @@ def test_every_encoded_form_of_a_secret_is_masked() -> None:
     """Percent-encoded (path, query, form), JSON-escaped and base64 forms are all masked."""
     register_secret(SCHWAB_LIKE)
     forms = encoded_forms(SCHWAB_LIKE)
-    assert len(set(forms.values())) == 8  # noqa: PLR2004 - they really differ
+    assert len(set(forms.values())) == 8
     for name, form in forms.items():
         masked = redact(f"error_description: refresh_token={form}&grant_type=x")
         assert form not in masked, name
@@ -239,7 +239,7 @@ def test_a_basic_header_of_client_id_and_secret_is_masked() -> None:
         assert masked.startswith("echo: Authorization: Basic ***")
         # At most the few characters straddling "id:" and the padding are left.
         leftover = masked.removeprefix("echo: Authorization: Basic ").replace(MASK, "")
-        assert len(leftover.rstrip("=")) <= 4, (client_id, masked)  # noqa: PLR2004
+        assert len(leftover.rstrip("=")) <= 4, (client_id, masked)
         assert redact(base64.b64encode(secret.encode()).decode()) == MASK
 
 
@@ -257,7 +257,7 @@ def test_sanitize_bounds_strips_controls_and_masks() -> None:
     hostile = f"\x1b[31mbad\x1b[0m\r\nrequest\x00 refresh_token={quoted}\u202e\x07 account 12345678"
     assert sanitize(hostile) == "bad request refresh_token=*** account ***"
     long = sanitize("word " * 1000, limit=50)
-    assert len(long) == 50  # noqa: PLR2004
+    assert len(long) == 50
     assert long.endswith("…")
 
 
