@@ -149,6 +149,18 @@ class _Inflater:
         return self._zlib.flush()
 
 
+class _Identity:
+    """An uncompressed body: chunks pass as they are."""
+
+    def feed(self, data: bytes, room: int) -> bytes:  # noqa: ARG002 - the _Inflater interface
+        """The chunk itself."""
+        return data
+
+    def finish(self) -> bytes:
+        """Nothing is held back."""
+        return b""
+
+
 async def read_body(
     response: httpx.Response, *, limit: int, what: str, truncate: bool = False
 ) -> bytes:
@@ -159,48 +171,44 @@ async def read_body(
     the rest never read. ``what`` names the endpoint in the message. A
     ``Content-Length`` over the limit is refused before reading anything.
     """
+    status = response.status_code
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in {"identity", "", "gzip", "x-gzip", "deflate"}:
         raise BadBody(
             f"{what} answered with an unsupported Content-Encoding",
             hint="dashtam asks for gzip or deflate only; check the provider's base URL setting",
-            http_status=response.status_code,
+            http_status=status,
         )
-    inflater = None if encoding in {"identity", ""} else _Inflater(encoding)
+    inflater = _Identity() if encoding in {"identity", ""} else _Inflater(encoding)
     declared = response.headers.get("Content-Length", "")
-    if inflater is None and not truncate and declared.isdigit() and int(declared) > limit:
-        raise _too_large(what, limit, response.status_code)
+    plain = isinstance(inflater, _Identity)
+    if plain and not truncate and declared.isdigit() and int(declared) > limit:
+        raise _too_large(what, limit, status)
     if response.is_stream_consumed:
         # Read already (an in-memory transport's answer, made from bytes): the
         # memory is spent, but the limit still holds.
         content = response.content
         if len(content) > limit and not truncate:
-            raise _too_large(what, limit, response.status_code)
+            raise _too_large(what, limit, status)
         return content[:limit]
     body = bytearray()
     try:
         async for chunk in response.aiter_raw():
-            room = limit - len(body)
-            data = chunk if inflater is None else inflater.feed(chunk, room)
-            if len(data) > room:
-                if truncate:
-                    body += data[:room]
-                    return bytes(body)
-                raise _too_large(what, limit, response.status_code)
+            data = inflater.feed(chunk, limit - len(body))
             body += data
-        if inflater is not None:
-            room = limit - len(body)
-            tail = inflater.finish()
-            if len(tail) > room and not truncate:
-                raise _too_large(what, limit, response.status_code)
-            body += tail[:room]
+            if len(body) > limit:
+                break
+        else:
+            body += inflater.finish()
     except zlib.error:
         raise BadBody(
             f"{what} answered with a compressed body that does not decompress",
             hint="the answer was damaged on the way; retry later",
-            http_status=response.status_code,
+            http_status=status,
         ) from None
-    return bytes(body)
+    if len(body) > limit and not truncate:
+        raise _too_large(what, limit, status)
+    return bytes(body[:limit])
 
 
 def _too_large(what: str, limit: int, status: int) -> BodyTooLarge:

@@ -169,6 +169,8 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
             if row.provider_ref is None
             else vault.unseal_text(table.name, row.id, "provider_ref", row.provider_ref)
         )
+        # The cached hash goes into request paths: masked before the first one.
+        register_secret(reference)
         known.append(_Known(row.id, number, reference, row.fetched_at))
     return known
 
