@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     import trustme
 
 CHUNK = 64 * 1024
+# How long settled() waits for the replies still being written (a hang-up ends them).
+SETTLE_TIMEOUT_S = 30.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +261,8 @@ class HostileServer:
         self.seen: list[Seen] = []
         self.sent: dict[str, int] = {}
         self.lock = threading.Lock()
+        self.done = threading.Condition(self.lock)
+        self.answered = 0  # requests whose reply ended (sent whole, or the client hung up)
         self._server: http.server.ThreadingHTTPServer | None = None
 
     @property
@@ -289,6 +293,11 @@ class HostileServer:
         assert self._server is not None
         self._server.shutdown()
         self._server.server_close()
+
+    def settled(self, timeout: float = SETTLE_TIMEOUT_S) -> bool:
+        """Wait until every request seen has its reply ended, so ``sent`` is final."""
+        with self.done:
+            return self.done.wait_for(lambda: self.answered == len(self.seen), timeout)
 
     def requests_to(self, endpoint: str) -> list[Seen]:
         """The requests one endpoint received."""
@@ -331,8 +340,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except (OSError, ssl.SSLError):
             pass  # the client hung up: what counts is how much it took first
         finally:
-            with owner.lock:
+            with owner.done:
                 owner.sent[seen.endpoint] = owner.sent.get(seen.endpoint, 0) + sent
+                owner.answered += 1
+                owner.done.notify_all()
 
     do_GET = _serve  # noqa: N815 - http.server's naming
     do_POST = _serve  # noqa: N815
