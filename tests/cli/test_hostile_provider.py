@@ -28,6 +28,7 @@ from hostile_server import (
 from schwab_support import account_numbers_body, accounts_body, hash_of
 from token_support import add_connection, token_set
 
+from dashtam_cli.core import redact
 from dashtam_cli.core.http import ACCOUNTS_BODY_LIMIT, MiB
 from dashtam_cli.core.settings import load_settings
 
@@ -165,6 +166,7 @@ def test_an_echoed_api_error_shows_no_token_number_or_hash(
     first = cli("accounts", "list", "--format", "json")
     assert first.exit_code == 0, first.stderr
     hostile.answers["transactions"] = echo(404, extra=f"account {NUMBERS[0]} not found")
+    redact.forget_secrets()  # a new process: it knows only what it reads from the vault
 
     result = cli("transactions", "list", "--format", "json")
 
