@@ -162,34 +162,40 @@ class _Identity:
 
 
 async def read_body(
-    response: httpx.Response, *, limit: int, what: str, truncate: bool = False
+    response: httpx.Response,
+    *,
+    limit: int,
+    what: str,
+    truncate: bool = False,
+    setting: str = "the provider's base URL",
 ) -> bytes:
     """Read a streamed answer's body, decompressed, never holding more than ``limit`` bytes.
 
     Over the limit: with ``truncate``, the first ``limit`` bytes (an error
     answer, read for its message); otherwise :class:`BodyTooLarge` at once,
-    the rest never read. ``what`` names the endpoint in the message. A
-    ``Content-Length`` over the limit is refused before reading anything.
+    the rest never read. ``what`` names the endpoint in the message and
+    ``setting`` the base URL's setting in the hint. A ``Content-Length`` over
+    the limit is refused before reading anything.
     """
     status = response.status_code
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     if encoding not in {"identity", "", "gzip", "x-gzip", "deflate"}:
         raise BadBody(
             f"{what} answered with an unsupported Content-Encoding",
-            hint="dashtam asks for gzip or deflate only; check the provider's base URL setting",
+            hint=f"dashtam asks for gzip or deflate only; check {setting}",
             http_status=status,
         )
     inflater = _Identity() if encoding in {"identity", ""} else _Inflater(encoding)
     declared = response.headers.get("Content-Length", "")
     plain = isinstance(inflater, _Identity)
     if plain and not truncate and declared.isdigit() and int(declared) > limit:
-        raise _too_large(what, limit, status)
+        raise _too_large(what, limit, status, setting)
     if response.is_stream_consumed:
         # Read already (an in-memory transport's answer, made from bytes): the
         # memory is spent, but the limit still holds.
         content = response.content
         if len(content) > limit and not truncate:
-            raise _too_large(what, limit, status)
+            raise _too_large(what, limit, status, setting)
         return content[:limit]
     body = bytearray()
     try:
@@ -207,16 +213,16 @@ async def read_body(
             http_status=status,
         ) from None
     if len(body) > limit and not truncate:
-        raise _too_large(what, limit, status)
+        raise _too_large(what, limit, status, setting)
     return bytes(body[:limit])
 
 
-def _too_large(what: str, limit: int, status: int) -> BodyTooLarge:
+def _too_large(what: str, limit: int, status: int, setting: str) -> BodyTooLarge:
     return BodyTooLarge(
         f"{what} answered with more than {size_text(limit)} (HTTP {status}); "
         "dashtam stopped reading it",
-        hint="no real answer is that large: check the provider's base URL setting "
-        "(and any proxy in between), then retry",
+        hint=f"no real answer is that large: check {setting} (and any proxy in between), "
+        "then retry",
         http_status=status,
     )
 
@@ -248,7 +254,14 @@ def _nesting_within(data: bytes, depth: int) -> bool:
     return not shape
 
 
-def load_json(data: bytes, *, what: str, status: int | None = None, **options: Any) -> Any:  # noqa: ANN401 - any JSON
+def load_json(
+    data: bytes,
+    *,
+    what: str,
+    status: int | None = None,
+    setting: str = "the provider's base URL",
+    **options: Any,  # noqa: ANN401 - json.loads keywords
+) -> Any:  # noqa: ANN401 - any JSON
     """Parse ``data`` as JSON (``options`` go to ``json.loads``); nesting is bounded.
 
     Raises :class:`BadBody` for nesting deeper than :data:`MAX_JSON_DEPTH`
@@ -257,7 +270,7 @@ def load_json(data: bytes, *, what: str, status: int | None = None, **options: A
     """
     too_deep = BadBody(
         f"{what} answered with JSON nested more than {MAX_JSON_DEPTH} levels deep",
-        hint="no real answer is shaped like that: check the provider's base URL setting",
+        hint=f"no real answer is shaped like that: check {setting}",
         http_status=status,
     )
     if not _nesting_within(data, MAX_JSON_DEPTH):

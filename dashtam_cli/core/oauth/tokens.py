@@ -198,6 +198,7 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
                 limit=TOKEN_BODY_LIMIT if ok else ERROR_BODY_LIMIT,
                 what=what,
                 truncate=not ok,
+                setting=spec.base_url_env,
             )
     except httpx.TimeoutException:
         raise TokenExchangeFailed(
@@ -224,9 +225,7 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
     except (BodyTooLarge, BadBody) as exc:
         raise TokenExchangeFailed(
             exc.message,
-            hint=exc.hint.replace("the provider's base URL setting", spec.base_url_env)
-            if exc.hint
-            else None,
+            hint=exc.hint,
             http_status=exc.http_status,
             correlation_id=_correlation(spec, response),
         ) from None
@@ -236,7 +235,7 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
     if response.status_code != httpx.codes.OK:
         raise _failure(spec, response, data, grant, correlation)
     try:
-        body = load_json(data, what=what, status=response.status_code)
+        body = load_json(data, what=what, status=response.status_code, setting=spec.base_url_env)
     except (ValueError, BadBody):
         raise _failure(spec, response, data, grant, correlation) from None
     tokens = _parse_tokens(spec, body, issued_at, previous)

@@ -77,6 +77,7 @@ MAX_TRANSACTIONS: Final = 3000
 MAX_WINDOW: Final = dt.timedelta(days=365)
 MIN_WINDOW: Final = dt.timedelta(seconds=1)
 CORRELATION_HEADER: Final = "Schwab-Client-CorrelId"
+BASE_URL_ENV: Final = "DASHTAM_SCHWAB_BASE_URL"
 RATE_LIMIT: Final = 120
 RATE_WINDOW: Final = 60.0
 MAX_RETRY_AFTER: Final = 120.0
@@ -107,7 +108,11 @@ def _load_json(data: bytes, operation: str, status: int) -> Any:  # noqa: ANN401
     # parse_float=Decimal: money never passes through a binary float.
     try:
         return load_json(
-            data, what=f"Schwab {operation}", status=status, parse_float=decimal.Decimal
+            data,
+            what=f"Schwab {operation}",
+            status=status,
+            setting=BASE_URL_ENV,
+            parse_float=decimal.Decimal,
         )
     except ValueError:
         raise BadBody(
@@ -297,9 +302,7 @@ class SchwabClient:
         outcome = "too large" if isinstance(exc, BodyTooLarge) else "bad body"
         await self._record(CallRecord(operation, outcome, exc.http_status, duration, correlation))
         where = f" (correlation id {correlation})" if correlation else ""
-        hint = (exc.hint or "the API answered something unexpected; retry later").replace(
-            "the provider's base URL setting", "DASHTAM_SCHWAB_BASE_URL"
-        )
+        hint = exc.hint or "the API answered something unexpected; retry later"
         return ApiError(
             exc.message + where,
             hint=hint,
@@ -421,6 +424,7 @@ async def _read(response: httpx.Response, operation: str, limit: int) -> bytes:
         limit=limit if ok else ERROR_BODY_LIMIT,
         what=f"Schwab {operation}",
         truncate=not ok,
+        setting=BASE_URL_ENV,
     )
 
 
