@@ -177,15 +177,18 @@ def html(status: int = 502, *, extra: str = "") -> Callable[[Seen], Reply]:
 
 
 def _repeat(size: int, unit: bytes, head: bytes = b"", tail: bytes = b"") -> Iterator[bytes]:
-    """``size`` bytes: ``head``, ``unit`` repeated, ``tail``; made a chunk at a time."""
-    block = unit * max(1, CHUNK // len(unit))
-    left = size - len(head) - len(tail)
+    """``size`` bytes: ``head``, whole ``unit``s, spaces to fill, ``tail``; a chunk at a time.
+
+    Valid JSON when head, units and tail make it so (spaces are allowed between values).
+    """
+    per_block = max(1, CHUNK // len(unit))
+    units, spaces = divmod(size - len(head) - len(tail), len(unit))
     yield head
-    while left > 0:
-        piece = block[:left]
-        left -= len(piece)
-        yield piece
-    yield tail
+    while units > 0:
+        count = min(units, per_block)
+        units -= count
+        yield unit * count
+    yield b" " * spaces + tail
 
 
 def huge(size: int, *, status: int = 200, declare: bool = False) -> Callable[[Seen], Reply]:
