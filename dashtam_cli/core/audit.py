@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Required, Self, TypedDict, Unpack
 from sqlalchemy import select
 
 from dashtam_cli.core.models import AuditEntry
-from dashtam_cli.core.redact import redact
+from dashtam_cli.core.redact import redact, sanitize
 from dashtam_cli.core.vault import db, schema
 
 if TYPE_CHECKING:
@@ -23,6 +23,11 @@ _MAX_DETAIL = 500
 
 def _clean(value: str | None) -> str | None:
     return None if value is None else redact(value)[:_MAX_DETAIL]
+
+
+def _untrusted(value: str | None) -> str | None:
+    """A detail or correlation id, which may carry a provider's text: sanitized whole."""
+    return None if value is None else sanitize(value, limit=_MAX_DETAIL)
 
 
 class Fields(TypedDict, total=False):
@@ -52,8 +57,8 @@ def _row(fields: Fields) -> dict[str, Any]:
         "outcome": _clean(fields["outcome"]),
         "http_status": fields.get("http_status"),
         "duration_ms": fields.get("duration_ms"),
-        "correlation_id": _clean(fields.get("correlation_id")),
-        "detail": _clean(fields.get("detail")),
+        "correlation_id": _untrusted(fields.get("correlation_id")),
+        "detail": _untrusted(fields.get("detail")),
     }
 
 
@@ -61,7 +66,10 @@ async def record(vault: Vault, **fields: Unpack[Fields]) -> str:
     """Append one entry to the audit log and return its id.
 
     Every text field passes through the secret registry first, so a token or
-    client secret that slips into a detail string is stored as ``***``.
+    client secret that slips into a detail string is stored as ``***``; the
+    detail and the correlation id, which may carry a provider's text, are
+    sanitized (one bounded line, no control characters, account identifiers
+    masked too).
     Callers pass operation names and outcomes, never URLs with query strings
     or request bodies.
     """

@@ -171,6 +171,8 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
                 table.name, row.id, "provider_ref", row.provider_ref, owner=connection_id
             )
         )
+        # The cached hash goes into request paths: masked before the first one.
+        register_secret(reference)
         known.append(_Known(row.id, number, reference, row.fetched_at))
     return known
 

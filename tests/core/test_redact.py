@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import logging
+import re
+import urllib.parse
 
-from dashtam_cli.core.redact import MASK, RedactingFilter, redact, register_secret
+from dashtam_cli.core.redact import (
+    MASK,
+    RedactingFilter,
+    forget_secrets,
+    redact,
+    register_secret,
+    sanitize,
+)
 
 SECRET = "tok-3f9a8b7c6d5e"
 
@@ -176,3 +187,92 @@ def test_a_wrong_log_call_does_not_crash_and_is_still_masked() -> None:
 def test_unregistered_text_is_untouched() -> None:
     """Nothing is masked that was not registered."""
     assert redact("plain text") == "plain text"
+
+
+SCHWAB_LIKE = 'R0.AbC/dEf+GhI jKl-MnO~pQr=sT"@'
+
+
+def encoded_forms(secret: str) -> dict[str, str]:
+    """The forms a secret is sent in, each computed here independently of the code under test."""
+    raw = secret.encode()
+    return {
+        "quote": urllib.parse.quote(secret, safe=""),
+        "quote path": urllib.parse.quote(secret),
+        "quote_plus": urllib.parse.quote_plus(secret),
+        "form body": urllib.parse.urlencode({"refresh_token": secret}).split("=", 1)[1],
+        "lower-case hex": re.sub(
+            "%[0-9A-F]{2}", lambda m: m.group().lower(), urllib.parse.quote(secret, safe="")
+        ),
+        "double": urllib.parse.quote(urllib.parse.quote(secret, safe=""), safe=""),
+        "json": json.dumps(secret)[1:-1],
+        "base64": base64.b64encode(raw).decode(),
+        "base64 unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(raw).decode(),
+    }
+
+
+def test_every_encoded_form_of_a_secret_is_masked() -> None:
+    """Percent-encoded (path, query, form), JSON-escaped and base64 forms are all masked."""
+    register_secret(SCHWAB_LIKE)
+    forms = encoded_forms(SCHWAB_LIKE)
+    assert len(set(forms.values())) == 8
+    for name, form in forms.items():
+        masked = redact(f"error_description: refresh_token={form}&grant_type=x")
+        assert form not in masked, name
+        assert "refresh_token=***&grant_type=x" in masked, (name, masked)
+
+
+def test_a_basic_header_of_client_id_and_secret_is_masked() -> None:
+    """Basic base64(client_id:client_secret) is masked without registering the pair itself.
+
+    The secret sits 0, 1 or 2 bytes into a base64 group depending on the
+    client id's length; each alignment is covered, and neither the id's nor
+    the secret's base64 characters survive beyond the seam between them.
+    """
+    secret = "app-secret-0123"
+    for client_id in ("client-id-1", "client-id-12", "client-id-123"):
+        forget_secrets()
+        register_secret(client_id)
+        register_secret(secret)
+        header = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+        masked = redact(f"echo: Authorization: Basic {header}")
+        assert masked.startswith("echo: Authorization: Basic ***")
+        # At most the few characters straddling "id:" and the padding are left.
+        leftover = masked.removeprefix("echo: Authorization: Basic ").replace(MASK, "")
+        assert len(leftover.rstrip("=")) <= 4, (client_id, masked)
+        assert redact(base64.b64encode(secret.encode()).decode()) == MASK
+
+
+def test_overlapping_secrets_are_masked_as_one() -> None:
+    """Two secrets that overlap in a text leave nothing of either."""
+    register_secret("abcdef12")
+    register_secret("ef123456")
+    assert redact("x abcdef123456 y") == "x *** y"
+
+
+def test_sanitize_bounds_strips_controls_and_masks() -> None:
+    """Provider text loses escapes and controls, is masked, shortened, and kept to one line."""
+    register_secret(SCHWAB_LIKE)
+    quoted = urllib.parse.quote(SCHWAB_LIKE, safe="")
+    hostile = f"\x1b[31mbad\x1b[0m\r\nrequest\x00 refresh_token={quoted}\u202e\x07 account 12345678"
+    assert sanitize(hostile) == "bad request refresh_token=*** account ***"
+    long = sanitize("word " * 1000, limit=50)
+    assert len(long) == 50
+    assert long.endswith("…")
+
+
+def test_sanitize_never_leaves_part_of_a_secret_at_a_cut() -> None:
+    """A secret straddling the end of the looked-at window is dropped, not shown in part."""
+    register_secret(SCHWAB_LIKE)
+    for pad in range(0, 1200, 37):
+        text = "x" * pad + SCHWAB_LIKE + "y" * 5000
+        clean = sanitize(text, limit=100)
+        assert not any(SCHWAB_LIKE[:n] in clean for n in range(8, len(SCHWAB_LIKE))), pad
+
+
+def test_sanitize_masks_unregistered_account_shapes_but_not_uuids() -> None:
+    """Numbers of 6+ digits and 32+ letter/digit runs are masked; UUIDs and dates are kept."""
+    hash_value = "1996EA061B4878E8D0B9063DF74925E5688F475BE00AF6A0A41E1FC4A2510XA0"
+    uuid = "550e8400-e29b-41d4-a716-446655440000"
+    text = f"no account 11111111 or /accounts/{hash_value}/x at 2025-01-17 id {uuid}"
+    assert sanitize(text) == f"no account *** or /accounts/***/x at 2025-01-17 id {uuid}"

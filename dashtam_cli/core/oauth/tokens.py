@@ -5,14 +5,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from dashtam_cli.core.http import (
+    ERROR_BODY_LIMIT,
+    TOKEN_BODY_LIMIT,
+    BadBody,
+    BodyTooLarge,
+    load_json,
+    read_body,
+)
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
-from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.redact import register_secret, sanitize
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -70,17 +77,18 @@ def _error_fields(body: Any) -> tuple[str, str]:  # noqa: ANN401 - any JSON
 
 
 def _clean(text: str, limit: int = 160) -> str:
-    flat = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
-    return flat[:limit]
+    # The provider's text is untrusted: it may echo the request (the refresh
+    # token, percent-encoded; the Basic header) or carry terminal escapes.
+    return sanitize(text, limit=limit)
 
 
 def _failure(
-    spec: ProviderSpec, response: httpx.Response, grant: str, correlation: str | None
+    spec: ProviderSpec, response: httpx.Response, data: bytes, grant: str, correlation: str | None
 ) -> TokenExchangeFailed:
     status = response.status_code
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = load_json(data, what="the token endpoint", status=status)
+    except (ValueError, BadBody):
         body = None
     error, description = _error_fields(body)
     detail = _clean(f"{error}: {description}" if description else error) or "no error detail"
@@ -175,13 +183,23 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
     url = spec.base_url() + spec.token_path
     issued_at = now or dt.datetime.now(dt.UTC)
     started = time.monotonic()
+    what = f"{spec.display_name}'s token endpoint"
     try:
-        response = await client.post(
+        async with client.stream(
+            "POST",
             url,
             data=dict(form),
             auth=httpx.BasicAuth(credentials.client_id, credentials.client_secret),
             headers={"Accept": "application/json"},
-        )
+        ) as response:
+            ok = response.status_code == httpx.codes.OK
+            data = await read_body(
+                response,
+                limit=TOKEN_BODY_LIMIT if ok else ERROR_BODY_LIMIT,
+                what=what,
+                truncate=not ok,
+                setting=spec.base_url_env,
+            )
     except httpx.TimeoutException:
         raise TokenExchangeFailed(
             f"{spec.display_name}'s token endpoint did not answer in time",
@@ -204,14 +222,28 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
             f"the request to {spec.display_name}'s token endpoint failed: {type(exc).__name__}",
             hint="check your connection and try again",
         ) from None
+    except (BodyTooLarge, BadBody) as exc:
+        raise TokenExchangeFailed(
+            exc.message,
+            hint=exc.hint,
+            http_status=exc.http_status,
+            correlation_id=_correlation(spec, response),
+        ) from None
     duration_ms = int((time.monotonic() - started) * 1000)
-    correlation = response.headers.get(spec.correlation_header) if spec.correlation_header else None
+    correlation = _correlation(spec, response)
     grant = form.get("grant_type", "")
     if response.status_code != httpx.codes.OK:
-        raise _failure(spec, response, grant, correlation)
+        raise _failure(spec, response, data, grant, correlation)
     try:
-        body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise _failure(spec, response, grant, correlation) from None
+        body = load_json(data, what=what, status=response.status_code, setting=spec.base_url_env)
+    except (ValueError, BadBody):
+        raise _failure(spec, response, data, grant, correlation) from None
     tokens = _parse_tokens(spec, body, issued_at, previous)
     return TokenResponse(tokens, response.status_code, duration_ms, correlation)
+
+
+def _correlation(spec: ProviderSpec, response: httpx.Response) -> str | None:
+    """The provider's correlation id for the call, as untrusted text, or None."""
+    if not spec.correlation_header:
+        return None
+    return sanitize(response.headers.get(spec.correlation_header), limit=80) or None

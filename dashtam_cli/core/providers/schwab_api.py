@@ -14,7 +14,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import decimal
-import json
 import logging
 import time
 import urllib.parse
@@ -23,6 +22,17 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 
 from dashtam_cli.core.errors import ProviderError, ReauthRequired
+from dashtam_cli.core.http import (
+    ACCOUNT_NUMBERS_BODY_LIMIT,
+    ACCOUNTS_BODY_LIMIT,
+    ERROR_BODY_LIMIT,
+    TRANSACTIONS_BODY_LIMIT,
+    BadBody,
+    BodyTooLarge,
+    load_json,
+    read_body,
+)
+from dashtam_cli.core.redact import register_secret, sanitize
 from dashtam_cli.core.resilience import (
     RETRY_STATUSES,
     Backoff,
@@ -67,6 +77,7 @@ MAX_TRANSACTIONS: Final = 3000
 MAX_WINDOW: Final = dt.timedelta(days=365)
 MIN_WINDOW: Final = dt.timedelta(seconds=1)
 CORRELATION_HEADER: Final = "Schwab-Client-CorrelId"
+BASE_URL_ENV: Final = "DASHTAM_SCHWAB_BASE_URL"
 RATE_LIMIT: Final = 120
 RATE_WINDOW: Final = 60.0
 MAX_RETRY_AFTER: Final = 120.0
@@ -93,17 +104,32 @@ def parse_schwab_time(text: str) -> dt.datetime:
     return moment
 
 
-def _load_json(response: httpx.Response) -> Any:  # noqa: ANN401 - any JSON
+def _load_json(data: bytes, operation: str, status: int) -> Any:  # noqa: ANN401 - any JSON
     # parse_float=Decimal: money never passes through a binary float.
-    return json.loads(response.content, parse_float=decimal.Decimal)
-
-
-def _error_summary(response: httpx.Response) -> str:  # noqa: C901 - one branch per error shape
-    """One line from Schwab's error shapes: {message, errors}, {fault}, an HTML page, anything."""
-    text = response.text
     try:
-        body = json.loads(text)
+        return load_json(
+            data,
+            what=f"Schwab {operation}",
+            status=status,
+            setting=BASE_URL_ENV,
+            parse_float=decimal.Decimal,
+        )
     except ValueError:
+        raise BadBody(
+            f"Schwab {operation}: HTTP {status} with a body that is not JSON", http_status=status
+        ) from None
+
+
+def _error_summary(data: bytes) -> str:  # noqa: C901 - one branch per error shape
+    """One line from Schwab's error shapes: {message, errors}, {fault}, an HTML page, anything.
+
+    The text is Schwab's (or a proxy's), so untrusted: sanitized, it keeps no
+    control characters, no secret and no account identifier it may echo.
+    """
+    text = data.decode("utf-8", "replace")
+    try:
+        body = load_json(data, what="Schwab")
+    except (ValueError, BadBody):
         body = None
     parts: list[str] = []
     if isinstance(body, dict):
@@ -127,8 +153,7 @@ def _error_summary(response: httpx.Response) -> str:  # noqa: C901 - one branch 
         )
     elif text.strip():
         parts.append("a body that is not JSON")
-    flat = " ".join(" ".join(p.split()) for p in parts if p)
-    return flat[:200] or "no detail"
+    return sanitize(" ".join(p for p in parts if p)) or "no detail"
 
 
 @dataclasses.dataclass(slots=True)
@@ -180,12 +205,20 @@ class SchwabClient:
         self._gate = asyncio.Semaphore(max_in_flight)
         self.requests = 0
 
-    async def _get(self, operation: str, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401, C901
-        """GET with retries (network, 429, 502-504), one refresh on 401, and an audit record."""
-        url = self._root + path
-        if query:
-            # Encoded by hand: spaces as %20 (option symbols have them), commas kept in types.
-            url += "?" + "&".join(f"{k}={urllib.parse.quote(v, safe=',')}" for k, v in query)
+    async def _get(  # noqa: C901 - one branch per outcome of a call
+        self,
+        operation: str,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        limit: int = ACCOUNTS_BODY_LIMIT,
+    ) -> Any:  # noqa: ANN401 - any JSON
+        """GET with retries (network, 429, 502-504), one refresh on 401, and an audit record.
+
+        The body is read streamed and refused past ``limit`` bytes; of an
+        error answer only the first ERROR_BODY_LIMIT bytes are read.
+        """
+        url = _url(self._root + path, query)
         refreshed = False
         attempt = 0
         while True:
@@ -198,10 +231,17 @@ class SchwabClient:
                     await self._limiter.acquire()
                     started = time.monotonic()
                     self.requests += 1
-                    response = await self._client.get(
+                    async with self._client.stream(
+                        "GET",
                         url,
                         headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                    )
+                    ) as response:
+                        data = await _read(response, operation, limit)
+            except (BodyTooLarge, BadBody) as exc:
+                elapsed = int((time.monotonic() - started) * 1000)
+                raise await self._unreadable(
+                    operation, exc, elapsed, _correlation(response)
+                ) from None
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 duration = int((time.monotonic() - started) * 1000)
                 kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
@@ -217,24 +257,15 @@ class SchwabClient:
                 ) from None
             duration = int((time.monotonic() - started) * 1000)
             status = response.status_code
-            correlation = response.headers.get(CORRELATION_HEADER)
+            correlation = _correlation(response)
             if status == httpx.codes.OK:
                 try:
-                    body = _load_json(response)
-                except ValueError:
-                    await self._record(
-                        CallRecord(operation, "bad body", status, duration, correlation)
-                    )
-                    raise ApiError(
-                        f"Schwab {operation}: HTTP 200 with a body that is not JSON"
-                        + (f" (correlation id {correlation})" if correlation else ""),
-                        hint="the API answered something unexpected; retry later",
-                        http_status=status,
-                        correlation_id=correlation,
-                    ) from None
+                    body = _load_json(data, operation, status)
+                except BadBody as exc:
+                    raise await self._unreadable(operation, exc, duration, correlation) from None
                 await self._record(CallRecord(operation, "ok", status, duration, correlation))
                 return body
-            summary = _error_summary(response)
+            summary = _error_summary(data)
             await self._record(
                 CallRecord(operation, "error", status, duration, correlation, summary)
             )
@@ -260,30 +291,61 @@ class SchwabClient:
                 correlation_id=correlation,
             )
 
+    async def _unreadable(
+        self,
+        operation: str,
+        exc: BodyTooLarge | BadBody,
+        duration: int,
+        correlation: str | None,
+    ) -> ApiError:
+        """Audit an answer that could not be read (too large, not JSON, too deep): no retry."""
+        outcome = "too large" if isinstance(exc, BodyTooLarge) else "bad body"
+        await self._record(CallRecord(operation, outcome, exc.http_status, duration, correlation))
+        where = f" (correlation id {correlation})" if correlation else ""
+        hint = exc.hint or "the API answered something unexpected; retry later"
+        return ApiError(
+            exc.message + where,
+            hint=hint,
+            http_status=exc.http_status,
+            correlation_id=correlation,
+        )
+
     async def account_numbers(self) -> list[tuple[str, str]]:
         """(account number, hash value) pairs."""
-        body = await self._get("account numbers", "/accounts/accountNumbers")
+        body = await self._get(
+            "account numbers", "/accounts/accountNumbers", limit=ACCOUNT_NUMBERS_BODY_LIMIT
+        )
         if not isinstance(body, list):
             raise ApiError("Schwab account numbers: unexpected body shape")
-        return [
+        pairs = [
             (str(item["accountNumber"]), str(item["hashValue"]))
             for item in body
             if isinstance(item, dict) and item.get("accountNumber") and item.get("hashValue")
         ]
+        # Masked from here on, before any request could make Schwab echo them.
+        for number, hash_value in pairs:
+            register_secret(number)
+            register_secret(hash_value)
+        return pairs
 
     async def accounts(self) -> list[dict[str, Any]]:
         """Every account with its positions and balances, as Schwab sends them."""
         body = await self._get("accounts", "/accounts", [("fields", "positions")])
         if not isinstance(body, list):
             raise ApiError("Schwab accounts: unexpected body shape")
-        return [item for item in body if isinstance(item, dict)]
+        accounts = [item for item in body if isinstance(item, dict)]
+        for item in accounts:
+            _register_number(item)
+        return accounts
 
     async def account(self, hash_value: str) -> dict[str, Any]:
         """One account with positions."""
+        register_secret(hash_value)
         quoted = urllib.parse.quote(hash_value, safe="")
         body = await self._get("account", f"/accounts/{quoted}", [("fields", "positions")])
         if not isinstance(body, dict):
             raise ApiError("Schwab account: unexpected body shape")
+        _register_number(body)
         return body
 
     async def _window(
@@ -301,8 +363,14 @@ class SchwabClient:
         ]
         if symbol:
             query.append(("symbol", symbol))
+        register_secret(hash_value)
         quoted = urllib.parse.quote(hash_value, safe="")
-        body = await self._get("transactions", f"/accounts/{quoted}/transactions", query)
+        body = await self._get(
+            "transactions",
+            f"/accounts/{quoted}/transactions",
+            query,
+            limit=TRANSACTIONS_BODY_LIMIT,
+        )
         if not isinstance(body, list):
             raise ApiError("Schwab transactions: unexpected body shape")
         items = [item for item in body if isinstance(item, dict)]
@@ -346,6 +414,37 @@ class SchwabClient:
                 key = item.get("activityId")
                 seen[key if key is not None else id(item)] = item
         return list(seen.values())
+
+
+async def _read(response: httpx.Response, operation: str, limit: int) -> bytes:
+    """The body of an answer: whole up to ``limit``, or the start of an error answer."""
+    ok = response.status_code == httpx.codes.OK
+    return await read_body(
+        response,
+        limit=limit if ok else ERROR_BODY_LIMIT,
+        what=f"Schwab {operation}",
+        truncate=not ok,
+        setting=BASE_URL_ENV,
+    )
+
+
+def _url(base: str, query: Sequence[tuple[str, str]]) -> str:
+    if not query:
+        return base
+    # Encoded by hand: spaces as %20 (option symbols have them), commas kept in types.
+    return base + "?" + "&".join(f"{k}={urllib.parse.quote(v, safe=',')}" for k, v in query)
+
+
+def _register_number(account: dict[str, Any]) -> None:
+    """Mask the account number an account answer carries (it may be one not listed before)."""
+    securities = account.get("securitiesAccount")
+    if isinstance(securities, dict) and isinstance(securities.get("accountNumber"), str):
+        register_secret(securities["accountNumber"])
+
+
+def _correlation(response: httpx.Response) -> str | None:
+    """Schwab's correlation id for the call, as untrusted text, or None."""
+    return sanitize(response.headers.get(CORRELATION_HEADER), limit=80) or None
 
 
 def _hint_for(status: int) -> str:

@@ -22,6 +22,7 @@ from schwab_support import (
     FIXTURE_HASHES,
     OPTION_SYMBOL,
     TRANSACTIONS_PATH,
+    account_body,
     add_connection,
     fixture_text,
     hash_of,
@@ -42,6 +43,7 @@ from dashtam_cli.core.providers.schwab_api import (
     format_schwab_time,
     parse_schwab_time,
 )
+from dashtam_cli.core.redact import redact
 from dashtam_cli.core.resilience import Backoff, SlidingWindowLimiter, retry_after_seconds
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault.vault import OpenOptions
@@ -948,3 +950,38 @@ def test_a_failing_window_waits_for_the_others(router: respx.MockRouter) -> None
 
     assert len(requests) == 2
     assert seen_when_raised == [2]
+
+
+# --- account identifiers are masked before they can be echoed ----------------------------------
+
+
+def test_account_numbers_and_hashes_are_masked_as_soon_as_listed(router: respx.MockRouter) -> None:
+    """The account list registers every number and hash before the call returns."""
+    router.get(NUMBERS_URL).mock(return_value=json_response(fixture_text("account_numbers.json")))
+    router.get(f"{API}/accounts", params={"fields": "positions"}).mock(
+        return_value=json_response("[" + account_body("87654321") + "]")
+    )
+
+    run_with(router, lambda c: c.account_numbers())
+    run_with(router, lambda c: c.accounts())
+
+    for identifier in ("12345678", "12341234", *FIXTURE_HASHES, "87654321"):
+        assert redact(f"x {identifier} y") == "x *** y", identifier
+
+
+def test_a_hash_is_masked_before_the_request_that_carries_it(router: respx.MockRouter) -> None:
+    """A hash given to transactions() (from the vault's cache, say) is masked as the request leaves."""
+    hash_value = "FEDCBA9876543210" * 4
+    seen: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(redact(str(request.url)))
+        return json_response("[]")
+
+    router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(side_effect=answer)
+    start = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+    run_with(router, lambda c: c.transactions(hash_value, start, start + dt.timedelta(days=1)))
+
+    assert seen
+    assert all(hash_value not in url and "/accounts/***/transactions" in url for url in seen)

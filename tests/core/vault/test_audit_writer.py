@@ -172,3 +172,25 @@ def test_write_transactions_of_one_process_never_overlap() -> None:
     events, connections_in_use = run(job)
     assert events == ["first in", "first out", "second in"]
     assert connections_in_use == 1
+
+
+def test_a_provider_detail_is_stored_as_one_clean_bounded_line() -> None:
+    """A detail with escapes, controls, an encoded secret and an account number is sanitized."""
+    register_secret("R0.audit/refresh+token@")
+
+    async def job(vault: Vault) -> list[Any]:
+        await audit.record(
+            vault,
+            operation="schwab.accounts",
+            outcome="error",
+            correlation_id="corr\x1b[2J-1",
+            detail="\x1b[31mno\x1b[0m\r\naccount 12345678 for R0.audit%2Frefresh%2Btoken%40"
+            + " x" * 2000,
+        )
+        return await audit.list_audit(vault)
+
+    (entry,) = run(job)
+    assert entry.correlation_id == "corr-1"
+    assert entry.detail is not None
+    assert entry.detail.startswith("no account *** for *** x x")
+    assert len(entry.detail) <= 500
