@@ -1,0 +1,144 @@
+"""Hostile command lines and environments: each ends in one clear line and a documented exit code."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from tests.conftest import CliCall, Result
+
+# Time zones at both ends of the offsets in use: UTC+14 and UTC-12.
+ZONES = ("Pacific/Kiritimati", "Etc/GMT+12", "UTC")
+OUT_OF_RANGE = "outside the dates dashtam handles"
+
+
+def assert_clear_failure(result: Result, code: int, *needles: str) -> None:
+    """One failure, said plainly: the exit code, the words, no traceback, nothing on stdout."""
+    assert result.exit_code == code, (result.exit_code, result.stderr)
+    for needle in needles:
+        assert needle in result.stderr, (needle, result.stderr)
+    assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.fixture(params=ZONES)
+def zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test with the process's local time zone set to each extreme zone in turn."""
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    yield request.param
+    if previous is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = previous
+    time.tzset()
+
+
+# --- dates --------------------------------------------------------------------------------------
+
+EDGE_DATES = [
+    ("--since", "0001-01-01"),
+    ("--since", "0001-01-01T00:00:00"),
+    ("--since", "0001-01-01T00:00:00+14:00"),
+    ("--since", "9999-12-31"),
+    ("--since", "9999-12-31T23:59:59.999999"),
+    ("--since", "9999-12-31T23:59:59-12:00"),
+    ("--since", "1969-12-31"),
+    ("--until", "9999-12-31"),
+    ("--until", "0001-01-01"),
+    ("--until", "2100-01-01"),
+]
+
+
+@pytest.mark.usefixtures("zone")
+@pytest.mark.parametrize(("option", "value"), EDGE_DATES)
+def test_dates_at_the_edges_are_usage_errors_in_transactions_list(
+    cli: CliCall, option: str, value: str
+) -> None:
+    """A date near year 1 or 9999, in any zone, exits 2 naming the option, not a traceback."""
+    result = cli("transactions", "list", option, value)
+    assert_clear_failure(result, 2, OUT_OF_RANGE, option, value)
+
+
+@pytest.mark.usefixtures("zone")
+@pytest.mark.parametrize(
+    "value", ["0001-01-01", "0001-01-01T00:00:00+14:00", "9999-12-31", "9999-12-31T23:59:59"]
+)
+def test_dates_at_the_edges_are_usage_errors_in_audit_list(cli: CliCall, value: str) -> None:
+    """`audit list --since` refuses the same dates the same way."""
+    result = cli("audit", "list", "--since", value)
+    assert_clear_failure(result, 2, OUT_OF_RANGE, "--since", value)
+
+
+@pytest.mark.usefixtures("zone")
+def test_the_ends_of_the_range_are_accepted_in_every_zone(cli: CliCall) -> None:
+    """1970-01-01 and the end of 2099-12-31 pass the date check (the next error is the vault's)."""
+    for args in (
+        ("audit", "list", "--since", "1970-01-01"),
+        ("audit", "list", "--since", "2099-12-31T23:59:59"),
+        ("transactions", "list", "--since", "1970-01-01", "--until", "2099-12-31"),
+    ):
+        result = cli(*args)
+        assert OUT_OF_RANGE not in result.stderr, args
+        assert "no vault" in result.stderr or "no connections" in result.stderr, result.stderr
+        assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("zone_name", ["Pacific/Kiritimati", "Etc/GMT+12"])
+def test_edge_dates_in_a_real_process_with_tz_set(zone_name: str, tmp_path: Path) -> None:
+    """The installed command under TZ=<extreme zone> refuses year 1 and 9999 with exit 2."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHTAM_", "SCHWAB_"))}
+    env |= {"TZ": zone_name, "DASHTAM_HOME": str(tmp_path), "NO_COLOR": "1"}
+    exe = [sys.executable, "-m", "dashtam_cli"]
+    for args in (
+        ["audit", "list", "--since", "0001-01-01"],
+        ["transactions", "list", "--until", "9999-12-31"],
+    ):
+        done = subprocess.run(
+            [*exe, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 2, done.stderr
+        assert OUT_OF_RANGE in done.stderr
+        assert "Traceback" not in done.stderr
+
+
+# --- numbers ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["18446744073709551616", "99999999999999999999999999", "-1", "0", "1000000001"]
+)
+@pytest.mark.usefixtures("master_key")
+def test_audit_limit_beyond_its_range_is_a_usage_error(cli: CliCall, value: str) -> None:
+    """--limit beyond 64 bits (SQLite overflowed), negative or zero exits 2 naming --limit."""
+    assert cli("vault", "init").exit_code == 0
+    result = cli("audit", "list", "--limit", value)
+    assert_clear_failure(result, 2, "--limit")
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "-5", "0", "3601"])
+def test_connect_timeout_must_be_a_finite_number_of_seconds(cli: CliCall, value: str) -> None:
+    """--timeout inf, nan, negative or over an hour exits 2 naming --timeout."""
+    result = cli("connect", "schwab", "--no-browser", "--timeout", value)
+    assert_clear_failure(result, 2, "--timeout")
+
+
+# --- names --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\t", "a\x01b", "bell\x07", "x" * 65, "rtl\u202eabc"])
+def test_a_connection_name_must_be_printable_and_not_empty(cli: CliCall, name: str) -> None:
+    """An empty, blank, control-character or overlong --name exits 2 before anything else."""
+    result = cli("connect", "schwab", "--no-browser", "--name", name)
+    assert_clear_failure(result, 2, "a connection name is 1 to 64 printable characters")
