@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from tests.conftest import CliCall, Result
 
@@ -142,3 +142,106 @@ def test_a_connection_name_must_be_printable_and_not_empty(cli: CliCall, name: s
     """An empty, blank, control-character or overlong --name exits 2 before anything else."""
     result = cli("connect", "schwab", "--no-browser", "--name", name)
     assert_clear_failure(result, 2, "a connection name is 1 to 64 printable characters")
+
+
+# --- config.toml ---------------------------------------------------------------------------------
+
+
+def write_config(home: Path, content: bytes, mode: int = 0o600) -> Path:
+    """Write ``content`` as the config file under ``home`` (directory 0700), with ``mode``."""
+    directory = home / "config"
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    path = directory / "config.toml"
+    path.write_bytes(content)
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'format = "\xff\xfe"\n', "is not UTF-8 text"),
+        (b"x = " + b"[" * 100_000 + b"]" * 100_000 + b"\n", "nests arrays or tables too deeply"),
+        (b"x = " + b"{a=" * 5_000 + b"1" + b"}" * 5_000 + b"\n", "nests arrays or tables too"),
+        (b"format = \n", "is not valid TOML"),
+        (b"# " + b"x" * (1 << 20) + b"\n", "is over 1048576 bytes"),
+        (b"keyring_timeout = true\n", "a boolean given, an integer or a number expected"),
+        (b'ca_bundle = "/etc/\\u0000ca.pem"\n', "a path with control characters"),
+        (b"ca_bundle = [1, 2]\n", "an array given, a string expected"),
+    ],
+    ids=["not-utf8", "deep-arrays", "deep-tables", "bad-toml", "huge", "bool", "nul", "array"],
+)
+def test_an_unreadable_config_file_is_one_clear_error(
+    cli: CliCall, isolated_env: Path, content: bytes, needle: str
+) -> None:
+    """Bad bytes, absurd nesting or wrong types in config.toml exit 1 naming the file."""
+    path = write_config(isolated_env, content)
+    result = cli("paths")
+    assert_clear_failure(result, 1, needle, str(path), "hint:")
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o620, 0o602])
+def test_a_config_file_others_may_change_is_refused(
+    cli: CliCall, isolated_env: Path, mode: int
+) -> None:
+    """config.toml writable by group or others is refused: it chooses the CA bundle."""
+    path = write_config(isolated_env, b'ca_bundle = "/tmp/evil.pem"\n', mode)
+    result = cli("paths")
+    assert_clear_failure(result, 1, f"{path} has mode {mode:o}", f"chmod go-w '{path}'")
+
+
+def test_a_symbolic_link_to_a_config_file_others_may_change_is_refused(
+    cli: CliCall, isolated_env: Path, tmp_path: Path
+) -> None:
+    """A link is followed and its target checked: a world-writable target is refused."""
+    target = tmp_path / "shared.toml"
+    target.write_text('format = "csv"\n')
+    target.chmod(0o666)
+    link = write_config(isolated_env, b"")
+    link.unlink()
+    link.symlink_to(target)
+    result = cli("paths")
+    assert_clear_failure(result, 1, f"{target} has mode 666")
+
+
+def test_a_symbolic_link_to_a_private_config_file_is_followed(
+    cli: CliCall, isolated_env: Path, tmp_path: Path
+) -> None:
+    """A dotfiles-style link to your own, read-only-for-others file is read as usual."""
+    target = tmp_path / "dotfiles" / "dashtam.toml"
+    target.parent.mkdir(mode=0o755)
+    target.write_text('format = "csv"\n')
+    target.chmod(0o644)
+    link = write_config(isolated_env, b"")
+    link.unlink()
+    link.symlink_to(target)
+    result = cli("paths")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("name,path,exists")  # format = "csv" was applied
+
+
+def test_a_config_file_in_a_directory_others_may_write_is_refused(
+    cli: CliCall, isolated_env: Path
+) -> None:
+    """Others who may write the directory may replace the file: refused, unless it is sticky."""
+    path = write_config(isolated_env, b'format = "csv"\n')
+    path.parent.chmod(0o777)
+    result = cli("paths")
+    assert_clear_failure(result, 1, f"{path.parent} of the config file is writable by every")
+    path.parent.chmod(0o1777)  # like /tmp: others cannot replace your file
+    assert cli("paths").exit_code == 0
+
+
+def test_a_config_file_owned_by_another_user_is_refused(cli: CliCall, isolated_env: Path) -> None:
+    """A config file you do not own is refused, even when its mode is strict."""
+    env: dict[str, str] = {}
+    if os.geteuid() == 0:
+        path = write_config(isolated_env, b'format = "csv"\n', 0o644)
+        os.chown(path, 65534, 65534)
+        owner = 65534
+    else:  # without root, a file of root's stands in for another user's
+        path, owner = Path("/etc/passwd"), 0
+        env["DASHTAM_CONFIG"] = str(path)
+    result = cli("paths", env=env)
+    assert_clear_failure(result, 1, f"{path} is owned by user id {owner}, not by you")

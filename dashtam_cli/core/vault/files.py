@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "check_private",
+    "check_trusted",
     "create_private_file",
     "ensure_private_dir",
     "sidecar_files",
@@ -101,4 +102,66 @@ def check_private(path: Path, *, directory: bool = False, modes: bool = True) ->
         raise UnsafeFiles(
             f"{path} has mode {mode:o}: other users may read it",
             hint=f"make it private: chmod {wanted} '{path}'",
+        )
+
+
+def check_trusted(path: Path, *, what: str) -> None:
+    """Refuse a file dashtam trusts (not secret) if another user could have changed it.
+
+    ``path`` may be a symbolic link: the link (and its directory) and the file
+    it resolves to (and that file's directory) are all checked. The file must
+    be yours, a regular file, and not writable by group or others; a directory
+    must belong to you or root and not be writable by others unless it is
+    sticky (like /tmp, where others cannot replace your files). A missing
+    file passes. ``what`` names the file in the message ("config file").
+    """
+    try:
+        link = path.lstat()
+        real = path.resolve(strict=True)
+        info = real.stat()
+    except FileNotFoundError:
+        return
+    except RuntimeError:  # Python 3.11 and 3.12 report a loop of links so
+        raise UnsafeFiles(
+            f"the {what} {path} is a loop of symbolic links", hint="point it at a real file"
+        ) from None
+    if stat.S_ISLNK(link.st_mode):
+        _check_trusted_owner(path, link.st_uid, what=f"{what} (a symbolic link)")
+        _check_trusted_dir(path.parent, what=what)
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafeFiles(
+            f"cannot read {what} {real}: not a regular file", hint="point it at a file"
+        )
+    _check_trusted_owner(real, info.st_uid, what=what)
+    if info.st_mode & 0o022:
+        mode = stat.S_IMODE(info.st_mode)
+        raise UnsafeFiles(
+            f"the {what} {real} has mode {mode:o}: other users may change it",
+            hint=f"make it writable by you only: chmod go-w '{real}'",
+        )
+    _check_trusted_dir(real.parent, what=what)
+
+
+def _check_trusted_owner(path: Path, uid: int, *, what: str) -> None:
+    if hasattr(os, "geteuid") and uid != os.geteuid():
+        raise UnsafeFiles(
+            f"the {what} {path} is owned by user id {uid}, not by you",
+            hint=f"if it is yours, take it back: sudo chown $(id -u) '{path}'",
+        )
+
+
+def _check_trusted_dir(directory: Path, *, what: str) -> None:
+    if not hasattr(os, "geteuid"):
+        return
+    info = directory.stat()
+    if info.st_uid not in {os.geteuid(), 0}:
+        raise UnsafeFiles(
+            f"the directory {directory} of the {what} is owned by user id {info.st_uid}, "
+            "who could replace the file",
+            hint=f"keep the {what} in a directory of yours",
+        )
+    if info.st_mode & 0o002 and not info.st_mode & stat.S_ISVTX:
+        raise UnsafeFiles(
+            f"the directory {directory} of the {what} is writable by every user",
+            hint=f"make it private: chmod o-w '{directory}'",
         )
