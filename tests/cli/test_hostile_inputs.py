@@ -245,3 +245,93 @@ def test_a_config_file_owned_by_another_user_is_refused(cli: CliCall, isolated_e
         env["DASHTAM_CONFIG"] = str(path)
     result = cli("paths", env=env)
     assert_clear_failure(result, 1, f"{path} is owned by user id {owner}, not by you")
+
+
+# --- files dashtam creates, and where it may create them ---------------------------------------
+
+UMASK_SCRIPT = """
+import asyncio
+from dashtam_cli.core.oauth.tls import listener_ssl_context
+from dashtam_cli.core.settings import load_settings
+from dashtam_cli.core.tokens import _connection_lock
+from dashtam_cli.sandbox.tls import make_sandbox_tls
+
+paths = load_settings().paths
+listener_ssl_context(paths.data_dir / "tls")
+make_sandbox_tls(paths.cache_dir / "sandbox")
+
+
+async def lock() -> None:
+    async with _connection_lock(paths.data_dir / "locks", "c0ffee"):
+        pass
+
+
+asyncio.run(lock())
+"""
+
+
+def test_under_umask_000_every_directory_is_0700_and_every_file_0600(tmp_path: Path) -> None:
+    """With umask 000, the vault, key file, locks and certificates are still private.
+
+    Real processes: `vault init` with a passphrase key store, then the listener's
+    and the sandbox's certificates and a token lock file, from a fresh DASHTAM_HOME
+    whose parents do not exist yet.
+    """
+    home = tmp_path / "not" / "yet" / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHTAM_", "SCHWAB_"))}
+    env |= {
+        "DASHTAM_HOME": str(home),
+        "DASHTAM_KEY_STORE": "passphrase",
+        "DASHTAM_PASSPHRASE": "correct horse battery staple",
+    }
+    for argv in (
+        [sys.executable, "-m", "dashtam_cli", "vault", "init"],
+        [sys.executable, "-c", UMASK_SCRIPT],
+    ):
+        done = subprocess.run(
+            argv, env=env, umask=0, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done.returncode == 0, done.stderr
+
+    created = [tmp_path / "not", *(tmp_path / "not").rglob("*")]
+    names = {p.name for p in created}
+    assert {"vault.sqlite3", "vault.key", "listener-key.pem", "c0ffee.lock"} <= names
+    assert any(p.parent.name == "sandbox" for p in created)
+    for path in created:
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+
+
+def test_a_dashtam_home_under_a_file_is_one_clear_error(
+    cli: CliCall, tmp_path: Path, master_key: bytes
+) -> None:
+    """DASHTAM_HOME inside a file: exit 1 naming the path, no OSError traceback."""
+    del master_key
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for home in (blocker, blocker / "sub"):
+        result = cli("vault", "init", env={"DASHTAM_HOME": str(home)})
+        assert_clear_failure(result, 1, str(home), "Not a directory", "hint:")
+
+
+def test_a_dashtam_home_where_nothing_can_be_created_is_one_clear_error(
+    cli: CliCall, master_key: bytes
+) -> None:
+    """DASHTAM_HOME on a file system that refuses new directories (procfs): exit 1, a hint."""
+    del master_key
+    home = "/proc/self/dashtam-home"
+    result = cli("vault", "init", env={"DASHTAM_HOME": home})
+    assert_clear_failure(result, 1, f"cannot create the directory {home}", "DASHTAM_HOME")
+
+
+def test_a_data_dir_that_is_a_file_is_one_clear_error(
+    cli: CliCall, isolated_env: Path, master_key: bytes
+) -> None:
+    """A file where the data directory belongs is refused by name, not an OSError."""
+    del master_key
+    isolated_env.mkdir(mode=0o700)
+    data = isolated_env / "data"
+    data.write_text("")
+    data.chmod(0o600)
+    result = cli("vault", "init")
+    assert_clear_failure(result, 1, f"{data} is not a directory")

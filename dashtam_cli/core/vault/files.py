@@ -7,7 +7,7 @@ import os
 import stat
 from typing import TYPE_CHECKING
 
-from dashtam_cli.core.vault.errors import UnsafeFiles
+from dashtam_cli.core.vault.errors import UnsafeFiles, VaultError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -23,12 +23,43 @@ __all__ = [
 
 
 def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and parents) with mode 0700 if missing; check it if present."""
-    if not path.exists():
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # mkdir's mode is filtered by the umask; set it outright.
-        path.chmod(0o700)
+    """Create ``path`` and its missing parents, each 0700 whatever the umask; check ``path``.
+
+    A place where no directory can be made (a file in the way, a read-only
+    file system, no permission) is a VaultError naming it, not an OSError.
+    """
+    try:
+        missing = _missing_dirs(path)
+        for directory in missing:
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                directory.mkdir(mode=0o700)
+                # mkdir's mode is filtered by the umask; set it outright.
+                directory.chmod(0o700)
+        info = path.lstat()
+    except (OSError, ValueError) as exc:
+        raise VaultError(
+            f"cannot create the directory {path}: {getattr(exc, 'strerror', None) or exc}",
+            hint="point DASHTAM_HOME at a directory you can write (dashtam paths shows them all)",
+        ) from None
     check_private(path, directory=True)
+    if not stat.S_ISDIR(info.st_mode):
+        raise VaultError(
+            f"{path} is not a directory",
+            hint="move the file aside, or point DASHTAM_HOME elsewhere",
+        )
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """The directories to create for ``path`` to exist, outermost first."""
+    missing: list[Path] = []
+    for directory in (path, *path.parents):
+        try:
+            directory.lstat()
+        except FileNotFoundError:
+            missing.append(directory)
+        else:
+            break
+    return missing[::-1]
 
 
 def create_private_file(path: Path) -> None:
