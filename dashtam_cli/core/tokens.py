@@ -41,7 +41,7 @@ from dashtam_cli.core.models import ConnectionInfo, RefreshResult, TokenStatus
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
 from dashtam_cli.core.oauth.tokens import TokenSet, post_token_request
 from dashtam_cli.core.providers import get_provider
-from dashtam_cli.core.vault.files import ensure_private_dir
+from dashtam_cli.core.vault.files import ensure_private_dir, open_lock_file
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -139,7 +139,7 @@ async def _connection_lock(directory: Path, connection_id: str) -> AsyncIterator
     """An exclusive lock per connection, shared by every dashtam process on this machine."""
     ensure_private_dir(directory)
     path = directory / f"{connection_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = open_lock_file(path)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_TIMEOUT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -335,3 +336,59 @@ def test_a_data_dir_that_is_a_file_is_one_clear_error(
     data.chmod(0o600)
     result = cli("vault", "init")
     assert_clear_failure(result, 1, f"{data} is not a directory")
+
+
+# --- a damaged vault: lock files ----------------------------------------------------------------
+
+
+def _lock_path(home: Path, name: str) -> Path:
+    """Store a connection ``name`` with expired tokens; return where its lock file goes."""
+    from token_support import add_connection, token_set
+
+    now = dt.datetime.now(dt.UTC)
+    info = add_connection(
+        name,
+        token_set(
+            now,
+            access_in=-dt.timedelta(minutes=1),
+            refresh_in=dt.timedelta(days=5),
+            access="A0.lock-access@",
+            refresh="R0.lock-refresh@",
+        ),
+    )
+    locks = home / "data" / "locks"
+    locks.mkdir(mode=0o700, exist_ok=True)
+    return locks / f"{info.id}.lock"
+
+
+@pytest.mark.usefixtures("oauth", "master_key")
+def test_a_symlinked_lock_file_is_refused_and_not_followed(
+    cli: CliCall, isolated_env: Path, tmp_path: Path
+) -> None:
+    """A lock file planted as a link to another file: exit 1, a hint, the target untouched."""
+    lock = _lock_path(isolated_env, "alpha")
+    victim = tmp_path / "victim"
+    lock.symlink_to(victim)  # dangling: following it would create the victim
+
+    result = cli("tokens", "refresh", "alpha")
+
+    assert result.exit_code == 1, result.stderr
+    assert f"the lock file {lock} is a symbolic link" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+    assert not victim.exists()
+
+
+@pytest.mark.usefixtures("oauth", "master_key")
+def test_a_lock_file_that_is_a_directory_is_one_clear_error(
+    cli: CliCall, isolated_env: Path
+) -> None:
+    """A directory where a lock file belongs is named in one line, not an OSError."""
+    lock = _lock_path(isolated_env, "alpha")
+    lock.mkdir(mode=0o700)
+
+    result = cli("tokens", "refresh", "alpha")
+
+    assert result.exit_code == 1, result.stderr
+    assert f"cannot open the lock file {lock}" in result.stderr
+    assert "internal error" not in result.stderr

@@ -17,6 +17,7 @@ __all__ = [
     "check_trusted",
     "create_private_file",
     "ensure_private_dir",
+    "open_lock_file",
     "sidecar_files",
     "write_private_file",
 ]
@@ -196,3 +197,42 @@ def _check_trusted_dir(directory: Path, *, what: str) -> None:
             f"the directory {directory} of the {what} is writable by every user",
             hint=f"make it private: chmod o-w '{directory}'",
         )
+
+
+def open_lock_file(path: Path) -> int:
+    """Open (creating it 0600) a lock file and return its descriptor; never through a link.
+
+    A symbolic link, a file that is not regular, or one another user owns or
+    may open is refused: following a planted link would let another user
+    block dashtam or have it create files where they choose.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    except OSError as exc:
+        if path.is_symlink():
+            raise UnsafeFiles(
+                f"the lock file {path} is a symbolic link; dashtam does not follow it",
+                hint=f"remove the link (a lock file holds nothing): rm '{path}'",
+            ) from None
+        raise UnsafeFiles(
+            f"cannot open the lock file {path}: {exc.strerror or exc}",
+            hint=f"remove it if it is in the way (a lock file holds nothing): rm -r '{path}'",
+        ) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFiles(  # noqa: TRY301 - closed below like every refusal
+                f"the lock file {path} is not a regular file",
+                hint=f"remove it (a lock file holds nothing): rm -r '{path}'",
+            )
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            raise UnsafeFiles(  # noqa: TRY301
+                f"the lock file {path} is owned by user id {info.st_uid}, not by you",
+                hint=f"remove it (a lock file holds nothing): sudo rm '{path}'",
+            )
+        if info.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
