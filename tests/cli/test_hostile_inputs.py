@@ -392,3 +392,61 @@ def test_a_lock_file_that_is_a_directory_is_one_clear_error(
     assert result.exit_code == 1, result.stderr
     assert f"cannot open the lock file {lock}" in result.stderr
     assert "internal error" not in result.stderr
+
+
+# --- provider URL settings ----------------------------------------------------------------------
+
+BAD_BASE_URLS = {
+    "ftp": ("ftp://api.example.test", "not an https:// URL"),
+    "no-scheme": ("api.example.test", "not an https:// URL"),
+    "credentials": ("https://user:hunter2@api.example.test", "user name or password"),
+    "no-host": ("https://", "has no host"),
+    "no-host-path": ("https:///v1", "has no host"),
+    "broken-ipv6": ("https://[::1", "host or port is malformed"),
+    "port-too-big": ("https://api.example.test:99999", "host or port is malformed"),
+    "query": ("https://api.example.test/?x=1", "query or a fragment"),
+    "fragment": ("https://api.example.test#top", "query or a fragment"),
+    "newline": ("https://api.exa\nmple.test", "control or non-ASCII"),
+    "space": ("https://api example.test", "spaces"),
+    "plain-http-remote": ("http://api.example.test", "plain http is allowed only"),
+}
+
+
+@pytest.mark.usefixtures("master_key")
+@pytest.mark.parametrize(("url", "needle"), BAD_BASE_URLS.values(), ids=BAD_BASE_URLS.keys())
+def test_a_malformed_base_url_is_one_clear_error_that_hides_the_value(
+    cli: CliCall, url: str, needle: str
+) -> None:
+    """A bad DASHTAM_SCHWAB_BASE_URL stops every command that would use it, value unrepeated."""
+    from schwab_support import add_connection
+
+    add_connection("brokerage", "token-b")
+    env = {
+        "DASHTAM_SCHWAB_BASE_URL": url,
+        "SCHWAB_API_KEY": "k" * 32,
+        "SCHWAB_API_SECRET": "s" * 16,
+    }
+    for args in (
+        ("accounts", "list"),
+        ("tokens", "refresh", "--force", "brokerage"),
+        ("providers", "list"),
+        ("connect", "schwab", "--no-browser", "--timeout", "1", "--name", "other"),
+    ):
+        result = cli(*args, env=env)
+        assert result.exit_code == 1, (args, result.stderr)
+        assert "DASHTAM_SCHWAB_BASE_URL is not a usable provider URL" in result.stderr, args
+        assert needle in result.stderr, args
+        assert "hunter2" not in result.stderr
+        assert "internal error" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://api.example.test/", "https://127.0.0.1:8443", "http://127.0.0.1:9", "http://[::1]:9"],
+)
+def test_a_well_formed_base_url_is_used(url: str) -> None:
+    """An https URL anywhere, or plain http to the loopback, is used (no trailing slash)."""
+    from dashtam_cli.core.providers import get_provider
+
+    spec = get_provider("schwab")
+    assert spec.base_url({"DASHTAM_SCHWAB_BASE_URL": url}) == url.rstrip("/")
