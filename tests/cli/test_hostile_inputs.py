@@ -450,3 +450,51 @@ def test_a_well_formed_base_url_is_used(url: str) -> None:
 
     spec = get_provider("schwab")
     assert spec.base_url({"DASHTAM_SCHWAB_BASE_URL": url}) == url.rstrip("/")
+
+
+# --- the keyring library's environment ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "needle"),
+    [
+        ("nonexistent.Backend", "ModuleNotFoundError"),
+        ("keyring.backends.nope.Keyring", "ModuleNotFoundError"),
+        ("os.path", "AttributeError"),
+        ("", "ValueError"),
+        ("not a backend", "ValueError"),
+    ],
+    ids=["no-module", "no-submodule", "not-a-class", "empty", "spaces"],
+)
+def test_an_unknown_keyring_backend_is_one_clear_error(
+    tmp_path: Path, backend: str, needle: str
+) -> None:
+    """PYTHON_KEYRING_BACKEND naming nothing loadable: exit 1, named, with a hint (real process).
+
+    keyring reads the variable at its first use in a process, so only a fresh
+    process shows what a user sees.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DASHTAM_", "SCHWAB_"))}
+    env |= {
+        "DASHTAM_HOME": str(tmp_path / "home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "xdg"),  # no keyringrc.cfg of the real user
+        "PYTHON_KEYRING_BACKEND": backend,
+        "NO_COLOR": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "dashtam_cli", "vault", "init"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].startswith(
+        "error: the keyring backend named by PYTHON_KEYRING_BACKEND cannot be loaded"
+    ), lines
+    assert needle in lines[0]
+    assert lines[1].startswith("hint: unset PYTHON_KEYRING_BACKEND")
+    assert len(lines) == 2  # one error line, one hint line
+    assert "internal error" not in done.stderr
