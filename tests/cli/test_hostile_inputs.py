@@ -498,3 +498,21 @@ def test_an_unknown_keyring_backend_is_one_clear_error(
     assert lines[1].startswith("hint: unset PYTHON_KEYRING_BACKEND")
     assert len(lines) == 2  # one error line, one hint line
     assert "internal error" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--latency", "inf"),
+        ("--latency", "nan"),
+        ("--latency", "1e300"),
+        ("--access-ttl", "99999999999999999999999"),
+        ("--access-ttl", "604801"),
+    ],
+)
+def test_sandbox_numbers_beyond_their_range_are_usage_errors(
+    cli: CliCall, option: str, value: str
+) -> None:
+    """An endless latency or an absurd token lifetime exits 2 before the sandbox starts."""
+    result = cli("sandbox", "serve", "--port", "0", option, value)
+    assert_clear_failure(result, 2, option)
