@@ -516,3 +516,46 @@ def test_sandbox_numbers_beyond_their_range_are_usage_errors(
     """An endless latency or an absurd token lifetime exits 2 before the sandbox starts."""
     result = cli("sandbox", "serve", "--port", "0", option, value)
     assert_clear_failure(result, 2, option)
+
+
+# --- app credentials typed or exported by the user ----------------------------------------------
+
+BAD_CREDENTIALS = {
+    "control": "abc\x01def",
+    "space": "abc def",
+    "non-ascii": "abcdéf",
+    "huge": "x" * 513,
+}
+
+
+@pytest.mark.usefixtures("master_key")
+@pytest.mark.parametrize("value", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
+def test_a_malformed_client_id_or_secret_is_refused_without_echo(cli: CliCall, value: str) -> None:
+    """`providers configure` refuses a client id or secret with control characters or 513+ chars.
+
+    Exit 2, nothing stored, and the value is not repeated on either stream.
+    """
+    for args, stdin, what in (
+        (("--client-id", value), "good-secret\n", "the client id"),
+        (("--client-id", "a" * 32), value + "\n", "the secret"),
+    ):
+        result = cli("providers", "configure", "schwab", *args, input=stdin)
+        assert_clear_failure(result, 2, what, "hint:")
+        assert value not in result.stderr
+    listed = cli("providers", "list", "--format", "json")
+    assert '"credentials": null' in listed.stdout
+
+
+@pytest.mark.usefixtures("master_key")
+@pytest.mark.parametrize("value", BAD_CREDENTIALS.values(), ids=BAD_CREDENTIALS.keys())
+def test_a_malformed_client_id_or_secret_in_the_environment_is_refused(
+    cli: CliCall, value: str
+) -> None:
+    """SCHWAB_API_KEY or SCHWAB_API_SECRET with control characters: exit 1 naming the variable."""
+    for env, name in (
+        ({"SCHWAB_API_KEY": value, "SCHWAB_API_SECRET": "s" * 16}, "SCHWAB_API_KEY"),
+        ({"SCHWAB_API_KEY": "k" * 32, "SCHWAB_API_SECRET": value}, "SCHWAB_API_SECRET"),
+    ):
+        result = cli("connect", "schwab", "--no-browser", "--timeout", "1", env=env)
+        assert_clear_failure(result, 1, name)
+        assert value not in result.stderr
