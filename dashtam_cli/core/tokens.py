@@ -41,7 +41,7 @@ from dashtam_cli.core.models import ConnectionInfo, RefreshResult, TokenStatus
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
 from dashtam_cli.core.oauth.tokens import TokenSet, post_token_request
 from dashtam_cli.core.providers import get_provider
-from dashtam_cli.core.vault.files import ensure_private_dir, open_lock_file
+from dashtam_cli.core.vault.files import ensure_private_dir
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -137,6 +137,8 @@ def hold_signals() -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def _connection_lock(directory: Path, connection_id: str) -> AsyncIterator[None]:
     """An exclusive lock per connection, shared by every dashtam process on this machine."""
+    from dashtam_cli.core.vault.files import open_lock_file
+
     ensure_private_dir(directory)
     path = directory / f"{connection_id}.lock"
     fd = open_lock_file(path)
