@@ -11,6 +11,9 @@ from dashtam_cli.cli import options, prompts, runtime
 if TYPE_CHECKING:
     from dashtam_cli.core.settings import Settings
 
+# SQLite takes a 64-bit LIMIT; a larger --limit is a usage error, not an overflow.
+MAX_LIMIT = 1_000_000_000
+
 audit_app = typer.Typer(
     name="audit", help="Read the audit log of provider operations.", no_args_is_help=True
 )
@@ -31,7 +34,8 @@ def list_(
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", "-n", min=1, help="At most this many entries.")
+        int | None,
+        typer.Option("--limit", "-n", min=1, max=MAX_LIMIT, help="At most this many entries."),
     ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
@@ -40,7 +44,7 @@ def list_(
     from dashtam_cli.core.models import AuditEntry
     from dashtam_cli.core.vault.vault import open_vault
 
-    start = options.parse_when(since)
+    start = options.parse_when(since, option="--since")
     opts = prompts.open_options()
 
     async def job(conf: Settings) -> list[AuditEntry]:

@@ -9,6 +9,9 @@ import typer
 
 from dashtam_cli.cli import options, prompts, runtime
 
+# An hour: inf, nan and absurd waits are usage errors, not a listener left open.
+MAX_TIMEOUT = 3600.0
+
 connections_app = typer.Typer(
     name="connections", help="List your connections to providers.", no_args_is_help=True
 )
@@ -52,7 +55,12 @@ def connect(
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option("--timeout", min=1, help="Seconds to wait for the login to complete."),
+        typer.Option(
+            "--timeout",
+            min=1,
+            max=MAX_TIMEOUT,
+            help="Seconds to wait for the login to complete (1 to 3600).",
+        ),
     ] = 300.0,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:

@@ -168,8 +168,8 @@ def transactions_list(
     fetch = FetchOptions(
         connection=connection,
         account=account,
-        since=options.parse_when(since),
-        until=options.parse_when(until, end_of_day=True),
+        since=options.parse_when(since, option="--since"),
+        until=options.parse_when(until, option="--until", end_of_day=True),
         types=tuple(wanted),
         symbol=symbol,
     )

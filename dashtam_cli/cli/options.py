@@ -28,19 +28,32 @@ FORMAT = typer.Option(
 )
 
 
-def parse_when(value: str | None, *, end_of_day: bool = False) -> dt.datetime | None:
-    """A date (YYYY-MM-DD, local midnight; the end of that day for --until) or an ISO 8601 time."""
+# Dates outside these are refused: near year 1 or 9999 a time zone or a day's
+# end overflows Python's datetime, and no provider's history reaches them.
+EARLIEST = dt.datetime(1970, 1, 1)  # noqa: DTZ001 - compared with the time as written
+LATEST = dt.datetime(2100, 1, 1)  # noqa: DTZ001 - the end of 2099-12-31
+
+
+def parse_when(value: str | None, *, option: str, end_of_day: bool = False) -> dt.datetime | None:
+    """A date (YYYY-MM-DD, local midnight; the end of that day for --until) or an ISO 8601 time.
+
+    The time as written (before any zone is applied) must lie from 1970-01-01
+    to the end of 2099-12-31, so converting it to UTC cannot overflow.
+    """
     if value is None:
         return None
     try:
         if len(value) == 10:  # noqa: PLR2004 - YYYY-MM-DD
             day = dt.date.fromisoformat(value)
-            moment = dt.datetime.combine(
-                day + dt.timedelta(days=1) if end_of_day else day, dt.time()
-            )
+            moment = dt.datetime.combine(day, dt.time())
+            if end_of_day and day < dt.date.max:  # the day after 9999-12-31 overflows
+                moment += dt.timedelta(days=1)
         else:
             moment = dt.datetime.fromisoformat(value)
     except ValueError:
         msg = f"{value!r} is not a date (YYYY-MM-DD) or an ISO 8601 time"
-        raise typer.BadParameter(msg) from None
+        raise typer.BadParameter(msg, param_hint=option) from None
+    if not EARLIEST <= moment.replace(tzinfo=None) <= LATEST:
+        msg = f"{value!r} is outside the dates dashtam handles (1970-01-01 to 2099-12-31)"
+        raise typer.BadParameter(msg, param_hint=option)
     return moment if moment.tzinfo else moment.astimezone()

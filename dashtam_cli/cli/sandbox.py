@@ -25,7 +25,13 @@ def serve(
         int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")
     ] = 8443,
     latency: Annotated[
-        float, typer.Option("--latency", min=0, help="Milliseconds added to each response.")
+        float,
+        typer.Option(
+            "--latency",
+            min=0,
+            max=60_000,
+            help="Milliseconds added to each response (up to 60000).",
+        ),
     ] = 0.0,
     error_rate: Annotated[
         float,
@@ -44,7 +50,13 @@ def serve(
     ] = 250,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
     access_ttl: Annotated[
-        int, typer.Option("--access-ttl", min=1, help="Access-token lifetime in seconds.")
+        int,
+        typer.Option(
+            "--access-ttl",
+            min=1,
+            max=604_800,
+            help="Access-token lifetime in seconds (up to a week).",
+        ),
     ] = 1800,
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Approve every login at once (for scripts).")

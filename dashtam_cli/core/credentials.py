@@ -38,10 +38,31 @@ if TYPE_CHECKING:
 __all__ = ["configure", "list_providers", "providers", "resolve_credentials", "store_credentials"]
 
 
+# Schwab's are 32 and 16 characters; anything longer, or with spaces or
+# control characters, is a paste gone wrong, refused before it reaches a header.
+_MAX_CREDENTIAL = 512
+
+
+def _credential_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a client id or secret (never repeating it), or None."""
+    if len(value) > _MAX_CREDENTIAL:
+        return f"is over {_MAX_CREDENTIAL} characters"
+    if not value.isascii() or not value.isprintable() or any(ch.isspace() for ch in value):
+        return "holds spaces, control or non-ASCII characters"
+    return None
+
+
 def _from_env(spec: ProviderSpec, env: Mapping[str, str]) -> tuple[str, str] | None:
     client_id = env.get(spec.client_id_env, "").strip()
     secret = env.get(spec.client_secret_env, "").strip()
     if client_id and secret:
+        for name, value in ((spec.client_id_env, client_id), (spec.client_secret_env, secret)):
+            problem = _credential_problem(value)
+            if problem is not None:
+                raise ConfigError(
+                    f"{name} {problem}",
+                    hint=f"copy it again from {spec.display_name}'s developer portal",
+                )
         return client_id, secret
     if client_id or secret:
         missing = spec.client_secret_env if client_id else spec.client_id_env
@@ -171,6 +192,13 @@ async def configure(  # noqa: PLR0913 - each is one input of the command
     register_secret(client_secret)
     if not client_id or not client_secret:
         raise InputError("the client id and the secret must not be empty")
+    for what, value in (("the client id", client_id), ("the secret", client_secret)):
+        problem = _credential_problem(value)
+        if problem is not None:
+            raise InputError(
+                f"{what} {problem}",
+                hint=f"copy it again from {spec.display_name}'s developer portal",
+            )
     if redirect_uri is not None:
         parse_redirect_uri(redirect_uri, setting="--redirect-uri")
     async with open_vault(settings, dataclasses.replace(options, create=True)) as vault:

@@ -86,6 +86,7 @@ def _parse_key_store(raw: object) -> str:
 class _Spec:
     env: str
     parse: Callable[[object], Any]
+    toml: tuple[type, ...] = (str,)  # the TOML types the config file may give
 
 
 def _parse_path(raw: object) -> str:
@@ -93,37 +94,75 @@ def _parse_path(raw: object) -> str:
     if not value:
         msg = "an empty path"
         raise ValueError(msg)
+    if not value.isprintable():
+        msg = "a path with control characters"
+        raise ValueError(msg)
     return value
 
 
 _SPECS: Final[dict[str, _Spec]] = {
     "format": _Spec("DASHTAM_FORMAT", _parse_format),
-    "color": _Spec("DASHTAM_COLOR", _parse_bool),
-    "keyring_timeout": _Spec("DASHTAM_KEYRING_TIMEOUT", _parse_seconds),
+    "color": _Spec("DASHTAM_COLOR", _parse_bool, (bool,)),
+    "keyring_timeout": _Spec("DASHTAM_KEYRING_TIMEOUT", _parse_seconds, (int, float)),
     "key_store": _Spec("DASHTAM_KEY_STORE", _parse_key_store),
     "ca_bundle": _Spec("DASHTAM_CA_BUNDLE", _parse_path),
 }
 
 
+# A config file is a few lines; a bigger one is a mistake (or an attack on the parser).
+MAX_CONFIG_BYTES: Final = 1 << 20
+
+
+_TOML_NAMES: Final[dict[type, str]] = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "an array",
+    dict: "a table",
+}
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
+    """Read the config file, refusing one that another user could have written.
+
+    It can name the CA bundle that provider TLS trusts, so it is checked like
+    the vault's files (owner and write permissions, through symbolic links).
+    """
     import tomllib
 
+    from dashtam_cli.core.vault.errors import UnsafeFiles
+    from dashtam_cli.core.vault.files import check_trusted
+
+    hint = "fix the file or move it aside; docs/configuration.md lists the keys"
     try:
+        check_trusted(path, what="config file")
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(
-            f"config file {path} is not valid TOML: {exc}",
-            hint="fix the file or move it aside; docs/configuration.md lists the keys",
-        ) from None
+    except UnsafeFiles as exc:
+        raise ConfigError(exc.message, hint=exc.hint) from None
     except OSError as exc:
         raise ConfigError(
-            f"cannot read config file {path}: {exc.strerror}",
-            hint="check the file's permissions",
+            f"cannot read config file {path}: {exc.strerror or exc}",
+            hint="check that the path (and DASHTAM_HOME or DASHTAM_CONFIG) names a readable "
+            "file in a directory",
         ) from None
-    return data
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes", hint=hint)
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte {exc.start})", hint=hint
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}", hint=hint) from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests arrays or tables too deeply to read", hint=hint
+        ) from None
 
 
 def load_settings(
@@ -158,6 +197,12 @@ def load_settings(
         else:
             continue
         try:
+            if origin == "config" and (
+                isinstance(raw, bool) is not (bool in spec.toml) or not isinstance(raw, spec.toml)
+            ):
+                wanted = " or ".join(_TOML_NAMES[t] for t in spec.toml)
+                msg = f"{_TOML_NAMES.get(type(raw), type(raw).__name__)} given, {wanted} expected"
+                raise ValueError(msg)  # noqa: TRY301 - reported like every other bad value
             values[name] = spec.parse(raw)
         except ValueError as exc:
             raise ConfigError(

@@ -137,9 +137,11 @@ def hold_signals() -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def _connection_lock(directory: Path, connection_id: str) -> AsyncIterator[None]:
     """An exclusive lock per connection, shared by every dashtam process on this machine."""
+    from dashtam_cli.core.vault.files import open_lock_file
+
     ensure_private_dir(directory)
     path = directory / f"{connection_id}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    fd = open_lock_file(path)
     try:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_TIMEOUT

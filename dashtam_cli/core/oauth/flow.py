@@ -258,7 +258,7 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
     if options.mode not in MODES:
         raise InputError(f"unknown login mode {options.mode!r}")
     spec = get_provider(provider)
-    name = _check_name(options.name or spec.name)
+    name = _check_name(spec.name if options.name is None else options.name)
     env = os.environ if options.environ is None else options.environ
     vault_options = OpenOptions(
         create=True, prompt=options.passphrase_prompt, environ=options.environ

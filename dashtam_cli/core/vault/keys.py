@@ -214,9 +214,9 @@ class KeyringKeySource:
         if self._backend is None:
 
             def pick() -> Any:  # noqa: ANN401
-                import keyring
+                from dashtam_cli.core.vault.keyring_backend import load_backend
 
-                return keyring.get_keyring()
+                return load_backend()
 
             backend = await call_blocking(pick, timeout=self._timeout, what="keyring start-up")
             _vet(backend)
