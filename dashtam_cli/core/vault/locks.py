@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import logging
 import os
 from typing import TYPE_CHECKING, Final
 
-from dashtam_cli.core.vault.errors import UnsafeFiles, VaultBusy
-from dashtam_cli.core.vault.files import check_private
+from dashtam_cli.core.vault.errors import VaultBusy
+from dashtam_cli.core.vault.files import open_lock_file
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -72,24 +71,6 @@ def lock_files(vault_file: Path) -> tuple[Path, ...]:
     return _lock_paths(vault_file)
 
 
-def _open_lock_file(path: Path) -> int:
-    """Open (creating 0600) a lock file, refusing a link or another user's file."""
-    check_private(path)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise UnsafeFiles(
-                f"{path} is a symbolic link; dashtam keeps its vault in real files only",
-                hint=f"remove the link: rm '{path}'",
-            ) from None
-        raise UnsafeFiles(
-            f"cannot open the vault's lock file {path}: {exc.strerror}",
-            hint="check the permissions of the vault's directory",
-        ) from None
-    return fd
-
-
 async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
     fd: int,
     operation: int,
@@ -125,9 +106,9 @@ async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
 async def shared_use(vault_file: Path, *, timeout: float = OPEN_WAIT_S) -> AsyncIterator[None]:  # noqa: ASYNC109
     """Hold the vault open alongside other openers; wait for a rotation in progress."""
     lock_path, gate_path, _ = _lock_paths(vault_file)
-    lock_fd = _open_lock_file(lock_path)
+    lock_fd = open_lock_file(lock_path)
     try:
-        gate_fd = _open_lock_file(gate_path)
+        gate_fd = open_lock_file(gate_path)
         try:
             await _acquire(
                 gate_fd,
@@ -162,7 +143,7 @@ async def shared_use(vault_file: Path, *, timeout: float = OPEN_WAIT_S) -> Async
 async def exclusive_use(vault_file: Path, *, timeout: float = ROTATE_WAIT_S) -> AsyncIterator[None]:  # noqa: ASYNC109
     """Hold the vault alone: new openers wait, and this waits for the current ones to close."""
     lock_path, gate_path, _ = _lock_paths(vault_file)
-    gate_fd = _open_lock_file(gate_path)
+    gate_fd = open_lock_file(gate_path)
     try:
         await _acquire(
             gate_fd,
@@ -172,7 +153,7 @@ async def exclusive_use(vault_file: Path, *, timeout: float = ROTATE_WAIT_S) -> 
             failure=f"another dashtam process kept the vault locked for over {timeout:g} s",
             hint="wait for it to finish, then run the command again",
         )
-        lock_fd = _open_lock_file(lock_path)
+        lock_fd = open_lock_file(lock_path)
         try:
             await _acquire(
                 lock_fd,
@@ -195,7 +176,7 @@ async def exclusive_use(vault_file: Path, *, timeout: float = ROTATE_WAIT_S) -> 
 async def recovering(vault_file: Path, *, timeout: float = 60.0) -> AsyncIterator[None]:  # noqa: ASYNC109
     """Serialise the openers that finish or discard an interrupted rotation's pending key."""
     _, _, recover_path = _lock_paths(vault_file)
-    fd = _open_lock_file(recover_path)
+    fd = open_lock_file(recover_path)
     try:
         await _acquire(
             fd,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from typing import TYPE_CHECKING
 
 import pytest
 from fake_keyrings import MemoryKeyring
@@ -12,8 +13,11 @@ from vault_seed import Seeded, assert_reads_back, read_all, seed
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.crypto import key_id_of
-from dashtam_cli.core.vault.errors import RecordTampered, VaultError
+from dashtam_cli.core.vault.errors import RecordTampered, UnsafeFiles, VaultError
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _create() -> tuple[str, Seeded]:
@@ -198,3 +202,19 @@ def test_a_key_store_that_does_not_keep_the_new_key_fails_the_rotation_loudly(
     assert asyncio.run(reopen()) == new_key_id
     assert _key_id(backend.entries[main]) == new_key_id
     assert pending not in backend.entries
+
+
+def test_a_planted_link_as_the_vault_lock_is_refused(tmp_path: Path) -> None:
+    """vault.lock as a symbolic link (another user's trap) stops the open with a clear error."""
+    _create()
+    lock = load_settings().paths.vault_file.with_name("vault.lock")
+    lock.unlink()
+    lock.symlink_to(tmp_path / "elsewhere")
+
+    async def run() -> None:
+        async with open_vault(load_settings()):
+            pass
+
+    with pytest.raises(UnsafeFiles, match="symbolic link"):
+        asyncio.run(run())
+    assert not (tmp_path / "elsewhere").exists()
