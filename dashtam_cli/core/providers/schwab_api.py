@@ -93,9 +93,16 @@ def parse_schwab_time(text: str) -> dt.datetime:
     return moment
 
 
+class _TooDeep(ValueError):
+    """A JSON body nested beyond what the parser's recursion allows."""
+
+
 def _load_json(response: httpx.Response) -> Any:  # noqa: ANN401 - any JSON
     # parse_float=Decimal: money never passes through a binary float.
-    return json.loads(response.content, parse_float=decimal.Decimal)
+    try:
+        return json.loads(response.content, parse_float=decimal.Decimal)
+    except RecursionError:
+        raise _TooDeep from None
 
 
 def _error_summary(response: httpx.Response) -> str:  # noqa: C901 - one branch per error shape
@@ -103,7 +110,7 @@ def _error_summary(response: httpx.Response) -> str:  # noqa: C901 - one branch 
     text = response.text
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     parts: list[str] = []
     if isinstance(body, dict):
@@ -180,7 +187,7 @@ class SchwabClient:
         self._gate = asyncio.Semaphore(max_in_flight)
         self.requests = 0
 
-    async def _get(self, operation: str, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401, C901
+    async def _get(self, operation: str, path: str, query: Sequence[tuple[str, str]] = ()) -> Any:  # noqa: ANN401
         """GET with retries (network, 429, 502-504), one refresh on 401, and an audit record."""
         url = self._root + path
         if query:
@@ -221,12 +228,17 @@ class SchwabClient:
             if status == httpx.codes.OK:
                 try:
                     body = _load_json(response)
-                except ValueError:
+                except ValueError as exc:
                     await self._record(
                         CallRecord(operation, "bad body", status, duration, correlation)
                     )
+                    what = (
+                        "JSON nested too deeply to read"
+                        if isinstance(exc, _TooDeep)
+                        else "a body that is not JSON (or not readable JSON)"
+                    )
                     raise ApiError(
-                        f"Schwab {operation}: HTTP 200 with a body that is not JSON"
+                        f"Schwab {operation}: HTTP 200 with {what}"
                         + (f" (correlation id {correlation})" if correlation else ""),
                         hint="the API answered something unexpected; retry later",
                         http_status=status,
@@ -247,29 +259,52 @@ class SchwabClient:
                 if wait is None or wait <= MAX_RETRY_AFTER:
                     await self._sleep(self._backoff.delay(attempt, wait))
                     continue
-            where = f" (correlation id {correlation})" if correlation else ""
-            if status == httpx.codes.UNAUTHORIZED:
-                raise ReauthRequired(
-                    f"Schwab refused the access token even after a refresh (HTTP 401){where}",
-                    hint=self._reauth_hint,
-                )
-            raise ApiError(
-                f"Schwab {operation} failed: HTTP {status}, {summary}{where}",
-                hint=_hint_for(status),
+            raise self._final_error(operation, status, summary, correlation)
+
+    def _final_error(
+        self, operation: str, status: int, summary: str, correlation: str | None
+    ) -> ApiError | ReauthRequired:
+        """The error for an answer no retry or refresh will change."""
+        where = f" (correlation id {correlation})" if correlation else ""
+        if status == httpx.codes.UNAUTHORIZED and "client not authorized" in summary.lower():
+            # A fresh token refused too: the app, not the login, lacks access.
+            return ApiError(
+                f"Schwab {operation}: HTTP 401, {summary}{where}: the app is not "
+                "authorized for the Trader API, even with a fresh token",
+                hint='add the "Accounts and Trading Production" product to the app on '
+                "Schwab's developer portal (developer.schwab.com) and wait for it to be "
+                "approved; logging in again does not help",
                 http_status=status,
                 correlation_id=correlation,
             )
+        if status == httpx.codes.UNAUTHORIZED:
+            return ReauthRequired(
+                f"Schwab refused the access token even after a refresh (HTTP 401){where}",
+                hint=self._reauth_hint,
+            )
+        return ApiError(
+            f"Schwab {operation} failed: HTTP {status}, {summary}{where}",
+            hint=_hint_for(status),
+            http_status=status,
+            correlation_id=correlation,
+        )
 
     async def account_numbers(self) -> list[tuple[str, str]]:
         """(account number, hash value) pairs."""
         body = await self._get("account numbers", "/accounts/accountNumbers")
         if not isinstance(body, list):
             raise ApiError("Schwab account numbers: unexpected body shape")
-        return [
-            (str(item["accountNumber"]), str(item["hashValue"]))
-            for item in body
-            if isinstance(item, dict) and item.get("accountNumber") and item.get("hashValue")
-        ]
+        pairs = []
+        for index, item in enumerate(body):
+            if not isinstance(item, dict):
+                raise _bad_field("account numbers", f"[{index}]", "an object", item)
+            number, hash_value = item.get("accountNumber"), item.get("hashValue")
+            if not (isinstance(number, str) and number.isascii() and number.isalnum()):
+                raise _bad_field("account numbers", f"[{index}].accountNumber", "text", number)
+            if not (isinstance(hash_value, str) and hash_value.isascii() and hash_value.isalnum()):
+                raise _bad_field("account numbers", f"[{index}].hashValue", "text", hash_value)
+            pairs.append((number, hash_value))
+        return pairs
 
     async def accounts(self) -> list[dict[str, Any]]:
         """Every account with its positions and balances, as Schwab sends them."""
@@ -346,6 +381,26 @@ class SchwabClient:
                 key = item.get("activityId")
                 seen[key if key is not None else id(item)] = item
         return list(seen.values())
+
+
+def _type_name(value: object) -> str:
+    """How a JSON value's type reads in a message (never the value: it may be a secret)."""
+    if value is None:
+        return "missing"
+    kinds = {bool: "a boolean", str: "text", dict: "an object", list: "a list"}
+    for kind, name in kinds.items():
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, int | float | decimal.Decimal) else "unreadable"
+
+
+def _bad_field(operation: str, field: str, expected: str, value: object) -> ApiError:
+    got = _type_name(value)
+    got = "text of another form" if got == expected else got
+    return ApiError(
+        f"Schwab {operation}: the answer's {field} should be {expected}, not {got}",
+        hint="Schwab sent data dashtam cannot use; retry later, and report it if it persists",
+    )
 
 
 def _hint_for(status: int) -> str:
