@@ -1078,7 +1078,7 @@ def test_account_numbers_of_the_wrong_type_are_named(
         run_with(router, lambda c: c.account_numbers())
 
     message = caught.value.message
-    assert f"the answer's {field} should be" in message
+    assert f"field {field} should be" in message
     assert "12345678" not in message
     assert "12341234" not in message
     assert "\n" not in message
