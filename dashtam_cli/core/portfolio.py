@@ -150,7 +150,9 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
             if row.provider_ref is None
             else vault.unseal_text(table.name, row.id, "provider_ref", row.provider_ref)
         )
-        known.append(_Known(row.id, number, reference, row.fetched_at))
+        # A damaged stamp (not text) only means the list is not reused.
+        stamp = row.fetched_at if isinstance(row.fetched_at, str) else None
+        known.append(_Known(row.id, number, reference, stamp))
     return known
 
 
@@ -166,7 +168,7 @@ def _recent_list(known: Sequence[_Known], now: dt.datetime) -> list[_Known] | No
     listed = [k for k in known if k.fetched_at == newest]
     try:
         age = now - dt.datetime.fromisoformat(newest)
-    except ValueError:
+    except (ValueError, TypeError):  # damaged, or without a zone
         return None
     if not dt.timedelta(0) <= age <= ACCOUNT_LIST_REUSE or any(not k.hash_value for k in listed):
         return None

@@ -150,7 +150,13 @@ class Vault:
         return self._sealer.seal(table, row_id, field, data)
 
     def unseal(self, table: str, row_id: str, field: str, blob: bytes) -> bytes:
-        """Open one sealed field; a blob that does not belong there raises RecordTampered."""
+        """Open one sealed field; a blob that does not belong there raises RecordTampered.
+
+        So does a value that is not a blob at all (TEXT, an integer, a float in a
+        damaged file): ``bytes()`` of a large integer would try to allocate it.
+        """
+        if not isinstance(blob, bytes | bytearray | memoryview):
+            raise RecordTampered(table, row_id, field)
         try:
             return self._sealer.open(table, row_id, field, bytes(blob))
         except (InvalidTag, crypto.BlobFormatError):
