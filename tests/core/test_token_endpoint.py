@@ -12,6 +12,7 @@ import httpx
 import pytest
 import respx
 from schwab_support import BASE_URL, CORRELATION, TOKEN_URL
+from schwab_support import add_connection as add_live_connection
 from token_support import CLIENT_REFUSAL, FakeClock, add_connection, audit_of, stored, token_set
 
 from dashtam_cli.core.connections import list_connections
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.models import TokenStatus
     from dashtam_cli.core.tokens import RefreshOutcome, TokenManager
+    from tests.conftest import CliCall
 
 T = TypeVar("T")
 START: Final = dt.datetime(2025, 3, 3, 15, 0, tzinfo=dt.UTC)
@@ -420,3 +422,43 @@ def test_a_rotated_refresh_token_keeps_the_login_as_the_7_day_anchor(
     (row,) = rows
     assert row.refresh_expires_in_seconds == 4 * 86400
     assert row.refresh_expires == "in 4 d 0 h"
+
+
+# --- through the CLI --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "says"),
+    [
+        pytest.param(
+            403,
+            ACCESS_DENIED,
+            "text/html",
+            "answered HTTP 403 with a body that is not JSON (an HTML page: Access Denied); "
+            "this is usually temporary: try again in a few minutes",
+            id="access-denied",
+        ),
+        pytest.param(
+            *CLIENT_REFUSAL,
+            "application/json",
+            "the app's client secret (or key) was refused, not the login; check SCHWAB_API_KEY",
+            id="invalid_client",
+        ),
+    ],
+)
+def test_tokens_refresh_says_what_failed_and_keeps_the_login(
+    cli: CliCall, status: int, body: bytes, content_type: str, says: str
+) -> None:
+    """`tokens refresh`: exit 1, the cause and what to do on stderr; `tokens status` not reauth."""
+    add_live_connection(NAME, "A0.live-access@", access_in=dt.timedelta(minutes=1))
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        router.post(TOKEN_URL).mock(return_value=answer(status, body, content_type))
+        result = cli("tokens", "refresh", "--quiet")
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert says in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    assert "internal error" not in result.stderr
+    status_rows = json.loads(cli("tokens", "status", "--format", "json").stdout)
+    assert [row["state"] for row in status_rows] == ["ok"]
