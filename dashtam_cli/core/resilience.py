@@ -79,7 +79,8 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         return None
     text = value.strip()
     if text.isascii() and text.isdigit():
-        seconds = float(text) if len(text) <= len("86400") else math.inf
+        digits = text.lstrip("0") or "0"
+        seconds = float(digits) if len(digits) <= len("86400") else math.inf
         return seconds if seconds <= MAX_BELIEVABLE_RETRY_AFTER else None
     try:
         moment = email.utils.parsedate_to_datetime(text)

@@ -995,6 +995,7 @@ def test_retry_after_seconds_ignores_junk(value: str) -> None:
 def test_retry_after_seconds_keeps_believable_values() -> None:
     """Seconds up to a day are kept as they are, a day and a second is not."""
     assert retry_after_seconds(" 42 ") == 42.0
+    assert retry_after_seconds("0000000042") == 42.0
     assert retry_after_seconds("86400") == 86400.0
     assert retry_after_seconds("86401") is None
 
