@@ -30,11 +30,16 @@ SCHWAB_REFUSALS: Final = {
             b'"error_description":"400 Bad Request: refresh_token_authentication_error"}'
         ),
     ),
-    "401-invalid_client": (
+    "401-invalid_grant": (
         401,
-        b'{"error":"invalid_client","error_description":"Client authentication failed"}',
+        b'{"error":"invalid_grant","error_description":"Refresh token is invalid or expired"}',
     ),
 }
+# How Schwab refuses the app's key or secret: the app, not the login, is refused.
+CLIENT_REFUSAL: Final = (
+    401,
+    b'{"error":"invalid_client","error_description":"Client authentication failed"}',
+)
 SERVER_ERROR: Final = (500, b'{"message":"Internal Server Error"}')
 
 

@@ -13,6 +13,7 @@ from dashtam_cli.core.models import ConnectionInfo
 from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
+from dashtam_cli.core.vault.errors import RecordDamaged
 from dashtam_cli.core.vault.vault import open_vault
 
 if TYPE_CHECKING:
@@ -41,21 +42,55 @@ class ConnectionNotFound(DashtamError):
     """No connection has that name."""
 
 
-def _time(text: str | None) -> dt.datetime | None:
-    return None if text is None else dt.datetime.fromisoformat(text)
+def _stored_time(
+    table: str, row_id: str | None, field: str, value: object, *, hint: str
+) -> dt.datetime | None:
+    """A time column as written by ``db.utcnow_text``; damage is a RecordDamaged naming the row."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
+    raise RecordDamaged(table, str(row_id), field, hint=hint)
 
 
-def _info(row: Row[tuple[object, ...]]) -> ConnectionInfo:
+def _relogin_hint(provider: str, name: str) -> str:
+    return (
+        f"log in again to replace its tokens: dashtam connect {provider} --name {name} "
+        f"(or remove the connection: dashtam disconnect {name})"
+    )
+
+
+def _info(row: Row[tuple[object, ...]], *, strict: bool = True) -> ConnectionInfo:
+    """A connection's row and its token lifetimes; ``strict=False`` reads damaged times as None."""
     m = row._mapping  # noqa: SLF001 - SQLAlchemy's public row API
+    hint = _relogin_hint(str(m["provider"]), str(m["name"]))
+
+    def when(table: str, row_id: str | None, field: str) -> dt.datetime | None:
+        try:
+            return _stored_time(table, row_id, field, m[field], hint=hint)
+        except RecordDamaged:
+            if strict:
+                raise
+            return None
+
+    c, t = schema.connections.name, schema.tokens.name
+    created = when(c, m["id"], "created_at")
+    updated = when(c, m["id"], "updated_at")
+    epoch = dt.datetime.fromtimestamp(0, dt.UTC)
     return ConnectionInfo(
         id=m["id"],
         name=m["name"],
         provider=m["provider"],
         status=m["status"],
-        created_at=dt.datetime.fromisoformat(m["created_at"]),
-        updated_at=dt.datetime.fromisoformat(m["updated_at"]),
-        access_expires_at=_time(m["access_expires_at"]),
-        refresh_expires_at=_time(m["refresh_expires_at"]),
+        created_at=created or epoch,
+        updated_at=updated or epoch,
+        access_expires_at=when(t, m["token_row_id"], "access_expires_at"),
+        refresh_expires_at=when(t, m["token_row_id"], "refresh_expires_at"),
     )
 
 
@@ -69,6 +104,7 @@ def _query() -> Select[Any]:
             c.c.status,
             c.c.created_at,
             c.c.updated_at,
+            t.c.id.label("token_row_id"),
             t.c.access_expires_at,
             t.c.refresh_expires_at,
         )
@@ -214,20 +250,34 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
     )
     register_secret(access)
     register_secret(refresh)
+    hint = _relogin_hint(info.provider, info.name)
+    issued = _stored_time(t.name, row.id, "issued_at", row.issued_at, hint=hint)
+    access_expires = _stored_time(
+        t.name, row.id, "access_expires_at", row.access_expires_at, hint=hint
+    )
+    if issued is None or access_expires is None:  # NOT NULL columns: only damage gets here
+        raise RecordDamaged(t.name, row.id, "issued_at", hint=hint)
     tokens = TokenSet(
         access_token=access,
         refresh_token=refresh,
-        token_type=row.token_type,
-        issued_at=dt.datetime.fromisoformat(row.issued_at),
-        access_expires_at=dt.datetime.fromisoformat(row.access_expires_at),
-        refresh_expires_at=_time(row.refresh_expires_at),
+        token_type=row.token_type if isinstance(row.token_type, str) else "Bearer",
+        issued_at=issued,
+        access_expires_at=access_expires,
+        refresh_expires_at=_stored_time(
+            t.name, row.id, "refresh_expires_at", row.refresh_expires_at, hint=hint
+        ),
     )
     return info, tokens
 
 
 async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
-    """Delete a connection, its tokens and its cached data (foreign keys cascade)."""
-    infos = await list_connections(vault, name=name)
+    """Delete a connection, its tokens and its cached data (foreign keys cascade).
+
+    Damaged times in its rows do not stand in the way: removing it is a way out.
+    """
+    async with vault.reading() as conn:
+        rows = (await conn.execute(_query().where(schema.connections.c.name == name))).all()
+    infos = [_info(row, strict=False) for row in rows]
     if not infos:
         raise ConnectionNotFound(
             f"no connection named {name!r}", hint="see: dashtam connections list"

@@ -269,7 +269,8 @@ def load_json(
     (as ``json.loads`` does) for anything that is not JSON.
     """
     too_deep = BadBody(
-        f"{what} answered with JSON nested more than {MAX_JSON_DEPTH} levels deep",
+        f"{what} answered{'' if status is None else f' HTTP {status}'} with JSON nested "
+        f"more than {MAX_JSON_DEPTH} levels deep",
         hint=f"no real answer is shaped like that: check {setting}",
         http_status=status,
     )

@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
+import pydantic
 from sqlalchemy import delete, select
 
 from dashtam_cli.core import audit
@@ -19,8 +21,9 @@ from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, T
 from dashtam_cli.core.providers.schwab_api import (
     ApiError,
     CallRecord,
+    Fields,
     SchwabClient,
-    parse_schwab_time,
+    bad_field,
 )
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.resilience import gather_all
@@ -108,28 +111,6 @@ class FetchResult(Generic[T]):
         return DashtamError(lines, hint="see the messages above; retry later")
 
 
-def _money(value: Any) -> decimal.Decimal | None:  # noqa: ANN401 - JSON number or absent
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, decimal.Decimal):
-        return value
-    if isinstance(value, int):
-        return decimal.Decimal(value)
-    try:
-        return decimal.Decimal(str(value))
-    except decimal.InvalidOperation:
-        return None
-
-
-def _date(value: Any) -> dt.date | None:  # noqa: ANN401
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return dt.date.fromisoformat(value[:10])
-    except ValueError:
-        return None
-
-
 def mask_number(number: str) -> str:
     """``****5678``: the last four digits only."""
     return "****" + number[-4:]
@@ -173,7 +154,9 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
         )
         # The cached hash goes into request paths: masked before the first one.
         register_secret(reference)
-        known.append(_Known(row.id, number, reference, row.fetched_at))
+        # A damaged stamp (not text) only means the list is not reused.
+        stamp = row.fetched_at if isinstance(row.fetched_at, str) else None
+        known.append(_Known(row.id, number, reference, stamp))
     return known
 
 
@@ -189,7 +172,7 @@ def _recent_list(known: Sequence[_Known], now: dt.datetime) -> list[_Known] | No
     listed = [k for k in known if k.fetched_at == newest]
     try:
         age = now - dt.datetime.fromisoformat(newest)
-    except ValueError:
+    except (ValueError, TypeError):  # damaged, or without a zone
         return None
     if not dt.timedelta(0) <= age <= ACCOUNT_LIST_REUSE or any(not k.hash_value for k in listed):
         return None
@@ -202,56 +185,75 @@ async def _account_ids(vault: Vault, connection_id: str, numbers: Sequence[str])
     return {number: known.get(number) or str(uuid.uuid4()) for number in numbers}
 
 
-def _account_model(
-    info: ConnectionInfo, account_id: str, raw: dict[str, Any], now: dt.datetime
-) -> Account:
-    sec = raw.get("securitiesAccount") or {}
-    number = str(sec.get("accountNumber", ""))
-    current = sec.get("currentBalances") or {}
-    aggregated = raw.get("aggregatedBalance") or {}
-    positions = sec.get("positions") or []
+def _validated(what: str, build: Callable[[], T]) -> T:
+    """Build a record; a value pydantic refuses becomes one ApiError naming the field.
+
+    The readers of :class:`Fields` check every field first; this is the net
+    under them, so that no provider value ever surfaces as a traceback.
+    """
+    try:
+        return build()
+    except pydantic.ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        field = ".".join(str(part) for part in first["loc"]) or "item"
+        raise ApiError(
+            f"Schwab {what}: field {field} is unusable ({first['msg']})",
+            hint="Schwab sent data dashtam cannot use; retry later, and report it if it persists",
+        ) from None
+
+
+def _account_model(info: ConnectionInfo, account_id: str, raw: Fields, now: dt.datetime) -> Account:
+    sec = raw.obj("securitiesAccount")
+    number = sec.identifier("accountNumber") or ""
+    current = sec.obj("currentBalances")
+    aggregated = raw.obj("aggregatedBalance")
+    positions = sec.objects("positions")
     market = sum(
-        (_money(p.get("marketValue")) or decimal.Decimal(0) for p in positions), decimal.Decimal(0)
+        (p.money("marketValue") or decimal.Decimal(0) for p in positions), decimal.Decimal(0)
     )
-    account_type = str(sec.get("type") or "UNKNOWN")
-    total = _money(current.get("liquidationValue"))
+    account_type = sec.text("type") or "UNKNOWN"
+    total = current.money("liquidationValue")
     if total is None:
-        total = _money(aggregated.get("currentLiquidationValue"))
-    return Account(
-        id=account_id,
-        connection=info.name,
-        provider=info.provider,
-        name=f"{account_type.title()} {mask_number(number)}",
-        type=account_type,
-        number=mask_number(number),
-        currency="USD",
-        cash=_money(current.get("cashBalance")),
-        market_value=market if positions else decimal.Decimal(0),
-        total_value=total,
-        buying_power=_money(current.get("buyingPower")),
-        fetched_at=now,
+        total = aggregated.money("currentLiquidationValue")
+    cash = current.money("cashBalance")
+    buying_power = current.money("buyingPower")
+    return _validated(
+        "accounts",
+        lambda: Account(
+            id=account_id,
+            connection=info.name,
+            provider=info.provider,
+            name=f"{account_type.title()} {mask_number(number)}",
+            type=account_type,
+            number=mask_number(number),
+            currency="USD",
+            cash=cash,
+            market_value=market if positions else decimal.Decimal(0),
+            total_value=total,
+            buying_power=buying_power,
+            fetched_at=now,
+        ),
     )
 
 
-def _positions(account: Account, raw: dict[str, Any]) -> list[Position]:
+def _positions(account: Account, raw: Fields) -> list[Position]:
     result = []
-    for item in (raw.get("securitiesAccount") or {}).get("positions") or []:
-        instrument = item.get("instrument") or {}
-        long_q = _money(item.get("longQuantity")) or decimal.Decimal(0)
-        short_q = _money(item.get("shortQuantity")) or decimal.Decimal(0)
-        result.append(
-            Position(
-                account_id=account.id,
-                account=account.number,
-                symbol=str(instrument.get("symbol") or ""),
-                description=instrument.get("description"),
-                asset_type=str(instrument.get("assetType") or "UNKNOWN"),
-                quantity=long_q - short_q,
-                average_price=_money(item.get("averagePrice")),
-                market_value=_money(item.get("marketValue")),
-                day_profit_loss=_money(item.get("currentDayProfitLoss")),
-            )
-        )
+    for item in raw.obj("securitiesAccount").objects("positions"):
+        instrument = item.obj("instrument")
+        long_q = item.money("longQuantity") or decimal.Decimal(0)
+        short_q = item.money("shortQuantity") or decimal.Decimal(0)
+        fields: dict[str, Any] = {
+            "account_id": account.id,
+            "account": account.number,
+            "symbol": instrument.text("symbol") or "",
+            "description": instrument.text("description"),
+            "asset_type": instrument.text("assetType") or "UNKNOWN",
+            "quantity": long_q - short_q,
+            "average_price": item.money("averagePrice"),
+            "market_value": item.money("marketValue"),
+            "day_profit_loss": item.money("currentDayProfitLoss"),
+        }
+        result.append(_validated("accounts", functools.partial(Position.model_validate, fields)))
     return result
 
 
@@ -269,42 +271,46 @@ def transaction_id(account_id: str, activity: object) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
-def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction | None:
-    activity = raw.get("activityId")
-    time_text = raw.get("time") or raw.get("tradeDate")
-    if activity is None or not isinstance(time_text, str):
-        return None
-    items = [i for i in raw.get("transferItems") or [] if isinstance(i, dict)]
-    main = next(
-        (i for i in items if (i.get("instrument") or {}).get("assetType") != "CURRENCY"),
-        None,
-    )
+def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction:
+    """One transaction; any field of the wrong type (or an unreadable time) is an ApiError."""
+    what = f"transactions of {masked}"
+    item = Fields(raw, what=what)
+    activity = item.identifier("activityId")
+    if activity is None:
+        raise bad_field(what, "activityId", "a number or short text", None)
+    item = item.labelled(f"activity {activity}")
+    trade_date = item.date("tradeDate")
+    moment = item.time("time")
+    if moment is None:
+        if trade_date is None:
+            raise bad_field(what, f"time of activity {activity}", "a readable date-time", None)
+        moment = dt.datetime.combine(trade_date, dt.time(), tzinfo=dt.UTC)
+    items = item.objects("transferItems")
+    main = next((i for i in items if i.obj("instrument").text("assetType") != "CURRENCY"), None)
     fees = sum(
-        (abs(_money(i.get("cost")) or decimal.Decimal(0)) for i in items if i.get("feeType")),
+        (abs(i.money("cost") or decimal.Decimal(0)) for i in items if i.get("feeType")),
         decimal.Decimal(0),
     )
-    instrument = (main or {}).get("instrument") or {}
-    try:
-        moment = parse_schwab_time(time_text)
-    except ValueError:
-        return None
-    return Transaction(
-        id=transaction_id(account_id, activity),
-        account_id=account_id,
-        account=masked,
-        time=moment,
-        trade_date=_date(raw.get("tradeDate")),
-        settlement_date=_date(raw.get("settlementDate")),
-        type=str(raw.get("type") or "UNKNOWN"),
-        description=raw.get("description") or instrument.get("description"),
-        amount=_money(raw.get("netAmount")) or decimal.Decimal(0),
-        symbol=instrument.get("symbol"),
+    instrument = main.obj("instrument") if main is not None else Fields(None, what=what)
+    kind = item.text("type")
+    fields: dict[str, Any] = {
+        "id": transaction_id(account_id, activity),
+        "account_id": account_id,
+        "account": masked,
+        "time": moment,
+        "trade_date": trade_date,
+        "settlement_date": item.date("settlementDate"),
+        "type": kind or "UNKNOWN",
+        "description": item.text("description") or instrument.text("description"),
+        "amount": item.money("netAmount") or decimal.Decimal(0),
+        "symbol": instrument.text("symbol"),
         # Only trades move a quantity of an instrument; other items carry cash amounts.
-        quantity=_money((main or {}).get("amount")) if raw.get("type") in _QUANTITY_TYPES else None,
-        price=_money((main or {}).get("price")),
-        fees=fees,
-        status=raw.get("status"),
-    )
+        "quantity": main.money("amount") if main is not None and kind in _QUANTITY_TYPES else None,
+        "price": main.money("price") if main is not None else None,
+        "fees": fees,
+        "status": item.text("status"),
+    }
+    return _validated(what, lambda: Transaction.model_validate(fields))
 
 
 class _Session:
@@ -494,12 +500,13 @@ async def _connection_accounts(
     ids = await _account_ids(vault, info.id, list(hashes))
     now = options.clock()
     result = []
-    for raw in raws:
-        number = str((raw.get("securitiesAccount") or {}).get("accountNumber", ""))
+    for index, raw in enumerate(raws):
+        item = Fields(raw, what="accounts", path=f"[{index}]")
+        number = item.obj("securitiesAccount").identifier("accountNumber") or ""
         if number not in ids:
             continue
-        account = _account_model(info, ids[number], raw, now)
-        result.append((account, number, _positions(account, raw)))
+        account = _account_model(info, ids[number], item, now)
+        result.append((account, number, _positions(account, item)))
     await _store_accounts(vault, info, result, hashes, now)
     return result, hashes
 
@@ -615,7 +622,7 @@ async def _account_transactions(
                 symbol=options.symbol,
             )
         masked = mask_number(account.number)
-        page = [t for t in (_transaction(account.id, masked, raw) for raw in raws) if t is not None]
+        page = [_transaction(account.id, masked, raw) for raw in raws]
         # Stored as each account arrives: SQLite writes on its own thread
         # while the next accounts' responses are parsed here.
         await _store_transactions(vault, page)

@@ -6,6 +6,7 @@ import asyncio
 import collections
 import dataclasses
 import email.utils
+import math
 import random
 import time
 from typing import TYPE_CHECKING, Final, TypeVar, cast
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
 __all__ = [
+    "MAX_BELIEVABLE_RETRY_AFTER",
     "RETRY_STATUSES",
     "Backoff",
     "SlidingWindowLimiter",
@@ -24,6 +26,9 @@ __all__ = [
 T = TypeVar("T")
 
 RETRY_STATUSES: Final = frozenset({429, 502, 503, 504})
+# A Retry-After beyond a day is not an answer but noise (1e20, 5,000 digits, a
+# year-9999 date): it is ignored and the default back-off applies.
+MAX_BELIEVABLE_RETRY_AFTER: Final = 86400.0
 
 
 class SlidingWindowLimiter:
@@ -63,18 +68,28 @@ class SlidingWindowLimiter:
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse ``Retry-After``: seconds or an HTTP date; None when absent or unreadable."""
+    """Parse ``Retry-After``: seconds or an HTTP date; None when absent, unreadable or absurd.
+
+    Only ASCII digits count as seconds (``str.isdigit`` also accepts ``²`` and
+    the digits of other scripts, which ``float`` then refuses or misreads);
+    negative values, fractions, and anything beyond a day are ignored, so the
+    caller falls back to its own back-off.
+    """
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():
+        digits = text.lstrip("0") or "0"
+        seconds = float(digits) if len(digits) <= len("86400") else math.inf
+        return seconds if seconds <= MAX_BELIEVABLE_RETRY_AFTER else None
     try:
         moment = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
+        stamp = moment.timestamp()
+    except (TypeError, ValueError, OverflowError, OSError):
         return None
     current = time.time() if now is None else now
-    return max(0.0, moment.timestamp() - current)
+    seconds = max(0.0, stamp - current)
+    return seconds if seconds <= MAX_BELIEVABLE_RETRY_AFTER else None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -90,7 +105,7 @@ class Backoff:
         """The pause before retry number ``attempt`` (1-based); never shorter than Retry-After."""
         ceiling = min(self.cap, self.base * 2.0 ** (attempt - 1))
         jittered: float = ceiling * self.rng()
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
             return min(max(jittered, retry_after), max(self.cap, retry_after))
         return jittered
 

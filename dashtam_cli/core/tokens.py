@@ -39,7 +39,7 @@ from dashtam_cli.core.credentials import resolve_credentials
 from dashtam_cli.core.errors import DashtamError, ReauthRequired
 from dashtam_cli.core.models import ConnectionInfo, RefreshResult, TokenStatus
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
-from dashtam_cli.core.oauth.tokens import TokenSet, post_token_request
+from dashtam_cli.core.oauth.tokens import TokenSet, UnusableTokens, post_token_request
 from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.vault.files import ensure_private_dir
 
@@ -54,6 +54,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "REFRESH_MARGIN",
+    "ClientRefused",
     "RefreshFailed",
     "RefreshOutcome",
     "TokenManager",
@@ -69,12 +70,14 @@ log = logging.getLogger(__name__)
 REFRESH_MARGIN: Final = dt.timedelta(minutes=5)
 REFRESH_WARNING: Final = dt.timedelta(hours=24)
 LOCK_TIMEOUT: Final = 120.0
-# Client errors that mean "not now" (timeout, rate limit), not "this refresh token is dead".
-_TRY_LATER: Final = frozenset({408, 429})
 
 
 class RefreshFailed(DashtamError):
     """A refresh failed for a reason that does not need a new login (network, provider error)."""
+
+
+class ClientRefused(RefreshFailed):
+    """The token endpoint refused the app's key or secret; the login itself is still good."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -269,6 +272,39 @@ class TokenManager:
             hint=f"run: dashtam connect {info.provider} --name {info.name}",
         )
 
+    async def _refresh_failed(
+        self, info: ConnectionInfo, provider: str, exc: TokenExchangeFailed
+    ) -> DashtamError:
+        """The error for a failed refresh; only a refused refresh token marks the login dead."""
+        if isinstance(exc, UnusableTokens) and exc.salvage is not None:
+            # The provider rotated the refresh token but sent no usable access token:
+            # the old refresh token is retired, so the new one must be kept.
+            await store_tokens(self.vault, info.id, exc.salvage)
+        if exc.kind == "grant_refused":
+            # A refused refresh token (expired, revoked, or already used by a
+            # request that may have reached the provider before a crash): only
+            # a new login helps.
+            return await self._reauth(
+                info,
+                f"{provider} refused the refresh token (HTTP {exc.http_status})",
+                http_status=exc.http_status,
+                correlation_id=exc.correlation_id,
+            )
+        await audit.record(
+            self.vault,
+            operation="oauth.refresh",
+            outcome="failed",
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+            http_status=exc.http_status,
+            correlation_id=exc.correlation_id,
+            detail=exc.message,
+        )
+        if exc.kind == "client_refused":
+            return ClientRefused(exc.message, hint=exc.hint)
+        return RefreshFailed(exc.message, hint=exc.hint)
+
     async def _refresh_locked(self, info: ConnectionInfo, tokens: TokenSet) -> TokenSet:
         spec = get_provider(info.provider)
         now = self.clock()
@@ -287,31 +323,7 @@ class TokenManager:
                     self.client, spec, credentials, form, previous=tokens, now=now
                 )
             except TokenExchangeFailed as exc:
-                status = exc.http_status
-                client_error = status is not None and 400 <= status < 500  # noqa: PLR2004
-                if client_error and status not in _TRY_LATER:
-                    # A refused refresh token (expired, revoked, or already used
-                    # by a request that may have reached the provider before a
-                    # crash): only a new login helps.
-                    raise await self._reauth(
-                        info,
-                        f"{spec.display_name} refused the refresh token (HTTP {status})",
-                        http_status=status,
-                        correlation_id=exc.correlation_id,
-                    ) from None
-                await audit.record(
-                    self.vault,
-                    operation="oauth.refresh",
-                    outcome="failed",
-                    provider=info.provider,
-                    connection_id=info.id,
-                    connection_name=info.name,
-                    http_status=status,
-                    correlation_id=exc.correlation_id,
-                    detail=exc.message,
-                )
-                hint = "try again in a few minutes" if status in _TRY_LATER else exc.hint
-                raise RefreshFailed(exc.message, hint=hint) from None
+                raise await self._refresh_failed(info, spec.display_name, exc) from None
             await store_tokens(self.vault, info.id, response.tokens)
             # Still inside: a signal held off until now must not cost the audit entry.
             await audit.record(
@@ -324,9 +336,14 @@ class TokenManager:
                 http_status=response.http_status,
                 duration_ms=response.duration_ms,
                 correlation_id=response.correlation_id,
-                detail="refresh token rotated"
-                if response.tokens.refresh_token != tokens.refresh_token
-                else "refresh token kept",
+                detail="; ".join(
+                    (
+                        "refresh token rotated"
+                        if response.tokens.refresh_token != tokens.refresh_token
+                        else "refresh token kept",
+                        *response.notes,
+                    )
+                ),
             )
         log.info("refreshed the access token of %r", info.name)
         return response.tokens
@@ -447,7 +464,8 @@ async def refresh_connections(  # noqa: PLR0913 - the command's options
             except ReauthRequired as exc:
                 results.append(_result(info, "reauth_required", None, f"{exc.message}; {exc.hint}"))
             except DashtamError as exc:
-                results.append(_result(info, "failed", None, exc.message))
+                message = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
+                results.append(_result(info, "failed", None, message))
             else:
                 result = "refreshed" if outcome.refreshed else "fresh"
                 results.append(_result(info, result, outcome.tokens, None))

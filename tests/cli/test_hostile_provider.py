@@ -139,7 +139,7 @@ def test_an_echoed_token_request_shows_no_credential_or_token(
     the masking is what keeps the secrets out.
     """
     connect(access_in=dt.timedelta(minutes=-1))
-    hostile.answers["token"] = echo(429, extra="MARKER-echoed", parts=[part])
+    hostile.answers["token"] = echo(403, extra="MARKER-echoed", parts=[part])
 
     result = cli("tokens", "refresh", "--format", "json")
 

@@ -35,4 +35,24 @@ class AccessDenied(LoginError):
 
 
 class TokenExchangeFailed(ProviderError, LoginError):
-    """The token endpoint refused the code or answered something unusable."""
+    """The token endpoint refused the code or answered something unusable.
+
+    ``kind`` says what the failure means for a login: ``grant_refused`` (the code
+    or refresh token is dead: only a new login helps), ``client_refused`` (the
+    app's key or secret was refused; the login itself may be fine),
+    ``temporary`` (network, 403, 5xx, 429, gateway pages: try again later) or
+    ``unusable`` (an answer dashtam cannot use, such as a wrong base URL).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        http_status: int | None = None,
+        correlation_id: str | None = None,
+        kind: str = "temporary",
+    ) -> None:
+        """Keep what kind of failure this is beside the HTTP status and correlation id."""
+        super().__init__(message, hint=hint, http_status=http_status, correlation_id=correlation_id)
+        self.kind = kind

@@ -49,7 +49,9 @@ __all__ = [
     "MAX_WINDOW",
     "TRANSACTION_TYPES",
     "ApiError",
+    "Fields",
     "SchwabClient",
+    "bad_field",
     "format_schwab_time",
     "parse_schwab_time",
 ]
@@ -97,11 +99,19 @@ def format_schwab_time(moment: dt.datetime) -> str:
 
 
 def parse_schwab_time(text: str) -> dt.datetime:
-    """Read ``2025-01-17T17:19:49+0000`` (or with a Z, or milliseconds) as an aware datetime."""
+    """Read ``2025-01-17T17:19:49+0000`` (or with a Z, or milliseconds) as an aware UTC datetime.
+
+    ValueError for anything else, including times that do not exist in UTC
+    (``0001-01-01T00:00:00+0100``).
+    """
     moment = dt.datetime.fromisoformat(text)
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        msg = "the time is out of range in UTC"
+        raise ValueError(msg) from None
 
 
 def _load_json(data: bytes, operation: str, status: int) -> Any:  # noqa: ANN401 - any JSON
@@ -205,7 +215,7 @@ class SchwabClient:
         self._gate = asyncio.Semaphore(max_in_flight)
         self.requests = 0
 
-    async def _get(  # noqa: C901 - one branch per outcome of a call
+    async def _get(
         self,
         operation: str,
         path: str,
@@ -278,18 +288,35 @@ class SchwabClient:
                 if wait is None or wait <= MAX_RETRY_AFTER:
                     await self._sleep(self._backoff.delay(attempt, wait))
                     continue
-            where = f" (correlation id {correlation})" if correlation else ""
-            if status == httpx.codes.UNAUTHORIZED:
-                raise ReauthRequired(
-                    f"Schwab refused the access token even after a refresh (HTTP 401){where}",
-                    hint=self._reauth_hint,
-                )
-            raise ApiError(
-                f"Schwab {operation} failed: HTTP {status}, {summary}{where}",
-                hint=_hint_for(status),
+            raise self._final_error(operation, status, summary, correlation)
+
+    def _final_error(
+        self, operation: str, status: int, summary: str, correlation: str | None
+    ) -> ApiError | ReauthRequired:
+        """The error for an answer no retry or refresh will change."""
+        where = f" (correlation id {correlation})" if correlation else ""
+        if status == httpx.codes.UNAUTHORIZED and "client not authorized" in summary.lower():
+            # A fresh token refused too: the app, not the login, lacks access.
+            return ApiError(
+                f"Schwab {operation}: HTTP 401, {summary}{where}: the app is not "
+                "authorized for the Trader API, even with a fresh token",
+                hint='add the "Accounts and Trading Production" product to the app on '
+                "Schwab's developer portal (developer.schwab.com) and wait for it to be "
+                "approved; logging in again does not help",
                 http_status=status,
                 correlation_id=correlation,
             )
+        if status == httpx.codes.UNAUTHORIZED:
+            return ReauthRequired(
+                f"Schwab refused the access token even after a refresh (HTTP 401){where}",
+                hint=self._reauth_hint,
+            )
+        return ApiError(
+            f"Schwab {operation} failed: HTTP {status}, {summary}{where}",
+            hint=_hint_for(status),
+            http_status=status,
+            correlation_id=correlation,
+        )
 
     async def _unreadable(
         self,
@@ -317,15 +344,19 @@ class SchwabClient:
         )
         if not isinstance(body, list):
             raise ApiError("Schwab account numbers: unexpected body shape")
-        pairs = [
-            (str(item["accountNumber"]), str(item["hashValue"]))
-            for item in body
-            if isinstance(item, dict) and item.get("accountNumber") and item.get("hashValue")
-        ]
-        # Masked from here on, before any request could make Schwab echo them.
-        for number, hash_value in pairs:
+        pairs = []
+        for index, item in enumerate(body):
+            if not isinstance(item, dict):
+                raise bad_field("account numbers", f"[{index}]", "an object", item)
+            number, hash_value = item.get("accountNumber"), item.get("hashValue")
+            if not (isinstance(number, str) and number.isascii() and number.isalnum()):
+                raise bad_field("account numbers", f"[{index}].accountNumber", "text", number)
+            if not (isinstance(hash_value, str) and hash_value.isascii() and hash_value.isalnum()):
+                raise bad_field("account numbers", f"[{index}].hashValue", "text", hash_value)
+            # Masked from here on, before any request could make Schwab echo them.
             register_secret(number)
             register_secret(hash_value)
+            pairs.append((number, hash_value))
         return pairs
 
     async def accounts(self) -> list[dict[str, Any]]:
@@ -333,7 +364,7 @@ class SchwabClient:
         body = await self._get("accounts", "/accounts", [("fields", "positions")])
         if not isinstance(body, list):
             raise ApiError("Schwab accounts: unexpected body shape")
-        accounts = [item for item in body if isinstance(item, dict)]
+        accounts = _objects("accounts", body)
         for item in accounts:
             _register_number(item)
         return accounts
@@ -373,7 +404,7 @@ class SchwabClient:
         )
         if not isinstance(body, list):
             raise ApiError("Schwab transactions: unexpected body shape")
-        items = [item for item in body if isinstance(item, dict)]
+        items = _objects("transactions", body)
         if len(items) >= MAX_TRANSACTIONS and end - start > MIN_WINDOW:
             # A full page may have been cut: split the window and ask again.
             middle = start + (end - start) / 2
@@ -412,7 +443,8 @@ class SchwabClient:
         for page in pages:
             for item in page:
                 key = item.get("activityId")
-                seen[key if key is not None else id(item)] = item
+                # Only ids of a usable type de-duplicate; the mapping refuses the others.
+                seen[key if isinstance(key, int | str) else id(item)] = item
         return list(seen.values())
 
 
@@ -445,6 +477,173 @@ def _register_number(account: dict[str, Any]) -> None:
 def _correlation(response: httpx.Response) -> str | None:
     """Schwab's correlation id for the call, as untrusted text, or None."""
     return sanitize(response.headers.get(CORRELATION_HEADER), limit=80) or None
+
+
+def _type_name(value: object) -> str:
+    """How a JSON value's type reads in a message (never the value: it may be a secret)."""
+    if value is None:
+        return "missing"
+    kinds = {bool: "a boolean", str: "text", dict: "an object", list: "a list"}
+    for kind, name in kinds.items():
+        if isinstance(value, kind):
+            return name
+    return "a number" if isinstance(value, int | float | decimal.Decimal) else "unreadable"
+
+
+def bad_field(what: str, field: str, expected: str, value: object) -> ApiError:
+    """One line naming the call and the field that Schwab sent in an unusable form."""
+    got = _type_name(value)
+    if got == expected or (got == "text" and "text" in expected):
+        got = "text of another form"
+    return ApiError(
+        f"Schwab {what}: field {field} should be {expected}, not {got}",
+        hint="Schwab sent data dashtam cannot use; retry later, and report it if it persists",
+    )
+
+
+# Amounts beyond this are not money but noise (and would break formatting).
+MAX_AMOUNT: Final = decimal.Decimal(10) ** 15
+_MAX_ID_LENGTH: Final = 64
+EARLIEST: Final = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST: Final = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+
+
+class Fields:
+    """One JSON object of an answer, read field by field: a wrong type is one clear ApiError.
+
+    Absent fields (and JSON nulls) read as None, as live data often leaves
+    optional fields out; a field that is present with the wrong type names
+    itself (``field transferItems[0].instrument of activity 91176753938 should
+    be an object, not text``), never its value.
+    """
+
+    __slots__ = ("_data", "_label", "_path", "_what")
+
+    def __init__(self, data: object, *, what: str, path: str = "", label: str = "") -> None:
+        """Wrap ``data`` (None reads as an empty object); ``what`` names the call."""
+        self._what = what
+        self._path = path
+        self._label = label
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise self._bad("", "an object", data)
+        self._data: dict[str, Any] = data
+
+    def labelled(self, label: str) -> Fields:
+        """The same object, with ``label`` (``activity 123``) named in every message."""
+        return Fields(self._data, what=self._what, path=self._path, label=label)
+
+    def _where(self, key: str) -> str:
+        return f"{self._path}.{key}" if self._path and key else self._path or key
+
+    def _bad(self, key: str, expected: str, value: object) -> ApiError:
+        field = self._where(key) or "item"
+        return bad_field(
+            self._what, f"{field} of {self._label}" if self._label else field, expected, value
+        )
+
+    def get(self, key: str) -> Any:  # noqa: ANN401 - any JSON
+        """The raw value of ``key``."""
+        return self._data.get(key)
+
+    def obj(self, key: str) -> Fields:
+        """A nested object (empty when absent)."""
+        return Fields(
+            self._data.get(key), what=self._what, path=self._where(key), label=self._label
+        )
+
+    def objects(self, key: str) -> list[Fields]:
+        """A list of objects (empty when absent)."""
+        value = self._data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self._bad(key, "a list", value)
+        where = self._where(key)
+        result = []
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self._bad(f"{key}[{index}]", "an object", item)
+            result.append(
+                Fields(item, what=self._what, path=f"{where}[{index}]", label=self._label)
+            )
+        return result
+
+    def text(self, key: str) -> str | None:
+        """A text field."""
+        value = self._data.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        raise self._bad(key, "text", value)
+
+    def identifier(self, key: str) -> str | None:
+        """An id sent as a number or as text (``activityId``, ``accountNumber``)."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return str(value)
+        if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable():
+            return value
+        raise self._bad(key, "a number or short text", value)
+
+    def money(self, key: str) -> decimal.Decimal | None:
+        """An amount, exact: a JSON number (read as Decimal) or decimal text."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        amount: decimal.Decimal | None = None
+        if isinstance(value, decimal.Decimal):
+            amount = value
+        elif isinstance(value, int) and not isinstance(value, bool):
+            amount = decimal.Decimal(value)
+        elif isinstance(value, float | str) and not isinstance(value, bool):
+            try:
+                amount = decimal.Decimal(str(value).strip())
+            except decimal.InvalidOperation:
+                amount = None
+        if amount is None or not amount.is_finite() or abs(amount) >= MAX_AMOUNT:
+            raise self._bad(key, "a finite amount", value)
+        return amount
+
+    def date(self, key: str) -> dt.date | None:
+        """A date (``2025-01-17``, or the date part of a date-time)."""
+        value = self._data.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                day = dt.date.fromisoformat(value[:10])
+            except ValueError:
+                pass
+            else:
+                if EARLIEST.date() <= day < LATEST.date():
+                    return day
+        raise self._bad(key, "a readable date", value)
+
+    def time(self, key: str) -> dt.datetime | None:
+        """A date-time (``2025-01-17T17:19:49+0000``), in UTC."""
+        value = self._data.get(key)
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            try:
+                moment = parse_schwab_time(value)
+            except ValueError:
+                pass
+            else:
+                if EARLIEST <= moment < LATEST:
+                    return moment
+        raise self._bad(key, "a readable date-time", value)
+
+
+def _objects(what: str, body: list[Any]) -> list[dict[str, Any]]:
+    """The items of a list answer, each an object (a wrong type is an error, not dropped)."""
+    for index, item in enumerate(body):
+        if not isinstance(item, dict):
+            raise bad_field(what, f"[{index}]", "an object", item)
+    return body
 
 
 def _hint_for(status: int) -> str:

@@ -9,6 +9,7 @@ __all__ = [
     "KeyringTimeout",
     "KeyringUnavailable",
     "NoKeySource",
+    "RecordDamaged",
     "RecordTampered",
     "SchemaTooNew",
     "UnsafeFiles",
@@ -86,6 +87,24 @@ class RecordTampered(VaultError):
                 "the record was altered, corrupted or copied from another row; the rest of the "
                 "vault is intact. Delete the record's connection and fetch again, or restore "
                 "the vault from a backup"
+            ),
+        )
+        self.table = table
+        self.row_id = row_id
+        self.field = field
+
+
+class RecordDamaged(VaultError):
+    """A plain column holds a value of the wrong type or form (a time that is not a time)."""
+
+    def __init__(self, table: str, row_id: str, field: str, *, hint: str | None = None) -> None:
+        """Name the record and the field, never the value."""
+        super().__init__(
+            f"record {table}/{row_id} (field {field}) is damaged: not a readable value",
+            hint=hint
+            or (
+                "the record was altered or corrupted; the rest of the vault is intact. Delete "
+                "the record's connection and fetch again, or restore the vault from a backup"
             ),
         )
         self.table = table

@@ -985,3 +985,138 @@ def test_a_hash_is_masked_before_the_request_that_carries_it(router: respx.MockR
 
     assert seen
     assert all(hash_value not in url and "/accounts/***/transactions" in url for url in seen)
+
+
+# --- hostile answers --------------------------------------------------------------------------------
+
+JUNK_RETRY_AFTER = [
+    pytest.param("\u00b2", id="superscript-two"),
+    pytest.param("\u0661\u0662", id="arabic-indic-12"),
+    pytest.param("-5", id="negative"),
+    pytest.param("3.5", id="fraction"),
+    pytest.param("99999999999999999999", id="1e20"),
+    pytest.param("9" * 5000, id="5000-digits"),
+    pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", id="year-9999"),
+    pytest.param("soon", id="text"),
+]
+
+
+@pytest.mark.parametrize("value", JUNK_RETRY_AFTER)
+def test_a_junk_retry_after_falls_back_to_the_default_backoff(
+    router: respx.MockRouter, value: str
+) -> None:
+    """429 with a Retry-After that is not a believable delay: the default pause, then the data."""
+    route = router.get(NUMBERS_URL).mock(
+        side_effect=[
+            # As bytes on the wire: a server may send UTF-8 there.
+            httpx.Response(
+                429, headers={"Retry-After": value.encode()}, json={"message": "slow down"}
+            ),
+            json_response(fixture_text("account_numbers.json")),
+        ]
+    )
+
+    pairs, seams = run_with(router, lambda c: c.account_numbers(), backoff=Backoff(rng=lambda: 1.0))
+
+    assert route.call_count == 2
+    assert seams.sleeps == [0.5]  # the first attempt's ceiling, as without Retry-After
+    assert len(pairs) == 2
+
+
+@pytest.mark.parametrize("value", JUNK_RETRY_AFTER)
+def test_retry_after_seconds_ignores_junk(value: str) -> None:
+    """Only ASCII digits up to a day, or an HTTP date within a day, are believed."""
+    assert retry_after_seconds(value) is None
+
+
+def test_retry_after_seconds_keeps_believable_values() -> None:
+    """Seconds up to a day are kept as they are, a day and a second is not."""
+    assert retry_after_seconds(" 42 ") == 42.0
+    assert retry_after_seconds("0000000042") == 42.0
+    assert retry_after_seconds("86400") == 86400.0
+    assert retry_after_seconds("86401") is None
+
+
+@pytest.mark.parametrize("retry_after", [float("inf"), float("nan"), -3.0])
+def test_backoff_ignores_an_unusable_retry_after(retry_after: float) -> None:
+    """A pause is never infinite, NaN or negative: the jittered ceiling applies instead."""
+    backoff = Backoff(rng=lambda: 1.0)
+    assert backoff.delay(2, retry_after) == 1.0
+
+
+@pytest.mark.parametrize("status", [200, 500])
+def test_deeply_nested_json_is_a_clear_error(router: respx.MockRouter, status: int) -> None:
+    """A body nested 100,000 deep: one ApiError line with the status, not a RecursionError."""
+    body = "[" * 100_000 + "]" * 100_000
+    router.get(NUMBERS_URL).mock(return_value=json_response(body, status, "corr-deep"))
+
+    with pytest.raises(ApiError) as caught:
+        run_with(router, lambda c: c.account_numbers(), backoff=Backoff(attempts=1))
+
+    message = caught.value.message
+    assert f"HTTP {status}" in message
+    assert "corr-deep" in message
+    assert "\n" not in message
+    if status == httpx.codes.OK:
+        assert "nested more than 64 levels deep" in message
+
+
+def test_a_number_of_5000_digits_is_a_clear_error(router: respx.MockRouter) -> None:
+    """Python refuses integers of over 4,300 digits: the answer is reported as unreadable."""
+    body = '[{"accountNumber": "12345678", "hashValue": "AB", "n": ' + "9" * 5000 + "}]"
+    router.get(NUMBERS_URL).mock(return_value=json_response(body))
+
+    with pytest.raises(ApiError) as caught:
+        run_with(router, lambda c: c.account_numbers())
+
+    assert "HTTP 200 with a body that is not JSON" in caught.value.message
+
+
+def test_client_not_authorized_after_a_fresh_token_names_the_missing_product(
+    router: respx.MockRouter,
+) -> None:
+    """401 'Client not authorized' even with a new token: the app lacks the product, not a login."""
+    body = '{"errors":[{"id":"0b5a","status":401,"title":"Unauthorized","detail":"Client not authorized"}]}'
+    route = router.get(NUMBERS_URL).mock(return_value=json_response(body, 401, "corr-cna"))
+    seams = Seams()
+
+    with pytest.raises(ApiError) as caught:
+        run_with(router, lambda c: c.account_numbers(), seams=seams)
+
+    error = caught.value
+    assert not isinstance(error, ReauthRequired)
+    assert error.exit_code == ExitCode.ERROR
+    assert route.call_count == 2
+    assert seams.refreshed == ["access-one"]  # one fresh token was tried first
+    assert "Client not authorized" in error.message
+    assert "corr-cna" in error.message
+    assert error.hint is not None
+    assert '"Accounts and Trading Production"' in error.hint
+    assert "dashtam connect" not in error.hint
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('[{"accountNumber": 12345678, "hashValue": "AB12"}]', "[0].accountNumber"),
+        ('[{"accountNumber": "12345678", "hashValue": {"v": 1}}]', "[0].hashValue"),
+        ('[{"accountNumber": "12345678"}]', "[0].hashValue"),
+        ('[{"accountNumber": "1234 5678", "hashValue": "AB12"}]', "[0].accountNumber"),
+        ('[{"accountNumber": "12345678", "hashValue": "AB12"}, "12341234"]', "[1]"),
+    ],
+    ids=["number-as-number", "hash-as-object", "hash-missing", "number-with-space", "item-as-text"],
+)
+def test_account_numbers_of_the_wrong_type_are_named(
+    router: respx.MockRouter, body: str, field: str
+) -> None:
+    """A wrong type in accountNumbers is one error naming the field, never the value itself."""
+    router.get(NUMBERS_URL).mock(return_value=json_response(body))
+
+    with pytest.raises(ApiError) as caught:
+        run_with(router, lambda c: c.account_numbers())
+
+    message = caught.value.message
+    assert f"field {field} should be" in message
+    assert "12345678" not in message
+    assert "12341234" not in message
+    assert "\n" not in message
