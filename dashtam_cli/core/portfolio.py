@@ -484,7 +484,9 @@ async def _merge_copies(
             if seen[text] > held[text]:
                 held[text] += 1
                 record["account_id"] = keep
-                payload = vault.seal(table.name, row.id, "payload", json.dumps(record))
+                # The compact form pydantic writes, as for every other record.
+                compact = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                payload = vault.seal(table.name, row.id, "payload", compact)
                 moved.append({"_id": row.id, "account_id": keep, "payload": payload})
     if moved:
         await conn.execute(
