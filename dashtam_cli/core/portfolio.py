@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import datetime as dt
 import decimal
 import functools
 import hashlib
+import json
+import logging
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import pydantic
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, literal_column, select, update
 
 from dashtam_cli.core import audit
 from dashtam_cli.core.connections import list_connections
@@ -34,6 +37,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
     import httpx
+    from sqlalchemy import Select
+    from sqlalchemy.ext.asyncio import AsyncConnection
 
     from dashtam_cli.core.resilience import Backoff
     from dashtam_cli.core.settings import Settings
@@ -48,6 +53,8 @@ __all__ = [
     "fetch_positions",
     "fetch_transactions",
 ]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 ACCOUNTS_IN_FLIGHT: Final = 8
@@ -132,19 +139,22 @@ class _Known:
 
 
 async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
+    """The connection's stored accounts, one per number (see :func:`_newest_first`)."""
     table = schema.accounts
     async with vault.reading() as conn:
         rows = (
             await conn.execute(
-                select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at).where(
-                    table.c.connection_id == connection_id
-                )
+                _newest_first(
+                    select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at)
+                ).where(table.c.connection_id == connection_id)
             )
         ).all()
-    known = []
+    known: dict[str, _Known] = {}
     for row in rows:
         number = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
         register_secret(number)
+        if number in known:
+            continue  # an older copy (see _newest_first), merged at the next write
         reference = (
             None
             if row.provider_ref is None
@@ -156,8 +166,20 @@ async def _known_accounts(vault: Vault, connection_id: str) -> list[_Known]:
         register_secret(reference)
         # A damaged stamp (not text) only means the list is not reused.
         stamp = row.fetched_at if isinstance(row.fetched_at, str) else None
-        known.append(_Known(row.id, number, reference, stamp))
-    return known
+        known[number] = _Known(row.id, number, reference, stamp)
+    return list(known.values())
+
+
+def _newest_first(query: Select[Any]) -> Select[Any]:
+    """Accounts in the order that says which row of a number is the one to keep: the first.
+
+    Only one row per number is ever written now; a vault may still hold
+    copies that concurrent first fetches made before the rows were created
+    under the write lock. Since then every run used (and printed) the row
+    stored last, so that is the one kept: newest ``fetched_at``, then newest row.
+    """
+    table = schema.accounts
+    return query.order_by(table.c.fetched_at.desc(), literal_column("accounts.rowid").desc())
 
 
 def _recent_list(known: Sequence[_Known], now: dt.datetime) -> list[_Known] | None:
@@ -177,12 +199,6 @@ def _recent_list(known: Sequence[_Known], now: dt.datetime) -> list[_Known] | No
     if not dt.timedelta(0) <= age <= ACCOUNT_LIST_REUSE or any(not k.hash_value for k in listed):
         return None
     return listed
-
-
-async def _account_ids(vault: Vault, connection_id: str, numbers: Sequence[str]) -> dict[str, str]:
-    """Stable ids: the one stored for a number, or a new random one (never derived from it)."""
-    known = {k.number: k.id for k in await _known_accounts(vault, connection_id)}
-    return {number: known.get(number) or str(uuid.uuid4()) for number in numbers}
 
 
 def _validated(what: str, build: Callable[[], T]) -> T:
@@ -376,57 +392,151 @@ def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
     return chosen
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prepared:
+    """One account ready to write: its records, and its rows sealed under ``account.id``."""
+
+    account: Account
+    number: str
+    positions: list[Position]
+    raw: Fields
+    row: dict[str, Any]
+    position_rows: list[dict[str, Any]]
+
+
+def _prepare_account(  # noqa: PLR0913 - the parts of one account's rows
+    vault: Vault,
+    info: ConnectionInfo,
+    raw: Fields,
+    account_id: str,
+    *,
+    references: Mapping[str, str],
+    now: dt.datetime,
+) -> _Prepared:
+    """Build and seal one account's rows, outside any transaction (sealing is the slow part)."""
+    table, ptable = schema.accounts, schema.positions
+    number = raw.obj("securitiesAccount").identifier("accountNumber") or ""
+    account = _account_model(info, account_id, raw, now)
+    positions = _positions(account, raw)
+    stamp = db.utcnow_text(now)
+    row = {
+        "id": account_id,
+        "connection_id": info.id,
+        "number": vault.seal(table.name, account_id, "number", number, owner=info.id),
+        "payload": vault.seal(table.name, account_id, "payload", _dumps(account), owner=info.id),
+        "fetched_at": stamp,
+        "provider_ref": (
+            vault.seal(table.name, account_id, "provider_ref", references[number], owner=info.id)
+            if number in references
+            else None
+        ),
+    }
+    position_rows = []
+    for position in positions:
+        row_id = str(uuid.uuid4())
+        position_rows.append(
+            {
+                "id": row_id,
+                "account_id": account_id,
+                "payload": vault.seal(
+                    ptable.name, row_id, "payload", _dumps(position), owner=account_id
+                ),
+                "fetched_at": stamp,
+            }
+        )
+    return _Prepared(account, number, positions, raw, row, position_rows)
+
+
+async def _stored_ids(
+    vault: Vault, conn: AsyncConnection, connection_id: str
+) -> dict[str, list[str]]:
+    """Each stored account number of the connection and its rows' ids, the one to keep first."""
+    table = schema.accounts
+    query = _newest_first(select(table.c.id, table.c.number)).where(
+        table.c.connection_id == connection_id
+    )
+    ids: dict[str, list[str]] = {}
+    for row in (await conn.execute(query)).all():
+        number = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
+        ids.setdefault(number, []).append(row.id)
+    return ids
+
+
+def _content(vault: Vault, row_id: str, account_id: str, blob: bytes) -> tuple[str, dict[str, Any]]:
+    """A cached transaction's record, and its text without the ids (equal for two copies)."""
+    record: dict[str, Any] = json.loads(
+        vault.unseal_text(schema.transactions.name, row_id, "payload", blob, owner=account_id)
+    )
+    rest = {k: v for k, v in record.items() if k not in {"id", "account_id"}}
+    return json.dumps(rest, sort_keys=True), record
+
+
+async def _merge_copies(
+    vault: Vault, conn: AsyncConnection, keep: str, copies: Sequence[str]
+) -> None:
+    """Fold copies of one account into the row kept, losing no cached transaction.
+
+    A copy's transaction that the kept row already holds (the same record,
+    fetched by a concurrent run) goes with the copy; any other moves to the
+    kept row under its own id, so nothing cached is lost. Positions go with
+    the copy: every fetch replaces them.
+    """
+    table = schema.transactions
+    query = select(table.c.id, table.c.account_id, table.c.payload)
+
+    held: collections.Counter[str] = collections.Counter()
+    for row in (await conn.execute(query.where(table.c.account_id == keep))).all():
+        held[_content(vault, row.id, row.account_id, row.payload)[0]] += 1
+    moved = []
+    for copy in copies:
+        seen: collections.Counter[str] = collections.Counter()
+        for row in (await conn.execute(query.where(table.c.account_id == copy))).all():
+            text, record = _content(vault, row.id, row.account_id, row.payload)
+            seen[text] += 1
+            if seen[text] > held[text]:
+                held[text] += 1
+                record["account_id"] = keep
+                # The compact form pydantic writes, as for every other record.
+                compact = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                # Sealed again: a transaction is bound to its account.
+                payload = vault.seal(table.name, row.id, "payload", compact, owner=keep)
+                moved.append({"_id": row.id, "account_id": keep, "payload": payload})
+    if moved:
+        await conn.execute(
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values(account_id=bindparam("account_id"), payload=bindparam("payload")),
+            moved,
+        )
+    accounts = schema.accounts
+    await conn.execute(delete(accounts).where(accounts.c.id.in_(list(copies))))
+    log.info(
+        "merged %d copies of an account into one (%d transactions moved)", len(copies), len(moved)
+    )
+
+
 async def _store_accounts(
     vault: Vault,
     info: ConnectionInfo,
-    accounts: Sequence[tuple[Account, str, list[Position]]],
+    prepared: Sequence[_Prepared],
     references: Mapping[str, str],
     now: dt.datetime,
-) -> None:
-    """Upsert the accounts and replace their positions, sealed, in one transaction.
+) -> list[_Prepared]:
+    """Write the accounts and replace their positions in one short transaction; return them.
 
+    The rows come sealed. Which id an account has is settled inside the
+    write transaction: a number already stored (perhaps by another process
+    a moment ago) keeps its row, so any number of concurrent fetches end with
+    one row per account and print the same ids. Only then, and only for
+    such an account, is it sealed again under the stored id.
     ``references`` maps each number to the provider's own reference for it
     (Schwab's hash), kept sealed so the next fetch can skip asking for it.
     """
     from sqlalchemy.dialects.sqlite import insert
 
-    if not accounts:
-        return
+    if not prepared:
+        return []
     table, ptable = schema.accounts, schema.positions
-    stamp = db.utcnow_text(now)
-    account_rows = [
-        {
-            "id": account.id,
-            "connection_id": info.id,
-            "number": vault.seal(table.name, account.id, "number", number, owner=info.id),
-            "payload": vault.seal(
-                table.name, account.id, "payload", _dumps(account), owner=info.id
-            ),
-            "fetched_at": stamp,
-            "provider_ref": (
-                vault.seal(
-                    table.name, account.id, "provider_ref", references[number], owner=info.id
-                )
-                if number in references
-                else None
-            ),
-        }
-        for account, number, _ in accounts
-    ]
-    position_rows = []
-    for account, _, positions in accounts:
-        for position in positions:
-            row_id = str(uuid.uuid4())
-            position_rows.append(
-                {
-                    "id": row_id,
-                    "account_id": account.id,
-                    "payload": vault.seal(
-                        ptable.name, row_id, "payload", _dumps(position), owner=account.id
-                    ),
-                    "fetched_at": stamp,
-                }
-            )
     upsert = insert(table)
     upsert = upsert.on_conflict_do_update(
         index_elements=["id"],
@@ -436,12 +546,28 @@ async def _store_accounts(
         },
     )
     async with vault.writing() as conn:
-        await conn.execute(upsert, account_rows)
+        stored = await _stored_ids(vault, conn, info.id)
+        final = []
+        for item in prepared:
+            ids = stored.get(item.number)
+            if ids and ids[0] != item.account.id:
+                # Stored meanwhile by another process: its id wins; seal again under it.
+                final.append(
+                    _prepare_account(vault, info, item.raw, ids[0], references=references, now=now)
+                )
+            else:
+                final.append(item)
+        for ids in stored.values():
+            if len(ids) > 1:
+                await _merge_copies(vault, conn, ids[0], ids[1:])
+        await conn.execute(upsert, [item.row for item in final])
         await conn.execute(
-            delete(ptable).where(ptable.c.account_id.in_([row["id"] for row in account_rows]))
+            delete(ptable).where(ptable.c.account_id.in_([item.account.id for item in final]))
         )
+        position_rows = [row for item in final for row in item.position_rows]
         if position_rows:
             await conn.execute(ptable.insert(), position_rows)
+    return final
 
 
 _UPSERT_TRANSACTION: Final = (
@@ -453,10 +579,12 @@ _UPSERT_TRANSACTION: Final = (
 
 
 async def _store_transactions(vault: Vault, transactions: Sequence[Transaction]) -> None:
-    """Upsert the transactions, sealed, in one transaction and one executemany.
+    """Upsert the transactions, sealed beforehand, in one transaction and one executemany.
 
     Plain SQL handed to the driver: SQLAlchemy's per-row parameter handling
-    cost more than the sealing itself on a few thousand rows.
+    cost more than the sealing itself on a few thousand rows. Transactions
+    of an account that is gone by the time of the write (its connection
+    removed, or a copy merged away by another process) are not cached.
     """
     if not transactions:
         return
@@ -472,8 +600,19 @@ async def _store_transactions(vault: Vault, transactions: Sequence[Transaction])
         )
         for txn in transactions
     ]
+    accounts = schema.accounts
+    wanted = sorted({txn.account_id for txn in transactions})
     async with vault.writing() as conn:
-        await conn.exec_driver_sql(_UPSERT_TRANSACTION, rows)
+        present = set(
+            (await conn.execute(select(accounts.c.id).where(accounts.c.id.in_(wanted)))).scalars()
+        )
+        if len(present) < len(wanted):
+            log.debug(
+                "not caching the transactions of %d removed accounts", len(wanted) - len(present)
+            )
+            rows = [row for row in rows if row[1] in present]
+        if rows:
+            await conn.exec_driver_sql(_UPSERT_TRANSACTION, rows)
 
 
 async def _connection_accounts(
@@ -497,18 +636,20 @@ async def _connection_accounts(
     for number, _ in numbers:
         register_secret(number)
     hashes = dict(numbers)
-    ids = await _account_ids(vault, info.id, list(hashes))
+    # The stored ids are a first guess (new accounts get a random one, never
+    # derived from the number): the write settles them under the lock.
+    known = {k.number: k.id for k in await _known_accounts(vault, info.id)}
     now = options.clock()
-    result = []
+    prepared = []
     for index, raw in enumerate(raws):
         item = Fields(raw, what="accounts", path=f"[{index}]")
         number = item.obj("securitiesAccount").identifier("accountNumber") or ""
-        if number not in ids:
+        if number not in hashes:
             continue
-        account = _account_model(info, ids[number], item, now)
-        result.append((account, number, _positions(account, item)))
-    await _store_accounts(vault, info, result, hashes, now)
-    return result, hashes
+        account_id = known.get(number) or str(uuid.uuid4())
+        prepared.append(_prepare_account(vault, info, item, account_id, references=hashes, now=now))
+    stored = await _store_accounts(vault, info, prepared, hashes, now)
+    return [(item.account, item.number, item.positions) for item in stored], hashes
 
 
 def _no_connections(options: FetchOptions) -> DashtamError:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
+import logging
+import math
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import event, text
@@ -29,7 +33,13 @@ __all__ = [
     "writing",
 ]
 
+log = logging.getLogger(__name__)
+
 BUSY_TIMEOUT_MS: Final = 30_000
+# A write that waits this long for another process's lock says so, then again every so often.
+WAIT_NOTICE_AFTER_S: Final = 2.0
+WAIT_NOTICE_EVERY_S: Final = 5.0
+_last_notice: weakref.WeakKeyDictionary[AsyncEngine, float] = weakref.WeakKeyDictionary()
 _WRITE: Final = "dashtam_write"
 
 
@@ -119,14 +129,44 @@ def translate_errors() -> Any:  # noqa: ANN401 - a context manager
         raise VaultError(f"the vault database failed: {detail}") from None
 
 
+async def _say_while_waiting(engine: AsyncEngine, started: float) -> None:
+    """Log, after a short wait and then every so often, that another process holds the lock.
+
+    Every so often per engine (one command), not per write: a command whose
+    many short writes each wait a little says so once in a while, not on every line.
+    """
+    await asyncio.sleep(WAIT_NOTICE_AFTER_S)
+    while True:
+        now = time.monotonic()
+        due = _last_notice.get(engine, -math.inf) + WAIT_NOTICE_EVERY_S
+        if now >= due:
+            _last_notice[engine] = now
+            log.warning(
+                "waiting for another dashtam process to release the vault (%d s)",
+                round(now - started),
+            )
+            due = now + WAIT_NOTICE_EVERY_S
+        await asyncio.sleep(due - now)
+
+
 @contextlib.asynccontextmanager
 async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A write transaction: BEGIN IMMEDIATE, so read-modify-write never races another process."""
+    """A write transaction: BEGIN IMMEDIATE, so read-modify-write never races another process.
+
+    BEGIN IMMEDIATE waits (in the driver's thread, up to the busy timeout)
+    while another process writes; a wait longer than a moment is logged as a
+    warning, so the user sees why the command stands still.
+    """
     with translate_errors():
         async with engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
-            async with conn.begin():
-                yield conn
+            notice = asyncio.ensure_future(_say_while_waiting(engine, time.monotonic()))
+            try:
+                async with conn.begin():
+                    notice.cancel()
+                    yield conn
+            finally:
+                notice.cancel()
 
 
 @contextlib.asynccontextmanager
@@ -169,6 +209,13 @@ async def migrate(
     """
     applied: list[int] = []
     latest = migrations[-1].version if migrations else 0
+    async with reading(engine) as conn:
+        version = await read_schema_version(conn)
+    if version > latest:
+        check_not_too_new(version, path)
+    if version >= latest:
+        # Up to date (the usual case): no write lock taken just to find that out.
+        return applied
     for migration in migrations:
         async with writing(engine) as conn:
             version = await read_schema_version(conn)
