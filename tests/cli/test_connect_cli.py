@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from oauth_fixtures import listener_cert
 from sqlalchemy import func, select
 
 from dashtam_cli.core.audit import list_audit
@@ -186,13 +187,26 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+WITH_FD_LIMIT = """
+import os, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 class Child:
     """A dashtam subprocess whose stderr is read line by line on a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        """Start ``dashtam ARGS``; stdin is empty, stdout and stderr are pipes."""
+    def __init__(self, args: list[str], env: dict[str, str], *, nofile: int | None = None) -> None:
+        """Start ``dashtam ARGS``; stdin is empty, stdout and stderr are pipes.
+
+        ``nofile`` lowers the child's limit of open file descriptors (its soft
+        RLIMIT_NOFILE), set in the child itself before dashtam starts.
+        """
+        launcher = [] if nofile is None else [sys.executable, "-c", WITH_FD_LIMIT, str(nofile)]
         self.process = subprocess.Popen(
-            [str(DASHTAM), *args],
+            [*launcher, str(DASHTAM), *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -397,6 +411,59 @@ def test_ctrl_c_while_waiting_exits_130_and_frees_the_port(
     socket.create_server(("127.0.0.1", redirect_port(oauth))).close()
     assert ("oauth.callback", "interrupted", "schwab") in operations()
     assert oauth.token_requests == []
+
+
+@pytest.mark.usefixtures("master_key")
+def test_a_login_completes_with_the_listener_flooded_past_its_descriptor_limit(
+    oauth: OAuthServer,
+    tmp_path: Path,
+    isolated_env: Path,
+    children: list[Child],
+    browser: Callable[[str], bool],
+) -> None:
+    """Limited to 40 descriptors, with 100 idle connections on its port, the login still completes.
+
+    Two TLS clients that sent half a request come first, then 100 TCP clients
+    that send nothing: more than the descriptors allow, so the accept loop
+    meets EMFILE. It must shed waiting connections, oldest first, and keep
+    accepting, so the browser's callback (queued behind the flood) lands.
+    """
+    child = Child(
+        ["-v", "connect", "schwab", "--no-browser", "--timeout", "60"],
+        child_env(tmp_path),
+        nofile=40,
+    )
+    children.append(child)
+    url = child.wait_for(r"https://\S+/v1/oauth/authorize\?\S+")[0]
+    port = redirect_port(oauth)
+    verify = ssl.create_default_context(cafile=listener_cert(isolated_env))
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            clients.append(raw)
+            half = verify.wrap_socket(raw, server_hostname="127.0.0.1")
+            clients.append(half)
+            half.sendall(b"GET /?code=x HTTP/1.1\r\nHost: 127")  # never finished
+        for _ in range(100):
+            idle = socket.socket()
+            clients.append(idle)
+            idle.setblocking(False)  # noqa: FBT003 - the socket API
+            idle.connect_ex(("127.0.0.1", port))
+        assert browser(url)
+        code, stdout, stderr = child.finish()
+    finally:
+        for sock in clients:
+            sock.close()
+    assert code == 0, stderr
+    assert json.loads(stdout)["name"] == "schwab"
+    assert "Traceback" not in stderr
+    # The descriptor limit was met (-v shows it), not avoided.
+    assert "accept failed (Too many open files); dropped" in stderr
+    (page,) = browser.pages  # type: ignore[attr-defined]
+    assert page.status_code == 200
+    assert "Login complete" in page.text
+    assert len(oauth.token_requests) == 1
 
 
 @pytest.mark.usefixtures("master_key")

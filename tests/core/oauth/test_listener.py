@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from oauth_fixtures import free_port
 
-from dashtam_cli.core.oauth.errors import AccessDenied, PortInUse, RedirectUriError
+from dashtam_cli.core.oauth.errors import AccessDenied, LoginError, PortInUse, RedirectUriError
 from dashtam_cli.core.oauth.listener import (
     LoopbackListener,
     RedirectTarget,
@@ -30,8 +32,8 @@ GOOD = f"/?code=C0.abc%40&session=x&state={STATE}"
 async def request(port: int, cert: Path, raw: bytes) -> bytes:
     """Send raw bytes over verified TLS and return the whole answer."""
     context = ssl.create_default_context(cafile=cert)
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"), 10
     )
     writer.write(raw)
     await writer.drain()
@@ -51,7 +53,7 @@ def status(answer: bytes) -> int:
 
 
 def scenario(
-    tmp_path: Path, body: Callable[[LoopbackListener, int, Path], Awaitable[None]], **kw: float
+    tmp_path: Path, body: Callable[[LoopbackListener, int, Path], Awaitable[None]], **kw: Any
 ) -> None:
     """Run ``body`` with a listener on a free port; it must leave the real callback to end the wait."""
     target = parse_redirect_uri(f"https://127.0.0.1:{free_port()}", setting="SCHWAB_REDIRECT_URI")
@@ -492,3 +494,92 @@ def test_leaving_right_after_the_callback_still_delivers_the_page(tmp_path: Path
     assert code == "C0.abc@"
     assert status(answer) == 200
     assert b"Login complete" in answer
+
+
+def test_waiting_connections_beyond_the_limit_are_dropped_oldest_first(tmp_path: Path) -> None:
+    """With max_waiting=5, 20 silent clients: the 15 oldest are hung up on, the callback lands."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        loop = asyncio.get_running_loop()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            for sock in idle:
+                sock.setblocking(False)  # noqa: FBT003 - the socket API
+            for sock in idle[:15]:  # each sees the listener close it
+                assert await asyncio.wait_for(loop.sock_recv(sock, 1), 5) == b""
+            assert listener.dropped == 15
+            assert status(await request(port, cert, get(GOOD))) == 200
+            assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+            assert listener.dropped == 16  # the callback's arrival pushed out one more
+        finally:
+            for sock in idle:
+                sock.close()
+
+    scenario(tmp_path, body, idle_timeout=30.0, max_waiting=5)
+
+
+class FlakySocket(socket.socket):
+    """A listening socket whose accept() fails with the given errors first, as the kernel's can."""
+
+    def __init__(self, failures: list[int]) -> None:
+        """Bind a free port on 127.0.0.1 and listen; fail the next accepts with ``failures``."""
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.failures = failures
+        self.bind(("127.0.0.1", 0))
+        self.listen()
+        self.setblocking(False)  # noqa: FBT003 - the socket API
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """Raise the next queued error, or accept for real."""
+        if self.failures:
+            code = self.failures.pop(0)
+            raise OSError(code, os.strerror(code))
+        return super().accept()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.ENETDOWN,
+    ],
+    ids=errno.errorcode.get,
+)
+def test_transient_accept_errors_do_not_stop_the_listener(tmp_path: Path, code: int) -> None:
+    """accept() failing with a transient error (three times) leaves the loop running: the code lands."""
+    flaky = FlakySocket([code] * 3)
+
+    async def body(listener: LoopbackListener, _port: int, cert: Path) -> None:
+        listener._spawn(listener._accept(flaky))
+        port = flaky.getsockname()[1]
+        assert status(await request(port, cert, get(GOOD))) == 200
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+        assert flaky.failures == []
+
+    try:
+        scenario(tmp_path, body)
+    finally:
+        flaky.close()
+
+
+def test_a_lasting_accept_error_ends_the_login_with_a_clear_error(tmp_path: Path) -> None:
+    """accept() failing with an error that will not pass (EBADF) ends the wait at once, exit 1."""
+    flaky = FlakySocket([errno.EBADF])
+
+    async def body(listener: LoopbackListener, _port: int, _cert: Path) -> None:
+        listener._spawn(listener._accept(flaky))
+        with pytest.raises(LoginError) as caught:
+            await asyncio.wait_for(listener.wait(), 5)
+        assert caught.value.message == "the login listener stopped: Bad file descriptor"
+        assert caught.value.exit_code == 1
+        assert "--manual" in (caught.value.hint or "")
+
+    try:
+        scenario(tmp_path, body)
+    finally:
+        flaky.close()
