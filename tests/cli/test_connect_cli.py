@@ -612,6 +612,122 @@ def test_a_non_loopback_redirect_uri_exits_2_before_any_url(
     assert oauth.authorize_queries == []
 
 
+def error_lines(stderr: str) -> list[str]:
+    """The lines of stderr that a failed command prints: one error, one hint."""
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "hint:"))]
+
+
+LOCALHOST_ERROR = (
+    "error: the redirect URI must use the address 127.0.0.1 (or [::1]), not the name "
+    "localhost, which another local user could answer"
+)
+PORT_ERROR = "error: the redirect URI's port must be a number from 1 to 65535"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("https://localhost:{port}", LOCALHOST_ERROR, "https://127.0.0.1:{port}"),
+        ("https://127.0.0.1:0", PORT_ERROR, None),
+    ],
+    ids=["localhost", "port-0"],
+)
+def test_a_localhost_or_port_0_redirect_uri_in_the_environment_exits_2(
+    cli: CliCall,
+    oauth: OAuthServer,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[str, str, str | None],
+) -> None:
+    """SCHWAB_REDIRECT_URI on localhost or port 0: exit 2, one error and one hint, no login started.
+
+    Localhost was accepted while only 127.0.0.1 was bound, so another local
+    user could bind [::1] on the port; port 0 bound a random port.
+    """
+    uri, error, suggested = case
+    port = redirect_port(oauth)
+    monkeypatch.setenv("SCHWAB_REDIRECT_URI", uri.format(port=port))
+    result = cli("connect", "schwab", "--no-browser", "--timeout", "1")
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first.startswith(error)
+    assert hint.startswith("hint: set SCHWAB_REDIRECT_URI to ")
+    if suggested is not None:
+        assert suggested.format(port=port) in hint
+        assert "register that exact URL" in hint
+    assert "/v1/oauth/authorize" not in result.stderr
+    assert oauth.authorize_queries == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "error"),
+    [("https://localhost:8182", LOCALHOST_ERROR), ("https://127.0.0.1:0", PORT_ERROR)],
+    ids=["localhost", "port-0"],
+)
+def test_providers_configure_refuses_a_localhost_or_port_0_redirect_uri(
+    cli: CliCall, uri: str, error: str
+) -> None:
+    """`providers configure --redirect-uri` on localhost or port 0: exit 2, nothing stored."""
+    result = cli(
+        "providers", "configure", "schwab", "--client-id", "ID", "--redirect-uri", uri, input="s\n"
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first.startswith(error)
+    assert hint.startswith("hint: set --redirect-uri to ")
+    assert not load_settings().paths.vault_file.exists()
+
+
+def test_a_localhost_redirect_uri_saved_earlier_is_refused_at_login(
+    cli: CliCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A localhost URI stored before it was refused: connect exits 2 naming `providers configure`."""
+    from dashtam_cli.core.credentials import store_credentials
+    from dashtam_cli.core.providers import get_provider
+
+    for name in ("SCHWAB_API_KEY", "SCHWAB_API_SECRET", "SCHWAB_REDIRECT_URI"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with_vault(
+        lambda vault: store_credentials(
+            vault,
+            get_provider("schwab"),
+            client_id="stored-app-key",
+            client_secret="stored-secret",
+            redirect_uri=f"https://localhost:{port}",
+        )
+    )
+    result = cli("connect", "schwab", "--no-browser", "--timeout", "1")
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first == LOCALHOST_ERROR
+    assert "dashtam providers configure schwab --redirect-uri" in hint
+    assert f"https://127.0.0.1:{port}" in hint
+    assert "/v1/oauth/authorize" not in result.stderr
+
+
+def test_end_of_input_at_the_manual_prompt_exits_1_not_130(
+    cli: CliCall, oauth: OAuthServer
+) -> None:
+    """--manual with stdin at its end (Ctrl-D, an empty pipe): exit 1 with a hint, not 'interrupted'."""
+    result = cli("connect", "schwab", "--manual", input="")
+    assert result.exit_code == 1, result.stderr
+    assert result.stdout == ""
+    assert "interrupted" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        "error: no address was pasted: the input ended before a line was read",
+        "hint: run the command again and paste the address the browser landed on, then press Enter",
+    ]
+    assert oauth.token_requests == []
+    assert ("oauth.callback", "failed", "schwab") in operations()
+    assert cli("connections", "list", "--format", "json").stdout.strip() == "[]"
+
+
 # --- connections list and disconnect ---------------------------------------
 
 

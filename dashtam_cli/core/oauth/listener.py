@@ -42,7 +42,8 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD: Final = 8192
 _TLS_HANDSHAKE: Final = 0x16
-_LOOPBACK_NAMES: Final = {"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1"}
+_LOOPBACK_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
+_MAX_PORT: Final = 65535
 # accept() failed for want of descriptors, buffers or memory: dropping
 # waiting connections frees some, and a short pause lets their tasks close.
 _OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -84,9 +85,13 @@ class RedirectTarget:
 
 
 def parse_redirect_uri(uri: str, *, setting: str) -> RedirectTarget:
-    """Check that ``uri`` is https on a loopback host with a port, and split it.
+    """Check that ``uri`` is https on a literal loopback address with a port, and split it.
 
-    ``setting`` names where the URI came from, for the error's hint.
+    ``setting`` names where the URI came from, for the error's hint. The name
+    ``localhost`` is refused: the listener binds one address, and a name that
+    resolves to both 127.0.0.1 and ::1 lets another local user bind the other
+    one on the same port and receive the browser's connection (RFC 8252
+    sections 7.3 and 8.3 recommend the literal IP for this reason).
     """
     parts = urllib.parse.urlsplit(uri)
     host = (parts.hostname or "").lower()
@@ -95,21 +100,32 @@ def parse_redirect_uri(uri: str, *, setting: str) -> RedirectTarget:
         raise RedirectUriError(
             f"the redirect URI must use https, not {parts.scheme or 'nothing'}", hint=hint
         )
-    if host not in _LOOPBACK_NAMES:
-        raise RedirectUriError(
-            f"the redirect URI's host {host or '(none)'} is not loopback "
-            "(127.0.0.1, [::1] or localhost); dashtam listens only on this machine",
-            hint=hint,
-        )
     try:
         port = 443 if parts.port is None else parts.port
-    except ValueError:
-        raise RedirectUriError("the redirect URI's port is not a number", hint=hint) from None
+    except ValueError:  # not a number, or beyond 65535
+        port = 0
+    if not 0 < port <= _MAX_PORT:
+        raise RedirectUriError(
+            "the redirect URI's port must be a number from 1 to 65535 (the provider sends "
+            "the browser to exactly that port)",
+            hint=hint,
+        )
+    if host == "localhost":
+        raise RedirectUriError(
+            "the redirect URI must use the address 127.0.0.1 (or [::1]), not the name "
+            "localhost, which another local user could answer",
+            hint=f"set {setting} to https://127.0.0.1:{port}{parts.path}, and register that "
+            "exact URL as the app's callback URL in the provider's developer portal",
+        )
+    if host not in _LOOPBACK_ADDRESSES:
+        raise RedirectUriError(
+            f"the redirect URI's host {host or '(none)'} is not loopback "
+            "(127.0.0.1 or [::1]); dashtam listens only on this machine",
+            hint=hint,
+        )
     if parts.query or parts.fragment:
         raise RedirectUriError("the redirect URI must not have a query or fragment", hint=hint)
-    return RedirectTarget(
-        uri=uri, host=host, bind=_LOOPBACK_NAMES[host], port=port, path=parts.path or "/"
-    )
+    return RedirectTarget(uri=uri, host=host, bind=host, port=port, path=parts.path or "/")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -218,7 +234,7 @@ class LoopbackListener:
 
     @property
     def port(self) -> int:
-        """The port actually bound (useful when the URI asked for port 0)."""
+        """The port actually bound."""
         return int(self._sockets[0].getsockname()[1])
 
     async def wait(self) -> Callback:

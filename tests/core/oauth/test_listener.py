@@ -186,13 +186,39 @@ def test_non_loopback_or_plain_redirects_are_refused(uri: str) -> None:
     [
         ("https://127.0.0.1:8182", "127.0.0.1"),
         ("https://[::1]:8182", "::1"),
-        ("https://localhost:8182", "127.0.0.1"),
     ],
 )
-def test_loopback_redirects_are_accepted(uri: str, bind: str) -> None:
-    """The three loopback spellings bind where they should, path '/' by default."""
+def test_literal_loopback_redirects_are_accepted(uri: str, bind: str) -> None:
+    """127.0.0.1 and [::1] bind exactly that address, path '/' by default."""
     target = parse_redirect_uri(uri, setting="x")
     assert (target.bind, target.port, target.path) == (bind, 8182, "/")
+
+
+@pytest.mark.parametrize(
+    ("uri", "suggested"),
+    [
+        ("https://localhost:8182", "https://127.0.0.1:8182"),
+        ("https://LocalHost:8183/callback", "https://127.0.0.1:8183/callback"),
+        ("https://localhost", "https://127.0.0.1:443"),
+    ],
+)
+def test_localhost_is_refused_with_the_address_to_use(uri: str, suggested: str) -> None:
+    """Localhost is refused (exit 2): the hint gives the 127.0.0.1 URL to set and to register.
+
+    The listener binds one address; a name that also resolves to ::1 would let
+    another local user take the other address on the same port.
+    """
+    with pytest.raises(RedirectUriError) as caught:
+        parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert caught.value.exit_code == 2
+    assert caught.value.message == (
+        "the redirect URI must use the address 127.0.0.1 (or [::1]), not the name localhost, "
+        "which another local user could answer"
+    )
+    assert caught.value.hint == (
+        f"set SCHWAB_REDIRECT_URI to {suggested}, and register that exact URL as the app's "
+        "callback URL in the provider's developer portal"
+    )
 
 
 @pytest.mark.parametrize(
@@ -307,32 +333,6 @@ async def _enter_and_leave(target: RedirectTarget, context: ssl.SSLContext) -> N
         pass
 
 
-def test_localhost_is_served_with_a_certificate_valid_for_that_name(tmp_path: Path) -> None:
-    """A redirect URI on localhost binds 127.0.0.1, and the certificate verifies for 'localhost'."""
-    port = free_port()
-    target = parse_redirect_uri(f"https://localhost:{port}", setting="SCHWAB_REDIRECT_URI")
-    context, cert = listener_ssl_context(tmp_path / "tls")
-
-    async def run() -> str:
-        async with LoopbackListener(
-            target, ssl_context=context, check_state=states_equal(STATE)
-        ) as listener:
-            verify = ssl.create_default_context(cafile=cert)
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=verify, server_hostname="localhost"
-            )
-            try:
-                writer.write(get(GOOD))
-                await writer.drain()
-                assert status(await asyncio.wait_for(reader.read(), 5)) == 200
-            finally:
-                writer.close()
-            return (await asyncio.wait_for(listener.wait(), 5)).code
-
-    assert target.bind == "127.0.0.1"
-    assert asyncio.run(run()) == "C0.abc@"
-
-
 def _ipv6_loopback_port() -> int | None:
     """A free port on ::1, or None where this machine has no IPv6 loopback."""
     try:
@@ -380,6 +380,18 @@ def test_redirects_with_a_query_fragment_or_bad_port_are_refused(uri: str) -> No
     """A query, a fragment or a port that is not a number is refused with the setting's name."""
     with pytest.raises(RedirectUriError) as caught:
         parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert "SCHWAB_REDIRECT_URI" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://127.0.0.1:0", "https://[::1]:0/cb", "https://127.0.0.1:65536"]
+)
+def test_a_redirect_port_of_0_or_beyond_65535_is_refused(uri: str) -> None:
+    """Port 0 would bind a random port the provider never sends the browser to: exit 2."""
+    with pytest.raises(RedirectUriError) as caught:
+        parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith("the redirect URI's port must be a number from 1 to")
     assert "SCHWAB_REDIRECT_URI" in (caught.value.hint or "")
 
 
