@@ -283,6 +283,10 @@ class LoopbackListener:
             task.add_done_callback(self._no_longer_waiting)
             # A task shed before it first ran never reaches its own `finally`.
             task.add_done_callback(functools.partial(_close_socket, conn))
+            # An accept that succeeds at once does not yield: without this, a
+            # queue of connections would keep the tasks shed above (and every
+            # other task) from running, and from freeing their descriptors.
+            await asyncio.sleep(0)
 
     def _no_longer_waiting(self, task: asyncio.Task[None]) -> None:
         self._waiting.pop(task, None)
