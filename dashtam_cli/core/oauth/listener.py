@@ -267,6 +267,7 @@ class LoopbackListener:
                     await asyncio.sleep(_RESOURCE_PAUSE)
                     continue
                 if exc.errno in _ONE_CONNECTION_LOST:
+                    await asyncio.sleep(0)  # a failing accept does not yield either
                     continue
                 self._settle(
                     LoginError(
