@@ -82,8 +82,9 @@ def connect(
     def read_pasted_url() -> str:
         err.print("Redirected address: ", end="", markup=False)
         line = sys.stdin.readline()
-        if not line:
-            raise KeyboardInterrupt
+        if not line:  # end of input (Ctrl-D, or an empty pipe): an error, not Ctrl-C
+            err.print(markup=False)  # end the prompt's line before the error
+            raise EOFError
         return line
 
     def confirm_replace(existing: str) -> bool:

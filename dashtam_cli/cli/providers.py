@@ -41,7 +41,8 @@ def configure(
         str | None,
         typer.Option(
             "--redirect-uri",
-            help="The callback URL registered for the app (default https://127.0.0.1:8182).",
+            help="The callback URL registered for the app, on 127.0.0.1 or [::1], not "
+            "localhost (default https://127.0.0.1:8182).",
         ),
     ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,

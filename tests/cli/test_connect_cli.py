@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from oauth_fixtures import listener_cert
 from sqlalchemy import func, select
 
 from dashtam_cli.core.audit import list_audit
@@ -186,13 +187,26 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+WITH_FD_LIMIT = """
+import os, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
 class Child:
     """A dashtam subprocess whose stderr is read line by line on a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
-        """Start ``dashtam ARGS``; stdin is empty, stdout and stderr are pipes."""
+    def __init__(self, args: list[str], env: dict[str, str], *, nofile: int | None = None) -> None:
+        """Start ``dashtam ARGS``; stdin is empty, stdout and stderr are pipes.
+
+        ``nofile`` lowers the child's limit of open file descriptors (its soft
+        RLIMIT_NOFILE), set in the child itself before dashtam starts.
+        """
+        launcher = [] if nofile is None else [sys.executable, "-c", WITH_FD_LIMIT, str(nofile)]
         self.process = subprocess.Popen(
-            [str(DASHTAM), *args],
+            [*launcher, str(DASHTAM), *args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -400,6 +414,68 @@ def test_ctrl_c_while_waiting_exits_130_and_frees_the_port(
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.parametrize(
+    ("nofile", "flood", "meets_the_limit"), [(40, 100, True), (128, 150, False)]
+)
+def test_a_login_completes_with_the_listener_flooded_past_its_descriptor_limit(  # noqa: PLR0913, PLR0917
+    oauth: OAuthServer,
+    tmp_path: Path,
+    isolated_env: Path,
+    children: list[Child],
+    browser: Callable[[str], bool],
+    nofile: int,
+    flood: int,
+    meets_the_limit: bool,
+) -> None:
+    """With more idle connections on its port than it has descriptors, the login still completes.
+
+    Two TLS clients that sent half a request come first, then TCP clients
+    that send nothing, more than the descriptors allow. With 40 descriptors
+    the accept loop meets EMFILE: it must shed waiting connections, oldest
+    first, and keep accepting. With 128, the cap of 64 waiting connections
+    sheds them before the limit is reached. Either way the browser's
+    callback, queued behind the flood, lands.
+    """
+    child = Child(
+        ["-v", "connect", "schwab", "--no-browser", "--timeout", "60"],
+        child_env(tmp_path),
+        nofile=nofile,
+    )
+    children.append(child)
+    url = child.wait_for(r"https://\S+/v1/oauth/authorize\?\S+")[0]
+    port = redirect_port(oauth)
+    verify = ssl.create_default_context(cafile=listener_cert(isolated_env))
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(2):
+            raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+            clients.append(raw)
+            half = verify.wrap_socket(raw, server_hostname="127.0.0.1")
+            clients.append(half)
+            half.sendall(b"GET /?code=x HTTP/1.1\r\nHost: 127")  # never finished
+        for _ in range(flood):
+            idle = socket.socket()
+            clients.append(idle)
+            idle.setblocking(False)  # noqa: FBT003 - the socket API
+            idle.connect_ex(("127.0.0.1", port))
+        assert browser(url)
+        code, stdout, stderr = child.finish()
+    finally:
+        for sock in clients:
+            sock.close()
+    assert code == 0, stderr
+    assert json.loads(stdout)["name"] == "schwab"
+    assert "Traceback" not in stderr
+    # -v shows whether the descriptor limit was met or the cap kept below it.
+    met = "accept failed (Too many open files); dropped" in stderr
+    assert met == meets_the_limit
+    (page,) = browser.pages  # type: ignore[attr-defined]
+    assert page.status_code == 200
+    assert "Login complete" in page.text
+    assert len(oauth.token_requests) == 1
+
+
+@pytest.mark.usefixtures("master_key")
 def test_a_port_in_use_is_reported_before_a_browser_opens(
     oauth: OAuthServer, tmp_path: Path, children: list[Child]
 ) -> None:
@@ -543,6 +619,122 @@ def test_a_non_loopback_redirect_uri_exits_2_before_any_url(
     assert "SCHWAB_REDIRECT_URI" in result.stderr
     assert "/v1/oauth/authorize" not in result.stderr
     assert oauth.authorize_queries == []
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The lines of stderr that a failed command prints: one error, one hint."""
+    return [line for line in stderr.splitlines() if line.startswith(("error:", "hint:"))]
+
+
+LOCALHOST_ERROR = (
+    "error: the redirect URI must use the address 127.0.0.1 (or [::1]), not the name "
+    "localhost, which another local user could answer"
+)
+PORT_ERROR = "error: the redirect URI's port must be a number from 1 to 65535"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("https://localhost:{port}", LOCALHOST_ERROR, "https://127.0.0.1:{port}"),
+        ("https://127.0.0.1:0", PORT_ERROR, None),
+    ],
+    ids=["localhost", "port-0"],
+)
+def test_a_localhost_or_port_0_redirect_uri_in_the_environment_exits_2(
+    cli: CliCall,
+    oauth: OAuthServer,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[str, str, str | None],
+) -> None:
+    """SCHWAB_REDIRECT_URI on localhost or port 0: exit 2, one error and one hint, no login started.
+
+    Localhost was accepted while only 127.0.0.1 was bound, so another local
+    user could bind [::1] on the port; port 0 bound a random port.
+    """
+    uri, error, suggested = case
+    port = redirect_port(oauth)
+    monkeypatch.setenv("SCHWAB_REDIRECT_URI", uri.format(port=port))
+    result = cli("connect", "schwab", "--no-browser", "--timeout", "1")
+    assert result.exit_code == 2, result.stderr
+    assert result.stdout == ""
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first.startswith(error)
+    assert hint.startswith("hint: set SCHWAB_REDIRECT_URI to ")
+    if suggested is not None:
+        assert suggested.format(port=port) in hint
+        assert "register that exact URL" in hint
+    assert "/v1/oauth/authorize" not in result.stderr
+    assert oauth.authorize_queries == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "error"),
+    [("https://localhost:8182", LOCALHOST_ERROR), ("https://127.0.0.1:0", PORT_ERROR)],
+    ids=["localhost", "port-0"],
+)
+def test_providers_configure_refuses_a_localhost_or_port_0_redirect_uri(
+    cli: CliCall, uri: str, error: str
+) -> None:
+    """`providers configure --redirect-uri` on localhost or port 0: exit 2, nothing stored."""
+    result = cli(
+        "providers", "configure", "schwab", "--client-id", "ID", "--redirect-uri", uri, input="s\n"
+    )
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first.startswith(error)
+    assert hint.startswith("hint: set --redirect-uri to ")
+    assert not load_settings().paths.vault_file.exists()
+
+
+def test_a_localhost_redirect_uri_saved_earlier_is_refused_at_login(
+    cli: CliCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A localhost URI stored before it was refused: connect exits 2 naming `providers configure`."""
+    from dashtam_cli.core.credentials import store_credentials
+    from dashtam_cli.core.providers import get_provider
+
+    for name in ("SCHWAB_API_KEY", "SCHWAB_API_SECRET", "SCHWAB_REDIRECT_URI"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    with_vault(
+        lambda vault: store_credentials(
+            vault,
+            get_provider("schwab"),
+            client_id="stored-app-key",
+            client_secret="stored-secret",
+            redirect_uri=f"https://localhost:{port}",
+        )
+    )
+    result = cli("connect", "schwab", "--no-browser", "--timeout", "1")
+    assert result.exit_code == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    first, hint = error_lines(result.stderr)
+    assert first == LOCALHOST_ERROR
+    assert "dashtam providers configure schwab --redirect-uri" in hint
+    assert f"https://127.0.0.1:{port}" in hint
+    assert "/v1/oauth/authorize" not in result.stderr
+
+
+def test_end_of_input_at_the_manual_prompt_exits_1_not_130(
+    cli: CliCall, oauth: OAuthServer
+) -> None:
+    """--manual with stdin at its end (Ctrl-D, an empty pipe): exit 1 with a hint, not 'interrupted'."""
+    result = cli("connect", "schwab", "--manual", input="")
+    assert result.exit_code == 1, result.stderr
+    assert result.stdout == ""
+    assert "interrupted" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert error_lines(result.stderr) == [
+        "error: no address was pasted: the input ended before a line was read",
+        "hint: run the command again and paste the address the browser landed on, then press Enter",
+    ]
+    assert oauth.token_requests == []
+    assert ("oauth.callback", "failed", "schwab") in operations()
+    assert cli("connections", "list", "--format", "json").stdout.strip() == "[]"
 
 
 # --- connections list and disconnect ---------------------------------------

@@ -64,7 +64,8 @@ class LoginOptions:
 
     ``mode``: ``browser`` opens the system browser (``$BROWSER`` honoured),
     ``print`` only shows the URL, ``manual`` shows it and reads the redirected
-    URL pasted back (for SSH sessions). ``notify`` receives the messages meant
+    URL pasted back (for SSH sessions) with ``read_pasted_url``, which raises
+    ``EOFError`` when its input ends. ``notify`` receives the messages meant
     for the person at the terminal (the CLI prints them on stderr); they may
     contain the authorize URL, so they never go through logging.
     """
@@ -190,6 +191,12 @@ async def _obtain_code(
             raise CallbackTimeout(
                 f"no address was pasted within {options.timeout:g} s",
                 hint="run the command again; --timeout gives more time",
+            ) from None
+        except EOFError:
+            raise LoginError(
+                "no address was pasted: the input ended before a line was read",
+                hint="run the command again and paste the address the browser landed on, "
+                "then press Enter",
             ) from None
         register_secret(pasted.strip())
         return _read_pasted(pending, pasted)

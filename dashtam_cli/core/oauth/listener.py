@@ -2,7 +2,11 @@
 
 Each connection is handled in its own task with its own deadlines: a client
 that connects and sends nothing, a slow TLS handshake, a half-sent request or
-plain HTTP on the TLS port never holds up the real callback. Only a request
+plain HTTP on the TLS port never holds up the real callback. Connections
+that have not sent a whole request yet are bounded in number, and when the
+process runs out of file descriptors (or memory) the oldest of them are
+dropped so that accepting goes on: a flood of idle connections from another
+local user cannot starve the browser's. Only a request
 on the redirect path with the expected ``state`` and a ``code`` (or an
 ``error``) ends the wait; everything else gets an error status and the
 listener keeps waiting. Nothing here logs a URL, a code or a state.
@@ -14,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import errno
+import functools
 import hmac
 import logging
 import socket
@@ -21,7 +26,12 @@ import ssl
 import urllib.parse
 from typing import TYPE_CHECKING, Final, Self
 
-from dashtam_cli.core.oauth.errors import AccessDenied, PortInUse, RedirectUriError
+from dashtam_cli.core.oauth.errors import (
+    AccessDenied,
+    LoginError,
+    PortInUse,
+    RedirectUriError,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -32,7 +42,35 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD: Final = 8192
 _TLS_HANDSHAKE: Final = 0x16
-_LOOPBACK_NAMES: Final = {"127.0.0.1": "127.0.0.1", "::1": "::1", "localhost": "127.0.0.1"}
+_LOOPBACK_ADDRESSES: Final = frozenset({"127.0.0.1", "::1"})
+_MAX_PORT: Final = 65535
+# accept() failed for want of descriptors, buffers or memory: dropping
+# waiting connections frees some, and a short pause lets their tasks close.
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# accept() failed for one queued connection (it was reset, or the network
+# said no): that connection is gone from the queue, so accepting again cannot
+# spin without new connections arriving. accept(2) lists these for Linux;
+# EINTR is listed too, though Python and asyncio already retry it.
+_ONE_CONNECTION_LOST: Final = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ECONNABORTED",
+        "ECONNRESET",
+        "EINTR",
+        "EPROTO",
+        "EPERM",
+        "ETIMEDOUT",
+        "ENETDOWN",
+        "ENETUNREACH",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "EHOSTUNREACH",
+        "ENONET",
+        "EOPNOTSUPP",
+    )
+    if hasattr(errno, name)
+)
+_RESOURCE_PAUSE: Final = 0.1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -47,9 +85,13 @@ class RedirectTarget:
 
 
 def parse_redirect_uri(uri: str, *, setting: str) -> RedirectTarget:
-    """Check that ``uri`` is https on a loopback host with a port, and split it.
+    """Check that ``uri`` is https on a literal loopback address with a port, and split it.
 
-    ``setting`` names where the URI came from, for the error's hint.
+    ``setting`` names where the URI came from, for the error's hint. The name
+    ``localhost`` is refused: the listener binds one address, and a name that
+    resolves to both 127.0.0.1 and ::1 lets another local user bind the other
+    one on the same port and receive the browser's connection (RFC 8252
+    sections 7.3 and 8.3 recommend the literal IP for this reason).
     """
     parts = urllib.parse.urlsplit(uri)
     host = (parts.hostname or "").lower()
@@ -58,21 +100,32 @@ def parse_redirect_uri(uri: str, *, setting: str) -> RedirectTarget:
         raise RedirectUriError(
             f"the redirect URI must use https, not {parts.scheme or 'nothing'}", hint=hint
         )
-    if host not in _LOOPBACK_NAMES:
-        raise RedirectUriError(
-            f"the redirect URI's host {host or '(none)'} is not loopback "
-            "(127.0.0.1, [::1] or localhost); dashtam listens only on this machine",
-            hint=hint,
-        )
     try:
         port = 443 if parts.port is None else parts.port
-    except ValueError:
-        raise RedirectUriError("the redirect URI's port is not a number", hint=hint) from None
+    except ValueError:  # not a number, or beyond 65535
+        port = 0
+    if not 0 < port <= _MAX_PORT:
+        raise RedirectUriError(
+            "the redirect URI's port must be a number from 1 to 65535 (the provider sends "
+            "the browser to exactly that port)",
+            hint=hint,
+        )
+    if host == "localhost":
+        raise RedirectUriError(
+            "the redirect URI must use the address 127.0.0.1 (or [::1]), not the name "
+            "localhost, which another local user could answer",
+            hint=f"set {setting} to https://127.0.0.1:{port}{parts.path}, and register that "
+            "exact URL as the app's callback URL in the provider's developer portal",
+        )
+    if host not in _LOOPBACK_ADDRESSES:
+        raise RedirectUriError(
+            f"the redirect URI's host {host or '(none)'} is not loopback "
+            "(127.0.0.1 or [::1]); dashtam listens only on this machine",
+            hint=hint,
+        )
     if parts.query or parts.fragment:
         raise RedirectUriError("the redirect URI must not have a query or fragment", hint=hint)
-    return RedirectTarget(
-        uri=uri, host=host, bind=_LOOPBACK_NAMES[host], port=port, path=parts.path or "/"
-    )
+    return RedirectTarget(uri=uri, host=host, bind=host, port=port, path=parts.path or "/")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -108,16 +161,19 @@ class LoopbackListener:
     """Listens on the redirect URI's host and port until the real callback arrives.
 
     ``check_state`` compares a received state with the one the flow made (in
-    constant time); the listener itself holds no secret.
+    constant time); the listener itself holds no secret. At most
+    ``max_waiting`` connections that have not yet sent a whole request are
+    kept; a new one beyond that drops the oldest.
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - each is one setting of the listener
         self,
         target: RedirectTarget,
         *,
         ssl_context: ssl.SSLContext,
         check_state: Callable[[str], bool],
         idle_timeout: float = 15.0,
+        max_waiting: int = 64,
         setting: str = "the redirect URI",
     ) -> None:
         """Prepare to listen; nothing is bound until the listener is entered."""
@@ -125,13 +181,18 @@ class LoopbackListener:
         self._ssl = ssl_context
         self._check_state = check_state
         self._idle = idle_timeout
+        self._max_waiting = max(1, max_waiting)
         self._setting = setting
         self._sockets: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._answering: set[asyncio.Task[None]] = set()
+        # Connections with no whole request yet, oldest first (dicts keep order).
+        self._waiting: dict[asyncio.Task[None], None] = {}
+        self._closing = False
         self._result: asyncio.Future[Callback] | None = None
         self._claimed = False
         self.rejected: list[str] = []
+        self.dropped = 0  # waiting connections shed to make room
 
     async def __aenter__(self) -> Self:
         """Bind the port (failing fast if it is taken) and start accepting."""
@@ -158,6 +219,7 @@ class LoopbackListener:
 
     async def __aexit__(self, *_exc: object) -> None:
         """Stop accepting, drop every open connection, and release the port."""
+        self._closing = True
         for sock in self._sockets:
             sock.close()
         if self._answering:
@@ -172,7 +234,7 @@ class LoopbackListener:
 
     @property
     def port(self) -> int:
-        """The port actually bound (useful when the URI asked for port 0)."""
+        """The port actually bound."""
         return int(self._sockets[0].getsockname()[1])
 
     async def wait(self) -> Callback:
@@ -180,20 +242,64 @@ class LoopbackListener:
         assert self._result is not None, "enter the listener first"
         return await asyncio.shield(self._result)
 
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+    def _spawn(self, coro: Coroutine[object, object, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _accept(self, sock: socket.socket) -> None:
+        """Accept connections until the listener closes, whatever accept() meets on the way."""
         loop = asyncio.get_running_loop()
         while True:
             try:
                 conn, _addr = await loop.sock_accept(sock)
-            except OSError:
+            except OSError as exc:
+                if self._closing:
+                    return
+                if exc.errno in _OUT_OF_RESOURCES:
+                    shed = self._shed(max(1, len(self._waiting) // 2))
+                    log.info(
+                        "login listener: accept failed (%s); dropped %d waiting connections",
+                        exc.strerror,
+                        shed,
+                    )
+                    await asyncio.sleep(_RESOURCE_PAUSE)
+                    continue
+                if exc.errno in _ONE_CONNECTION_LOST:
+                    await asyncio.sleep(0)  # a failing accept does not yield either
+                    continue
+                self._settle(
+                    LoginError(
+                        f"the login listener stopped: {exc.strerror or type(exc).__name__}",
+                        hint="run the command again; --manual logs in without a listener",
+                    )
+                )
                 return
             conn.setblocking(False)  # noqa: FBT003 - the socket API
-            self._spawn(self._serve(conn))
+            if len(self._waiting) >= self._max_waiting:
+                self._shed(len(self._waiting) - self._max_waiting + 1)
+            task = self._spawn(self._serve(conn))
+            self._waiting[task] = None
+            task.add_done_callback(self._no_longer_waiting)
+            # A task shed before it first ran never reaches its own `finally`.
+            task.add_done_callback(functools.partial(_close_socket, conn))
+            # An accept that succeeds at once does not yield: without this, a
+            # queue of connections would keep the tasks shed above (and every
+            # other task) from running, and from freeing their descriptors.
+            await asyncio.sleep(0)
+
+    def _no_longer_waiting(self, task: asyncio.Task[None]) -> None:
+        self._waiting.pop(task, None)
+
+    def _shed(self, count: int) -> int:
+        """Drop the ``count`` oldest connections that have not sent a whole request yet."""
+        oldest = list(self._waiting)[:count]
+        for task in oldest:
+            self._no_longer_waiting(task)
+            task.cancel()
+        self.dropped += len(oldest)
+        return len(oldest)
 
     async def _peek(self, conn: socket.socket) -> bytes:
         """Wait until the client sends something, and look at its first byte without taking it."""
@@ -216,6 +322,8 @@ class LoopbackListener:
 
     async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        me = asyncio.current_task()
+        assert me is not None
         writer: asyncio.StreamWriter | None = None
         try:
             first = await self._peek(conn)
@@ -254,6 +362,7 @@ class LoopbackListener:
                 writer.write(_response(408, "Request Timeout", "Request timeout", ""))
                 await writer.drain()
                 return
+            self._no_longer_waiting(me)  # a whole request: answered at once, never shed
             response, outcome = self._handle(head)
             try:
                 writer.write(response)
@@ -262,26 +371,34 @@ class LoopbackListener:
                 # Settle only once the page is on its way: the flow closes the
                 # listener as soon as it has its answer.
                 if outcome is not None:
-                    task = asyncio.current_task()
-                    if task is not None:
-                        self._answering.add(task)
+                    self._answering.add(me)
                     self._settle(outcome)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             # Idle clients, dropped connections and failed handshakes (a browser
             # that has not accepted the certificate yet) are simply closed.
             pass
         finally:
-            if writer is not None:
-                writer.close()
-                try:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(writer.wait_closed(), 1)
-                finally:
-                    # A peer that never completes the TLS close, or a listener that
-                    # is leaving, must not leave the transport open.
-                    writer.transport.abort()
-            else:
-                conn.close()
+            await self._close(conn, writer, dropped=me.cancelling() > 0)
+
+    async def _close(
+        self, conn: socket.socket, writer: asyncio.StreamWriter | None, *, dropped: bool
+    ) -> None:
+        """Close a connection; one that was shed (or that a leaving listener drops) at once."""
+        if writer is None:
+            conn.close()
+        elif dropped:
+            # Free the descriptor now rather than wait for the client's half
+            # of the TLS close.
+            writer.transport.abort()
+        else:
+            writer.close()
+            try:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1)
+            finally:
+                # A peer that never completes the TLS close, or a listener that
+                # is leaving, must not leave the transport open.
+                writer.transport.abort()
 
     async def _linger(self, conn: socket.socket) -> None:
         """Half-close, then drain what the client still sends.
@@ -353,6 +470,10 @@ class LoopbackListener:
             "dashtam received the authorization. You can close this tab.",
         )
         return page, outcome
+
+
+def _close_socket(conn: socket.socket, _task: object) -> None:
+    conn.close()
 
 
 def interpret_query(

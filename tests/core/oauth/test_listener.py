@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from oauth_fixtures import free_port
 
-from dashtam_cli.core.oauth.errors import AccessDenied, PortInUse, RedirectUriError
+from dashtam_cli.core.oauth.errors import AccessDenied, LoginError, PortInUse, RedirectUriError
 from dashtam_cli.core.oauth.listener import (
     LoopbackListener,
     RedirectTarget,
@@ -30,8 +32,8 @@ GOOD = f"/?code=C0.abc%40&session=x&state={STATE}"
 async def request(port: int, cert: Path, raw: bytes) -> bytes:
     """Send raw bytes over verified TLS and return the whole answer."""
     context = ssl.create_default_context(cafile=cert)
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"), 10
     )
     writer.write(raw)
     await writer.drain()
@@ -51,7 +53,7 @@ def status(answer: bytes) -> int:
 
 
 def scenario(
-    tmp_path: Path, body: Callable[[LoopbackListener, int, Path], Awaitable[None]], **kw: float
+    tmp_path: Path, body: Callable[[LoopbackListener, int, Path], Awaitable[None]], **kw: Any
 ) -> None:
     """Run ``body`` with a listener on a free port; it must leave the real callback to end the wait."""
     target = parse_redirect_uri(f"https://127.0.0.1:{free_port()}", setting="SCHWAB_REDIRECT_URI")
@@ -184,13 +186,39 @@ def test_non_loopback_or_plain_redirects_are_refused(uri: str) -> None:
     [
         ("https://127.0.0.1:8182", "127.0.0.1"),
         ("https://[::1]:8182", "::1"),
-        ("https://localhost:8182", "127.0.0.1"),
     ],
 )
-def test_loopback_redirects_are_accepted(uri: str, bind: str) -> None:
-    """The three loopback spellings bind where they should, path '/' by default."""
+def test_literal_loopback_redirects_are_accepted(uri: str, bind: str) -> None:
+    """127.0.0.1 and [::1] bind exactly that address, path '/' by default."""
     target = parse_redirect_uri(uri, setting="x")
     assert (target.bind, target.port, target.path) == (bind, 8182, "/")
+
+
+@pytest.mark.parametrize(
+    ("uri", "suggested"),
+    [
+        ("https://localhost:8182", "https://127.0.0.1:8182"),
+        ("https://LocalHost:8183/callback", "https://127.0.0.1:8183/callback"),
+        ("https://localhost", "https://127.0.0.1:443"),
+    ],
+)
+def test_localhost_is_refused_with_the_address_to_use(uri: str, suggested: str) -> None:
+    """Localhost is refused (exit 2): the hint gives the 127.0.0.1 URL to set and to register.
+
+    The listener binds one address; a name that also resolves to ::1 would let
+    another local user take the other address on the same port.
+    """
+    with pytest.raises(RedirectUriError) as caught:
+        parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert caught.value.exit_code == 2
+    assert caught.value.message == (
+        "the redirect URI must use the address 127.0.0.1 (or [::1]), not the name localhost, "
+        "which another local user could answer"
+    )
+    assert caught.value.hint == (
+        f"set SCHWAB_REDIRECT_URI to {suggested}, and register that exact URL as the app's "
+        "callback URL in the provider's developer portal"
+    )
 
 
 @pytest.mark.parametrize(
@@ -305,32 +333,6 @@ async def _enter_and_leave(target: RedirectTarget, context: ssl.SSLContext) -> N
         pass
 
 
-def test_localhost_is_served_with_a_certificate_valid_for_that_name(tmp_path: Path) -> None:
-    """A redirect URI on localhost binds 127.0.0.1, and the certificate verifies for 'localhost'."""
-    port = free_port()
-    target = parse_redirect_uri(f"https://localhost:{port}", setting="SCHWAB_REDIRECT_URI")
-    context, cert = listener_ssl_context(tmp_path / "tls")
-
-    async def run() -> str:
-        async with LoopbackListener(
-            target, ssl_context=context, check_state=states_equal(STATE)
-        ) as listener:
-            verify = ssl.create_default_context(cafile=cert)
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=verify, server_hostname="localhost"
-            )
-            try:
-                writer.write(get(GOOD))
-                await writer.drain()
-                assert status(await asyncio.wait_for(reader.read(), 5)) == 200
-            finally:
-                writer.close()
-            return (await asyncio.wait_for(listener.wait(), 5)).code
-
-    assert target.bind == "127.0.0.1"
-    assert asyncio.run(run()) == "C0.abc@"
-
-
 def _ipv6_loopback_port() -> int | None:
     """A free port on ::1, or None where this machine has no IPv6 loopback."""
     try:
@@ -378,6 +380,18 @@ def test_redirects_with_a_query_fragment_or_bad_port_are_refused(uri: str) -> No
     """A query, a fragment or a port that is not a number is refused with the setting's name."""
     with pytest.raises(RedirectUriError) as caught:
         parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert "SCHWAB_REDIRECT_URI" in (caught.value.hint or "")
+
+
+@pytest.mark.parametrize(
+    "uri", ["https://127.0.0.1:0", "https://[::1]:0/cb", "https://127.0.0.1:65536"]
+)
+def test_a_redirect_port_of_0_or_beyond_65535_is_refused(uri: str) -> None:
+    """Port 0 would bind a random port the provider never sends the browser to: exit 2."""
+    with pytest.raises(RedirectUriError) as caught:
+        parse_redirect_uri(uri, setting="SCHWAB_REDIRECT_URI")
+    assert caught.value.exit_code == 2
+    assert caught.value.message.startswith("the redirect URI's port must be a number from 1 to")
     assert "SCHWAB_REDIRECT_URI" in (caught.value.hint or "")
 
 
@@ -492,3 +506,92 @@ def test_leaving_right_after_the_callback_still_delivers_the_page(tmp_path: Path
     assert code == "C0.abc@"
     assert status(answer) == 200
     assert b"Login complete" in answer
+
+
+def test_waiting_connections_beyond_the_limit_are_dropped_oldest_first(tmp_path: Path) -> None:
+    """With max_waiting=5, 20 silent clients: the 15 oldest are hung up on, the callback lands."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        loop = asyncio.get_running_loop()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        try:
+            for sock in idle:
+                sock.setblocking(False)  # noqa: FBT003 - the socket API
+            for sock in idle[:15]:  # each sees the listener close it
+                assert await asyncio.wait_for(loop.sock_recv(sock, 1), 5) == b""
+            assert listener.dropped == 15
+            assert status(await request(port, cert, get(GOOD))) == 200
+            assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+            assert listener.dropped == 16  # the callback's arrival pushed out one more
+        finally:
+            for sock in idle:
+                sock.close()
+
+    scenario(tmp_path, body, idle_timeout=30.0, max_waiting=5)
+
+
+class FlakySocket(socket.socket):
+    """A listening socket whose accept() fails with the given errors first, as the kernel's can."""
+
+    def __init__(self, failures: list[int]) -> None:
+        """Bind a free port on 127.0.0.1 and listen; fail the next accepts with ``failures``."""
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.failures = failures
+        self.bind(("127.0.0.1", 0))
+        self.listen()
+        self.setblocking(False)  # noqa: FBT003 - the socket API
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        """Raise the next queued error, or accept for real."""
+        if self.failures:
+            code = self.failures.pop(0)
+            raise OSError(code, os.strerror(code))
+        return super().accept()
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        errno.EMFILE,
+        errno.ENFILE,
+        errno.ENOBUFS,
+        errno.ENOMEM,
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.ENETDOWN,
+    ],
+    ids=errno.errorcode.get,
+)
+def test_transient_accept_errors_do_not_stop_the_listener(tmp_path: Path, code: int) -> None:
+    """accept() failing with a transient error (three times) leaves the loop running: the code lands."""
+    flaky = FlakySocket([code] * 3)
+
+    async def body(listener: LoopbackListener, _port: int, cert: Path) -> None:
+        listener._spawn(listener._accept(flaky))
+        port = flaky.getsockname()[1]
+        assert status(await request(port, cert, get(GOOD))) == 200
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+        assert flaky.failures == []
+
+    try:
+        scenario(tmp_path, body)
+    finally:
+        flaky.close()
+
+
+def test_a_lasting_accept_error_ends_the_login_with_a_clear_error(tmp_path: Path) -> None:
+    """accept() failing with an error that will not pass (EBADF) ends the wait at once, exit 1."""
+    flaky = FlakySocket([errno.EBADF])
+
+    async def body(listener: LoopbackListener, _port: int, _cert: Path) -> None:
+        listener._spawn(listener._accept(flaky))
+        with pytest.raises(LoginError) as caught:
+            await asyncio.wait_for(listener.wait(), 5)
+        assert caught.value.message == "the login listener stopped: Bad file descriptor"
+        assert caught.value.exit_code == 1
+        assert "--manual" in (caught.value.hint or "")
+
+    try:
+        scenario(tmp_path, body)
+    finally:
+        flaky.close()
