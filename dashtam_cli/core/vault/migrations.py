@@ -107,8 +107,19 @@ _V2: Final = (
     "ALTER TABLE accounts ADD COLUMN provider_ref BLOB",
 )
 
+_V3: Final = (
+    # Version 3 marks the sealing format 2, in which every sealed field is bound
+    # to its row's owner: a dashtam that knows only format 1 then refuses the
+    # vault as too new instead of reporting every field as tampered with. The
+    # re-sealing itself needs the key, so it runs when the vault is opened
+    # (vault.upgrade_seal_format). The index serves the per-connection account
+    # lookups every fetch makes.
+    "CREATE INDEX ix_accounts_connection ON accounts (connection_id)",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
     Migration(2, "accounts keep the provider's account reference, sealed", _V2),
+    Migration(3, "sealed fields bound to their owner (sealing format 2)", _V3),
 )
 LATEST: Final = MIGRATIONS[-1].version

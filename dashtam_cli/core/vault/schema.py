@@ -87,6 +87,8 @@ accounts = Table(
     Column("fetched_at", Text, nullable=False),
     # Added by migration 2: the provider's reference (Schwab's hashValue), sealed.
     Column("provider_ref", LargeBinary, nullable=True),
+    # Added by migration 3.
+    Index("ix_accounts_connection", "connection_id"),
 )
 
 positions = Table(

@@ -105,6 +105,9 @@ def _downgrade_to_format_1(key: bytes, seeded: Seeded) -> None:
         )
         db.execute("UPDATE vault_meta SET value = ? WHERE key = 'key_check'", (check,))
         db.execute("DELETE FROM vault_meta WHERE key = 'seal_format'")
+        # And the schema as that dashtam left it: version 2.
+        db.execute("DROP INDEX ix_accounts_connection")
+        db.execute("DELETE FROM schema_version WHERE version >= 3")
 
 
 def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
@@ -125,8 +128,12 @@ def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
             assert await vault.seal_format() == 2
             await assert_reads_back(vault, seeded)
 
+    with _db() as db:
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (2,)
+
     asyncio.run(reopen())
     with _db() as db:
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (3,)
         formats = {
             blob[0]
             for table, fields in schema.SEALED_FIELDS.items()
