@@ -96,6 +96,7 @@ def vault(runs: int) -> Table:
         [
             *vault_bench.seal_open_throughput(),
             *vault_bench.vault_status_time(runs=max(3, runs // 3)),
+            *vault_bench.rotation_cost(),
         ]
     )
 
