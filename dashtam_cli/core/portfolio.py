@@ -287,6 +287,31 @@ def transaction_id(account_id: str, activity: object) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def _fees(items: Sequence[Fields], main: Fields | None, *, trade: bool) -> decimal.Decimal:
+    """What a transaction's fee lines cost, positive when money left for them.
+
+    A fee line is an item with a ``feeType`` and, in a trade, also any
+    currency line beside the instrument traded: Schwab sends some fees (a
+    futures option's exchange and NFA fees) as ``CURRENCY_USD`` lines without
+    a ``feeType``. Each line's ``cost`` counts with its sign (money out is
+    negative, a rebate positive), so a trade's ``netAmount`` is the traded
+    item's cost minus these fees; a line without ``cost`` counts its
+    ``amount`` as money out.
+    """
+    total = decimal.Decimal(0)
+    for line in items:
+        if line is main:
+            continue
+        currency = line.obj("instrument").text("assetType") == "CURRENCY"
+        if not (line.get("feeType") or (trade and main is not None and currency)):
+            continue
+        cost = line.money("cost")
+        if cost is None:
+            cost = -abs(line.money("amount") or decimal.Decimal(0))
+        total -= cost
+    return total
+
+
 def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction:
     """One transaction; any field of the wrong type (or an unreadable time) is an ApiError."""
     what = f"transactions of {masked}"
@@ -303,12 +328,9 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
         moment = dt.datetime.combine(trade_date, dt.time(), tzinfo=dt.UTC)
     items = item.objects("transferItems")
     main = next((i for i in items if i.obj("instrument").text("assetType") != "CURRENCY"), None)
-    fees = sum(
-        (abs(i.money("cost") or decimal.Decimal(0)) for i in items if i.get("feeType")),
-        decimal.Decimal(0),
-    )
-    instrument = main.obj("instrument") if main is not None else Fields(None, what=what)
     kind = item.text("type")
+    fees = _fees(items, main, trade=kind == "TRADE")
+    instrument = main.obj("instrument") if main is not None else Fields(None, what=what)
     fields: dict[str, Any] = {
         "id": transaction_id(account_id, activity),
         "account_id": account_id,

@@ -305,6 +305,21 @@ def _transactions(
                     "description": name,
                 }
             instrument["instrumentId"] = _derived_id(str(instrument["symbol"]), 9)
+            fee_lines = [
+                {
+                    "instrument": _usd(),
+                    "amount": _num(fee),
+                    "cost": _num(-fee),
+                    "feeType": "COMMISSION",
+                }
+            ]
+            if kind == "OPTION":
+                # Live Schwab sends some fees as currency lines without a feeType.
+                other = _money(quantity * decimal.Decimal("0.02"))
+                fee_lines.append(
+                    {"instrument": _usd(), "amount": _num(other), "cost": _num(-other)}
+                )
+                fee += other
             net = -(cost + fee) if buy else cost - fee
             items.append(
                 {
@@ -323,12 +338,7 @@ def _transactions(
                             "price": _num(unit),
                             "positionEffect": "OPENING" if buy else "CLOSING",
                         },
-                        {
-                            "instrument": _usd(),
-                            "amount": _num(fee),
-                            "cost": _num(-fee),
-                            "feeType": "COMMISSION",
-                        },
+                        *fee_lines,
                     ],
                 }
             )

@@ -189,6 +189,90 @@ def test_transactions_from_the_fixture(router: respx.MockRouter, brokerage: dict
     assert len({t.id for t in transactions}) == 2
 
 
+def _usd_line(amount: str, fee_type: str | None) -> dict[str, Any]:
+    """A CURRENCY_USD transfer item as transactions.json has them, with or without a feeType."""
+    line: dict[str, Any] = {
+        "instrument": {
+            "assetType": "CURRENCY",
+            "status": "ACTIVE",
+            "symbol": "CURRENCY_USD",
+            "description": "USD currency",
+            "instrumentId": 1,
+            "closingPrice": 0,
+        },
+        "amount": D(amount),
+        "cost": -D(amount),
+    }
+    if fee_type is not None:
+        line["feeType"] = fee_type
+    return line
+
+
+def futures_option_trade() -> dict[str, Any]:
+    """A futures-option purchase shaped like transactions.json: three fee lines, one without feeType.
+
+    700.00 for the option, then a commission of 2.25, an exchange fee of
+    0.55 and an NFA fee of 0.02 that Schwab sends without a ``feeType``:
+    ``netAmount`` is -702.82, so the fees are 2.82, not the 2.80 of the
+    lines that have a ``feeType``.
+    """
+    trade = json.loads(fixture_text("transaction_single.json"), parse_float=D)
+    trade["activityId"] = 91176753999
+    trade["netAmount"] = D("-702.82")
+    main = trade["transferItems"][0]
+    main["instrument"].update(
+        symbol="./EW4H25C6000",
+        description="E-mini S&P 500 Weekly Options 03/28/2025 $6000 Call",
+        underlyingSymbol="/ESH25",
+        strikePrice=6000,
+    )
+    main.update(amount=D(1), cost=D("-700.00"), price=D("14.00"))
+    trade["transferItems"] = [
+        main,
+        _usd_line("2.25", "COMMISSION"),
+        _usd_line("0.55", "FUTURES_EXCHANGE_FEE"),
+        _usd_line("0.02", None),
+    ]
+    return trade
+
+
+def test_every_fee_line_of_a_trade_counts(router: respx.MockRouter) -> None:
+    """A fee line without feeType counts: fees 2.82, and cost minus fees is netAmount."""
+    add_connection("brokerage", "token-b")
+    trade = futures_option_trade()
+    # Decimals written as JSON numbers with their exact digits, as Schwab sends money.
+    body = json.dumps([trade], default=float)
+    assert '"netAmount": -702.82' in body
+    assert '"amount": 0.02, "cost": -0.02}' in body
+    mock_connection_api(router, "token-b", [FIRST], transactions=body)
+
+    result = fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
+
+    (txn,) = result.items
+    assert txn.symbol == "./EW4H25C6000"
+    assert txn.amount == D("-702.82")
+    assert txn.fees == D("2.82")
+    assert txn.price == D("14.00")
+    # The money agrees with netAmount: the option's cost less every fee.
+    assert D("-700.00") - txn.fees == txn.amount
+
+
+def test_a_rebate_line_lowers_the_fees(router: respx.MockRouter) -> None:
+    """A fee line that pays money back (positive cost) is subtracted, so netAmount still agrees."""
+    add_connection("brokerage", "token-b")
+    trade = futures_option_trade()
+    rebate = _usd_line("0.10", "MISCELLANEOUS_FEE")
+    rebate.update(amount=D("-0.10"), cost=D("0.10"))
+    trade["transferItems"].append(rebate)
+    trade["netAmount"] = D("-702.72")
+    mock_connection_api(router, "token-b", [FIRST], transactions=json.dumps([trade], default=float))
+
+    (txn,) = fetch(fetch_transactions, router, since=SINCE, until=UNTIL).items
+
+    assert txn.fees == D("2.72")
+    assert D("-700.00") - txn.fees == txn.amount == D("-702.72")
+
+
 @pytest.mark.parametrize(
     ("account_id", "activity"),
     [

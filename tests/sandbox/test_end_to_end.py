@@ -186,9 +186,11 @@ def _expected_transactions(
                 (t for t in item["transferItems"] if t["instrument"]["assetType"] != "CURRENCY"),
                 None,
             )
-            fees = sum(
-                (abs(_dec(t["cost"])) for t in item["transferItems"] if t.get("feeType")),
-                decimal.Decimal(0),
+            # What netAmount implies: the money of the item traded, less the net amount.
+            fees = (
+                _dec(main["cost"]) - _dec(item["netAmount"])
+                if item["type"] == "TRADE" and main is not None
+                else decimal.Decimal(0)
             )
             rows.append(
                 (
