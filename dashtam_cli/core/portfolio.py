@@ -232,7 +232,13 @@ def _account_model(info: ConnectionInfo, account_id: str, raw: Fields, now: dt.d
     if total is None:
         total = aggregated.money("currentLiquidationValue")
     cash = current.money("cashBalance")
+    if cash is None:
+        cash = current.money("totalCash")  # the spec's CashBalance has no cashBalance
     buying_power = current.money("buyingPower")
+    if account_type == "CASH" or buying_power is None:
+        # A cash account (most IRAs) has no buying power, only cash available for trading.
+        available = current.money("cashAvailableForTrading")
+        buying_power = available if available is not None else buying_power
     return _validated(
         "accounts",
         lambda: Account(

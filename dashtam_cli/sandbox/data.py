@@ -169,6 +169,65 @@ def _margin_balances(
     return initial, current, projected
 
 
+def _cash_balances(
+    positions: list[dict[str, Any]], cash: decimal.Decimal
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A cash account's balances (an IRA): the spec's CashAccount fields, and no buyingPower.
+
+    Live cash accounts also carry ``cashBalance`` and ``liquidationValue`` in
+    their current and projected balances, which the spec's CashBalance leaves out.
+    """
+    values = [decimal.Decimal(str(p["marketValue"])) for p in positions]
+    longs = sum((v for v in values if v > 0), decimal.Decimal(0))
+    shorts = sum((v for v in values if v < 0), decimal.Decimal(0))
+    options = [
+        decimal.Decimal(str(p["marketValue"]))
+        for p in positions
+        if p["instrument"]["assetType"] == "OPTION"
+    ]
+    long_options = sum((v for v in options if v > 0), decimal.Decimal(0))
+    short_options = sum((v for v in options if v < 0), decimal.Decimal(0))
+    total = cash + longs + shorts
+    zero = dict.fromkeys(
+        ("accruedInterest", "bondValue", "cashReceipts", "moneyMarketFund", "mutualFundValue"), 0
+    )
+    cash_fields = {
+        "cashAvailableForTrading": _num(cash),
+        "cashAvailableForWithdrawal": _num(cash),
+        "cashDebitCallValue": 0,
+        "unsettledCash": 0,
+    }
+    initial = {
+        **zero,
+        **cash_fields,
+        "cashBalance": _num(cash),
+        "liquidationValue": _num(total),
+        "longOptionMarketValue": _num(long_options),
+        "longStockValue": _num(longs - long_options),
+        "shortOptionMarketValue": _num(short_options),
+        "shortStockValue": 0,
+        "isInCall": False,
+        "pendingDeposits": 0,
+        "accountValue": _num(total),
+    }
+    current = {
+        **zero,
+        **cash_fields,
+        "cashBalance": _num(cash),
+        "liquidationValue": _num(total),
+        "longMarketValue": _num(longs),
+        "longOptionMarketValue": _num(long_options),
+        "shortOptionMarketValue": _num(short_options),
+        "shortMarketValue": _num(shorts),
+        "savings": 0,
+        "pendingDeposits": 0,
+        "cashCall": 0,
+        "longNonMarginableMarketValue": _num(longs),
+        "totalCash": _num(cash),
+    }
+    return initial, current, dict(current)
+
+
 @dataclasses.dataclass
 class SandboxAccount:
     """One generated account: its number, hash, Schwab body and sorted transactions."""
@@ -444,6 +503,11 @@ def generate_accounts(
                 "liquidationValue": _num(cash + market),
             },
         }
+        if account_type == "CASH":
+            sec = body["securitiesAccount"]
+            sec["initialBalances"], sec["currentBalances"], sec["projectedBalances"] = (
+                _cash_balances(positions, cash)
+            )
         if account_type == "MARGIN":
             sec = body["securitiesAccount"]
             extra = _margin_balances(positions, cash, buying_power)

@@ -16,11 +16,13 @@ import respx
 from schwab_support import (
     API,
     BASE_URL,
+    CASH_CURRENT,
     CORRELATION,
     TOKEN_URL,
     TRANSACTIONS_PATH,
     account_numbers_body,
     add_connection,
+    cash_account_body,
     fixture_text,
     json_response,
     mock_connection_api,
@@ -126,6 +128,37 @@ def test_account_from_the_fixture(router: respx.MockRouter) -> None:
     dumped = json.dumps([a.model_dump(mode="json") for a in result.items])
     assert FIRST not in dumped
     assert SECOND not in dumped
+
+
+def test_a_cash_account_shows_cash_available_for_trading(router: respx.MockRouter) -> None:
+    """A CASH account has no buyingPower: cashAvailableForTrading is its buying power."""
+    add_connection("ira", "token-i")
+    body = "[" + cash_account_body(FIRST) + "]"
+    assert "buyingPower" not in body
+    mock_connection_api(router, "token-i", [FIRST], accounts=body)
+
+    (account,) = fetch(fetch_accounts, router).items
+
+    assert account.type == "CASH"
+    assert account.buying_power == D("12190.55")
+    # CashBalance has no cashBalance or liquidationValue: totalCash and the aggregate stand in.
+    assert account.cash == D("12190.55")
+    assert account.total_value == D("51434.86")
+
+
+def test_a_cash_account_with_live_balances(router: respx.MockRouter) -> None:
+    """Live cash balances also carry cashBalance: that is the cash, and buyingPower is ignored."""
+    add_connection("ira", "token-i")
+    current = {**CASH_CURRENT, "cashBalance": 12040.55, "liquidationValue": 63475.41}
+    current["buyingPower"] = 0.0  # a cash account's buying power, where one is sent, is not it
+    body = "[" + cash_account_body(FIRST, current=current) + "]"
+    mock_connection_api(router, "token-i", [FIRST], accounts=body)
+
+    (account,) = fetch(fetch_accounts, router).items
+
+    assert account.cash == D("12040.55")
+    assert account.buying_power == D("12190.55")
+    assert account.total_value == D("63475.41")
 
 
 @pytest.mark.usefixtures("brokerage")
