@@ -4,7 +4,8 @@ It behaves like Schwab where dashtam depends on it: codes end in ``%40`` and
 work once within 30 seconds; the token endpoint wants HTTP Basic client
 authentication; access tokens last 30 minutes and refresh tokens 7 days;
 every Trader API call needs a valid bearer token; transactions need
-``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``) and ``types`` and
+``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``, or without the
+milliseconds) and ``types`` and
 cover at most a year; errors come in Schwab's shapes.
 """
 
@@ -35,7 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Sandbox", "SandboxConfig"]
 
-SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+# yyyy-MM-dd'T'HH:mm:ss.SSSZ as documented, and without the milliseconds as
+# live Schwab also takes (schwab-py sends 2024-03-28T21:10:42Z).
+SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?Z$")
 # The transaction types Schwab accepts: the client's own list, so the two never drift.
 TYPES: Final = frozenset(TRANSACTION_TYPES)
 MAX_ITEMS: Final = 3000
@@ -74,7 +77,10 @@ def _trader_error(status: int, message: str, *errors: str) -> Response:
 def _parse_time(text: str | None) -> dt.datetime | None:
     if text is None or not SCHWAB_TIME.match(text):
         return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+    except ValueError:  # the shape of a date, not a real one (2024-02-30)
+        return None
 
 
 @dataclasses.dataclass
@@ -387,7 +393,8 @@ class Sandbox:
             return _trader_error(
                 400,
                 "Invalid date format",
-                "dates must be yyyy-MM-dd'T'HH:mm:ss.SSSZ, for example 2024-03-28T21:10:42.000Z",
+                "dates must be yyyy-MM-dd'T'HH:mm:ss.SSSZ or yyyy-MM-dd'T'HH:mm:ssZ, for example "
+                "2024-03-28T21:10:42.000Z",
             )
         if end < start:
             return _trader_error(400, "Invalid date range", "endDate is before startDate")

@@ -287,7 +287,7 @@ def _error_bodies(api: SandboxApi, running: RunningSandbox) -> Iterator[tuple[in
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     good = transactions_query(end - dt.timedelta(days=30), end)
     yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.split("&types")[0])
-    yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.replace(".000Z", "Z"))
+    yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.replace(".000Z", ".000"))
     yield 401, api.get("/accounts/accountNumbers", None)
     yield 404, api.get("/accounts/UNKNOWN", token, "fields=positions")
 
