@@ -138,6 +138,30 @@ def transactions_body(activity_ids: Sequence[int]) -> str:
     return "[" + ",\n".join(transaction_text(i) for i in activity_ids) + "]"
 
 
+# The nicknames user_preferences.json gives its two accounts, handed out in turn.
+FIXTURE_NICKNAMES: Final = ("Trading Brokerage", "Contributory")
+
+
+def user_preference_body(nicknames: dict[str, str | None]) -> str:
+    """GET /userPreference as user_preferences.json, its accounts these numbers and nicknames.
+
+    Each account is the fixture's first, with ``accountNumber``,
+    ``displayAcctId`` and ``nickName`` replaced (a None nickname leaves the key out).
+    """
+    body = json.loads(fixture_text("user_preferences.json"))
+    template = body["accounts"][0]
+    accounts = []
+    for number, nickname in nicknames.items():
+        account = {**template, "accountNumber": number, "displayAcctId": "..." + number[-3:]}
+        if nickname is None:
+            del account["nickName"]
+        else:
+            account["nickName"] = nickname
+        accounts.append(account)
+    body["accounts"] = accounts
+    return json.dumps(body, indent=2)
+
+
 def json_response(text: str, status: int = 200, correlation: str = "corr-0001") -> httpx.Response:
     """A Schwab-like answer: a JSON body sent as text, with a correlation id header."""
     return httpx.Response(
@@ -179,20 +203,22 @@ def add_connection(
     return asyncio.run(save())
 
 
-def mock_connection_api(
+def mock_connection_api(  # noqa: PLR0913 - every body of a connection's answers can be given
     router: respx.Router,
     token: str,
     numbers: Sequence[str],
     *,
     transactions: str | Callable[[httpx.Request], Any] | None = None,
     accounts: str | None = None,
+    nicknames: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
     """Answer one connection's calls (matched by its bearer token) with fixture bodies.
 
     Returns the hashValue of each number. ``transactions`` is the body every
     transactions call gets (transactions.json by default), or a side effect
     that answers each call; ``accounts`` the body of the accounts call
-    (account.json for each number by default).
+    (account.json for each number by default); ``nicknames`` the accounts'
+    nicknames in the user-preference answer (by default the fixture's, in turn).
     """
     hashes = {n: hash_of(n) for n in numbers}
     bearer = {"Authorization": f"Bearer {token}"}
@@ -201,6 +227,13 @@ def mock_connection_api(
     )
     router.get(f"{API}/accounts", params={"fields": "positions"}, headers=bearer).mock(
         return_value=json_response(accounts if accounts is not None else accounts_body(numbers))
+    )
+    if nicknames is None:
+        nicknames = {
+            n: FIXTURE_NICKNAMES[i % len(FIXTURE_NICKNAMES)] for i, n in enumerate(numbers)
+        }
+    router.get(f"{API}/userPreference", headers=bearer).mock(
+        return_value=json_response(user_preference_body(nicknames))
     )
     route = router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern, headers=bearer)
     if callable(transactions):

@@ -26,9 +26,11 @@ from schwab_support import (
     fixture_text,
     json_response,
     mock_connection_api,
+    user_preference_body,
 )
 from sqlalchemy import func, select
 
+from dashtam_cli.core import redact
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections
 from dashtam_cli.core.errors import (
@@ -115,7 +117,9 @@ def test_account_from_the_fixture(router: respx.MockRouter) -> None:
     account: Account = result.items[0]
     assert account.connection == "brokerage"
     assert account.provider == "schwab"
-    assert account.name == "Margin ****1111"
+    # user_preferences.json's nickname; the second account has the other one.
+    assert account.name == "Trading Brokerage"
+    assert result.items[1].name == "Contributory"
     assert account.type == "MARGIN"
     assert account.currency == "USD"
     assert account.cash == D("51420.89")
@@ -705,11 +709,135 @@ def test_outcome_of_one_failure_among_one_is_that_failure() -> None:
 
 
 @pytest.mark.usefixtures("brokerage")
-def test_accounts_take_two_calls(router: respx.MockRouter) -> None:
-    """Accounts need the numbers (for the hashes) and the accounts with positions: nothing else."""
+def test_accounts_take_three_calls(router: respx.MockRouter) -> None:
+    """Accounts need the numbers (for the hashes), the accounts and their nicknames: no more."""
     fetch(fetch_accounts, router)
     urls = sorted(str(c.request.url) for c in router.calls)
-    assert urls == [f"{API}/accounts/accountNumbers", f"{API}/accounts?fields=positions"]
+    assert urls == [
+        f"{API}/accounts/accountNumbers",
+        f"{API}/accounts?fields=positions",
+        f"{API}/userPreference",
+    ]
+
+
+def test_the_nicknames_are_asked_for_alongside_the_accounts(router: respx.MockRouter) -> None:
+    """The three calls are in flight together: each is answered only once all three have arrived."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST])
+    arrived: set[str] = set()
+    together = asyncio.Event()
+
+    def held(route: respx.Route) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+        answer = route.return_value
+        assert answer is not None
+
+        async def respond(request: httpx.Request) -> httpx.Response:
+            arrived.add(request.url.path)
+            if len(arrived) == 3:  # numbers, accounts, nicknames
+                together.set()
+            # Called one after the other, the first call would wait here for ever.
+            await asyncio.wait_for(together.wait(), timeout=30)
+            return answer
+
+        return respond
+
+    for route in router.routes:
+        if route.return_value is not None and "transactions" not in repr(route.pattern):
+            route.side_effect = held(route)
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.name for a in result.items] == ["Trading Brokerage"]
+    assert len(arrived) == 3
+
+
+@pytest.mark.parametrize(
+    ("nicknames", "expected"),
+    [
+        ({FIRST: "Roth IRA", SECOND: "Joint"}, ["Roth IRA", "Joint"]),
+        ({FIRST: "Roth IRA"}, ["Roth IRA", "Margin ****2222"]),  # SECOND not listed
+        ({FIRST: None, SECOND: ""}, ["Margin ****1111", "Margin ****2222"]),  # no nickName
+        ({FIRST: "  \x1b[31mRoth\x1b[0m\u202e IRA\n"}, ["Roth IRA", "Margin ****2222"]),
+        ({FIRST: "IRA 11111111", SECOND: "22222222"}, ["IRA ***", "Margin ****2222"]),
+        (
+            {FIRST: "Rollover IRA " + "word " * 20},  # cut to 40 characters
+            ["Rollover IRA word word word word word w…", "Margin ****2222"],
+        ),
+    ],
+    ids=["both", "one-missing", "no-nickname", "control-characters", "the-number", "long"],
+)
+def test_accounts_are_named_by_their_nicknames(
+    router: respx.MockRouter, nicknames: dict[str, str | None], expected: list[str]
+) -> None:
+    """An account's nickName names it; else its type and masked number. No control, no number."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST, SECOND], nicknames=nicknames)
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.name for a in result.items] == expected
+    assert [a.number for a in result.items] == ["****1111", "****2222"]
+
+
+def test_the_user_preference_as_the_spec_declares_it(router: respx.MockRouter) -> None:
+    """The spec declares a list of preference objects (live sends one): both are read."""
+    add_connection("brokerage", "token-b")
+    first = json.loads(user_preference_body({FIRST: "Roth IRA"}))
+    second = json.loads(user_preference_body({SECOND: "Joint"}))
+    router.get(f"{API}/userPreference").mock(
+        return_value=json_response(json.dumps([first, second]))
+    )
+    mock_connection_api(router, "token-b", [FIRST, SECOND])
+
+    result = fetch(fetch_accounts, router)
+
+    assert [a.name for a in result.items] == ["Roth IRA", "Joint"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_response('{"message":"Internal error","errors":["boom"]}', 500),
+        json_response('{"errors":[{"status":403,"title":"Forbidden"}]}', 403),
+        httpx.Response(403, content=b"<html><body>Access Denied</body></html>"),
+        json_response('{"accounts": "none"}'),
+        json_response('"nothing"'),
+        json_response('{"accounts": [{"accountNumber": {"n": 1}, "nickName": "x"}]}'),
+    ],
+    ids=["500", "403", "html", "accounts-text", "text", "number-object"],
+)
+def test_accounts_print_when_the_nicknames_fail(
+    router: respx.MockRouter, answer: httpx.Response, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any failure of userPreference: the accounts, by type and number, and one warning."""
+    add_connection("brokerage", "token-b")
+    router.get(f"{API}/userPreference").mock(return_value=answer)
+    mock_connection_api(router, "token-b", [FIRST, SECOND])
+
+    with caplog.at_level("WARNING", logger="dashtam_cli"):
+        result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert result.outcome() is None
+    assert [a.name for a in result.items] == ["Margin ****1111", "Margin ****2222"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "brokerage: the accounts' nicknames are unavailable" in warnings[0]
+    assert "user preference" in warnings[0]
+
+
+def test_the_numbers_of_the_preferences_are_masked_at_once(router: respx.MockRouter) -> None:
+    """An account number only userPreference lists is registered as a secret as it arrives."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST], nicknames={FIRST: "Roth", "98765432": "Old"})
+    assert redact.redact("98765432") == "98765432"
+
+    result = fetch(fetch_accounts, router)
+
+    assert [a.name for a in result.items] == ["Roth"]
+    assert redact.redact("account 98765432") == "account ***"
 
 
 def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
@@ -724,6 +852,9 @@ def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
         return_value=json_response('{"message":"Bad Request","errors":[]}', 400, "c-fast")
     )
     router.get(f"{API}/accounts").mock(side_effect=slow_accounts)
+    router.get(f"{API}/userPreference").mock(
+        return_value=json_response(user_preference_body({}), correlation="c-names")
+    )
 
     result = fetch(fetch_accounts, router)
 
@@ -737,4 +868,5 @@ def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
     assert asyncio.run(audited()) == {
         ("schwab.account_numbers", "c-fast"),
         ("schwab.accounts", "c-slow"),
+        ("schwab.user_preference", "c-names"),
     }
