@@ -15,6 +15,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import hmac
 import html
 import json
@@ -344,14 +345,7 @@ class Sandbox:
         if parts == ["accounts"]:
             return _json(200, [self._account_body(a, request) for a in self.accounts])
         if parts == ["userPreference"]:
-            return _json(
-                200,
-                {
-                    "accounts": [
-                        {"accountNumber": a.number, "type": "BROKERAGE"} for a in self.accounts
-                    ]
-                },
-            )
+            return _json(200, self._user_preference())
         if len(parts) >= 2 and parts[0] == "accounts":  # noqa: PLR2004
             account = self._by_hash.get(parts[1])
             if account is None:
@@ -366,6 +360,39 @@ class Sandbox:
                         return _json(200, [item])
                 return _trader_error(404, "Transaction not found")
         return _trader_error(404, "Not found", f"no such path: /trader/v1{path}")
+
+    def _user_preference(self) -> dict[str, Any]:
+        """The user's preferences as live Schwab answers them: one object, not the spec's list.
+
+        Its keys are those of the live answer (fixtures/user_preferences.json):
+        each account with its ``nickName``, the first one primary.
+        """
+        customer = hashlib.sha256(f"customer:{self.config.seed}".encode()).hexdigest()
+        return {
+            "accounts": [
+                {
+                    "accountNumber": a.number,
+                    "primaryAccount": index == 0,
+                    "type": "BROKERAGE",
+                    "nickName": a.nickname,
+                    "displayAcctId": "..." + a.number[-3:],
+                    "autoPositionEffect": False,
+                    "accountColor": "Green" if index % 2 == 0 else "Blue",
+                    "lotSelectionMethod": "FIFO",
+                }
+                for index, a in enumerate(self.accounts)
+            ],
+            "streamerInfo": [
+                {
+                    "streamerSocketUrl": "wss://127.0.0.1/ws",
+                    "schwabClientCustomerId": customer,
+                    "schwabClientCorrelId": str(uuid.uuid4()),
+                    "schwabClientChannel": "N9",
+                    "schwabClientFunctionId": "APIAPP",
+                }
+            ],
+            "offers": [{"level2Permissions": False, "mktDataPermission": "NP"}],
+        }
 
     def _account_body(self, account: SandboxAccount, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(json.dumps(account.body))

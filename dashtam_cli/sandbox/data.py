@@ -24,6 +24,8 @@ EQUITIES: Final = (
     ("META", "META PLATFORMS INC", "500"),
 )
 ACCOUNT_TYPES: Final = ("MARGIN", "CASH", "MARGIN", "CASH")
+# The nickname each account has at the sandbox bank, by the same position as its type.
+NICKNAMES: Final = ("Individual Brokerage", "Roth IRA", "Joint Brokerage", "Rollover IRA")
 
 
 def _money(value: decimal.Decimal) -> decimal.Decimal:
@@ -230,13 +232,14 @@ def _cash_balances(
 
 @dataclasses.dataclass
 class SandboxAccount:
-    """One generated account: its number, hash, Schwab body and sorted transactions."""
+    """One generated account: its number, hash, Schwab body, sorted transactions and nickname."""
 
     number: str
     hash_value: str
     body: dict[str, Any]
     transactions: list[dict[str, Any]]
     times: list[dt.datetime]
+    nickname: str = ""
 
     def between(self, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
         """Transactions with ``start <= time < end``, oldest first."""
@@ -517,5 +520,8 @@ def generate_accounts(
                 sec[key] = {**fields, **sec[key]}
         first_id = 90_000_000_000 + index * 10_000_000
         transactions, times = _transactions(rng, transactions_per_account, now, first_id)
-        result.append(SandboxAccount(number, hash_value, body, transactions, times))
+        nickname = NICKNAMES[index % len(NICKNAMES)]
+        if index >= len(NICKNAMES):
+            nickname += f" {index // len(NICKNAMES) + 1}"
+        result.append(SandboxAccount(number, hash_value, body, transactions, times, nickname))
     return result

@@ -141,6 +141,7 @@ def test_accounts_are_the_sandbox_accounts(connected: RunningSandbox) -> None:
         sec = account.body["securitiesAccount"]
         got = by_number[_masked(account.number)]
         assert got.type == sec["type"]
+        assert got.name == account.nickname  # from the sandbox's /userPreference
         assert got.cash == _dec(sec["currentBalances"]["cashBalance"])
         assert got.total_value == _dec(sec["currentBalances"]["liquidationValue"])
         # A cash account has no buyingPower: its cash available for trading stands in.
