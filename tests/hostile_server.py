@@ -8,6 +8,7 @@ its answer; tests set them between steps. The endpoints, by path:
 ``token``                     ``POST /v1/oauth/token``
 ``account_numbers``           ``GET /trader/v1/accounts/accountNumbers``
 ``accounts``                  ``GET /trader/v1/accounts``
+``user_preference``           ``GET /trader/v1/userPreference``
 ``account``                   ``GET /trader/v1/accounts/{hash}``
 ``transactions``              ``GET /trader/v1/accounts/{hash}/transactions``
 ``other``                     anything else (404 unless set)
@@ -85,6 +86,7 @@ _PATHS = (
     ("POST", re.compile(r"^/v1/oauth/token$"), "token"),
     ("GET", re.compile(r"^/trader/v1/accounts/accountNumbers$"), "account_numbers"),
     ("GET", re.compile(r"^/trader/v1/accounts$"), "accounts"),
+    ("GET", re.compile(r"^/trader/v1/userPreference$"), "user_preference"),
     ("GET", re.compile(r"^/trader/v1/accounts/[^/]+/transactions$"), "transactions"),
     ("GET", re.compile(r"^/trader/v1/accounts/[^/]+$"), "account"),
 )

@@ -64,6 +64,54 @@ def account_body(number: str = FIXTURE_NUMBER) -> str:
     return text.replace(old, f'"accountNumber": "{number}"')
 
 
+# The balances of a cash account as the spec declares them (CashAccount:
+# CashInitialBalance, then CashBalance for current and projected), none of
+# them a buyingPower.
+CASH_INITIAL: Final = {
+    "accruedInterest": 0.0,
+    "cashAvailableForTrading": 12040.55,
+    "cashAvailableForWithdrawal": 11890.55,
+    "cashBalance": 12040.55,
+    "bondValue": 0.0,
+    "cashReceipts": 0.0,
+    "liquidationValue": 63475.41,
+    "longOptionMarketValue": 0.0,
+    "longStockValue": 51434.86,
+    "moneyMarketFund": 0.0,
+    "mutualFundValue": 0.0,
+    "shortOptionMarketValue": 0.0,
+    "shortStockValue": 0.0,
+    "isInCall": False,
+    "unsettledCash": 150.0,
+    "cashDebitCallValue": 0.0,
+    "pendingDeposits": 0.0,
+    "accountValue": 63475.41,
+}
+CASH_CURRENT: Final = {
+    "cashAvailableForTrading": 12190.55,
+    "cashAvailableForWithdrawal": 12040.55,
+    "cashCall": 0.0,
+    "longNonMarginableMarketValue": 51434.86,
+    "totalCash": 12190.55,
+    "cashDebitCallValue": 0.0,
+    "unsettledCash": 150.0,
+}
+
+
+def cash_account_body(number: str, *, current: dict[str, Any] | None = None) -> str:
+    """account.json made a CASH account (an IRA), its balances shaped as the spec's CashAccount."""
+    account = json.loads(account_body(number))
+    sec = account["securitiesAccount"]
+    sec["type"] = "CASH"
+    sec["initialBalances"] = CASH_INITIAL
+    sec["currentBalances"] = CASH_CURRENT if current is None else current
+    sec["projectedBalances"] = {
+        "cashAvailableForTrading": 12190.55,
+        "cashAvailableForWithdrawal": 12040.55,
+    }
+    return json.dumps(account, indent=2)
+
+
 def accounts_body(numbers: Sequence[str]) -> str:
     """The body of GET /accounts?fields=positions: a list of account.json objects."""
     return "[" + ",\n".join(account_body(n) for n in numbers) + "]"
@@ -88,6 +136,30 @@ def transaction_text(activity_id: int, *, net_amount: str | None = None) -> str:
 def transactions_body(activity_ids: Sequence[int]) -> str:
     """A transactions answer of fixture-shaped items with these activityIds."""
     return "[" + ",\n".join(transaction_text(i) for i in activity_ids) + "]"
+
+
+# The nicknames user_preferences.json gives its two accounts, handed out in turn.
+FIXTURE_NICKNAMES: Final = ("Trading Brokerage", "Contributory")
+
+
+def user_preference_body(nicknames: dict[str, str | None]) -> str:
+    """GET /userPreference as user_preferences.json, its accounts these numbers and nicknames.
+
+    Each account is the fixture's first, with ``accountNumber``,
+    ``displayAcctId`` and ``nickName`` replaced (a None nickname leaves the key out).
+    """
+    body = json.loads(fixture_text("user_preferences.json"))
+    template = body["accounts"][0]
+    accounts = []
+    for number, nickname in nicknames.items():
+        account = {**template, "accountNumber": number, "displayAcctId": "..." + number[-3:]}
+        if nickname is None:
+            del account["nickName"]
+        else:
+            account["nickName"] = nickname
+        accounts.append(account)
+    body["accounts"] = accounts
+    return json.dumps(body, indent=2)
 
 
 def json_response(text: str, status: int = 200, correlation: str = "corr-0001") -> httpx.Response:
@@ -131,18 +203,22 @@ def add_connection(
     return asyncio.run(save())
 
 
-def mock_connection_api(
+def mock_connection_api(  # noqa: PLR0913 - every body of a connection's answers can be given
     router: respx.Router,
     token: str,
     numbers: Sequence[str],
     *,
     transactions: str | Callable[[httpx.Request], Any] | None = None,
+    accounts: str | None = None,
+    nicknames: dict[str, str | None] | None = None,
 ) -> dict[str, str]:
     """Answer one connection's calls (matched by its bearer token) with fixture bodies.
 
     Returns the hashValue of each number. ``transactions`` is the body every
     transactions call gets (transactions.json by default), or a side effect
-    that answers each call.
+    that answers each call; ``accounts`` the body of the accounts call
+    (account.json for each number by default); ``nicknames`` the accounts'
+    nicknames in the user-preference answer (by default the fixture's, in turn).
     """
     hashes = {n: hash_of(n) for n in numbers}
     bearer = {"Authorization": f"Bearer {token}"}
@@ -150,7 +226,14 @@ def mock_connection_api(
         return_value=json_response(account_numbers_body(list(hashes.items())))
     )
     router.get(f"{API}/accounts", params={"fields": "positions"}, headers=bearer).mock(
-        return_value=json_response(accounts_body(numbers))
+        return_value=json_response(accounts if accounts is not None else accounts_body(numbers))
+    )
+    if nicknames is None:
+        nicknames = {
+            n: FIXTURE_NICKNAMES[i % len(FIXTURE_NICKNAMES)] for i, n in enumerate(numbers)
+        }
+    router.get(f"{API}/userPreference", headers=bearer).mock(
+        return_value=json_response(user_preference_body(nicknames))
     )
     route = router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern, headers=bearer)
     if callable(transactions):

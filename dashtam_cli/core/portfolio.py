@@ -218,7 +218,14 @@ def _validated(what: str, build: Callable[[], T]) -> T:
         ) from None
 
 
-def _account_model(info: ConnectionInfo, account_id: str, raw: Fields, now: dt.datetime) -> Account:
+def _account_model(
+    info: ConnectionInfo,
+    account_id: str,
+    raw: Fields,
+    now: dt.datetime,
+    nickname: str | None = None,
+) -> Account:
+    """The account record; named by its nickname, else by its type and masked number."""
     sec = raw.obj("securitiesAccount")
     number = sec.identifier("accountNumber") or ""
     current = sec.obj("currentBalances")
@@ -232,14 +239,20 @@ def _account_model(info: ConnectionInfo, account_id: str, raw: Fields, now: dt.d
     if total is None:
         total = aggregated.money("currentLiquidationValue")
     cash = current.money("cashBalance")
+    if cash is None:
+        cash = current.money("totalCash")  # the spec's CashBalance has no cashBalance
     buying_power = current.money("buyingPower")
+    if account_type == "CASH" or buying_power is None:
+        # A cash account (most IRAs) has no buying power, only cash available for trading.
+        available = current.money("cashAvailableForTrading")
+        buying_power = available if available is not None else buying_power
     return _validated(
         "accounts",
         lambda: Account(
             id=account_id,
             connection=info.name,
             provider=info.provider,
-            name=f"{account_type.title()} {mask_number(number)}",
+            name=nickname or f"{account_type.title()} {mask_number(number)}",
             type=account_type,
             number=mask_number(number),
             currency="USD",
@@ -287,6 +300,31 @@ def transaction_id(account_id: str, activity: object) -> str:
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def _fees(items: Sequence[Fields], main: Fields | None, *, trade: bool) -> decimal.Decimal:
+    """What a transaction's fee lines cost, positive when money left for them.
+
+    A fee line is an item with a ``feeType`` and, in a trade, also any
+    currency line beside the instrument traded: Schwab sends some fees (a
+    futures option's exchange and NFA fees) as ``CURRENCY_USD`` lines without
+    a ``feeType``. Each line's ``cost`` counts with its sign (money out is
+    negative, a rebate positive), so a trade's ``netAmount`` is the traded
+    item's cost minus these fees; a line without ``cost`` counts its
+    ``amount`` as money out.
+    """
+    total = decimal.Decimal(0)
+    for line in items:
+        if line is main:
+            continue
+        currency = line.obj("instrument").text("assetType") == "CURRENCY"
+        if not (line.get("feeType") or (trade and main is not None and currency)):
+            continue
+        cost = line.money("cost")
+        if cost is None:
+            cost = -abs(line.money("amount") or decimal.Decimal(0))
+        total -= cost
+    return total
+
+
 def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction:
     """One transaction; any field of the wrong type (or an unreadable time) is an ApiError."""
     what = f"transactions of {masked}"
@@ -303,12 +341,9 @@ def _transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transacti
         moment = dt.datetime.combine(trade_date, dt.time(), tzinfo=dt.UTC)
     items = item.objects("transferItems")
     main = next((i for i in items if i.obj("instrument").text("assetType") != "CURRENCY"), None)
-    fees = sum(
-        (abs(i.money("cost") or decimal.Decimal(0)) for i in items if i.get("feeType")),
-        decimal.Decimal(0),
-    )
-    instrument = main.obj("instrument") if main is not None else Fields(None, what=what)
     kind = item.text("type")
+    fees = _fees(items, main, trade=kind == "TRADE")
+    instrument = main.obj("instrument") if main is not None else Fields(None, what=what)
     fields: dict[str, Any] = {
         "id": transaction_id(account_id, activity),
         "account_id": account_id,
@@ -400,6 +435,7 @@ class _Prepared:
     number: str
     positions: list[Position]
     raw: Fields
+    nickname: str | None
     row: dict[str, Any]
     position_rows: list[dict[str, Any]]
 
@@ -412,11 +448,12 @@ def _prepare_account(  # noqa: PLR0913 - the parts of one account's rows
     *,
     references: Mapping[str, str],
     now: dt.datetime,
+    nickname: str | None = None,
 ) -> _Prepared:
     """Build and seal one account's rows, outside any transaction (sealing is the slow part)."""
     table, ptable = schema.accounts, schema.positions
     number = raw.obj("securitiesAccount").identifier("accountNumber") or ""
-    account = _account_model(info, account_id, raw, now)
+    account = _account_model(info, account_id, raw, now, nickname)
     positions = _positions(account, raw)
     stamp = db.utcnow_text(now)
     row = {
@@ -444,7 +481,7 @@ def _prepare_account(  # noqa: PLR0913 - the parts of one account's rows
                 "fetched_at": stamp,
             }
         )
-    return _Prepared(account, number, positions, raw, row, position_rows)
+    return _Prepared(account, number, positions, raw, nickname, row, position_rows)
 
 
 async def _stored_ids(
@@ -553,7 +590,15 @@ async def _store_accounts(
             if ids and ids[0] != item.account.id:
                 # Stored meanwhile by another process: its id wins; seal again under it.
                 final.append(
-                    _prepare_account(vault, info, item.raw, ids[0], references=references, now=now)
+                    _prepare_account(
+                        vault,
+                        info,
+                        item.raw,
+                        ids[0],
+                        references=references,
+                        now=now,
+                        nickname=item.nickname,
+                    )
                 )
             else:
                 final.append(item)
@@ -615,6 +660,19 @@ async def _store_transactions(vault: Vault, transactions: Sequence[Transaction])
             await conn.exec_driver_sql(_UPSERT_TRANSACTION, rows)
 
 
+async def _nicknames(session: _Session) -> tuple[dict[str, str], DashtamError | None]:
+    """The accounts' nicknames by number; or none, and why Schwab did not give them.
+
+    Only names depend on them: without them the accounts are printed all the
+    same, named by their type and masked number. (The error is returned in a
+    tuple, not alone: gather_all raises any exception it is handed back.)
+    """
+    try:
+        return await session.client.nicknames(), None
+    except DashtamError as exc:
+        return {}, exc
+
+
 async def _connection_accounts(
     session: _Session,
     options: FetchOptions,
@@ -626,13 +684,24 @@ async def _connection_accounts(
     them; otherwise they are asked for alongside the accounts.
     """
     client, vault, info = session.client, session.vault, session.info
+    # The nicknames are asked for alongside, so naming the accounts costs no wait.
+    names_task = asyncio.ensure_future(_nicknames(session))
+    raws_task = asyncio.ensure_future(client.accounts())
     if numbers is None:
         numbers_task = asyncio.ensure_future(client.account_numbers())
-        raws_task = asyncio.ensure_future(client.accounts())
-        await gather_all(numbers_task, raws_task)
-        numbers, raws = numbers_task.result(), raws_task.result()
+        await gather_all(numbers_task, raws_task, names_task)
+        numbers = numbers_task.result()
     else:
-        raws = await client.accounts()
+        await gather_all(raws_task, names_task)
+    raws, (names, unnamed) = raws_task.result(), names_task.result()
+    if unnamed is not None:
+        # Said only now that the accounts did arrive: a failed fetch says enough.
+        log.warning(
+            "%s: the accounts' nicknames are unavailable, so they are named by type and number"
+            " (%s)",
+            info.name,
+            unnamed.message,
+        )
     for number, _ in numbers:
         register_secret(number)
     hashes = dict(numbers)
@@ -647,7 +716,17 @@ async def _connection_accounts(
         if number not in hashes:
             continue
         account_id = known.get(number) or str(uuid.uuid4())
-        prepared.append(_prepare_account(vault, info, item, account_id, references=hashes, now=now))
+        prepared.append(
+            _prepare_account(
+                vault,
+                info,
+                item,
+                account_id,
+                references=hashes,
+                now=now,
+                nickname=names.get(number),
+            )
+        )
     stored = await _store_accounts(vault, info, prepared, hashes, now)
     return [(item.account, item.number, item.positions) for item in stored], hashes
 

@@ -4,7 +4,8 @@ It behaves like Schwab where dashtam depends on it: codes end in ``%40`` and
 work once within 30 seconds; the token endpoint wants HTTP Basic client
 authentication; access tokens last 30 minutes and refresh tokens 7 days;
 every Trader API call needs a valid bearer token; transactions need
-``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``) and ``types`` and
+``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``, or without the
+milliseconds) and ``types`` and
 cover at most a year; errors come in Schwab's shapes.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
 import hmac
 import html
 import json
@@ -35,7 +37,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Sandbox", "SandboxConfig"]
 
-SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+# yyyy-MM-dd'T'HH:mm:ss.SSSZ as documented, and without the milliseconds as
+# live Schwab also takes (schwab-py sends 2024-03-28T21:10:42Z).
+SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?Z$")
 # The transaction types Schwab accepts: the client's own list, so the two never drift.
 TYPES: Final = frozenset(TRANSACTION_TYPES)
 MAX_ITEMS: Final = 3000
@@ -74,7 +78,10 @@ def _trader_error(status: int, message: str, *errors: str) -> Response:
 def _parse_time(text: str | None) -> dt.datetime | None:
     if text is None or not SCHWAB_TIME.match(text):
         return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    try:
+        return dt.datetime.fromisoformat(text[:-1]).replace(tzinfo=dt.UTC)
+    except ValueError:  # the shape of a date, not a real one (2024-02-30)
+        return None
 
 
 @dataclasses.dataclass
@@ -338,14 +345,7 @@ class Sandbox:
         if parts == ["accounts"]:
             return _json(200, [self._account_body(a, request) for a in self.accounts])
         if parts == ["userPreference"]:
-            return _json(
-                200,
-                {
-                    "accounts": [
-                        {"accountNumber": a.number, "type": "BROKERAGE"} for a in self.accounts
-                    ]
-                },
-            )
+            return _json(200, self._user_preference())
         if len(parts) >= 2 and parts[0] == "accounts":  # noqa: PLR2004
             account = self._by_hash.get(parts[1])
             if account is None:
@@ -360,6 +360,39 @@ class Sandbox:
                         return _json(200, [item])
                 return _trader_error(404, "Transaction not found")
         return _trader_error(404, "Not found", f"no such path: /trader/v1{path}")
+
+    def _user_preference(self) -> dict[str, Any]:
+        """The user's preferences as live Schwab answers them: one object, not the spec's list.
+
+        Its keys are those of the live answer (fixtures/user_preferences.json):
+        each account with its ``nickName``, the first one primary.
+        """
+        customer = hashlib.sha256(f"customer:{self.config.seed}".encode()).hexdigest()
+        return {
+            "accounts": [
+                {
+                    "accountNumber": a.number,
+                    "primaryAccount": index == 0,
+                    "type": "BROKERAGE",
+                    "nickName": a.nickname,
+                    "displayAcctId": "..." + a.number[-3:],
+                    "autoPositionEffect": False,
+                    "accountColor": "Green" if index % 2 == 0 else "Blue",
+                    "lotSelectionMethod": "FIFO",
+                }
+                for index, a in enumerate(self.accounts)
+            ],
+            "streamerInfo": [
+                {
+                    "streamerSocketUrl": "wss://127.0.0.1/ws",
+                    "schwabClientCustomerId": customer,
+                    "schwabClientCorrelId": str(uuid.uuid4()),
+                    "schwabClientChannel": "N9",
+                    "schwabClientFunctionId": "APIAPP",
+                }
+            ],
+            "offers": [{"level2Permissions": False, "mktDataPermission": "NP"}],
+        }
 
     def _account_body(self, account: SandboxAccount, request: Request) -> dict[str, Any]:
         body: dict[str, Any] = json.loads(json.dumps(account.body))
@@ -387,7 +420,8 @@ class Sandbox:
             return _trader_error(
                 400,
                 "Invalid date format",
-                "dates must be yyyy-MM-dd'T'HH:mm:ss.SSSZ, for example 2024-03-28T21:10:42.000Z",
+                "dates must be yyyy-MM-dd'T'HH:mm:ss.SSSZ or yyyy-MM-dd'T'HH:mm:ssZ, for example "
+                "2024-03-28T21:10:42.000Z",
             )
         if end < start:
             return _trader_error(400, "Invalid date range", "endDate is before startDate")

@@ -24,6 +24,8 @@ EQUITIES: Final = (
     ("META", "META PLATFORMS INC", "500"),
 )
 ACCOUNT_TYPES: Final = ("MARGIN", "CASH", "MARGIN", "CASH")
+# The nickname each account has at the sandbox bank, by the same position as its type.
+NICKNAMES: Final = ("Individual Brokerage", "Roth IRA", "Joint Brokerage", "Rollover IRA")
 
 
 def _money(value: decimal.Decimal) -> decimal.Decimal:
@@ -169,15 +171,75 @@ def _margin_balances(
     return initial, current, projected
 
 
+def _cash_balances(
+    positions: list[dict[str, Any]], cash: decimal.Decimal
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A cash account's balances (an IRA): the spec's CashAccount fields, and no buyingPower.
+
+    Live cash accounts also carry ``cashBalance`` and ``liquidationValue`` in
+    their current and projected balances, which the spec's CashBalance leaves out.
+    """
+    values = [decimal.Decimal(str(p["marketValue"])) for p in positions]
+    longs = sum((v for v in values if v > 0), decimal.Decimal(0))
+    shorts = sum((v for v in values if v < 0), decimal.Decimal(0))
+    options = [
+        decimal.Decimal(str(p["marketValue"]))
+        for p in positions
+        if p["instrument"]["assetType"] == "OPTION"
+    ]
+    long_options = sum((v for v in options if v > 0), decimal.Decimal(0))
+    short_options = sum((v for v in options if v < 0), decimal.Decimal(0))
+    total = cash + longs + shorts
+    zero = dict.fromkeys(
+        ("accruedInterest", "bondValue", "cashReceipts", "moneyMarketFund", "mutualFundValue"), 0
+    )
+    cash_fields = {
+        "cashAvailableForTrading": _num(cash),
+        "cashAvailableForWithdrawal": _num(cash),
+        "cashDebitCallValue": 0,
+        "unsettledCash": 0,
+    }
+    initial = {
+        **zero,
+        **cash_fields,
+        "cashBalance": _num(cash),
+        "liquidationValue": _num(total),
+        "longOptionMarketValue": _num(long_options),
+        "longStockValue": _num(longs - long_options),
+        "shortOptionMarketValue": _num(short_options),
+        "shortStockValue": 0,
+        "isInCall": False,
+        "pendingDeposits": 0,
+        "accountValue": _num(total),
+    }
+    current = {
+        **zero,
+        **cash_fields,
+        "cashBalance": _num(cash),
+        "liquidationValue": _num(total),
+        "longMarketValue": _num(longs),
+        "longOptionMarketValue": _num(long_options),
+        "shortOptionMarketValue": _num(short_options),
+        "shortMarketValue": _num(shorts),
+        "savings": 0,
+        "pendingDeposits": 0,
+        "cashCall": 0,
+        "longNonMarginableMarketValue": _num(longs),
+        "totalCash": _num(cash),
+    }
+    return initial, current, dict(current)
+
+
 @dataclasses.dataclass
 class SandboxAccount:
-    """One generated account: its number, hash, Schwab body and sorted transactions."""
+    """One generated account: its number, hash, Schwab body, sorted transactions and nickname."""
 
     number: str
     hash_value: str
     body: dict[str, Any]
     transactions: list[dict[str, Any]]
     times: list[dt.datetime]
+    nickname: str = ""
 
     def between(self, start: dt.datetime, end: dt.datetime) -> list[dict[str, Any]]:
         """Transactions with ``start <= time < end``, oldest first."""
@@ -305,6 +367,21 @@ def _transactions(
                     "description": name,
                 }
             instrument["instrumentId"] = _derived_id(str(instrument["symbol"]), 9)
+            fee_lines = [
+                {
+                    "instrument": _usd(),
+                    "amount": _num(fee),
+                    "cost": _num(-fee),
+                    "feeType": "COMMISSION",
+                }
+            ]
+            if kind == "OPTION":
+                # Live Schwab sends some fees as currency lines without a feeType.
+                other = _money(quantity * decimal.Decimal("0.02"))
+                fee_lines.append(
+                    {"instrument": _usd(), "amount": _num(other), "cost": _num(-other)}
+                )
+                fee += other
             net = -(cost + fee) if buy else cost - fee
             items.append(
                 {
@@ -323,12 +400,7 @@ def _transactions(
                             "price": _num(unit),
                             "positionEffect": "OPENING" if buy else "CLOSING",
                         },
-                        {
-                            "instrument": _usd(),
-                            "amount": _num(fee),
-                            "cost": _num(-fee),
-                            "feeType": "COMMISSION",
-                        },
+                        *fee_lines,
                     ],
                 }
             )
@@ -434,6 +506,11 @@ def generate_accounts(
                 "liquidationValue": _num(cash + market),
             },
         }
+        if account_type == "CASH":
+            sec = body["securitiesAccount"]
+            sec["initialBalances"], sec["currentBalances"], sec["projectedBalances"] = (
+                _cash_balances(positions, cash)
+            )
         if account_type == "MARGIN":
             sec = body["securitiesAccount"]
             extra = _margin_balances(positions, cash, buying_power)
@@ -443,5 +520,8 @@ def generate_accounts(
                 sec[key] = {**fields, **sec[key]}
         first_id = 90_000_000_000 + index * 10_000_000
         transactions, times = _transactions(rng, transactions_per_account, now, first_id)
-        result.append(SandboxAccount(number, hash_value, body, transactions, times))
+        nickname = NICKNAMES[index % len(NICKNAMES)]
+        if index >= len(NICKNAMES):
+            nickname += f" {index // len(NICKNAMES) + 1}"
+        result.append(SandboxAccount(number, hash_value, body, transactions, times, nickname))
     return result

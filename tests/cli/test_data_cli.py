@@ -134,7 +134,7 @@ def test_accounts_list_json(cli: CliCall) -> None:
     assert [list(row) for row in rows] == [ACCOUNT_FIELDS, ACCOUNT_FIELDS]
     first = rows[0]
     assert first["number"] == "****1111"
-    assert first["name"] == "Margin ****1111"
+    assert first["name"] == "Trading Brokerage"  # its nickname, from user_preferences.json
     assert first["connection"] == "brokerage"
     assert first["cash"] == "51420.89"
     assert first["total_value"] == "50946.39"
@@ -167,12 +167,35 @@ def test_accounts_list_jsonl_and_csv(cli: CliCall) -> None:
 
 @pytest.mark.usefixtures("brokerage")
 def test_accounts_list_table(cli: CliCall) -> None:
-    """A table for people: names, masked numbers and balances."""
+    """A table for people: nicknames, masked numbers and balances."""
     stdout = ok(cli, "accounts", "list", "--format", "table", env=WIDE)
-    assert "Margin ****1111" in stdout
-    assert "Margin ****2222" in stdout
+    assert "Trading Brokerage" in stdout
+    assert "Contributory" in stdout
+    assert "****1111" in stdout
+    assert "****2222" in stdout
     assert "51420.89" in stdout
     assert FIRST not in stdout
+
+
+def test_accounts_print_without_their_nicknames(cli: CliCall, api: respx.MockRouter) -> None:
+    """A failing userPreference: every account still prints, by type and number, and one warning."""
+    add_connection("brokerage", "token-b")
+    api.get(f"{API}/userPreference").mock(
+        return_value=json_response('{"message":"Internal error","errors":["boom"]}', 500)
+    )
+    mock_connection_api(api, "token-b", [FIRST, SECOND])
+
+    result = cli("accounts", "list", "--format", "json")
+
+    assert result.exit_code == 0, result.stderr
+    assert [row["name"] for row in json.loads(result.stdout)] == [
+        "Margin ****1111",
+        "Margin ****2222",
+    ]
+    assert result.stderr.count("nicknames are unavailable") == 1
+    assert "brokerage" in result.stderr
+    assert "HTTP 500" in result.stderr
+    assert FIRST not in result.stderr
 
 
 @pytest.mark.usefixtures("brokerage")

@@ -25,7 +25,7 @@ from hostile_server import (
     huge,
     json_answer,
 )
-from schwab_support import account_numbers_body, accounts_body, hash_of
+from schwab_support import account_numbers_body, accounts_body, hash_of, user_preference_body
 from token_support import add_connection, token_set
 
 from dashtam_cli.core import redact
@@ -92,11 +92,14 @@ def connect(*, access_in: dt.timedelta = dt.timedelta(minutes=30)) -> None:
 
 
 def answer_accounts(server: HostileServer) -> None:
-    """Answer the account list and the accounts with fixture-shaped bodies."""
+    """Answer the account list, the accounts and their nicknames with fixture-shaped bodies."""
     server.answers["account_numbers"] = json_answer(
         account_numbers_body(list(zip(NUMBERS, HASHES, strict=True)))
     )
     server.answers["accounts"] = json_answer(accounts_body(NUMBERS))
+    server.answers["user_preference"] = json_answer(
+        user_preference_body(dict.fromkeys(NUMBERS, "Roth IRA"))
+    )
 
 
 def audit_text() -> str:
@@ -173,8 +176,9 @@ def test_an_echoed_api_error_shows_no_token_number_or_hash(
     assert result.exit_code != 0
     # The second run's first request used the cached hash (a 404 then asks for the list again).
     endpoints = [s.endpoint for s in hostile.seen]
-    assert sorted(endpoints[:2]) == ["account_numbers", "accounts"]  # the first run, at once
-    assert endpoints[2] == "transactions"
+    # The first run, at once.
+    assert sorted(endpoints[:3]) == ["account_numbers", "accounts", "user_preference"]
+    assert endpoints[3] == "transactions"
     assert "HTTP 404" in result.stderr
     assert "***" in result.stderr
     assert "\x1b" not in result.stderr

@@ -16,17 +16,21 @@ import respx
 from schwab_support import (
     API,
     BASE_URL,
+    CASH_CURRENT,
     CORRELATION,
     TOKEN_URL,
     TRANSACTIONS_PATH,
     account_numbers_body,
     add_connection,
+    cash_account_body,
     fixture_text,
     json_response,
     mock_connection_api,
+    user_preference_body,
 )
 from sqlalchemy import func, select
 
+from dashtam_cli.core import redact
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections
 from dashtam_cli.core.errors import (
@@ -113,7 +117,9 @@ def test_account_from_the_fixture(router: respx.MockRouter) -> None:
     account: Account = result.items[0]
     assert account.connection == "brokerage"
     assert account.provider == "schwab"
-    assert account.name == "Margin ****1111"
+    # user_preferences.json's nickname; the second account has the other one.
+    assert account.name == "Trading Brokerage"
+    assert result.items[1].name == "Contributory"
     assert account.type == "MARGIN"
     assert account.currency == "USD"
     assert account.cash == D("51420.89")
@@ -126,6 +132,37 @@ def test_account_from_the_fixture(router: respx.MockRouter) -> None:
     dumped = json.dumps([a.model_dump(mode="json") for a in result.items])
     assert FIRST not in dumped
     assert SECOND not in dumped
+
+
+def test_a_cash_account_shows_cash_available_for_trading(router: respx.MockRouter) -> None:
+    """A CASH account has no buyingPower: cashAvailableForTrading is its buying power."""
+    add_connection("ira", "token-i")
+    body = "[" + cash_account_body(FIRST) + "]"
+    assert "buyingPower" not in body
+    mock_connection_api(router, "token-i", [FIRST], accounts=body)
+
+    (account,) = fetch(fetch_accounts, router).items
+
+    assert account.type == "CASH"
+    assert account.buying_power == D("12190.55")
+    # CashBalance has no cashBalance or liquidationValue: totalCash and the aggregate stand in.
+    assert account.cash == D("12190.55")
+    assert account.total_value == D("51434.86")
+
+
+def test_a_cash_account_with_live_balances(router: respx.MockRouter) -> None:
+    """Live cash balances also carry cashBalance: that is the cash, and buyingPower is ignored."""
+    add_connection("ira", "token-i")
+    current = {**CASH_CURRENT, "cashBalance": 12040.55, "liquidationValue": 63475.41}
+    current["buyingPower"] = 0.0  # a cash account's buying power, where one is sent, is not it
+    body = "[" + cash_account_body(FIRST, current=current) + "]"
+    mock_connection_api(router, "token-i", [FIRST], accounts=body)
+
+    (account,) = fetch(fetch_accounts, router).items
+
+    assert account.cash == D("12040.55")
+    assert account.buying_power == D("12190.55")
+    assert account.total_value == D("63475.41")
 
 
 @pytest.mark.usefixtures("brokerage")
@@ -187,6 +224,90 @@ def test_transactions_from_the_fixture(router: respx.MockRouter, brokerage: dict
     assert bought.quantity == 1
     assert bought.symbol == "MRVL  250321C00170000"
     assert len({t.id for t in transactions}) == 2
+
+
+def _usd_line(amount: str, fee_type: str | None) -> dict[str, Any]:
+    """A CURRENCY_USD transfer item as transactions.json has them, with or without a feeType."""
+    line: dict[str, Any] = {
+        "instrument": {
+            "assetType": "CURRENCY",
+            "status": "ACTIVE",
+            "symbol": "CURRENCY_USD",
+            "description": "USD currency",
+            "instrumentId": 1,
+            "closingPrice": 0,
+        },
+        "amount": D(amount),
+        "cost": -D(amount),
+    }
+    if fee_type is not None:
+        line["feeType"] = fee_type
+    return line
+
+
+def futures_option_trade() -> dict[str, Any]:
+    """A futures-option purchase shaped like transactions.json: three fee lines, one without feeType.
+
+    700.00 for the option, then a commission of 2.25, an exchange fee of
+    0.55 and an NFA fee of 0.02 that Schwab sends without a ``feeType``:
+    ``netAmount`` is -702.82, so the fees are 2.82, not the 2.80 of the
+    lines that have a ``feeType``.
+    """
+    trade = json.loads(fixture_text("transaction_single.json"), parse_float=D)
+    trade["activityId"] = 91176753999
+    trade["netAmount"] = D("-702.82")
+    main = trade["transferItems"][0]
+    main["instrument"].update(
+        symbol="./EW4H25C6000",
+        description="E-mini S&P 500 Weekly Options 03/28/2025 $6000 Call",
+        underlyingSymbol="/ESH25",
+        strikePrice=6000,
+    )
+    main.update(amount=D(1), cost=D("-700.00"), price=D("14.00"))
+    trade["transferItems"] = [
+        main,
+        _usd_line("2.25", "COMMISSION"),
+        _usd_line("0.55", "FUTURES_EXCHANGE_FEE"),
+        _usd_line("0.02", None),
+    ]
+    return trade
+
+
+def test_every_fee_line_of_a_trade_counts(router: respx.MockRouter) -> None:
+    """A fee line without feeType counts: fees 2.82, and cost minus fees is netAmount."""
+    add_connection("brokerage", "token-b")
+    trade = futures_option_trade()
+    # Decimals written as JSON numbers with their exact digits, as Schwab sends money.
+    body = json.dumps([trade], default=float)
+    assert '"netAmount": -702.82' in body
+    assert '"amount": 0.02, "cost": -0.02}' in body
+    mock_connection_api(router, "token-b", [FIRST], transactions=body)
+
+    result = fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
+
+    (txn,) = result.items
+    assert txn.symbol == "./EW4H25C6000"
+    assert txn.amount == D("-702.82")
+    assert txn.fees == D("2.82")
+    assert txn.price == D("14.00")
+    # The money agrees with netAmount: the option's cost less every fee.
+    assert D("-700.00") - txn.fees == txn.amount
+
+
+def test_a_rebate_line_lowers_the_fees(router: respx.MockRouter) -> None:
+    """A fee line that pays money back (positive cost) is subtracted, so netAmount still agrees."""
+    add_connection("brokerage", "token-b")
+    trade = futures_option_trade()
+    rebate = _usd_line("0.10", "MISCELLANEOUS_FEE")
+    rebate.update(amount=D("-0.10"), cost=D("0.10"))
+    trade["transferItems"].append(rebate)
+    trade["netAmount"] = D("-702.72")
+    mock_connection_api(router, "token-b", [FIRST], transactions=json.dumps([trade], default=float))
+
+    (txn,) = fetch(fetch_transactions, router, since=SINCE, until=UNTIL).items
+
+    assert txn.fees == D("2.72")
+    assert D("-700.00") - txn.fees == txn.amount == D("-702.72")
 
 
 @pytest.mark.parametrize(
@@ -588,11 +709,135 @@ def test_outcome_of_one_failure_among_one_is_that_failure() -> None:
 
 
 @pytest.mark.usefixtures("brokerage")
-def test_accounts_take_two_calls(router: respx.MockRouter) -> None:
-    """Accounts need the numbers (for the hashes) and the accounts with positions: nothing else."""
+def test_accounts_take_three_calls(router: respx.MockRouter) -> None:
+    """Accounts need the numbers (for the hashes), the accounts and their nicknames: no more."""
     fetch(fetch_accounts, router)
     urls = sorted(str(c.request.url) for c in router.calls)
-    assert urls == [f"{API}/accounts/accountNumbers", f"{API}/accounts?fields=positions"]
+    assert urls == [
+        f"{API}/accounts/accountNumbers",
+        f"{API}/accounts?fields=positions",
+        f"{API}/userPreference",
+    ]
+
+
+def test_the_nicknames_are_asked_for_alongside_the_accounts(router: respx.MockRouter) -> None:
+    """The three calls are in flight together: each is answered only once all three have arrived."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST])
+    arrived: set[str] = set()
+    together = asyncio.Event()
+
+    def held(route: respx.Route) -> Callable[[httpx.Request], Awaitable[httpx.Response]]:
+        answer = route.return_value
+        assert answer is not None
+
+        async def respond(request: httpx.Request) -> httpx.Response:
+            arrived.add(request.url.path)
+            if len(arrived) == 3:  # numbers, accounts, nicknames
+                together.set()
+            # Called one after the other, the first call would wait here for ever.
+            await asyncio.wait_for(together.wait(), timeout=30)
+            return answer
+
+        return respond
+
+    for route in router.routes:
+        if route.return_value is not None and "transactions" not in repr(route.pattern):
+            route.side_effect = held(route)
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.name for a in result.items] == ["Trading Brokerage"]
+    assert len(arrived) == 3
+
+
+@pytest.mark.parametrize(
+    ("nicknames", "expected"),
+    [
+        ({FIRST: "Roth IRA", SECOND: "Joint"}, ["Roth IRA", "Joint"]),
+        ({FIRST: "Roth IRA"}, ["Roth IRA", "Margin ****2222"]),  # SECOND not listed
+        ({FIRST: None, SECOND: ""}, ["Margin ****1111", "Margin ****2222"]),  # no nickName
+        ({FIRST: "  \x1b[31mRoth\x1b[0m\u202e IRA\n"}, ["Roth IRA", "Margin ****2222"]),
+        ({FIRST: "IRA 11111111", SECOND: "22222222"}, ["IRA ***", "Margin ****2222"]),
+        (
+            {FIRST: "Rollover IRA " + "word " * 20},  # cut to 40 characters
+            ["Rollover IRA word word word word word w…", "Margin ****2222"],
+        ),
+    ],
+    ids=["both", "one-missing", "no-nickname", "control-characters", "the-number", "long"],
+)
+def test_accounts_are_named_by_their_nicknames(
+    router: respx.MockRouter, nicknames: dict[str, str | None], expected: list[str]
+) -> None:
+    """An account's nickName names it; else its type and masked number. No control, no number."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST, SECOND], nicknames=nicknames)
+
+    result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert [a.name for a in result.items] == expected
+    assert [a.number for a in result.items] == ["****1111", "****2222"]
+
+
+def test_the_user_preference_as_the_spec_declares_it(router: respx.MockRouter) -> None:
+    """The spec declares a list of preference objects (live sends one): both are read."""
+    add_connection("brokerage", "token-b")
+    first = json.loads(user_preference_body({FIRST: "Roth IRA"}))
+    second = json.loads(user_preference_body({SECOND: "Joint"}))
+    router.get(f"{API}/userPreference").mock(
+        return_value=json_response(json.dumps([first, second]))
+    )
+    mock_connection_api(router, "token-b", [FIRST, SECOND])
+
+    result = fetch(fetch_accounts, router)
+
+    assert [a.name for a in result.items] == ["Roth IRA", "Joint"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json_response('{"message":"Internal error","errors":["boom"]}', 500),
+        json_response('{"errors":[{"status":403,"title":"Forbidden"}]}', 403),
+        httpx.Response(403, content=b"<html><body>Access Denied</body></html>"),
+        json_response('{"accounts": "none"}'),
+        json_response('"nothing"'),
+        json_response('{"accounts": [{"accountNumber": {"n": 1}, "nickName": "x"}]}'),
+    ],
+    ids=["500", "403", "html", "accounts-text", "text", "number-object"],
+)
+def test_accounts_print_when_the_nicknames_fail(
+    router: respx.MockRouter, answer: httpx.Response, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Any failure of userPreference: the accounts, by type and number, and one warning."""
+    add_connection("brokerage", "token-b")
+    router.get(f"{API}/userPreference").mock(return_value=answer)
+    mock_connection_api(router, "token-b", [FIRST, SECOND])
+
+    with caplog.at_level("WARNING", logger="dashtam_cli"):
+        result = fetch(fetch_accounts, router)
+
+    assert result.failures == []
+    assert result.outcome() is None
+    assert [a.name for a in result.items] == ["Margin ****1111", "Margin ****2222"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "brokerage: the accounts' nicknames are unavailable" in warnings[0]
+    assert "user preference" in warnings[0]
+
+
+def test_the_numbers_of_the_preferences_are_masked_at_once(router: respx.MockRouter) -> None:
+    """An account number only userPreference lists is registered as a secret as it arrives."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(router, "token-b", [FIRST], nicknames={FIRST: "Roth", "98765432": "Old"})
+    assert redact.redact("98765432") == "98765432"
+
+    result = fetch(fetch_accounts, router)
+
+    assert [a.name for a in result.items] == ["Roth"]
+    assert redact.redact("account 98765432") == "account ***"
 
 
 def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
@@ -607,6 +852,9 @@ def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
         return_value=json_response('{"message":"Bad Request","errors":[]}', 400, "c-fast")
     )
     router.get(f"{API}/accounts").mock(side_effect=slow_accounts)
+    router.get(f"{API}/userPreference").mock(
+        return_value=json_response(user_preference_body({}), correlation="c-names")
+    )
 
     result = fetch(fetch_accounts, router)
 
@@ -620,4 +868,5 @@ def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
     assert asyncio.run(audited()) == {
         ("schwab.account_numbers", "c-fast"),
         ("schwab.accounts", "c-slow"),
+        ("schwab.user_preference", "c-names"),
     }

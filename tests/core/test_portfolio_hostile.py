@@ -21,6 +21,7 @@ from schwab_support import (
     fixture_text,
     hash_of,
     json_response,
+    user_preference_body,
 )
 from sqlalchemy import func, select
 
@@ -84,6 +85,9 @@ def mock_api(router: respx.MockRouter, *, accounts: str, transactions: str | Non
     )
     router.get(f"{API}/accounts", params={"fields": "positions"}).mock(
         return_value=json_response(accounts)
+    )
+    router.get(f"{API}/userPreference").mock(
+        return_value=json_response(user_preference_body({FIRST: "Roth IRA", SECOND: None}))
     )
     router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(
         return_value=json_response(transactions or "[]")

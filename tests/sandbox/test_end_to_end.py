@@ -135,14 +135,20 @@ def test_accounts_are_the_sandbox_accounts(connected: RunningSandbox) -> None:
     assert result.failures == []
     by_number = {a.number: a for a in result.items}
     expected = connected.sandbox.accounts
+    assert {a.body["securitiesAccount"]["type"] for a in expected} == {"MARGIN", "CASH"}
     assert sorted(by_number) == sorted(_masked(a.number) for a in expected)
     for account in expected:
         sec = account.body["securitiesAccount"]
         got = by_number[_masked(account.number)]
         assert got.type == sec["type"]
+        assert got.name == account.nickname  # from the sandbox's /userPreference
         assert got.cash == _dec(sec["currentBalances"]["cashBalance"])
         assert got.total_value == _dec(sec["currentBalances"]["liquidationValue"])
-        assert got.buying_power == _dec(sec["currentBalances"]["buyingPower"])
+        # A cash account has no buyingPower: its cash available for trading stands in.
+        power = "cashAvailableForTrading" if sec["type"] == "CASH" else "buyingPower"
+        assert (sec["type"] == "CASH") is ("buyingPower" not in sec["currentBalances"])
+        assert got.buying_power == _dec(sec["currentBalances"][power])
+        assert got.buying_power is not None
         assert got.market_value == sum(
             (_dec(p["marketValue"]) for p in sec["positions"]), decimal.Decimal(0)
         )
@@ -186,9 +192,11 @@ def _expected_transactions(
                 (t for t in item["transferItems"] if t["instrument"]["assetType"] != "CURRENCY"),
                 None,
             )
-            fees = sum(
-                (abs(_dec(t["cost"])) for t in item["transferItems"] if t.get("feeType")),
-                decimal.Decimal(0),
+            # What netAmount implies: the money of the item traded, less the net amount.
+            fees = (
+                _dec(main["cost"]) - _dec(item["netAmount"])
+                if item["type"] == "TRADE" and main is not None
+                else decimal.Decimal(0)
             )
             rows.append(
                 (

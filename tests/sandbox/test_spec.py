@@ -247,6 +247,7 @@ def bodies(api: SandboxApi) -> dict[str, Any]:
         "account": api.get(f"/accounts/{first}", token, "fields=positions").json(),
         "transactions": [item for page in transactions for item in page],
         "transaction": api.get(f"/accounts/{first}/transactions/{activity}", token).json(),
+        "preference": api.get("/userPreference", token).json(),
     }
 
 
@@ -287,7 +288,7 @@ def _error_bodies(api: SandboxApi, running: RunningSandbox) -> Iterator[tuple[in
     end = dt.datetime.now(dt.UTC).replace(microsecond=0)
     good = transactions_query(end - dt.timedelta(days=30), end)
     yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.split("&types")[0])
-    yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.replace(".000Z", "Z"))
+    yield 400, api.get(f"/accounts/{hash_value}/transactions", token, good.replace(".000Z", ".000"))
     yield 401, api.get("/accounts/accountNumbers", None)
     yield 404, api.get("/accounts/UNKNOWN", token, "fields=positions")
 
@@ -515,3 +516,33 @@ def test_transactions_have_the_live_fixtures_keys(bodies: dict[str, Any]) -> Non
     type; every CURRENCY instrument (cash movements too) has the live one's keys.
     """
     assert sorted(set(_transaction_keys_missing(bodies["transactions"]))) == []
+
+
+def test_user_preference_is_one_object_like_live(
+    bodies: dict[str, Any], sandbox: RunningSandbox
+) -> None:
+    """/userPreference is one UserPreference, as live answers, with every account's nickName.
+
+    The spec declares an array of UserPreference; the live fixture (like the
+    sandbox) is one object that validates as UserPreference itself.
+    """
+    declared = response_schema("/userPreference")
+    assert declared["type"] == "array"
+    live = _fixture("user_preferences.json")
+    assert isinstance(live, dict)
+    assert errors_of(one("UserPreference"), live) == []
+    body = bodies["preference"]
+    assert errors_of(one("UserPreference"), body) == []
+    assert errors_of(declared, body) != []  # the spec's array, which live does not send
+    accounts = sandbox.sandbox.accounts
+    assert [(a["accountNumber"], a["nickName"]) for a in body["accounts"]] == [
+        (a.number, a.nickname) for a in accounts
+    ]
+    assert all(a.nickname for a in accounts)
+    assert [a["primaryAccount"] for a in body["accounts"]] == [True] + [False] * (len(accounts) - 1)
+    missing = _missing(live, body, "preference")
+    for item in body["accounts"]:
+        missing += _missing(live["accounts"][0], item, "account")
+    for key in ("streamerInfo", "offers"):
+        missing += _missing(live[key][0], body[key][0], key)
+    assert missing == []

@@ -32,7 +32,7 @@ from dashtam_cli.core.http import (
     load_json,
     read_body,
 )
-from dashtam_cli.core.redact import register_secret, sanitize
+from dashtam_cli.core.redact import MASK, register_secret, sanitize
 from dashtam_cli.core.resilience import (
     RETRY_STATUSES,
     Backoff,
@@ -83,6 +83,8 @@ BASE_URL_ENV: Final = "DASHTAM_SCHWAB_BASE_URL"
 RATE_LIMIT: Final = 120
 RATE_WINDOW: Final = 60.0
 MAX_RETRY_AFTER: Final = 120.0
+# An account's nickname beyond this many characters is cut (Schwab's own are short).
+NICKNAME_LIMIT: Final = 40
 
 
 class ApiError(ProviderError):
@@ -358,6 +360,32 @@ class SchwabClient:
             register_secret(hash_value)
             pairs.append((number, hash_value))
         return pairs
+
+    async def nicknames(self) -> dict[str, str]:
+        """Each account's nickname (``Roth IRA``), by number, from the user's preferences.
+
+        The spec declares a list of preference objects, live Schwab answers
+        one object: both are read. The numbers are masked from here on; a
+        nickname is provider text, so it is sanitized (no control characters,
+        nothing shaped like an account number) and cut to NICKNAME_LIMIT
+        characters. An account without a usable nickname is left out.
+        """
+        body = await self._get(
+            "user preference", "/userPreference", limit=ACCOUNT_NUMBERS_BODY_LIMIT
+        )
+        preferences = body if isinstance(body, list) else [body]
+        names: dict[str, str] = {}
+        for index, preference in enumerate(preferences):
+            where = f"[{index}]" if isinstance(body, list) else ""
+            for account in Fields(preference, what="user preference", path=where).objects(
+                "accounts"
+            ):
+                number = account.identifier("accountNumber")
+                register_secret(number)
+                nickname = sanitize(account.text("nickName"), limit=NICKNAME_LIMIT)
+                if number and nickname and nickname != MASK:
+                    names[number] = nickname
+        return names
 
     async def accounts(self) -> list[dict[str, Any]]:
         """Every account with its positions and balances, as Schwab sends them."""
