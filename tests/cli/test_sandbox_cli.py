@@ -77,7 +77,8 @@ def test_demo_runs_with_no_configuration_and_cleans_up(
         assert title in result.stdout
     assert "schwab" in result.stdout
     assert re.search(r"\*\*\*\*\d{4}", result.stdout)
-    assert re.search(r"[A-Z]{1,5} +\d{6}[CP]\d{8}", result.stdout)  # an option symbol, whole
+    # An option as people write it, whole: "META 01/24/2027 $550 Call".
+    assert re.search(r"[A-Z]{1,5} \d\d/\d\d/\d{4} \$[\d.]+ (Call|Put)", result.stdout)
     for step in range(1, 7):
         assert f"{step}. " in result.stderr
     assert "1. Starting the sandbox" not in result.stdout
