@@ -15,4 +15,13 @@ def main() -> None:
         return
     from dashtam_cli.cli.app import app
 
-    app(prog_name="dashtam")
+    try:
+        app(prog_name="dashtam")
+    except BrokenPipeError:
+        # The reader went away (`dashtam ... | head -1`): nothing to say. Point
+        # stdout at /dev/null so the flush at exit does not complain on stderr.
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)

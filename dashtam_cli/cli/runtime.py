@@ -183,6 +183,8 @@ def run(
     except KeyboardInterrupt:
         stderr(ctx).print("interrupted", highlight=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: entry.main ends quietly
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no raw traceback
         console = stderr(ctx)
         if _state(ctx).debug:
