@@ -162,10 +162,18 @@ class Renderer:
     def document(
         self, sections: Sequence[tuple[str, type[BaseModel], Sequence[BaseModel]]]
     ) -> None:
-        """Print several lists: one JSON object keyed by section, or each list in turn."""
-        if self.fmt != "json":
+        """Print several lists as one stream a program can parse.
+
+        JSON: one object keyed by section. JSON lines and CSV: every record,
+        with a ``record`` field naming its section first (CSV's header is the
+        union of the sections' fields, in order). Tables: each list in turn.
+        """
+        if self.fmt == "table":
             for title, model, items in sections:
-                self.rows(model, items, title=title if self.fmt == "table" else None)
+                self.rows(model, items, title=title)
+            return
+        if self.fmt in {"jsonl", "csv"}:
+            self._records(sections)
             return
         document = {
             key: [_row(item, list(model.model_fields)) for item in items]
@@ -173,6 +181,25 @@ class Renderer:
         }
         json.dump(document, self.stream, indent=2, ensure_ascii=False)
         self.stream.write("\n")
+        self.stream.flush()
+
+    def _records(
+        self, sections: Sequence[tuple[str, type[BaseModel], Sequence[BaseModel]]]
+    ) -> None:
+        fields: dict[str, None] = {"record": None}
+        for _, model, _ in sections:
+            fields.update(dict.fromkeys(model.model_fields))
+        writer = csv.DictWriter(self.stream, fieldnames=list(fields), lineterminator="\n")
+        if self.fmt == "csv":
+            writer.writeheader()
+        for key, model, items in sections:
+            for item in items:
+                row = {"record": key, **_row(item, list(model.model_fields))}
+                if self.fmt == "csv":
+                    writer.writerow({k: _cell(v) for k, v in row.items()})
+                else:
+                    self.stream.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    self.stream.write("\n")
         self.stream.flush()
 
     def _table(
