@@ -68,6 +68,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "paths",
         "Show where dashtam keeps its files (relocate them all with DASHTAM_HOME).",
     ),
+    "completion": (
+        "dashtam_cli.cli.completion",
+        "completion",
+        "Print the shell completion script for bash, zsh or fish.",
+    ),
 }
 
 
@@ -81,7 +86,9 @@ def load(name: str) -> click.Command:
         target.pretty_exceptions_enable = False
         command: click.Command = typer.main.get_group(target)
     else:
-        single = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+        single = typer.Typer(
+            rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False
+        )
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
@@ -103,7 +110,7 @@ def _merge_no_color(ctx: typer.Context, value: bool) -> None:
 
 def _global_params() -> list[click.Parameter]:
     """``-v`` and ``--no-color`` as options of a command, added to what the root parsed."""
-    holder = typer.Typer()
+    holder = typer.Typer(add_completion=False)
 
     @holder.command()
     def _globals(
