@@ -153,6 +153,9 @@ class Renderer:
                 value = getattr(item, name)
                 if name in money and isinstance(value, decimal.Decimal):
                     cell = money_cell(value, getattr(item, "currency", None))
+                elif isinstance(value, dt.datetime):
+                    local = value.astimezone()
+                    cell = f"{local:%Y-%m-%d %H:%M} {local.tzname() or ''}".rstrip()
                 else:
                     cell = _cell(row[name])
                 table.add_row(name.replace("_", " "), cell)

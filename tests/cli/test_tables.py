@@ -304,3 +304,17 @@ def test_json_and_csv_money_has_at_least_two_decimal_places() -> None:
     body = stream.getvalue().splitlines()
     assert ",-1.0,12.3456,-2215.50,12345.678" in body[1]
     assert ",1234.56789,249.89,308520.77," in body[2]
+
+
+def test_one_record_shows_local_time_to_the_minute_with_its_zone_and_money_with_cents() -> None:
+    """`accounts show` as a table: 12:19 EST for 17:19 UTC in New York, cash as 0.00."""
+    stream = io.StringIO()
+    console = Console(file=stream, width=80, color_system=None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "America/New_York")
+        time.tzset()
+        Renderer(fmt="table", console=console, stream=stream).one(ACCOUNTS[0])
+    text = stream.getvalue()
+    assert re.search(r"fetched at\s+2025-01-17 12:19 EST\s*\n", text)
+    assert re.search(r"cash\s+0\.00\s*\n", text)
+    assert re.search(r"market value\s+144752\.00\s*\n", text)
