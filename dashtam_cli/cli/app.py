@@ -22,6 +22,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    # `dashtam completion SHELL` prints the script: no --install-completion, which
+    # would edit the user's shell files, nor --show-completion.
+    add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 

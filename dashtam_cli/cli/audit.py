@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
+from dashtam_cli.cli.completion import connection_names
 
 if TYPE_CHECKING:
     from dashtam_cli.core.settings import Settings
@@ -23,7 +24,13 @@ audit_app = typer.Typer(
 def list_(
     ctx: typer.Context,
     connection: Annotated[
-        str | None, typer.Option("--connection", "-c", help="Only this connection (by name).")
+        str | None,
+        typer.Option(
+            "--connection",
+            "-c",
+            help="Only this connection (by name).",
+            autocompletion=connection_names,
+        ),
     ] = None,
     since: Annotated[
         str | None,

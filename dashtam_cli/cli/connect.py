@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
+from dashtam_cli.cli.completion import connection_names
 
 # An hour: inf, nan and absurd waits are usage errors, not a listener left open.
 MAX_TIMEOUT = 3600.0
@@ -111,7 +112,12 @@ def connect(
 
 def disconnect(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The connection to remove.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="The connection to remove.", show_default=False, autocompletion=connection_names
+        ),
+    ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove a connection with its tokens and cached data."""

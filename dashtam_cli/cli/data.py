@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
+from dashtam_cli.cli.completion import connection_names, transaction_types
 
 if TYPE_CHECKING:
     from dashtam_cli.core.portfolio import FetchResult
@@ -16,7 +17,11 @@ positions_app = typer.Typer(name="positions", help="Holdings.", no_args_is_help=
 transactions_app = typer.Typer(name="transactions", help="Transactions.", no_args_is_help=True)
 
 CONNECTION = typer.Option(
-    "--connection", "-c", help="Only this connection (default: all).", show_default=False
+    "--connection",
+    "-c",
+    help="Only this connection (default: all).",
+    show_default=False,
+    autocompletion=connection_names,
 )
 ACCOUNT = typer.Option(
     "--account",
@@ -148,7 +153,10 @@ def transactions_list(
     types: Annotated[
         list[str] | None,
         typer.Option(
-            "--type", "-t", help="Only this type (repeatable), e.g. TRADE, DIVIDEND_OR_INTEREST."
+            "--type",
+            "-t",
+            help="Only this type (repeatable), e.g. TRADE, DIVIDEND_OR_INTEREST.",
+            autocompletion=transaction_types,
         ),
     ] = None,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol.")] = None,

@@ -13,6 +13,21 @@ def main() -> None:
 
         sys.stdout.write(f"dashtam {__version__}\n")
         return
+    import os
+
     from dashtam_cli.cli.app import app
 
-    app(prog_name="dashtam")
+    if os.environ.get("_DASHTAM_COMPLETE"):
+        # A shell asks for completions: typer's completion classes answer it.
+        from typer._completion_classes import completion_init
+
+        completion_init()
+
+    try:
+        app(prog_name="dashtam")
+    except BrokenPipeError:
+        # The reader went away (`dashtam ... | head -1`): nothing to say. Point
+        # stdout at /dev/null so the flush at exit does not complain on stderr.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)

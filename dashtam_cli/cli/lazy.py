@@ -7,7 +7,7 @@ imports none of them; a test checks these lines against the commands' own.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 from typer.core import TyperGroup
@@ -68,6 +68,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "paths",
         "Show where dashtam keeps its files (relocate them all with DASHTAM_HOME).",
     ),
+    "completion": (
+        "dashtam_cli.cli.completion",
+        "completion",
+        "Print the shell completion script for bash, zsh or fish.",
+    ),
 }
 
 
@@ -81,11 +86,72 @@ def load(name: str) -> click.Command:
         target.pretty_exceptions_enable = False
         command: click.Command = typer.main.get_group(target)
     else:
-        single = typer.Typer(rich_markup_mode=None, pretty_exceptions_enable=False)
+        single = typer.Typer(
+            rich_markup_mode=None, pretty_exceptions_enable=False, add_completion=False
+        )
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
+    _add_global_options(command)
     return command
+
+
+def _merge_verbose(ctx: typer.Context, value: int) -> None:
+    from dashtam_cli.cli import runtime
+
+    runtime.merge_global(ctx, verbose=value)
+
+
+def _merge_no_color(ctx: typer.Context, value: bool) -> None:
+    from dashtam_cli.cli import runtime
+
+    runtime.merge_global(ctx, no_color=value)
+
+
+def _global_params() -> list[click.Parameter]:
+    """``-v`` and ``--no-color`` as options of a command, added to what the root parsed."""
+    holder = typer.Typer(add_completion=False)
+
+    @holder.command()
+    def _globals(
+        verbose: Annotated[
+            int,
+            typer.Option(
+                "--verbose",
+                "-v",
+                count=True,
+                expose_value=False,
+                callback=_merge_verbose,
+                show_default=False,
+                help="Log to stderr: -v for progress, -vv for debug detail (here or before "
+                "the command).",
+            ),
+        ] = 0,
+        no_color: Annotated[
+            bool,
+            typer.Option(
+                "--no-color",
+                expose_value=False,
+                callback=_merge_no_color,
+                help="No colour on stderr or in tables (here or before the command).",
+            ),
+        ] = False,
+    ) -> None:
+        """Only a holder of the options."""
+
+    return list(typer.main.get_command(holder).params)
+
+
+def _add_global_options(command: click.Command) -> None:
+    """Accept ``-v`` and ``--no-color`` after the command too, like before it.
+
+    ``--format`` is already each data command's own option. What is given
+    here adds to what the root parsed (``dashtam -v x list -v`` is ``-vv``).
+    """
+    taken = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    command.params.extend(p for p in _global_params() if not taken & set(getattr(p, "opts", ())))
+    for sub in getattr(command, "commands", {}).values():
+        _add_global_options(sub)
 
 
 class LazyGroup(TyperGroup):

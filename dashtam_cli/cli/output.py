@@ -55,8 +55,31 @@ def to_jsonable(value: Any) -> Any:  # noqa: ANN401, C901, PLR0911 - one flat ma
             return str(value)
 
 
+def money_text(value: decimal.Decimal) -> str:
+    """An exact decimal string with at least two decimal places: ``0`` is ``"0.00"``.
+
+    Only zeros are added, so no digit is lost or rounded.
+    """
+    text = format(value, "f")
+    whole, _, cents = text.partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"
+
+
+def _money_fields(model: type[BaseModel]) -> frozenset[str]:
+    found: frozenset[str] = getattr(model, "money_fields", frozenset())
+    return found
+
+
 def _row(model: BaseModel, fields: Sequence[str]) -> dict[str, Any]:
-    return {name: to_jsonable(getattr(model, name)) for name in fields}
+    money = _money_fields(type(model))
+    row: dict[str, Any] = {}
+    for name in fields:
+        value = getattr(model, name)
+        if name in money and isinstance(value, decimal.Decimal):
+            row[name] = money_text(value)
+        else:
+            row[name] = to_jsonable(value)
+    return row
 
 
 def _cell(value: Any) -> str:  # noqa: ANN401
@@ -125,18 +148,35 @@ class Renderer:
             table = Table(title=title, show_header=False, box=None, pad_edge=False)
             table.add_column(style="bold")
             table.add_column(overflow="fold")
+            money = _money_fields(type(item))
             for name in fields:
-                table.add_row(name.replace("_", " "), _cell(row[name]))
+                value = getattr(item, name)
+                if name in money and isinstance(value, decimal.Decimal):
+                    cell = money_cell(value, getattr(item, "currency", None))
+                elif isinstance(value, dt.datetime):
+                    local = value.astimezone()
+                    cell = f"{local:%Y-%m-%d %H:%M} {local.tzname() or ''}".rstrip()
+                else:
+                    cell = _cell(row[name])
+                table.add_row(name.replace("_", " "), cell)
             self.console.print(table)
         self.stream.flush()
 
     def document(
         self, sections: Sequence[tuple[str, type[BaseModel], Sequence[BaseModel]]]
     ) -> None:
-        """Print several lists: one JSON object keyed by section, or each list in turn."""
-        if self.fmt != "json":
+        """Print several lists as one stream a program can parse.
+
+        JSON: one object keyed by section. JSON lines and CSV: every record,
+        with a ``record`` field naming its section first (CSV's header is the
+        union of the sections' fields, in order). Tables: each list in turn.
+        """
+        if self.fmt == "table":
             for title, model, items in sections:
-                self.rows(model, items, title=title if self.fmt == "table" else None)
+                self.rows(model, items, title=title)
+            return
+        if self.fmt in {"jsonl", "csv"}:
+            self._records(sections)
             return
         document = {
             key: [_row(item, list(model.model_fields)) for item in items]
@@ -146,29 +186,182 @@ class Renderer:
         self.stream.write("\n")
         self.stream.flush()
 
+    def _records(
+        self, sections: Sequence[tuple[str, type[BaseModel], Sequence[BaseModel]]]
+    ) -> None:
+        fields: dict[str, None] = {"record": None}
+        for _, model, _ in sections:
+            fields.update(dict.fromkeys(model.model_fields))
+        writer = csv.DictWriter(self.stream, fieldnames=list(fields), lineterminator="\n")
+        if self.fmt == "csv":
+            writer.writeheader()
+        for key, model, items in sections:
+            for item in items:
+                row = {"record": key, **_row(item, list(model.model_fields))}
+                if self.fmt == "csv":
+                    writer.writerow({k: _cell(v) for k, v in row.items()})
+                else:
+                    self.stream.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    self.stream.write("\n")
+        self.stream.flush()
+
     def _table(
         self, model: type[BaseModel], items: Sequence[BaseModel], *, title: str | None
     ) -> None:
-        """A table for people: the model's ``table_columns`` (all fields if it has none).
+        """A table for people that fits the terminal, one line per row.
 
-        Times show in local time to the minute; the machine formats keep every
-        field and full ISO 8601 times.
+        The columns are the model's ``table_columns`` (all fields if it has
+        none). Numbers, dates, times and ids keep their full width and never
+        wrap; free text (``table_text``) is cut with an ellipsis; when even
+        that is too wide, the columns of ``table_drop`` are left out in order.
+        Money has its currency's decimal places and is aligned right; times
+        are local, to the minute, with the zone once in the header. The
+        machine formats keep every field, exact, with full ISO 8601 times.
         """
+        from rich import box
         from rich.table import Table
 
-        columns: Sequence[str] = getattr(model, "table_columns", None) or list(model.model_fields)
-        table = Table(title=title, header_style="bold")
-        for name in columns:
-            annotation = str(model.model_fields[name].annotation)
-            numeric = any(t in annotation for t in ("Decimal", "int", "float"))
+        columns = [
+            _Column.build(model, name, items)
+            for name in getattr(model, "table_columns", None) or list(model.model_fields)
+        ]
+        columns = _fit(columns, list(getattr(model, "table_drop", ())), self.console.width)
+        table = Table(
+            title=title,
+            header_style="bold",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
+        for column in columns:
             table.add_column(
-                name.replace("_", " "),
-                justify="right" if numeric else "left",
-                overflow="fold",
+                column.label,
+                justify="right" if column.numeric else "left",
+                width=column.width,
+                no_wrap=column.kind != "fold",
+                overflow="ellipsis" if column.kind == "text" else "fold",
             )
-        for item in items:
-            table.add_row(*(_table_cell(getattr(item, name)) for name in columns))
+        for index in range(len(items)):
+            table.add_row(*(column.cells[index] for column in columns))
         self.console.print(table)
+
+
+# Decimal places of the currencies that do not have two (ISO 4217 minor units).
+_CURRENCY_PLACES: dict[str, int] = {
+    "BHD": 3,
+    "CLP": 0,
+    "ISK": 0,
+    "JOD": 3,
+    "JPY": 0,
+    "KRW": 0,
+    "KWD": 3,
+    "OMR": 3,
+    "TND": 3,
+    "VND": 0,
+}
+_TEXT_MIN_WIDTH = 8
+_FOLD_MIN_WIDTH = 16
+# What the table's box and padding take: one space each side of a column,
+# and one character between two columns.
+_PER_COLUMN = 3
+_LABELS: dict[str, str] = {
+    "average_price": "avg price",
+    "day_profit_loss": "day P/L",
+    "market_value": "mkt value",
+    "total_value": "total",
+    "buying_power": "buying power",
+    "http_status": "HTTP",
+    "duration_ms": "ms",
+    "correlation_id": "correlation id",
+    "access_expires_at": "access expires",
+    "refresh_expires_at": "refresh expires",
+    "access_expires": "access expires",
+    "refresh_expires": "refresh expires",
+    "created_at": "created",
+}
+
+
+def money_cell(value: decimal.Decimal, currency: str | None) -> str:
+    """Money for a table: rounded to its currency's decimal places (two for USD)."""
+    places = _CURRENCY_PLACES.get((currency or "USD").upper(), 2)
+    with decimal.localcontext() as context:
+        context.prec = max(len(value.as_tuple().digits) + places + 2, 28)
+        return format(
+            value.quantize(decimal.Decimal(1).scaleb(-places), decimal.ROUND_HALF_UP), "f"
+        )
+
+
+@dataclasses.dataclass(slots=True)
+class _Column:
+    """One table column: its cells as text, its kind and the width it needs."""
+
+    name: str
+    label: str
+    kind: str  # fixed: never wraps or shrinks; text: cut with "..."; fold: wraps (paths)
+    numeric: bool
+    cells: list[str]
+    width: int
+
+    @classmethod
+    def build(cls, model: type[BaseModel], name: str, items: Sequence[BaseModel]) -> _Column:
+        annotation = str(model.model_fields[name].annotation) if name in model.model_fields else ""
+        numeric = any(t in annotation for t in ("Decimal", "int", "float"))
+        money = name in _money_fields(model)
+        values = [
+            item.table_value(name) if hasattr(item, "table_value") else getattr(item, name)
+            for item in items
+        ]
+        label = _LABELS.get(name, name.replace("_", " "))
+        if "datetime" in annotation:
+            zones = sorted(
+                {v.astimezone().tzname() or "" for v in values if isinstance(v, dt.datetime)}
+            )
+            zone = "/".join(zones) or (dt.datetime.now().astimezone().tzname() or "")
+            label = f"{label} ({zone})"
+        cells = []
+        for item, value in zip(items, values, strict=True):
+            if money and isinstance(value, decimal.Decimal):
+                cells.append(money_cell(value, getattr(item, "currency", None)))
+            else:
+                cells.append(_table_cell(value))
+        text = name in getattr(model, "table_text", frozenset())
+        kind = "text" if text else "fold" if "Path" in annotation else "fixed"
+        width = max([len(label), *(len(c) for c in cells)])
+        return cls(name=name, label=label, kind=kind, numeric=numeric, cells=cells, width=width)
+
+    @property
+    def least(self) -> int:
+        """The narrowest this column may be."""
+        if self.kind == "fixed":
+            return self.width
+        return min(self.width, _TEXT_MIN_WIDTH if self.kind == "text" else _FOLD_MIN_WIDTH)
+
+
+def _fit(columns: list[_Column], drop: list[str], width: int) -> list[_Column]:
+    """Leave out columns in ``drop`` order until the rest fit ``width``; share out the room."""
+
+    def needed(cols: list[_Column]) -> int:
+        return sum(c.least for c in cols) + _PER_COLUMN * len(cols) - 3
+
+    columns = list(columns)
+    for name in drop:
+        if needed(columns) <= width:
+            break
+        columns = [c for c in columns if c.name != name]
+    while len(columns) > 1 and needed(columns) > width:
+        columns.pop()  # a last resort: fewer columns rather than a broken number
+    spare = width - sum(c.width for c in columns) - _PER_COLUMN * len(columns) + 3
+    if spare < 0:
+        # Shrink the text columns, widest first, down to their least width.
+        for column in sorted(columns, key=lambda c: c.width, reverse=True):
+            if column.kind == "fixed":
+                continue
+            cut = min(-spare, column.width - column.least)
+            column.width -= cut
+            spare += cut
+            if spare >= 0:
+                break
+    return columns
 
 
 def _table_cell(value: Any) -> str:  # noqa: ANN401

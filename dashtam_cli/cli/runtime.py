@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from dashtam_cli.cli.output import Renderer
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["State", "fail", "renderer", "run", "settings", "stderr"]
+__all__ = ["State", "fail", "merge_global", "renderer", "run", "settings", "stderr"]
 
 T = TypeVar("T")
 log = logging.getLogger("dashtam_cli")
@@ -50,6 +50,13 @@ def _state(ctx: typer.Context) -> State:
     if not isinstance(root.obj, State):
         root.obj = State()
     return root.obj
+
+
+def merge_global(ctx: typer.Context, *, verbose: int = 0, no_color: bool = False) -> None:
+    """Add a global option given after the command to what the root callback parsed."""
+    state = _state(ctx)
+    state.verbose += verbose
+    state.no_color = state.no_color or no_color
 
 
 def stderr(ctx: typer.Context) -> Console:
@@ -185,6 +192,8 @@ def run(
     except KeyboardInterrupt:
         stderr(ctx).print("interrupted", highlight=False)
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: entry.main ends quietly
     except Exception as exc:  # noqa: BLE001 - the last line of defence: no raw traceback
         console = stderr(ctx)
         if _state(ctx).debug:

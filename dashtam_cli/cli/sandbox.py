@@ -94,7 +94,9 @@ def serve(
                 f"sandbox listening on {sandbox.base_url} (Ctrl-C to stop)",
                 "point dashtam at it with:",
                 f"  export DASHTAM_SCHWAB_BASE_URL={sandbox.base_url}",
-                f"  export SSL_CERT_FILE={sandbox.ca_path}",
+                # DASHTAM_CA_BUNDLE, not SSL_CERT_FILE: that one would change what
+                # pip, git and every other TLS client of the shell trusts.
+                f"  export DASHTAM_CA_BUNDLE={sandbox.ca_path}",
                 f"  export SCHWAB_API_KEY={config.client_id}",
                 f"  export SCHWAB_API_SECRET={config.client_secret}  # the sandbox's public one",
                 f"  export SCHWAB_REDIRECT_URI={config.redirect_uris[0]}",

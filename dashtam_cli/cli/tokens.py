@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
+from dashtam_cli.cli.completion import connection_names
 from dashtam_cli.core.errors import ExitCode
 
 tokens_app = typer.Typer(
@@ -16,7 +17,11 @@ tokens_app = typer.Typer(
     no_args_is_help=True,
 )
 
-NAME = typer.Argument(help="Only this connection (default: all).", show_default=False)
+NAME = typer.Argument(
+    help="Only this connection (default: all).",
+    show_default=False,
+    autocompletion=connection_names,
+)
 
 
 @tokens_app.command("status")

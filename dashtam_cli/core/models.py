@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime  # noqa: TC003 - pydantic resolves annotations at runtime
-from decimal import Decimal  # noqa: TC003
+from decimal import Decimal
 from pathlib import Path  # noqa: TC003
 from typing import ClassVar
 
@@ -26,12 +27,37 @@ __all__ = [
 ]
 
 
+# An OCC option symbol: the root (up to 6 characters, padded with spaces), the
+# expiry YYMMDD, C or P, and the strike in thousandths on 8 digits.
+_OCC = re.compile(r"([A-Z0-9./]{1,6}) *(\d{2})(\d{2})(\d{2})([CP])(\d{8})")
+
+
+def option_label(symbol: str) -> str | None:
+    """``META 01/24/2027 $550 Call`` for the OCC symbol ``META  270124C00550000``, else None."""
+    match = _OCC.fullmatch(symbol.strip())
+    if match is None:
+        return None
+    root, year, month, day, kind, strike = match.groups()
+    price = format(Decimal(strike).scaleb(-3).normalize(), "f")
+    return f"{root} {month}/{day}/20{year} ${price} {'Call' if kind == 'C' else 'Put'}"
+
+
 class Record(BaseModel):
     """Base of every record: immutable, and strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     # The columns a table shows people; machine formats always carry every field.
     table_columns: ClassVar[tuple[str, ...] | None] = None
+    # Table columns to leave out first, in this order, when the terminal is narrow.
+    table_drop: ClassVar[tuple[str, ...]] = ()
+    # Table columns of free text, cut with an ellipsis rather than widening the table.
+    table_text: ClassVar[frozenset[str]] = frozenset()
+    # Fields that are amounts of money: two decimal places at least in every format.
+    money_fields: ClassVar[frozenset[str]] = frozenset()
+
+    def table_value(self, name: str) -> object:
+        """The value a table shows in the column ``name`` (the field itself by default)."""
+        return getattr(self, name)
 
 
 class PathEntry(Record):
@@ -53,6 +79,12 @@ class AuditEntry(Record):
         "http_status",
         "duration_ms",
         "correlation_id",
+    )
+    table_drop: ClassVar[tuple[str, ...]] = (
+        "correlation_id",
+        "duration_ms",
+        "http_status",
+        "connection",
     )
 
     time: datetime
@@ -125,6 +157,7 @@ class ConnectionInfo(Record):
         "access_expires_at",
         "refresh_expires_at",
     )
+    table_drop: ClassVar[tuple[str, ...]] = ("created_at", "provider", "access_expires_at")
 
     name: str
     provider: str
@@ -151,6 +184,8 @@ class TokenStatus(Record):
         "refresh_expires",
         "action",
     )
+    table_drop: ClassVar[tuple[str, ...]] = ("access_expires",)
+    table_text: ClassVar[frozenset[str]] = frozenset({"action"})
 
     connection: str
     provider: str
@@ -174,6 +209,8 @@ class RefreshResult(Record):
         "refresh_expires_at",
         "message",
     )
+    table_drop: ClassVar[tuple[str, ...]] = ("access_expires_at",)
+    table_text: ClassVar[frozenset[str]] = frozenset({"message"})
 
     connection: str
     provider: str
@@ -198,6 +235,12 @@ class Account(Record):
         "market_value",
         "total_value",
         "buying_power",
+    )
+    # The masked number already names the account.
+    table_drop: ClassVar[tuple[str, ...]] = ("name", "market_value", "connection", "buying_power")
+    table_text: ClassVar[frozenset[str]] = frozenset({"name"})
+    money_fields: ClassVar[frozenset[str]] = frozenset(
+        {"cash", "market_value", "total_value", "buying_power"}
     )
 
     id: str
@@ -226,6 +269,19 @@ class Position(Record):
         "market_value",
         "day_profit_loss",
     )
+    table_drop: ClassVar[tuple[str, ...]] = (
+        "asset_type",
+        "day_profit_loss",
+        "average_price",
+        "account",
+    )
+    money_fields: ClassVar[frozenset[str]] = frozenset({"market_value", "day_profit_loss"})
+
+    def table_value(self, name: str) -> object:
+        """An option shows what it is ("META 01/24/2027 $550 Call"), not its OCC symbol."""
+        if name == "symbol":
+            return option_label(self.symbol) or self.symbol
+        return getattr(self, name)
 
     account_id: str
     account: str
@@ -250,6 +306,15 @@ class Transaction(Record):
         "amount",
         "fees",
     )
+    table_drop: ClassVar[tuple[str, ...]] = ("fees", "symbol", "type", "account")
+    table_text: ClassVar[frozenset[str]] = frozenset({"description"})
+    money_fields: ClassVar[frozenset[str]] = frozenset({"amount", "fees"})
+
+    def table_value(self, name: str) -> object:
+        """An option shows what it is ("META 01/24/2027 $550 Call"), not its OCC symbol."""
+        if name == "symbol" and self.symbol is not None:
+            return option_label(self.symbol) or self.symbol
+        return getattr(self, name)
 
     id: str
     account_id: str

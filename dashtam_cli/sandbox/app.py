@@ -130,12 +130,42 @@ class Sandbox:
         return f"https://127.0.0.1:{self._server.port}"
 
     async def __aenter__(self) -> Self:
-        """Make the TLS material and start listening on 127.0.0.1."""
+        """Make the TLS material and start listening on 127.0.0.1.
+
+        The new CA replaces ``sandbox-ca.pem`` only once the port is bound: a
+        start that fails (the port is in use, perhaps by a running sandbox)
+        leaves the files a running sandbox's clients trust as they were.
+        """
+        import errno
+        import pathlib
+        import shutil
+        import tempfile
+
+        from dashtam_cli.core.errors import DashtamError
+        from dashtam_cli.core.vault.files import ensure_private_dir
         from dashtam_cli.sandbox.tls import make_sandbox_tls
 
-        context, self.ca_path = await asyncio.to_thread(make_sandbox_tls, self._tls_dir)
-        self._server = HttpServer(self.handle, port=self.config.port, ssl_context=context)
-        await self._server.start()
+        ensure_private_dir(self._tls_dir)
+        staging = pathlib.Path(tempfile.mkdtemp(prefix="starting-", dir=self._tls_dir))
+        try:
+            context, staged_ca = await asyncio.to_thread(make_sandbox_tls, staging)
+            server = HttpServer(self.handle, port=self.config.port, ssl_context=context)
+            try:
+                await server.start()
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                msg = f"port {self.config.port} on 127.0.0.1 is already in use"
+                raise DashtamError(
+                    msg,
+                    hint="stop what listens there (another sandbox?) or choose another port: "
+                    "--port 0 takes any free one",
+                ) from None
+            self._server = server
+            self.ca_path = self._tls_dir / "sandbox-ca.pem"
+            staged_ca.replace(self.ca_path)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return self
 
     async def __aexit__(self, *_exc: object) -> None:

@@ -17,7 +17,7 @@ def make_sandbox_tls(directory: Path) -> tuple[ssl.SSLContext, Path]:
     """Make a CA and a certificate for 127.0.0.1/localhost signed by it, in ``directory``.
 
     Returns the server context and the CA certificate's path: clients trust
-    the sandbox with ``SSL_CERT_FILE=<that path>`` (TLS stays verified).
+    the sandbox with ``DASHTAM_CA_BUNDLE=<that path>`` (TLS stays verified).
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization

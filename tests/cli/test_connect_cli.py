@@ -770,7 +770,7 @@ def test_connections_list_in_every_format(cli: CliCall) -> None:
 
     table = cli("connections", "list", "--format", "table", env={"COLUMNS": "200"})
     assert table.exit_code == 0
-    for text in ("name", "provider", "status", "access expires at", "refresh expires at"):
+    for text in ("name", "provider", "status", "access expires (", "refresh expires ("):
         assert text in table.stdout
     assert re.search(r"ira\s.*schwab\s.*active", table.stdout)
     assert re.search(r"main\s.*schwab\s.*active", table.stdout)

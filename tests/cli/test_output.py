@@ -211,3 +211,40 @@ def test_data_goes_to_stdout_only(fmt: str, capsys: pytest.CaptureFixture[str]) 
     out, err = capsys.readouterr()
     assert "12345678901234567890.123456789" in out
     assert err == ""
+
+
+class Other(BaseModel):
+    """A second record type, for documents of several sections."""
+
+    label: str
+    amount: decimal.Decimal
+
+
+def render_document(fmt: str) -> str:
+    """Render a two-section document (two record types) as `dashtam demo` does."""
+    stream = io.StringIO()
+    renderer = Renderer(fmt=fmt, console=Console(file=stream, width=200), stream=stream)
+    others = [Other(label="x", amount=decimal.Decimal("1.5"))]
+    renderer.document([("rows", Row, ROWS), ("others", Other, others)])
+    return stream.getvalue()
+
+
+def test_a_document_in_jsonl_is_one_stream_with_a_record_field() -> None:
+    """JSON lines of several record types: every line parses and names its record type."""
+    lines = [json.loads(line) for line in render_document("jsonl").splitlines()]
+    assert [line["record"] for line in lines] == ["rows", "rows", "others"]
+    assert list(lines[0]) == ["record", *FIELDS]
+    assert lines[2] == {"record": "others", "label": "x", "amount": "1.5"}
+
+
+def test_a_document_in_csv_is_one_table_with_one_header() -> None:
+    """CSV of several record types: one header (record, then every field), every row parses."""
+    rows = list(csv.DictReader(io.StringIO(render_document("csv"))))
+    text = render_document("csv").splitlines()
+    assert text[0] == ",".join(["record", *FIELDS, "label"])  # amount is shared
+    assert len(text) == 4
+    assert [r["record"] for r in rows] == ["rows", "rows", "others"]
+    assert rows[0]["name"] == "a, with comma"
+    assert rows[2]["label"] == "x"
+    assert rows[2]["amount"] == "1.5"
+    assert rows[2]["name"] == ""

@@ -77,7 +77,8 @@ def test_demo_runs_with_no_configuration_and_cleans_up(
         assert title in result.stdout
     assert "schwab" in result.stdout
     assert re.search(r"\*\*\*\*\d{4}", result.stdout)
-    assert re.search(r"[A-Z]{1,5} +\d{6}[CP]\d{8}", result.stdout)  # an option symbol, whole
+    # An option as people write it, whole: "META 01/24/2027 $550 Call".
+    assert re.search(r"[A-Z]{1,5} \d\d/\d\d/\d{4} \$[\d.]+ (Call|Put)", result.stdout)
     for step in range(1, 7):
         assert f"{step}. " in result.stderr
     assert "1. Starting the sandbox" not in result.stdout
@@ -204,7 +205,8 @@ def test_sandbox_serve_prints_where_it_is_answers_and_stops_on_ctrl_c(
     """It prints the exports (base URL, CA, app, redirect), serves HTTPS, and Ctrl-C exits 130."""
     exports = serve.exports(5)
     base_url = exports["DASHTAM_SCHWAB_BASE_URL"]
-    ca_path = Path(exports["SSL_CERT_FILE"])
+    ca_path = Path(exports["DASHTAM_CA_BUNDLE"])
+    assert "SSL_CERT_FILE" not in exports  # it would change what pip and git trust
     assert re.fullmatch(r"https://127\.0\.0\.1:\d+", base_url)
     assert any(f"listening on {base_url}" in line for line in serve.seen)
     assert ca_path.is_relative_to(tmp_path / "serve-home")
@@ -225,3 +227,32 @@ def test_sandbox_serve_prints_where_it_is_answers_and_stops_on_ctrl_c(
     assert serve.process.wait(timeout=10) == 130
     assert serve.process.stdout is not None
     assert serve.process.stdout.read() == ""  # messages only, on stderr
+
+
+def test_sandbox_serve_on_a_port_in_use_says_so_and_changes_nothing(
+    serve: Serving, clean_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A second sandbox on the first one's port exits 1 with one line; the first's CA stays."""
+    exports = serve.exports(5)
+    base_url = exports["DASHTAM_SCHWAB_BASE_URL"]
+    ca_path = Path(exports["DASHTAM_CA_BUNDLE"])
+    ca_before = ca_path.read_bytes()
+    port = base_url.rsplit(":", 1)[1]
+
+    second = subprocess.run(
+        [str(DASHTAM), "sandbox", "serve", "--port", port],
+        env={**clean_env, "DASHTAM_HOME": str(tmp_path / "serve-home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in second.stderr
+    assert "--port 0" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert "internal error" not in second.stderr
+    assert ca_path.read_bytes() == ca_before
+    assert [p.name for p in ca_path.parent.iterdir() if p.name.startswith("starting-")] == []
+    with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as client:
+        assert client.get(f"{base_url}/trader/v1/accounts/accountNumbers").status_code == 401

@@ -1,0 +1,58 @@
+"""`dashtam completion SHELL`, and what a shell completes: connection names, --type values."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+SHELLS = ("bash", "zsh", "fish")
+COMPLETE_VAR = "_DASHTAM_COMPLETE"
+
+
+def connection_names(incomplete: str) -> list[str]:
+    """Complete a connection name from the vault (no key needed, never an error)."""
+    from dashtam_cli.core.completion import connection_names as names
+    from dashtam_cli.core.paths import resolve_paths
+
+    return names(resolve_paths().vault_file, incomplete)
+
+
+def transaction_types(incomplete: str) -> list[str]:
+    """Complete a --type value."""
+    from dashtam_cli.core.providers.schwab_api import TRANSACTION_TYPES
+
+    return [t for t in TRANSACTION_TYPES if t.startswith(incomplete.upper())]
+
+
+def _check_shell(value: str) -> str:
+    if value not in SHELLS:
+        msg = f"{value!r} is not one of {', '.join(SHELLS)}"
+        raise typer.BadParameter(msg)
+    return value
+
+
+def completion(
+    shell: Annotated[
+        str,
+        typer.Argument(
+            help="The shell: bash, zsh or fish.",
+            callback=_check_shell,
+            autocompletion=lambda: list(SHELLS),
+            metavar="SHELL",
+            show_default=False,
+        ),
+    ],
+) -> None:
+    """Print the shell completion script for bash, zsh or fish.
+
+    Load it now with: eval "$(dashtam completion bash)" (zsh: the same with
+    zsh; fish: dashtam completion fish | source), or save it where your shell
+    reads completions.
+    """
+    from typer._completion_classes import completion_init
+    from typer._completion_shared import get_completion_script
+
+    completion_init()
+    script = get_completion_script(prog_name="dashtam", complete_var=COMPLETE_VAR, shell=shell)
+    typer.echo(script)

@@ -1,0 +1,110 @@
+"""Shell completion: `dashtam completion SHELL`, honest help pages, names and types completed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dashtam_cli.core.completion import connection_names
+from tests.token_support import add_connection, token_set
+
+if TYPE_CHECKING:
+    from tests.conftest import CliCall
+
+DASHTAM = Path(sys.executable).parent / "dashtam"
+
+SCRIPT_MARKS = {
+    "bash": "complete -o default -F _dashtam_completion dashtam",
+    "zsh": "#compdef dashtam",
+    "fish": "complete --command dashtam",
+}
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_named_shells_script(cli: CliCall, shell: str) -> None:
+    """Each shell gets its own script, calling dashtam back through _DASHTAM_COMPLETE."""
+    result = cli("completion", shell)
+    assert result.exit_code == 0, result.stderr
+    assert SCRIPT_MARKS[shell] in result.stdout
+    assert "_DASHTAM_COMPLETE" in result.stdout
+    for other, mark in SCRIPT_MARKS.items():
+        if other != shell:
+            assert mark not in result.stdout
+
+
+def test_completion_of_an_unknown_shell_is_a_usage_error(cli: CliCall) -> None:
+    """`dashtam completion tcsh` exits 2 and names the shells it knows."""
+    result = cli("completion", "tcsh")
+    assert result.exit_code == 2
+    assert "bash, zsh, fish" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["transactions"], ["transactions", "list"], ["vault", "status"], ["paths"], ["demo"]],
+)
+def test_help_pages_offer_no_completion_options_that_are_replaced(
+    cli: CliCall, args: list[str]
+) -> None:
+    """No page advertises typer's --install-completion or --show-completion."""
+    result = cli(*args, "--help")
+    assert result.exit_code == 0
+    assert "--install-completion" not in result.stdout
+    assert "--show-completion" not in result.stdout
+    assert cli(*args, "--show-completion").exit_code == 2  # and they do not exist
+
+
+def complete(words: str, env: dict[str, str] | None = None) -> list[str]:
+    """What bash completion offers for the last word of ``words`` (a real dashtam process)."""
+    parts = words.split(" ")
+    result = subprocess.run(
+        [str(DASHTAM)],
+        env={
+            **os.environ,
+            **(env or {}),
+            "_DASHTAM_COMPLETE": "complete_bash",
+            "COMP_WORDS": words,
+            "COMP_CWORD": str(len(parts) - 1),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result.stdout.split()
+
+
+def test_transaction_types_complete() -> None:
+    """--type DIV completes to DIVIDEND_OR_INTEREST; -t with nothing typed offers every type."""
+    assert complete("dashtam transactions list --type DIV") == ["DIVIDEND_OR_INTEREST"]
+    offered = complete("dashtam transactions list -t ")
+    assert {"TRADE", "DIVIDEND_OR_INTEREST", "ACH_RECEIPT"} <= set(offered)
+
+
+def test_connection_names_complete_without_the_key(isolated_env: Path) -> None:
+    """-c completes the vault's connection names, in a process with no key and no prompt."""
+    now = dt.datetime.now(dt.UTC)
+    add_connection("brokerage", token_set(now, access_in=dt.timedelta(minutes=30)))
+    add_connection("bank-ira", token_set(now, access_in=dt.timedelta(minutes=30)))
+    env = {"DASHTAM_HOME": str(isolated_env)}
+    assert complete("dashtam accounts list -c ", env) == ["bank-ira", "brokerage"]
+    assert complete("dashtam transactions list --connection br", env) == ["brokerage"]
+    assert complete("dashtam tokens status b", env) == ["bank-ira", "brokerage"]
+    assert complete("dashtam audit list -c bank", env) == ["bank-ira"]
+
+
+def test_no_vault_completes_no_names(tmp_path: Path) -> None:
+    """Without a vault, or with a file that is not one, completion offers nothing, silently."""
+    assert connection_names(tmp_path / "absent.db") == []
+    broken = tmp_path / "vault.db"
+    broken.write_bytes(b"not a database")
+    assert connection_names(broken) == []
