@@ -56,6 +56,7 @@ __all__ = [
     "Failure",
     "FetchOptions",
     "FetchResult",
+    "connected_elsewhere",
     "fetch_accounts",
     "fetch_positions",
     "fetch_transactions",
@@ -970,3 +971,64 @@ async def fetch_transactions(
         return transactions
 
     return await _for_connections(settings, options, open_options, work)
+
+
+async def connected_elsewhere(
+    vault: Vault,
+    client: httpx.AsyncClient,
+    info: ConnectionInfo,
+    access_token: str,
+) -> list[tuple[str, list[str]]]:
+    """The other connections that hold accounts of this new login: (name, masked numbers) each.
+
+    The login's account numbers (asked once, with its new access token) are
+    compared with the accounts cached for the provider's other connections,
+    those fetched at least once; without any, no request is made. Only
+    masked numbers come back.
+    """
+    from dashtam_cli.core.providers import get_provider
+    from dashtam_cli.core.resilience import Backoff
+
+    cached: dict[str, set[str]] = {}
+    for other in await list_connections(vault):
+        if other.provider == info.provider and other.id != info.id:
+            numbers = {k.number for k in await _known_accounts(vault, other.id)}
+            if numbers:
+                cached[other.name] = numbers
+    if not cached:
+        return []
+
+    async def token() -> str:
+        return access_token
+
+    async def refresh(_rejected: str) -> str:
+        raise ReauthRequired("the new login's access token was refused")
+
+    async def record(call: CallRecord) -> None:
+        await audit.record(
+            vault,
+            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
+            outcome=call.outcome,
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+            http_status=call.http_status,
+            duration_ms=call.duration_ms,
+            correlation_id=call.correlation_id,
+            detail=call.detail,
+        )
+
+    schwab = SchwabClient(
+        client,
+        base_url=get_provider(info.provider).base_url(),
+        token=token,
+        refresh=refresh,
+        record=record,
+        backoff=Backoff(attempts=1),  # a check after the login: never worth a wait
+    )
+    mine = {number for number, _ in await schwab.account_numbers()}
+    return [
+        (name, sorted(mask_number(n) for n in numbers & mine))
+        for name, numbers in sorted(cached.items())
+        if numbers & mine
+    ]
