@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import uuid
-from copy import copy as shallow_copy
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import pydantic
@@ -24,7 +23,6 @@ from dashtam_cli.core.errors import (
     DashtamError,
     InputError,
     PartialFailure,
-    ProviderError,
     ReauthRequired,
 )
 from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, Transaction
@@ -108,7 +106,10 @@ class Failure:
         """The error, naming the account it is about, with its class and exit code."""
         if self.account is None:
             return self.error
-        error = shallow_copy(self.error)
+        # Made without __init__ (whose arguments differ by class), with every attribute kept.
+        kind = type(self.error)
+        error = kind.__new__(kind)
+        error.__dict__.update(self.error.__dict__)
         error.message = f"{self.account}: {self.error.message}"
         error.args = (error.message,)
         return error
@@ -739,7 +740,7 @@ async def _connection_accounts(
             prepared.append(
                 _prepare_account(vault, info, item, account_id, references=hashes, now=now)
             )
-        except ProviderError as exc:
+        except ApiError as exc:  # this account's record is unusable: it fails alone
             failed.append((_Known(account_id, number, hashes[number]), exc))
     stored = await _store_accounts(vault, info, prepared, hashes, now)
     return [(item.account, item.number, item.positions) for item in stored], hashes, failed
@@ -869,7 +870,8 @@ async def _account_transactions(
 
     An account whose request or answer fails fails alone: it is returned
     (by number) with its error, and the others' transactions are kept. A
-    login that must be renewed fails the connection.
+    failure that is not about the account (a login to renew, the token
+    endpoint, a certificate) fails the connection.
     """
     client, vault = session.client, session.vault
     gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
@@ -884,9 +886,9 @@ async def _account_transactions(
                 )
             masked = mask_number(account.number)
             page = [_transaction(account.id, masked, raw) for raw in raws]
-        except ReauthRequired:
-            raise
-        except DashtamError as exc:
+        except ApiError as exc:
+            # About this account's call or answer. Anything else (a login to renew, a
+            # token endpoint down, a certificate) is the connection's, and fails it whole.
             failed[account.number] = (account, exc)
             return []
         # Stored as each account arrives: SQLite writes on its own thread
