@@ -167,8 +167,14 @@ class FetchResult(Generic[T]):
                     if len(self.failures) == 1
                     else "log in again: the command for each is on its line above"
                 )
+                # Logins are a connection's: every failure here is a whole connection.
+                names = ", ".join(f.label for f in self.failures)
+                total = self.connections or self.succeeded + len(self.failures)
+                verb = "needs" if len(self.failures) == 1 else "need"
                 return ReauthRequired(
-                    f"{summary}: a new login is needed; the rest was printed", hint=hint
+                    f"{len(self.failures)} of {total} connections {verb} a new login ({names});"
+                    " the rest was printed",
+                    hint=hint,
                 )
             return PartialFailure(
                 summary, hint="the rest was printed; each failure is on its line above"
