@@ -74,6 +74,10 @@ class OAuthServer:
         self.holding = threading.Event()  # set once a token answer is being held
         self.state_lock = threading.Lock()
         self.authorize_queries: list[dict[str, str]] = []
+        # GET /trader/v1/accounts/accountNumbers answers these (number, hash) pairs to any
+        # access token the server issued; None: 404, as an OAuth server alone would.
+        self.account_numbers: list[tuple[str, str]] | None = None
+        self.account_number_requests = 0
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -133,6 +137,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """The authorize endpoint: approve (or deny) at once and redirect back."""
         owner = self.server_owner
         url = urllib.parse.urlsplit(self.path)
+        if url.path == "/trader/v1/accounts/accountNumbers" and owner.account_numbers is not None:
+            self._account_numbers(owner)
+            return
         if url.path != "/v1/oauth/authorize":
             self._json(404, {"message": "not found"})
             return
@@ -154,6 +161,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Location", location)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    def _account_numbers(self, owner: OAuthServer) -> None:
+        """The Trader API's account list, for a bearer token this server issued."""
+        owner.account_number_requests += 1
+        issued = {tokens["access_token"] for tokens in owner.issued}
+        bearer = (self.headers.get("Authorization") or "").removeprefix("Bearer ")
+        if bearer not in issued:
+            self._json(401, {"errors": [{"status": 401, "detail": "bad token"}]})
+            return
+        pairs = owner.account_numbers or []
+        self._json(200, [{"accountNumber": n, "hashValue": h} for n, h in pairs])
 
     def do_POST(self) -> None:
         """The token endpoint: Basic client authentication, form body, codes used once."""

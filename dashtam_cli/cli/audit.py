@@ -41,8 +41,14 @@ def list_(
         ),
     ] = None,
     limit: Annotated[
-        int | None,
-        typer.Option("--limit", "-n", min=1, max=MAX_LIMIT, help="At most this many entries."),
+        str | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            metavar="N",
+            help="At most this many entries (1 to 1,000,000,000).",
+            show_default=False,
+        ),
     ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
@@ -52,11 +58,18 @@ def list_(
     from dashtam_cli.core.vault.vault import open_vault
 
     start = options.parse_when(since, option="--since")
+    most = options.bounded(limit, option="--limit", low=1, high=MAX_LIMIT)
+    count = None if most is None else int(most)
     opts = prompts.open_options()
 
     async def job(conf: Settings) -> list[AuditEntry]:
+        if connection is not None and not conf.paths.vault_file.exists():
+            # No vault, no connection: the same answer as every command gives the name.
+            from dashtam_cli.core.connections import ConnectionNotFound
+
+            raise ConnectionNotFound.named(connection)
         async with open_vault(conf, opts) as vault:
-            return await audit.list_audit(vault, connection=connection, since=start, limit=limit)
+            return await audit.list_audit(vault, connection=connection, since=start, limit=count)
 
     entries = runtime.run(ctx, job)
     runtime.renderer(ctx, fmt).rows(AuditEntry, entries)

@@ -55,14 +55,13 @@ def connect(
         ),
     ] = False,
     timeout: Annotated[
-        float,
+        str,
         typer.Option(
             "--timeout",
-            min=1,
-            max=MAX_TIMEOUT,
+            metavar="SECONDS",
             help="Seconds to wait for the login to complete (1 to 3600).",
         ),
-    ] = 300.0,
+    ] = "300",
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
     """Log in to a provider in the browser and keep its tokens, sealed, in the vault.
@@ -74,7 +73,8 @@ def connect(
     from dashtam_cli.core.oauth.flow import LoginOptions, connect
 
     if no_browser and manual:
-        raise typer.BadParameter("choose one of --no-browser and --manual")
+        raise typer.BadParameter("choose one of --no-browser and --manual", param_hint="--manual")
+    seconds = options.bounded(timeout, option="--timeout", low=1, high=MAX_TIMEOUT, whole=False)
     err = runtime.stderr(ctx)
 
     def notify(message: str) -> None:
@@ -98,7 +98,7 @@ def connect(
     login = LoginOptions(
         name=name,
         mode="manual" if manual else "print" if no_browser else "browser",
-        timeout=timeout,
+        timeout=seconds,
         notify=notify,
         read_pasted_url=read_pasted_url,
         # On a terminal, ask before replacing; scripts are not asked.

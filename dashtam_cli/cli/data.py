@@ -39,26 +39,27 @@ def _nothing_fetched(ctx: typer.Context, result: FetchResult[Any]) -> None:
 
 
 def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
-    """After the data (``_nothing_fetched`` came first): each failure on its line, then exit 3."""
-    from dashtam_cli.core.errors import PartialFailure
+    """After the data (``_nothing_fetched`` came first): each failure on its line, then the exit.
 
-    if not result.failures:
-        return
+    Exit 3 when something failed and the rest was printed; 4 when all that
+    failed is logins to renew. A connection the command did not need (the
+    account asked for was in another) is a warning, not a failure.
+    """
     err = runtime.stderr(ctx)
+    for failure in result.ignored:
+        err.print(
+            f"warning: {failure.label}: {failure.error.message} (not needed: the account "
+            "was found in another connection)",
+            markup=False,
+            highlight=False,
+        )
+    error = result.outcome(detail=False)
+    if error is None:
+        return
     for failure in result.failures:
         hint = f" ({failure.error.hint})" if failure.error.hint else ""
-        err.print(
-            f"{failure.connection}: {failure.error.message}{hint}", markup=False, highlight=False
-        )
-    total = result.succeeded + len(result.failures)
-    names = ", ".join(f.connection for f in result.failures)
-    runtime.fail(
-        ctx,
-        PartialFailure(
-            f"{len(result.failures)} of {total} connections failed ({names})",
-            hint="the other connections' data was printed; each failure is on its line above",
-        ),
-    )
+        err.print(f"{failure.label}: {failure.error.message}{hint}", markup=False, highlight=False)
+    runtime.fail(ctx, error)
 
 
 @accounts_app.command("list")

@@ -3,10 +3,44 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from typing import overload
 
 import typer
 
 FORMATS = ("table", "json", "jsonl", "csv")
+
+
+@overload
+def bounded(value: str, *, option: str, low: float, high: float, whole: bool = True) -> float: ...
+@overload
+def bounded(value: None, *, option: str, low: float, high: float, whole: bool = True) -> None: ...
+def bounded(
+    value: str | None, *, option: str, low: float, high: float, whole: bool = True
+) -> float | None:
+    """A number given as ``option`` within bounds, refused in words a person reads.
+
+    Typer's own ``min=``/``max=`` answer in a validator's words ("Input should be
+    greater than or equal to 1"); this says which option, what was given and
+    what is taken. Whole numbers come back as ``int``.
+    """
+    if value is None:
+        return None
+    kind = "a whole number" if whole else "a number"
+    wanted = f"{kind} from {_show(low)} to {_show(high)}"
+    try:
+        number: float = int(value.strip()) if whole else float(value.strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or not low <= number <= high:
+        msg = f"{value!r} is not {wanted}"
+        raise typer.BadParameter(msg, param_hint=option)
+    return number
+
+
+def _show(number: float) -> str:
+    """``1,000,000,000``, ``0.5``: a bound as a person reads it."""
+    return f"{int(number):,}" if float(number).is_integer() else f"{number:,}"
 
 
 def _check_format(value: str | None) -> str | None:

@@ -78,7 +78,7 @@ def refresh(
     from dashtam_cli.core.tokens import REFRESH_WARNING, refresh_connections
 
     if all_ and name is not None:
-        raise typer.BadParameter("give a connection name or --all, not both")
+        raise typer.BadParameter("give a connection name or --all, not both", param_hint="--all")
     opts = prompts.open_options()
     results = runtime.run(ctx, lambda conf: refresh_connections(conf, name, opts, force=force))
     err = runtime.stderr(ctx)

@@ -14,6 +14,8 @@ from dashtam_cli.core.redact import redact, sanitize
 from dashtam_cli.core.vault import db, schema
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
     from dashtam_cli.core.vault.vault import Vault
 
 __all__ = ["AuditWriter", "Fields", "list_audit", "record"]
@@ -135,6 +137,20 @@ class AuditWriter:
             raise error
 
 
+async def _require_name(conn: AsyncConnection, name: str) -> None:
+    """Raise ConnectionNotFound unless a connection, or an audit entry, has this name."""
+    from dashtam_cli.core.connections import ConnectionNotFound
+
+    connections, table = schema.connections, schema.audit_log
+    known = await conn.scalar(select(connections.c.id).where(connections.c.name == name).limit(1))
+    if known is None:
+        known = await conn.scalar(
+            select(table.c.id).where(table.c.connection_name == name).limit(1)
+        )
+    if known is None:
+        raise ConnectionNotFound.named(name)
+
+
 async def list_audit(
     vault: Vault,
     *,
@@ -142,7 +158,12 @@ async def list_audit(
     since: dt.datetime | None = None,
     limit: int | None = None,
 ) -> list[AuditEntry]:
-    """Return audit entries, newest first, optionally for one connection name and after a time."""
+    """Return audit entries, newest first, optionally for one connection name and after a time.
+
+    A ``connection`` that neither exists nor ever had an entry is
+    ``ConnectionNotFound``, as in every command; a removed connection's
+    entries stay readable under its name.
+    """
     table = schema.audit_log
     query = select(table).order_by(table.c.at.desc(), table.c.id)
     if connection is not None:
@@ -153,6 +174,8 @@ async def list_audit(
         query = query.limit(limit)
     async with vault.reading() as conn:
         rows = (await conn.execute(query)).all()
+        if connection is not None and not rows:
+            await _require_name(conn, connection)
     return [
         AuditEntry(
             id=row.id,

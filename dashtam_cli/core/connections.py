@@ -39,7 +39,12 @@ __all__ = [
 
 
 class ConnectionNotFound(DashtamError):
-    """No connection has that name."""
+    """No connection has that name: exit 1 in every command, with the command that lists them."""
+
+    @classmethod
+    def named(cls, name: str) -> ConnectionNotFound:
+        """The one message for a name no connection has, whichever command was given it."""
+        return cls(f"no connection named {name!r}", hint="see: dashtam connections list")
 
 
 def _stored_time(
@@ -114,12 +119,18 @@ def _query() -> Select[Any]:
 
 
 async def list_connections(vault: Vault, *, name: str | None = None) -> list[ConnectionInfo]:
-    """Every connection (or the one named), with its token lifetimes."""
+    """Every connection (or the one named), with its token lifetimes.
+
+    A name no connection has is :class:`ConnectionNotFound`, raised here for
+    every command that takes one.
+    """
     query = _query()
     if name is not None:
         query = query.where(schema.connections.c.name == name)
     async with vault.reading() as conn:
         rows = (await conn.execute(query)).all()
+    if name is not None and not rows:
+        raise ConnectionNotFound.named(name)
     return [_info(row) for row in rows]
 
 
@@ -228,12 +239,7 @@ async def set_status(vault: Vault, connection_id: str, status: str) -> None:
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
     """A connection and its tokens, opened."""
     t = schema.tokens
-    infos = await list_connections(vault, name=name)
-    if not infos:
-        raise ConnectionNotFound(
-            f"no connection named {name!r}", hint="see: dashtam connections list"
-        )
-    info = infos[0]
+    info = (await list_connections(vault, name=name))[0]
     async with vault.reading() as conn:
         row = (await conn.execute(select(t).where(t.c.connection_id == info.id))).one_or_none()
     if row is None:
@@ -279,9 +285,7 @@ async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
         rows = (await conn.execute(_query().where(schema.connections.c.name == name))).all()
     infos = [_info(row, strict=False) for row in rows]
     if not infos:
-        raise ConnectionNotFound(
-            f"no connection named {name!r}", hint="see: dashtam connections list"
-        )
+        raise ConnectionNotFound.named(name)
     async with vault.writing() as conn:
         await conn.execute(delete(schema.connections).where(schema.connections.c.id == infos[0].id))
     return infos[0]
@@ -299,6 +303,8 @@ async def disconnect(settings: Settings, name: str, options: OpenOptions) -> Con
     """Remove a connection with its tokens and cached data, and audit it."""
     from dashtam_cli.core import audit
 
+    if not settings.paths.vault_file.exists():
+        raise ConnectionNotFound.named(name)  # no vault, no connection of any name
     async with open_vault(settings, options) as vault:
         info = await remove_connection(vault, name)
         await audit.record(

@@ -28,6 +28,8 @@ __all__ = [
     "TRANSACTIONS_BODY_LIMIT",
     "BadBody",
     "BodyTooLarge",
+    "CertificateNotVerified",
+    "certificate_failure",
     "load_json",
     "make_client",
     "read_body",
@@ -94,6 +96,45 @@ def make_client(
         headers={"User-Agent": f"dashtam/{__version__}", "Accept-Encoding": ACCEPT_ENCODING},
         follow_redirects=False,
         trust_env=True,  # proxies (HTTPS_PROXY, NO_PROXY) as users expect
+    )
+
+
+class CertificateNotVerified(ProviderError):
+    """A server's TLS certificate did not verify: no retry changes that."""
+
+
+# Where dashtam takes the certificate authorities it trusts from (see tls_context).
+CA_SETTINGS_HINT: Final = (
+    "if you use a gateway, a proxy that inspects TLS or a local sandbox, trust its CA with "
+    "the ca_bundle setting (DASHTAM_CA_BUNDLE) or SSL_CERT_FILE, and check the one set "
+    "points at the right PEM file; otherwise check the system clock"
+)
+
+
+def certificate_failure(exc: BaseException, url: httpx.URL | str) -> CertificateNotVerified | None:
+    """The one error for a certificate that did not verify, or None for any other failure.
+
+    httpx wraps the ``ssl.SSLCertVerificationError`` (in httpcore's error):
+    the chain of causes is searched, then the text, for a transport that
+    reports it only in words.
+    """
+    seen: BaseException | None = exc
+    reason = None
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            reason = seen.verify_message or None
+            break
+        seen = seen.__cause__ or seen.__context__
+    else:
+        seen = None
+    if seen is None and "CERTIFICATE_VERIFY_FAILED" not in str(exc):
+        return None
+    why = f" ({reason})" if reason else ""
+    return CertificateNotVerified(
+        f"the TLS certificate of {httpx.URL(url).host} could not be verified{why}",
+        hint=CA_SETTINGS_HINT,
     )
 
 

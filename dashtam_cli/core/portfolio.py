@@ -18,8 +18,13 @@ import pydantic
 from sqlalchemy import bindparam, delete, literal_column, select, update
 
 from dashtam_cli.core import audit
-from dashtam_cli.core.connections import list_connections
-from dashtam_cli.core.errors import DashtamError, InputError, PartialFailure, ReauthRequired
+from dashtam_cli.core.connections import ConnectionNotFound, list_connections
+from dashtam_cli.core.errors import (
+    DashtamError,
+    InputError,
+    PartialFailure,
+    ReauthRequired,
+)
 from dashtam_cli.core.models import Account, ConnectionInfo, Position, Record, Transaction
 from dashtam_cli.core.providers.schwab_api import (
     ApiError,
@@ -49,6 +54,7 @@ __all__ = [
     "Failure",
     "FetchOptions",
     "FetchResult",
+    "connected_elsewhere",
     "fetch_accounts",
     "fetch_positions",
     "fetch_transactions",
@@ -85,35 +91,97 @@ class FetchOptions:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Failure:
-    """A connection that failed, and why."""
+    """A connection, or one account of it (``account``: its masked number), that failed, and why."""
 
     connection: str
     error: DashtamError
+    account: str | None = None
+
+    @property
+    def label(self) -> str:
+        """``beta``, or ``alpha ****2222`` for one account of alpha."""
+        return self.connection if self.account is None else f"{self.connection} {self.account}"
+
+    def described(self) -> DashtamError:
+        """The error, naming the account it is about, with its class and exit code."""
+        if self.account is None:
+            return self.error
+        # Made without __init__ (whose arguments differ by class), with every attribute kept.
+        kind = type(self.error)
+        error = kind.__new__(kind)
+        error.__dict__.update(self.error.__dict__)
+        error.message = f"{self.account}: {self.error.message}"
+        error.args = (error.message,)
+        return error
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class FetchResult(Generic[T]):
-    """The items fetched, the connections that failed, and how many requests it took."""
+    """The items fetched, what failed, and how many requests it took.
+
+    ``failures`` are connections (or single accounts of one) that failed;
+    ``succeeded`` counts the connections that answered, whole or in part.
+    ``ignored`` are failures of connections the command turned out not to
+    need (the account asked for was found in another): they do not change
+    the outcome.
+    """
 
     items: list[T]
     failures: list[Failure]
     succeeded: int
     requests: int = 0
+    ignored: list[Failure] = dataclasses.field(default_factory=list)
+    connections: int = 0
 
-    def outcome(self) -> DashtamError | None:
-        """The error to exit with: none, partial (3), or the failure itself when all failed."""
+    def summary(self) -> str:
+        """``1 of 2 connections failed (beta)``, ``1 account failed (alpha ****2222)``, or both."""
+        whole = [f for f in self.failures if f.account is None]
+        single = [f for f in self.failures if f.account is not None]
+        total = self.connections or self.succeeded + len(whole)
+        parts = []
+        if whole:
+            names = ", ".join(f.label for f in whole)
+            parts.append(f"{len(whole)} of {total} connections failed ({names})")
+        if single:
+            names = ", ".join(f.label for f in single)
+            plural = "s" if len(single) > 1 else ""
+            parts.append(f"{len(single)} account{plural} failed ({names})")
+        return "; ".join(parts)
+
+    def outcome(self, *, detail: bool = True) -> DashtamError | None:
+        """The error to exit with: none, a new login (4) when that is all that failed, partial (3).
+
+        When nothing succeeded, the failure itself (or one error naming them all).
+        ``detail`` puts each failure's message in a partial outcome's message;
+        the CLI, which prints each on its own line first, leaves them out.
+        """
         if not self.failures:
             return None
-        lines = "; ".join(f"{f.connection}: {f.error.message}" for f in self.failures)
+        lines = "; ".join(f"{f.label}: {f.error.message}" for f in self.failures)
+        relogin = all(isinstance(f.error, ReauthRequired) for f in self.failures)
         if self.succeeded:
-            total = self.succeeded + len(self.failures)
+            summary = f"{self.summary()} ({lines})" if detail else self.summary()
+            if relogin:
+                hint = (
+                    self.failures[0].error.hint
+                    if len(self.failures) == 1
+                    else "log in again: the command for each is on its line above"
+                )
+                # Logins are a connection's: every failure here is a whole connection.
+                names = ", ".join(f.label for f in self.failures)
+                total = self.connections or self.succeeded + len(self.failures)
+                verb = "needs" if len(self.failures) == 1 else "need"
+                return ReauthRequired(
+                    f"{len(self.failures)} of {total} connections {verb} a new login ({names});"
+                    " the rest was printed",
+                    hint=hint,
+                )
             return PartialFailure(
-                f"{len(self.failures)} of {total} connections failed ({lines})",
-                hint="the other connections' data was printed; see above for each failure",
+                summary, hint="the rest was printed; each failure is on its line above"
             )
         if len(self.failures) == 1:
-            return self.failures[0].error
-        if all(isinstance(f.error, ReauthRequired) for f in self.failures):
+            return self.failures[0].described()
+        if relogin:
             return ReauthRequired(lines, hint="log in again: dashtam connect schwab --name NAME")
         return DashtamError(lines, hint="see the messages above; retry later")
 
@@ -379,6 +447,9 @@ class _Session:
     ) -> None:
         self.vault = vault
         self.info = info
+        # Accounts of this connection that failed alone, and whether the selection found one.
+        self.failures: list[Failure] = []
+        self.matched = 0
         from dashtam_cli.core.providers import get_provider
 
         spec = get_provider(info.provider)
@@ -415,11 +486,30 @@ class _Session:
         )
 
 
-def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
+def _selector(selector: str) -> str:
+    """The selector as compared: ``****4063`` (as tables print it) is ``4063``; ids in any case."""
+    cleaned = selector.strip().lstrip("*").strip().lower()
+    if not cleaned:
+        raise InputError(
+            f"{selector!r} names no account",
+            hint="give the account id, or the last digits of its number: dashtam accounts list",
+        )
+    return cleaned
+
+
+def _matching(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
+    """The accounts the selector names (all without one): by id, or by the end of the number."""
     if selector is None:
         return list(accounts)
-    chosen = [a for a in accounts if a.id == selector or a.number.endswith(selector)]
-    if len(chosen) > 1 and not any(a.id == selector for a in chosen):
+    wanted = _selector(selector)
+    return [a for a in accounts if a.id.lower() == wanted or a.number.endswith(wanted)]
+
+
+def _select(accounts: Sequence[_Known], selector: str | None) -> list[_Known]:
+    chosen = _matching(accounts, selector)
+    if selector is None:
+        return chosen
+    if len(chosen) > 1 and not any(a.id.lower() == _selector(selector) for a in chosen):
         raise InputError(
             f"{selector!r} matches {len(chosen)} accounts",
             hint="give more digits, or the account id from: dashtam accounts list",
@@ -677,11 +767,15 @@ async def _connection_accounts(
     session: _Session,
     options: FetchOptions,
     numbers: Sequence[tuple[str, str]] | None = None,
-) -> tuple[list[tuple[Account, str, list[Position]]], dict[str, str]]:
+) -> tuple[
+    list[tuple[Account, str, list[Position]]], dict[str, str], list[tuple[_Known, DashtamError]]
+]:
     """Fetch and store one connection's accounts with positions; return them and their hashes.
 
     ``numbers`` are the (number, hash) pairs when the caller has just asked for
-    them; otherwise they are asked for alongside the accounts.
+    them; otherwise they are asked for alongside the accounts. An account whose
+    answer dashtam cannot use fails alone: it is returned last, with its
+    error, and the others are stored and returned.
     """
     client, vault, info = session.client, session.vault, session.info
     # The nicknames are asked for alongside, so naming the accounts costs no wait.
@@ -710,33 +804,47 @@ async def _connection_accounts(
     known = {k.number: k.id for k in await _known_accounts(vault, info.id)}
     now = options.clock()
     prepared = []
+    failed: list[tuple[_Known, DashtamError]] = []
     for index, raw in enumerate(raws):
         item = Fields(raw, what="accounts", path=f"[{index}]")
         number = item.obj("securitiesAccount").identifier("accountNumber") or ""
         if number not in hashes:
             continue
         account_id = known.get(number) or str(uuid.uuid4())
-        prepared.append(
-            _prepare_account(
-                vault,
-                info,
-                item,
-                account_id,
-                references=hashes,
-                now=now,
-                nickname=names.get(number),
+        try:
+            prepared.append(
+                _prepare_account(
+                    vault,
+                    info,
+                    item,
+                    account_id,
+                    references=hashes,
+                    now=now,
+                    nickname=names.get(number),
+                )
             )
-        )
+        except ApiError as exc:  # this account's record is unusable: it fails alone
+            failed.append((_Known(account_id, number, hashes[number]), exc))
     stored = await _store_accounts(vault, info, prepared, hashes, now)
-    return [(item.account, item.number, item.positions) for item in stored], hashes
+    return [(item.account, item.number, item.positions) for item in stored], hashes, failed
 
 
 def _no_connections(options: FetchOptions) -> DashtamError:
     if options.connection is not None:
-        return InputError(
-            f"no connection named {options.connection!r}", hint="see: dashtam connections list"
-        )
+        return ConnectionNotFound.named(options.connection)
     return DashtamError("there are no connections yet", hint="log in first: dashtam connect schwab")
+
+
+def _account_failures(
+    session: _Session, failed: Sequence[tuple[_Known, DashtamError]], selector: str | None
+) -> None:
+    """Record the failures of the accounts the command asked for (all, or the one selected)."""
+    wanted = {k.id for k in _matching([k for k, _ in failed], selector)}
+    session.failures.extend(
+        Failure(session.info.name, error, mask_number(known.number))
+        for known, error in failed
+        if known.id in wanted
+    )
 
 
 async def _for_connections(
@@ -745,6 +853,13 @@ async def _for_connections(
     open_options: OpenOptions,
     work: Callable[[_Session], Any],
 ) -> FetchResult[Any]:
+    """Run ``work`` on every connection (or the one named) at once, and gather what came back.
+
+    A connection whose ``work`` raises fails whole; one whose accounts failed
+    in part (``session.failures``) answered in part. When an account was
+    asked for and found, the failures of the connections that did not hold it
+    are ``ignored``: the command did not need them.
+    """
     if not settings.paths.vault_file.exists():
         # No vault means no login yet: point at `connect` (which creates it), not `vault init`.
         raise _no_connections(options)
@@ -769,26 +884,31 @@ async def _for_connections(
             outcomes = await asyncio.gather(*(work(s) for s in sessions), return_exceptions=True)
     items: list[Any] = []
     failures: list[Failure] = []
+    whole: list[Failure] = []
+    succeeded = found = 0
     for session, outcome in zip(sessions, outcomes, strict=True):
         if isinstance(outcome, DashtamError):
-            failures.append(Failure(session.info.name, outcome))
+            whole.append(Failure(session.info.name, outcome))
         elif isinstance(outcome, BaseException):
             raise outcome
         else:
             items.extend(outcome)
-    requests = sum(s.client.requests for s in sessions)
-    return FetchResult(items, failures, len(sessions) - len(failures), requests)
-
-
-def _require_match(
-    options: FetchOptions, matched: list[int], result: FetchResult[T]
-) -> FetchResult[T]:
-    """An account selector that matched no account anywhere is an error, not an empty list."""
-    if options.account is not None and not result.failures and not sum(matched):
+            failures.extend(session.failures)
+            found += session.matched
+            # Answered, unless every account it was asked for failed.
+            if not session.failures or session.matched:
+                succeeded += 1
+    ignored: list[Failure] = []
+    if options.account is not None and found:
+        ignored = whole
+    else:
+        failures = whole + failures
+    if options.account is not None and not failures and not found:
         raise InputError(
             f"no account matches {options.account!r}", hint="see: dashtam accounts list"
         )
-    return result
+    requests = sum(s.client.requests for s in sessions)
+    return FetchResult(items, failures, succeeded, requests, ignored, len(sessions))
 
 
 async def fetch_accounts(
@@ -797,9 +917,11 @@ async def fetch_accounts(
     """Every account (or the one selected) with balances, from every connection (or one)."""
 
     async def work(session: _Session) -> list[Account]:
-        accounts, _ = await _connection_accounts(session, options)
+        accounts, _, failed = await _connection_accounts(session, options)
         known = [_Known(a.id, n) for a, n, _ in accounts]
         chosen = {k.id for k in _select(known, options.account)}
+        session.matched = len(chosen)
+        _account_failures(session, failed, options.account)
         return [a for a, _, _ in accounts if a.id in chosen]
 
     return await _for_connections(settings, options, open_options, work)
@@ -809,18 +931,16 @@ async def fetch_positions(
     settings: Settings, options: FetchOptions, open_options: OpenOptions
 ) -> FetchResult[Position]:
     """Positions of every account (or the one selected)."""
-    matched: list[int] = []
 
     async def work(session: _Session) -> list[Position]:
-        accounts, _ = await _connection_accounts(session, options)
+        accounts, _, failed = await _connection_accounts(session, options)
         known = [_Known(a.id, n) for a, n, _ in accounts]
         chosen = {k.id for k in _select(known, options.account)}
-        matched.append(len(chosen))
+        session.matched = len(chosen)
+        _account_failures(session, failed, options.account)
         return [p for a, _, positions in accounts if a.id in chosen for p in positions]
 
-    return _require_match(
-        options, matched, await _for_connections(settings, options, open_options, work)
-    )
+    return await _for_connections(settings, options, open_options, work)
 
 
 async def _account_transactions(
@@ -828,34 +948,49 @@ async def _account_transactions(
     accounts: Sequence[_Known],
     window: tuple[dt.datetime, dt.datetime],
     options: FetchOptions,
-) -> list[Transaction]:
-    """The accounts' transactions, a few accounts at a time, each account stored as it arrives."""
+) -> tuple[list[Transaction], dict[str, tuple[_Known, DashtamError]]]:
+    """The accounts' transactions, a few accounts at a time, each account stored as it arrives.
+
+    An account whose request or answer fails fails alone: it is returned
+    (by number) with its error, and the others' transactions are kept. A
+    failure that is not about the account (a login to renew, the token
+    endpoint, a certificate) fails the connection.
+    """
     client, vault = session.client, session.vault
     gate = asyncio.Semaphore(ACCOUNTS_IN_FLIGHT)
+    failed: dict[str, tuple[_Known, DashtamError]] = {}
+    symbol = options.symbol.strip().upper() if options.symbol else None
 
     async def one(account: _Known) -> list[Transaction]:
-        async with gate:
-            raws = await client.transactions(
-                account.hash_value or "",
-                *window,
-                types=options.types,
-                symbol=options.symbol,
-            )
-        masked = mask_number(account.number)
-        page = [_transaction(account.id, masked, raw) for raw in raws]
+        try:
+            async with gate:
+                raws = await client.transactions(
+                    account.hash_value or "", *window, types=options.types, symbol=symbol
+                )
+            masked = mask_number(account.number)
+            page = [_transaction(account.id, masked, raw) for raw in raws]
+        except ApiError as exc:
+            # About this account's call or answer. Anything else (a login to renew, a
+            # token endpoint down, a certificate) is the connection's, and fails it whole.
+            failed[account.number] = (account, exc)
+            return []
         # Stored as each account arrives: SQLite writes on its own thread
         # while the next accounts' responses are parsed here.
         await _store_transactions(vault, page)
         return page
 
     pages = await gather_all(*(one(a) for a in accounts))
-    return sorted((t for page in pages for t in page), key=lambda t: t.time, reverse=True)
+    return sorted((t for page in pages for t in page), key=lambda t: t.time, reverse=True), failed
 
 
 async def _listed_accounts(
     session: _Session, stored: Sequence[_Known], options: FetchOptions
 ) -> list[_Known]:
-    """The accounts as Schwab lists them now, each with its stored id and current hash."""
+    """The accounts as Schwab lists them now, each with its stored id and current hash.
+
+    An account seen for the first time whose record dashtam cannot use is
+    recorded as a failure (when selected) and left out.
+    """
     numbers = await session.client.account_numbers()
     for number, _ in numbers:
         register_secret(number)
@@ -863,22 +998,30 @@ async def _listed_accounts(
     if any(number not in ids for number, _ in numbers):
         # Accounts seen for the first time get their row (and stable id) first,
         # so their transactions have a parent.
-        accounts, _ = await _connection_accounts(session, options, numbers)
+        accounts, _, failed = await _connection_accounts(session, options, numbers)
         ids.update((number, account.id) for account, number, _ in accounts)
+        _account_failures(session, failed, options.account)
     return [_Known(ids[n], n, h) for n, h in numbers if n in ids]
+
+
+def _stale(error: DashtamError) -> bool:
+    """An answer to a call made with a stored hash that may mean the hash is stale."""
+    return isinstance(error, ApiError) and error.http_status in _STALE_REFERENCE_STATUSES
 
 
 async def fetch_transactions(
     settings: Settings, options: FetchOptions, open_options: OpenOptions
 ) -> FetchResult[Transaction]:
-    """Transactions of every account (or the one selected) between ``since`` and ``until``."""
+    """Transactions of every account (or the one selected) between ``since`` and ``until``.
+
+    ``symbol`` is matched without regard to case: it goes to the provider in
+    upper case, as symbols are written.
+    """
     until = options.until or options.clock()
     since = options.since or until - dt.timedelta(days=90)
     if since >= until:
-        raise InputError("--since must be before --until")
+        raise InputError("--since: must be before --until")
     window = (since, until)
-
-    matched: list[int] = []
 
     async def work(session: _Session) -> list[Transaction]:
         stored = await _known_accounts(session.vault, session.info.id)
@@ -886,26 +1029,91 @@ async def fetch_transactions(
         chosen = _select(recent, options.account) if recent is not None else []
         if not chosen:
             chosen = _select(await _listed_accounts(session, stored, options), options.account)
+            transactions, failed = await _account_transactions(session, chosen, window, options)
         else:
             # The last account list is minutes old: use its hashes and skip a round trip.
-            try:
-                transactions = await _account_transactions(session, chosen, window, options)
-            except ApiError as exc:
-                if exc.http_status not in _STALE_REFERENCE_STATUSES:
-                    raise
-                # Perhaps a hash Schwab no longer knows: ask for the list, and try
-                # again only if a hash did change (else the error is about something else).
+            transactions, failed = await _account_transactions(session, chosen, window, options)
+            if any(_stale(error) for _, error in failed.values()):
+                # Perhaps a hash Schwab no longer knows: ask for the list, and try again
+                # the accounts whose hash did change (else the error is about something else).
                 listed = await _listed_accounts(session, stored, options)
-                current = {k.number: k.hash_value for k in listed}
-                if all(current.get(k.number) == k.hash_value for k in chosen):
-                    raise
+                before = {k.number: k.hash_value for k in chosen}
                 chosen = _select(listed, options.account)
-            else:
-                matched.append(len(chosen))
-                return transactions
-        matched.append(len(chosen))
-        return await _account_transactions(session, chosen, window, options)
+                again = [
+                    k
+                    for k in chosen
+                    if k.number not in before
+                    or (k.number in failed and before[k.number] != k.hash_value)
+                ]
+                # An account no longer listed was closed since: it is simply not there.
+                failed = {n: f for n, f in failed.items() if n not in {k.number for k in again}}
+                failed = {n: f for n, f in failed.items() if n in {k.number for k in chosen}}
+                more, more_failed = await _account_transactions(session, again, window, options)
+                transactions = sorted([*transactions, *more], key=lambda t: t.time, reverse=True)
+                failed.update(more_failed)
+        session.matched = len(chosen) - len(failed)
+        _account_failures(session, list(failed.values()), None)
+        return transactions
 
-    return _require_match(
-        options, matched, await _for_connections(settings, options, open_options, work)
+    return await _for_connections(settings, options, open_options, work)
+
+
+async def connected_elsewhere(
+    vault: Vault,
+    client: httpx.AsyncClient,
+    info: ConnectionInfo,
+    access_token: str,
+) -> list[tuple[str, list[str]]]:
+    """The other connections that hold accounts of this new login: (name, masked numbers) each.
+
+    The login's account numbers (asked once, with its new access token) are
+    compared with the accounts cached for the provider's other connections,
+    those fetched at least once; without any, no request is made. Only
+    masked numbers come back.
+    """
+    from dashtam_cli.core.providers import get_provider
+    from dashtam_cli.core.resilience import Backoff
+
+    cached: dict[str, set[str]] = {}
+    for other in await list_connections(vault):
+        if other.provider == info.provider and other.id != info.id:
+            numbers = {k.number for k in await _known_accounts(vault, other.id)}
+            if numbers:
+                cached[other.name] = numbers
+    if not cached:
+        return []
+
+    async def token() -> str:
+        return access_token
+
+    async def refresh(_rejected: str) -> str:
+        raise ReauthRequired("the new login's access token was refused")
+
+    async def record(call: CallRecord) -> None:
+        await audit.record(
+            vault,
+            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
+            outcome=call.outcome,
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+            http_status=call.http_status,
+            duration_ms=call.duration_ms,
+            correlation_id=call.correlation_id,
+            detail=call.detail,
+        )
+
+    schwab = SchwabClient(
+        client,
+        base_url=get_provider(info.provider).base_url(),
+        token=token,
+        refresh=refresh,
+        record=record,
+        backoff=Backoff(attempts=1),  # a check after the login: never worth a wait
     )
+    mine = {number for number, _ in await schwab.account_numbers()}
+    return [
+        (name, sorted(mask_number(n) for n in numbers & mine))
+        for name, numbers in sorted(cached.items())
+        if numbers & mine
+    ]

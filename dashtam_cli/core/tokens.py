@@ -351,10 +351,6 @@ class TokenManager:
     async def status(self, name: str | None = None) -> list[TokenStatus]:
         """Token lifetimes and state for every connection (or the one named)."""
         infos = await list_connections(self.vault, name=name)
-        if name is not None and not infos:
-            raise ConnectionNotFound(
-                f"no connection named {name!r}", hint="see: dashtam connections list"
-            )
         now = self.clock()
         return [token_status(info, now) for info in infos]
 
@@ -433,7 +429,9 @@ async def status_report(
     clock: Callable[[], dt.datetime] = _utcnow,
 ) -> list[TokenStatus]:
     """`dashtam tokens status`: every connection's token state (none without a vault)."""
-    if name is None and not settings.paths.vault_file.exists():
+    if not settings.paths.vault_file.exists():
+        if name is not None:
+            raise ConnectionNotFound.named(name)
         return []
     async with token_manager(settings, options, clock=clock) as manager:
         return await manager.status(name)
@@ -449,15 +447,13 @@ async def refresh_connections(  # noqa: PLR0913 - the command's options
     clock: Callable[[], dt.datetime] = _utcnow,
 ) -> list[RefreshResult]:
     """`dashtam tokens refresh`: refresh what needs it; one result per connection, never raising."""
-    if name is None and not settings.paths.vault_file.exists():
+    if not settings.paths.vault_file.exists():
+        if name is not None:
+            raise ConnectionNotFound.named(name)
         return []
     results: list[RefreshResult] = []
     async with token_manager(settings, options, transport=transport, clock=clock) as manager:
         infos = await list_connections(manager.vault, name=name)
-        if name is not None and not infos:
-            raise ConnectionNotFound(
-                f"no connection named {name!r}", hint="see: dashtam connections list"
-            )
         for info in infos:
             try:
                 outcome = await manager.refresh(info.name, force=force)

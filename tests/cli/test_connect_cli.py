@@ -886,3 +886,59 @@ def test_environment_credentials_win_over_the_vault(
     (request,) = oauth.token_requests
     basic = base64.b64encode(f"{oauth.client_id}:{oauth.client_secret}".encode()).decode()
     assert request.authorization == f"Basic {basic}"
+
+
+def test_connecting_the_same_accounts_twice_warns_and_keeps_both(
+    cli: CliCall, oauth: OAuthServer, ca_file: Path, fixed_state: str
+) -> None:
+    """A login whose accounts another connection holds: a warning naming it, masked; both kept."""
+    main = add_connection("main", account=True)  # its cached account: 12345678
+    add_connection("other", account=False)  # never fetched: nothing to compare
+    oauth.account_numbers = [("12345678", "A" * 64), ("87654321", "B" * 64)]
+
+    result = cli(
+        "connect",
+        "schwab",
+        "--manual",
+        "--name",
+        "second",
+        input=authorize(oauth, ca_file, fixed_state) + "\n",
+    )
+
+    assert result.exit_code == 0, result.stderr
+    flat = " ".join(result.stderr.split())
+    assert (
+        "warning: this login's accounts are already connected as 'main'; "
+        "both will show the same accounts (****5678)"
+    ) in flat
+    assert "'other'" not in flat
+    # (The test app's client id holds "12345678": only the text after the URL is checked.)
+    warning = flat[flat.index("warning:") :]
+    assert "12345678" not in warning
+    assert "87654321" not in result.stderr
+    assert oauth.account_number_requests == 1
+    names = [row["name"] for row in json.loads(cli("connections", "list").stdout)]
+    assert sorted(names) == ["main", "other", "second"]
+    assert ("schwab.account_numbers", "ok", "second") in operations()
+    assert main.name == "main"
+
+
+def test_a_login_of_other_accounts_connects_without_a_warning(
+    cli: CliCall, oauth: OAuthServer, ca_file: Path, fixed_state: str
+) -> None:
+    """Accounts no other connection holds: no warning; a check that fails does not fail the login."""
+    add_connection("main", account=True)
+    oauth.account_numbers = [("87654321", "B" * 64)]
+
+    args = ("connect", "schwab", "--manual", "--name", "second")
+    result = cli(*args, input=authorize(oauth, ca_file, fixed_state) + "\n")
+
+    assert result.exit_code == 0, result.stderr
+    assert "warning" not in result.stderr
+    assert oauth.account_number_requests == 1
+
+    oauth.account_numbers = None  # the check's request now answers 404
+    again = cli(*args[:-1], "third", input=authorize(oauth, ca_file, fixed_state) + "\n")
+    assert again.exit_code == 0, again.stderr
+    assert "warning" not in again.stderr
+    assert "connected schwab as 'third'" in again.stderr

@@ -415,7 +415,7 @@ def test_every_connection_failing_prints_no_data_and_one_error(
 
 
 def test_connection_option_limits_the_calls(cli: CliCall, api: respx.MockRouter) -> None:
-    """--connection alpha: only alpha is asked; an unknown name is a usage error."""
+    """--connection alpha: only alpha is asked; an unknown name exits 1, as in every command."""
     add_connection("alpha", "token-alpha")
     add_connection("beta", "token-beta")
     mock_connection_api(api, "token-alpha", [FIRST])
@@ -428,7 +428,7 @@ def test_connection_option_limits_the_calls(cli: CliCall, api: respx.MockRouter)
     assert beta.call_count == 0
 
     unknown = cli("accounts", "list", "--connection", "gamma")
-    assert unknown.exit_code == 2
+    assert unknown.exit_code == 1
     assert "no connection named 'gamma'" in unknown.stderr
 
 
@@ -504,7 +504,7 @@ def test_bad_dates_are_usage_errors(
     result = cli("transactions", "list", *dates)
 
     assert result.exit_code == 2
-    assert ("January" if "January" in dates else "--since must be before --until") in result.stderr
+    assert ("January" if "January" in dates else "--since: must be before --until") in result.stderr
     assert api.calls.call_count == 0
 
 

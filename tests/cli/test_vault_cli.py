@@ -464,7 +464,9 @@ FILTERS = [
     (("--limit", "2"), ["c-4", "c-3"]),
     (("--connection", "beta", "--since", "2024-03-02"), ["c-4", "c-2"]),
     (("--connection", "beta", "--limit", "1"), ["c-4"]),
-    (("--connection", "nobody"), []),
+    # A connection with no entry after --since: empty. (A name no connection or entry
+    # has is an error: see test_an_unknown_connection_is_one_message_and_exit_1_everywhere.)
+    (("--connection", "alpha", "--since", "2024-03-20"), []),
 ]
 
 

@@ -464,7 +464,7 @@ def test_a_stale_stored_hash_leads_to_one_fresh_list(router: respx.MockRouter, s
 def test_a_400_with_hashes_that_are_still_current_is_not_sent_twice(
     router: respx.MockRouter, brokerage: dict[str, str]
 ) -> None:
-    """The list is asked again, shows the same hashes: the 400 is reported, no second round."""
+    """The list is asked again, shows the same hashes: each account's 400 reported, no second round."""
     fetch(fetch_accounts, router)
     refused = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
     refused.get(f"{API}/accounts/accountNumbers").mock(
@@ -476,8 +476,8 @@ def test_a_400_with_hashes_that_are_still_current_is_not_sent_twice(
 
     result = fetch(fetch_transactions, refused, since=SINCE, until=UNTIL, symbol="???")
 
-    (failure,) = result.failures
-    assert "HTTP 400" in failure.error.message
+    assert sorted(f.account or "" for f in result.failures) == ["****1111", "****2222"]
+    assert all("HTTP 400" in f.error.message for f in result.failures)
     assert numbers_asked(refused) == 1
     assert sorted(transaction_hashes(refused)) == sorted(brokerage.values())  # once each
 
@@ -494,7 +494,8 @@ def test_a_stored_hash_is_not_retried_for_other_errors(
 
     result = fetch(fetch_transactions, failing, since=SINCE, until=UNTIL)
 
-    assert [f.connection for f in result.failures] == ["brokerage"]
+    assert sorted(f.label for f in result.failures) == ["brokerage ****1111", "brokerage ****2222"]
+    assert result.succeeded == 0
     assert numbers_asked(failing) == 0
     # Each window once per attempt (500 is not retried), for the two accounts.
     assert sorted(transaction_hashes(failing)) == sorted(brokerage.values())

@@ -369,4 +369,30 @@ async def _login(
         connection_name=name,
     )
     log.info("connected %s as %r", spec.display_name, name)
+    await _warn_if_connected_elsewhere(settings, vault, info, response.tokens.access_token, options)
     return info
+
+
+async def _warn_if_connected_elsewhere(
+    settings: Settings, vault: Vault, info: ConnectionInfo, access_token: str, options: LoginOptions
+) -> None:
+    """Warn when this login's accounts are already connected under another name.
+
+    The new connection is kept (both may be wanted); a check that cannot be
+    made is only logged: the login itself succeeded.
+    """
+    from dashtam_cli.core.http import make_client
+    from dashtam_cli.core.portfolio import connected_elsewhere
+
+    try:
+        async with make_client(settings, transport=options.transport) as client:
+            shared = await connected_elsewhere(vault, client, info, access_token)
+    except DashtamError as exc:
+        log.info("could not compare this login's accounts with other connections: %s", exc)
+        return
+    for name, masked in shared:
+        options.notify(
+            f"warning: this login's accounts are already connected as {name!r}; both will "
+            f"show the same accounts ({', '.join(masked)}). Keep both, or remove one with: "
+            f"dashtam disconnect {name}"
+        )

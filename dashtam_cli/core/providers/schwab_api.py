@@ -29,6 +29,7 @@ from dashtam_cli.core.http import (
     TRANSACTIONS_BODY_LIMIT,
     BadBody,
     BodyTooLarge,
+    certificate_failure,
     load_json,
     read_body,
 )
@@ -256,17 +257,8 @@ class SchwabClient:
                 ) from None
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 duration = int((time.monotonic() - started) * 1000)
-                kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
-                await self._record(
-                    CallRecord(operation, kind, None, duration, None, type(exc).__name__)
-                )
-                if attempt < self._backoff.attempts:
-                    await self._sleep(self._backoff.delay(attempt))
-                    continue
-                raise ApiError(
-                    f"Schwab {operation}: {kind} after {attempt} attempts ({type(exc).__name__})",
-                    hint="check your connection and DASHTAM_SCHWAB_BASE_URL, then retry",
-                ) from None
+                await self._transport_failure(operation, url, exc, attempt, duration)
+                continue
             duration = int((time.monotonic() - started) * 1000)
             status = response.status_code
             correlation = _correlation(response)
@@ -291,6 +283,28 @@ class SchwabClient:
                     await self._sleep(self._backoff.delay(attempt, wait))
                     continue
             raise self._final_error(operation, status, summary, correlation)
+
+    async def _transport_failure(
+        self, operation: str, url: str, exc: httpx.HTTPError, attempt: int, duration: int
+    ) -> None:
+        """Audit a request that got no answer; wait before the next attempt, or raise.
+
+        A certificate that does not verify is raised at once, as what it is:
+        no retry changes it.
+        """
+        untrusted = certificate_failure(exc, url)
+        if untrusted is not None:
+            await self._record(CallRecord(operation, "certificate error", None, duration, None))
+            raise untrusted from None
+        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
+        await self._record(CallRecord(operation, kind, None, duration, None, type(exc).__name__))
+        if attempt < self._backoff.attempts:
+            await self._sleep(self._backoff.delay(attempt))
+            return
+        raise ApiError(
+            f"Schwab {operation}: {kind} after {attempt} attempts ({type(exc).__name__})",
+            hint="check your connection and DASHTAM_SCHWAB_BASE_URL, then retry",
+        ) from None
 
     def _final_error(
         self, operation: str, status: int, summary: str, correlation: str | None
