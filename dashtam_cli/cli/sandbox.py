@@ -22,42 +22,42 @@ sandbox_app = typer.Typer(
 def serve(
     ctx: typer.Context,
     port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port (0: any free port).")
-    ] = 8443,
+        str, typer.Option("--port", metavar="PORT", help="Port, 0 to 65535 (0: any free port).")
+    ] = "8443",
     latency: Annotated[
-        float,
+        str,
         typer.Option(
-            "--latency",
-            min=0,
-            max=60_000,
-            help="Milliseconds added to each response (up to 60000).",
+            "--latency", metavar="MS", help="Milliseconds added to each response (0 to 60000)."
         ),
-    ] = 0.0,
+    ] = "0",
     error_rate: Annotated[
-        float,
+        str,
         typer.Option(
-            "--error-rate", min=0, max=1, help="Share of API calls answered 429, 500 or 503."
+            "--error-rate",
+            metavar="SHARE",
+            help="Share of API calls answered 429, 500 or 503 (0 to 1).",
         ),
-    ] = 0.0,
+    ] = "0",
     accounts: Annotated[
-        int, typer.Option("--accounts", min=1, max=1000, help="Accounts to generate.")
-    ] = 3,
+        str, typer.Option("--accounts", metavar="N", help="Accounts to generate (1 to 1000).")
+    ] = "3",
     transactions: Annotated[
-        int,
+        str,
         typer.Option(
-            "--transactions-per-account", min=0, max=1_000_000, help="Transactions per account."
+            "--transactions-per-account",
+            metavar="N",
+            help="Transactions per account (0 to 1,000,000).",
         ),
-    ] = 250,
+    ] = "250",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated data.")] = 1,
     access_ttl: Annotated[
-        int,
+        str,
         typer.Option(
             "--access-ttl",
-            min=1,
-            max=604_800,
-            help="Access-token lifetime in seconds (up to a week).",
+            metavar="SECONDS",
+            help="Access-token lifetime in seconds (1 to 604800, a week).",
         ),
-    ] = 1800,
+    ] = "1800",
     auto_approve: Annotated[
         bool, typer.Option("--auto-approve", help="Approve every login at once (for scripts).")
     ] = False,
@@ -74,14 +74,17 @@ def serve(
 
     from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
 
+    bounded = options.bounded
     config = SandboxConfig(
-        port=port,
-        latency_ms=latency,
-        error_rate=error_rate,
-        accounts=accounts,
-        transactions_per_account=transactions,
+        port=int(bounded(port, option="--port", low=0, high=65535)),
+        latency_ms=bounded(latency, option="--latency", low=0, high=60_000, whole=False),
+        error_rate=bounded(error_rate, option="--error-rate", low=0, high=1, whole=False),
+        accounts=int(bounded(accounts, option="--accounts", low=1, high=1000)),
+        transactions_per_account=int(
+            bounded(transactions, option="--transactions-per-account", low=0, high=1_000_000)
+        ),
         seed=seed,
-        access_ttl=access_ttl,
+        access_ttl=int(bounded(access_ttl, option="--access-ttl", low=1, high=604_800)),
         auto_approve=auto_approve,
         redirect_uris=tuple(redirect_uri or ("https://127.0.0.1:8182",)),
     )

@@ -508,14 +508,24 @@ def test_an_unknown_keyring_backend_is_one_clear_error(
         ("--latency", "1e300"),
         ("--access-ttl", "99999999999999999999999"),
         ("--access-ttl", "604801"),
+        ("--accounts", "0"),
+        ("--transactions-per-account", "-1"),
+        ("--error-rate", "2"),
+        ("--port", "70000"),
     ],
 )
 def test_sandbox_numbers_beyond_their_range_are_usage_errors(
     cli: CliCall, option: str, value: str
 ) -> None:
-    """An endless latency or an absurd token lifetime exits 2 before the sandbox starts."""
+    """An endless latency or an absurd token lifetime exits 2 before the sandbox starts.
+
+    The message names the option and the range in words, not a validator's
+    ("Input should be greater than or equal to 1").
+    """
     result = cli("sandbox", "serve", "--port", "0", option, value)
     assert_clear_failure(result, 2, option)
+    assert " from " in result.stderr
+    assert "Input should be" not in result.stderr
 
 
 # --- app credentials typed or exported by the user ----------------------------------------------

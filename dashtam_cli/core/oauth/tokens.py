@@ -408,8 +408,8 @@ async def post_token_request(  # noqa: PLR0913 - the request and its context
         if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "certificate verify failed" in str(cause):
             raise TokenExchangeFailed(
                 f"the TLS certificate of {httpx.URL(url).host} could not be verified",
-                hint="if you use a gateway or a local sandbox, trust its CA with SSL_CERT_FILE "
-                "or the ca_bundle setting",
+                hint="if you use a gateway or a local sandbox, trust its CA with the ca_bundle "
+                "setting (DASHTAM_CA_BUNDLE) or SSL_CERT_FILE, and check the one set",
             ) from None
         raise TokenExchangeFailed(
             f"cannot reach {httpx.URL(url).host}: {_clean(str(exc)) or type(exc).__name__}",
