@@ -66,6 +66,7 @@ class OpenOptions:
     ``exclusive``: hold the vault alone (no other dashtam process has it open
     meanwhile); a key rotation needs it.
     ``prompt_timeout``: how long the passphrase prompt waits for an answer.
+    ``weak_passphrase``: accept a new passphrase shorter than 12 characters.
     """
 
     create: bool = False
@@ -74,6 +75,7 @@ class OpenOptions:
     environ: Mapping[str, str] | None = None
     exclusive: bool = False
     prompt_timeout: float = 600.0
+    weak_passphrase: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ def _key_source(
             environ=env,
             prompt=options.prompt,
             timeout=options.prompt_timeout,
+            allow_weak=options.weak_passphrase,
         )
     return KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
 
