@@ -68,6 +68,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "paths",
         "Show where dashtam keeps its files (relocate them all with DASHTAM_HOME).",
     ),
+    "doctor": (
+        "dashtam_cli.cli.doctor",
+        "doctor",
+        "Check versions, key source, vault, config, credentials, TLS and logins.",
+    ),
 }
 
 

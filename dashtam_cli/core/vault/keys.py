@@ -52,6 +52,7 @@ __all__ = [
     "PassphraseKeySource",
     "decode_env_key",
     "trust_keyring_backend",
+    "vetted_keyring_backend",
 ]
 
 log = logging.getLogger(__name__)
@@ -319,6 +320,19 @@ class KeyringKeySource:
         """Delete both entries."""
         await self._delete(self._pending_user)
         await self._delete(self._user)
+
+
+async def vetted_keyring_backend(*, timeout: float) -> str:  # noqa: ASYNC109 - bounds a thread
+    """Name the keyring backend in use, or raise KeyringUnavailable naming a refused one."""
+
+    def pick() -> Any:  # noqa: ANN401
+        from dashtam_cli.core.vault.keyring_backend import load_backend
+
+        return load_backend()
+
+    backend = await call_blocking(pick, timeout=timeout, what="keyring start-up")
+    _vet(backend)
+    return _qualname(type(backend))
 
 
 def _vet(backend: Any) -> None:  # noqa: ANN401

@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["OpenOptions", "RotationResult", "Vault", "destroy_vault", "open_vault"]
+__all__ = [
+    "OpenOptions",
+    "RotationResult",
+    "Vault",
+    "check_key",
+    "destroy_vault",
+    "open_vault",
+]
 
 log = logging.getLogger(__name__)
 
@@ -799,6 +806,41 @@ async def read_plain_meta(
     finally:
         await engine.dispose()
     return version, meta, counts
+
+
+async def check_key(settings: Settings, options: OpenOptions | None = None) -> str:
+    """Prove the vault's key opens its key check, changing nothing; return the source's name.
+
+    Raises what opening would (KeyMissing, WrongKey, RecordTampered, ...), but
+    neither migrates, nor finishes an interrupted rotation, nor takes a lock.
+    """
+    opts = options or OpenOptions()
+    env = os.environ if opts.environ is None else opts.environ
+    _, meta, _ = await read_plain_meta(settings)
+    if _META_KEY_ID not in meta:
+        raise VaultNotFound(
+            f"the vault at {settings.paths.vault_file} was never initialised",
+            hint="run: dashtam vault init",
+        )
+    vault_id = meta[_META_VAULT_ID].decode()
+    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    source = _key_source(kind, vault_id, settings, opts, env)
+    key = await source.load()
+    expected = meta[_META_KEY_ID].decode()
+    hint = _restore_hint(kind, vault_id, settings)
+    if key is None:
+        raise KeyMissing(f"the vault's master key is not in {source.description}", hint=hint)
+    if crypto.key_id_of(key).hex() != expected:
+        pending = await source.load_pending()
+        if pending is not None and crypto.key_id_of(pending).hex() == expected:
+            return f"{source.description} (an interrupted rotation's key; any command finishes it)"
+        raise WrongKey(
+            f"the master key from {source.description} is not this vault's key",
+            hint=hint,
+        )
+    if not crypto.Sealer(key).verify_key_check(vault_id, meta.get(_META_KEY_CHECK, b"")):
+        raise RecordTampered("vault_meta", vault_id, _META_KEY_CHECK)
+    return source.description
 
 
 async def destroy_vault(settings: Settings) -> list[str]:
