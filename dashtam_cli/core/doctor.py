@@ -399,6 +399,24 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _asking_once(options: OpenOptions) -> OpenOptions:
+    """The same options, with a passphrase prompt that asks once for the key check and the rest."""
+    import dataclasses
+
+    prompt = options.prompt
+    if prompt is None:
+        return options
+    answers: list[str] = []
+
+    def once(confirm: bool) -> str:  # noqa: FBT001 - the prompt protocol
+        if answers and not confirm:
+            return answers[-1]
+        answers.append(prompt(confirm))
+        return answers[-1]
+
+    return dataclasses.replace(options, prompt=once)
+
+
 async def run_checks(
     options: OpenOptions,
     *,
@@ -408,6 +426,7 @@ async def run_checks(
 ) -> list[Check]:
     """Run every check in order and return their verdicts; never raises for a broken setup."""
     env = os.environ if environ is None else environ
+    options = _asking_once(options)
     checks = _versions()
     conf, config_check = _settings(env)
     checks.append(config_check)

@@ -255,3 +255,35 @@ def test_dashtam_help_does_not_import_doctor() -> None:
     )
     assert "doctor" in result.stdout
     assert result.stderr.strip().splitlines()[-1] == "[]"
+
+
+def test_a_passphrase_vault_is_asked_for_once(isolated_env: Path) -> None:
+    """At a prompt, the key check and the connection checks share one passphrase answer."""
+    import asyncio
+
+    from dashtam_cli.core.doctor import run_checks
+    from dashtam_cli.core.settings import load_settings
+    from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+    passphrase = "a passphrase long enough"
+
+    async def create() -> None:
+        options = OpenOptions(
+            create=True, key_store="passphrase", environ={"DASHTAM_PASSPHRASE": passphrase}
+        )
+        async with open_vault(load_settings(), options):
+            pass
+
+    asyncio.run(create())
+    asked: list[bool] = []
+
+    def prompt(confirm: bool) -> str:
+        asked.append(confirm)
+        return passphrase
+
+    checks = asyncio.run(run_checks(OpenOptions(prompt=prompt), environ=dict(os.environ)))
+    by_name = {c.check: c for c in checks}
+    assert by_name["vault key"].status == "ok"
+    assert by_name["connections"].verdict == "no connections yet"
+    assert asked == [False]
+    assert isolated_env.exists()
