@@ -73,6 +73,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "completion",
         "Print the shell completion script for bash, zsh or fish.",
     ),
+    "doctor": (
+        "dashtam_cli.cli.doctor",
+        "doctor",
+        "Check versions, key source, vault, config, credentials, TLS and logins.",
+    ),
 }
 
 

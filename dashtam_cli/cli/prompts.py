@@ -30,6 +30,22 @@ def passphrase(confirm: bool) -> str:
     return value
 
 
+def new_passphrase(_confirm: bool) -> str:
+    """Ask for a new passphrase, hidden, twice."""
+    try:
+        value: str = typer.prompt(
+            "New vault passphrase", hide_input=True, confirmation_prompt=True, err=True
+        )
+    except typer.Abort:
+        raise KeyboardInterrupt from None
+    return value
+
+
+def new_passphrase_prompt() -> Callable[[bool], str] | None:
+    """The prompt for a new passphrase when a person is there (else DASHTAM_NEW_PASSPHRASE)."""
+    return new_passphrase if interactive() else None
+
+
 def passphrase_prompt() -> Callable[[bool], str] | None:
     """The passphrase prompt when a person is there, else None (DASHTAM_PASSPHRASE is used)."""
     return passphrase if interactive() else None

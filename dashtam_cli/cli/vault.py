@@ -16,6 +16,11 @@ vault_app = typer.Typer(
 
 KEY_STORES = ("keyring", "passphrase")
 
+WEAK_PASSPHRASE = typer.Option(
+    "--weak-passphrase",
+    help="Accept a new passphrase shorter than 12 characters.",
+)
+
 
 def _check_key_store(value: str | None) -> str | None:
     if value is not None and value not in KEY_STORES:
@@ -37,12 +42,17 @@ def init(
             metavar="[keyring|passphrase]",
         ),
     ] = None,
+    weak_passphrase: Annotated[bool, WEAK_PASSPHRASE] = False,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
-    """Create the vault and its master key (an existing vault is left as it is)."""
+    """Create the vault and its master key (an existing vault is left as it is).
+
+    A new passphrase (--key-store passphrase, or DASHTAM_PASSPHRASE) must be at
+    least 12 characters long, unless --weak-passphrase is given.
+    """
     from dashtam_cli.core.vault import service
 
-    opts = prompts.open_options(key_store=key_store)
+    opts = prompts.open_options(key_store=key_store, weak_passphrase=weak_passphrase)
     result = runtime.run(ctx, lambda conf: service.init(conf, opts))
     err = runtime.stderr(ctx)
     if result.created:
@@ -87,6 +97,28 @@ def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = 
             "and were left as they were; the next fetch replaces them",
             markup=False,
         )
+    runtime.renderer(ctx, fmt).one(result)
+
+
+@vault_app.command("change-passphrase")
+def change_passphrase(
+    ctx: typer.Context,
+    weak_passphrase: Annotated[bool, WEAK_PASSPHRASE] = False,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Wrap the master key under a new passphrase (key file vaults only); the data is untouched.
+
+    The current passphrase comes from the prompt or DASHTAM_PASSPHRASE, the new
+    one from the prompt (typed twice) or DASHTAM_NEW_PASSPHRASE.
+    """
+    from dashtam_cli.core.vault import service
+
+    opts = prompts.open_options(weak_passphrase=weak_passphrase)
+    new_prompt = prompts.new_passphrase_prompt()
+    result = runtime.run(
+        ctx, lambda conf: service.change_passphrase(conf, opts, new_prompt=new_prompt)
+    )
+    runtime.stderr(ctx).print(f"changed the passphrase of {result.key_file}", markup=False)
     runtime.renderer(ctx, fmt).one(result)
 
 

@@ -137,6 +137,13 @@ class KeyRotation(Record):
     key_source: str
 
 
+class PassphraseChange(Record):
+    """The outcome of `dashtam vault change-passphrase`: the same key, wrapped anew."""
+
+    key_file: Path
+    key_id: str
+
+
 class ProviderInfo(Record):
     """A provider dashtam supports, and where its app credentials come from."""
 

@@ -121,7 +121,7 @@ def test_init_without_a_usable_keyring_lists_the_three_options(
 ) -> None:
     """With keyring's fail backend, init exits 1 naming every key option, without a traceback.
 
-    Once a keyring is there, init succeeds on the half-made vault the failure left.
+    The failure leaves no vault file; once a keyring is there, init succeeds.
     """
     keyring.set_keyring(keyring.backends.fail.Keyring())
     result = cli("vault", "init")
@@ -132,6 +132,7 @@ def test_init_without_a_usable_keyring_lists_the_three_options(
     assert result.stdout == ""
     _no_traceback(result.stderr, result.stdout)
     assert not (isolated_env / "data" / "vault.key").exists()
+    assert not _vault_file(isolated_env).exists()
 
     keyring.set_keyring(memory_keyring)
     retry = cli("vault", "init", "--format", "json")

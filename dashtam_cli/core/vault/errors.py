@@ -17,6 +17,7 @@ __all__ = [
     "VaultCorrupt",
     "VaultError",
     "VaultNotFound",
+    "WeakPassphrase",
     "WrongKey",
     "WrongPassphrase",
 ]
@@ -70,6 +71,10 @@ class KeyMissing(VaultError):
 
 class WrongKey(VaultError):
     """A master key was found but it is not the key this vault was sealed with."""
+
+
+class WeakPassphrase(VaultError):
+    """A new passphrase is too short to protect the key file."""
 
 
 class WrongPassphrase(VaultError):

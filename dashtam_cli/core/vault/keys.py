@@ -35,6 +35,7 @@ from dashtam_cli.core.vault.errors import (
     KeyringUnavailable,
     NoKeySource,
     VaultError,
+    WeakPassphrase,
     WrongPassphrase,
 )
 from dashtam_cli.core.vault.files import write_private_file
@@ -51,6 +52,7 @@ __all__ = [
     "PassphraseKeySource",
     "decode_env_key",
     "trust_keyring_backend",
+    "vetted_keyring_backend",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,13 @@ T = TypeVar("T")
 KEYRING_SERVICE: Final = "dashtam"
 ENV_KEY: Final = "DASHTAM_MASTER_KEY"
 ENV_PASSPHRASE: Final = "DASHTAM_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+ENV_NEW_PASSPHRASE: Final = "DASHTAM_NEW_PASSPHRASE"  # noqa: S105 - a variable name
+# The shortest passphrase accepted for a new key file, unless the user says
+# otherwise (`--weak-passphrase`); scrypt slows guessing, it cannot make up for
+# a short one.
+MIN_PASSPHRASE_LENGTH: Final = 12
+# Tries at a terminal prompt for a wrong (or, when setting one, too short) passphrase.
+PROMPT_ATTEMPTS: Final = 3
 
 # Backends that keep secrets encrypted at rest under the user's login.
 _TRUSTED_BACKENDS: set[str] = {
@@ -313,6 +322,19 @@ class KeyringKeySource:
         await self._delete(self._user)
 
 
+async def vetted_keyring_backend(*, timeout: float) -> str:  # noqa: ASYNC109 - bounds a thread
+    """Name the keyring backend in use, or raise KeyringUnavailable naming a refused one."""
+
+    def pick() -> Any:  # noqa: ANN401
+        from dashtam_cli.core.vault.keyring_backend import load_backend
+
+        return load_backend()
+
+    backend = await call_blocking(pick, timeout=timeout, what="keyring start-up")
+    _vet(backend)
+    return _qualname(type(backend))
+
+
 def _vet(backend: Any) -> None:  # noqa: ANN401
     """Refuse keyring backends that do not protect the secret."""
     name = _qualname(type(backend))
@@ -390,7 +412,7 @@ class PassphraseKeySource:
     kind = "passphrase"
     rotatable = True
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - keyword-only settings of one key file
         self,
         path: Path,
         *,
@@ -398,11 +420,14 @@ class PassphraseKeySource:
         prompt: Callable[[bool], str] | None,
         timeout: float = 600.0,
         kdf: Mapping[str, int] | None = None,
+        allow_weak: bool = False,
     ) -> None:
         """Use the key file at ``path``; the passphrase comes from the environment or ``prompt``.
 
         ``prompt(confirm)`` is called (in a thread) only when ``DASHTAM_PASSPHRASE``
         is unset; ``confirm`` asks the caller to have the user type it twice.
+        A wrong passphrase is asked again, up to three tries, only at a prompt.
+        ``allow_weak`` accepts a new passphrase shorter than 12 characters.
         """
         self.path = path
         self.pending_path = path.with_name(path.name + ".pending")
@@ -411,35 +436,90 @@ class PassphraseKeySource:
         self._prompt = prompt
         self._timeout = timeout
         self._kdf = dict(kdf or _KDF)
+        self._allow_weak = allow_weak
         self._passphrase: str | None = None
+        self._from_prompt = False
 
     def backend_name(self) -> str | None:
         """No keyring backend."""
         return None
 
+    async def _ask(
+        self,
+        *,
+        confirm: bool,
+        variable: str = ENV_PASSPHRASE,
+        prompt: Callable[[bool], str] | None = None,
+    ) -> str:
+        """Prompt for a passphrase (in a daemon thread, with the timeout)."""
+        prompt = prompt or self._prompt
+        if prompt is None:
+            raise NoKeySource(
+                "the vault's key file needs a passphrase and none was given",
+                hint=f"set {variable} or run dashtam from a terminal",
+            )
+        # A daemon thread: a prompt nobody answers must not hold the process at
+        # exit once its timeout has been reported.
+        try:
+            return await asyncio.wait_for(
+                in_daemon_thread(lambda: prompt(confirm), name="passphrase prompt"),
+                self._timeout,
+            )
+        except TimeoutError:
+            raise NoKeySource(
+                f"no passphrase was typed within {self._timeout:g} s",
+                hint=f"run the command again and type it, or set {variable}",
+            ) from None
+
+    def _weakness(self, value: str, *, variable: str) -> WeakPassphrase | None:
+        """The refusal of a new passphrase that is too short, or None."""
+        if self._allow_weak or len(value) >= MIN_PASSPHRASE_LENGTH:
+            return None
+        return WeakPassphrase(
+            f"a new passphrase must be at least {MIN_PASSPHRASE_LENGTH} characters long "
+            f"(the one given has {len(value)})",
+            hint=f"choose a longer one (in {variable} or at the prompt), or pass "
+            "--weak-passphrase to accept it anyway",
+        )
+
+    async def new_passphrase(
+        self, *, variable: str = ENV_PASSPHRASE, prompt: Callable[[bool], str] | None = None
+    ) -> str:
+        """Get a passphrase to set: from ``variable`` or the prompt (typed twice), long enough.
+
+        At a prompt, a passphrase that is too short is asked again (three tries).
+        """
+        value = self._environ.get(variable)
+        if value:
+            problem = self._weakness(value, variable=variable)
+            if problem:
+                raise problem
+        else:
+            for attempt in range(1, PROMPT_ATTEMPTS + 1):
+                value = await self._ask(confirm=True, variable=variable, prompt=prompt)
+                if not value:
+                    break
+                problem = self._weakness(value, variable=variable)
+                if problem is None:
+                    break
+                if attempt == PROMPT_ATTEMPTS:
+                    raise problem
+                log.warning("%s; try again", problem.message)
+        if not value:
+            raise NoKeySource("an empty passphrase protects nothing", hint="choose a passphrase")
+        register_secret(value)
+        return value
+
     async def _get_passphrase(self, *, confirm: bool) -> str:
         if self._passphrase is not None:
             return self._passphrase
-        value = self._environ.get(ENV_PASSPHRASE)
-        if not value:
-            if self._prompt is None:
-                raise NoKeySource(
-                    "the vault's key file needs a passphrase and none was given",
-                    hint=f"set {ENV_PASSPHRASE} or run dashtam from a terminal",
-                )
-            prompt = self._prompt
-            # A daemon thread: a prompt nobody answers must not hold the process at
-            # exit once its timeout has been reported.
-            try:
-                value = await asyncio.wait_for(
-                    in_daemon_thread(lambda: prompt(confirm), name="passphrase prompt"),
-                    self._timeout,
-                )
-            except TimeoutError:
-                raise NoKeySource(
-                    f"no passphrase was typed within {self._timeout:g} s",
-                    hint=f"run the command again and type it, or set {ENV_PASSPHRASE}",
-                ) from None
+        if confirm:
+            value = await self.new_passphrase()
+        else:
+            value = self._environ.get(ENV_PASSPHRASE) or ""
+            self._from_prompt = not value
+            if not value:
+                value = await self._ask(confirm=False)
         if not value:
             raise NoKeySource("an empty passphrase protects nothing", hint="choose a passphrase")
         register_secret(value)
@@ -463,19 +543,26 @@ class PassphraseKeySource:
         problem = _kdf_problem(params, salt)
         if problem:
             raise VaultError(f"the key file {path} is damaged: {problem}", hint=damaged)
-        passphrase = await self._get_passphrase(confirm=False)
         from cryptography.exceptions import InvalidTag
 
-        try:
-            return await asyncio.to_thread(
-                crypto.unwrap_key, wrapped, passphrase, salt=salt, **params
-            )
-        except InvalidTag:
-            self._passphrase = None
-            raise WrongPassphrase(
-                f"the passphrase does not unlock {path}",
-                hint=f"check {ENV_PASSPHRASE} or type it again",
-            ) from None
+        for attempt in range(1, PROMPT_ATTEMPTS + 1):
+            passphrase = await self._get_passphrase(confirm=False)
+            try:
+                return await asyncio.to_thread(
+                    crypto.unwrap_key, wrapped, passphrase, salt=salt, **params
+                )
+            except InvalidTag:
+                self._passphrase = None
+                # Only a person at a prompt gets another try; a wrong
+                # DASHTAM_PASSPHRASE stays wrong however often it is read.
+                if not self._from_prompt or attempt == PROMPT_ATTEMPTS:
+                    break
+                log.warning("the passphrase does not unlock %s; try again", path)
+        tries = f" ({PROMPT_ATTEMPTS} tries)" if self._from_prompt else ""
+        raise WrongPassphrase(
+            f"the passphrase does not unlock {path}{tries}",
+            hint=f"check {ENV_PASSPHRASE} or type it again",
+        )
 
     async def _write(self, path: Path, key: bytes) -> None:
         passphrase = await self._get_passphrase(confirm=not self.path.exists())
@@ -494,6 +581,31 @@ class PassphraseKeySource:
     async def load(self) -> bytes | None:
         """Unwrap the key file, or None when there is none."""
         return await self._read(self.path)
+
+    async def change_passphrase(
+        self,
+        key: bytes,
+        *,
+        variable: str = ENV_NEW_PASSPHRASE,
+        prompt: Callable[[bool], str] | None = None,
+    ) -> None:
+        """Re-wrap ``key`` under a new passphrase, replacing the key file atomically.
+
+        The new passphrase comes from ``variable`` or the prompt (typed twice)
+        (``prompt``, else this source's prompt) and is held to the same length
+        rule as a first one. The file is
+        written beside the old one and renamed over it, then read back with
+        the new passphrase: a crash leaves the old file or the new one, whole.
+        """
+        passphrase = await self.new_passphrase(variable=variable, prompt=prompt)
+        self._passphrase = passphrase
+        self._from_prompt = False
+        await self._write(self.path, key)
+        if await self._read(self.path) != key:  # pragma: no cover - write_private_file is atomic
+            raise VaultError(
+                f"the key file {self.path} did not read back after the change",
+                hint="restore it from your backup",
+            )
 
     async def save(self, key: bytes) -> None:
         """Write the key file (atomically, 0600)."""

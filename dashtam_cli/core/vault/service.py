@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from typing import TYPE_CHECKING
 
 from dashtam_cli.core.errors import DashtamError
-from dashtam_cli.core.models import KeyRotation, VaultInit, VaultStatus
+from dashtam_cli.core.models import KeyRotation, PassphraseChange, VaultInit, VaultStatus
 from dashtam_cli.core.vault import files
+from dashtam_cli.core.vault.errors import VaultError
+from dashtam_cli.core.vault.keys import ENV_KEY, ENV_NEW_PASSPHRASE, PassphraseKeySource
 from dashtam_cli.core.vault.vault import OpenOptions, destroy_vault, open_vault, read_plain_meta
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["destroy", "init", "rotate_key", "status"]
+__all__ = ["change_passphrase", "destroy", "init", "rotate_key", "status"]
 
 
 async def init(settings: Settings, options: OpenOptions) -> VaultInit:
@@ -77,6 +82,46 @@ async def rotate_key(settings: Settings, options: OpenOptions) -> KeyRotation:
             damaged_rows=result.damaged_rows,
             key_source=vault.key_source.description,
         )
+
+
+async def change_passphrase(
+    settings: Settings, options: OpenOptions, *, new_prompt: Callable[[bool], str] | None
+) -> PassphraseChange:
+    """Wrap the vault's master key under a new passphrase; the vault's data is not touched.
+
+    The old passphrase unlocks the key file (``DASHTAM_PASSPHRASE`` or the
+    prompt); the new one comes from ``DASHTAM_NEW_PASSPHRASE`` or
+    ``new_prompt`` (typed twice). The vault is held alone meanwhile, as for a
+    key rotation, so no other process reads the key file half-way.
+    """
+    env = os.environ if options.environ is None else options.environ
+    only_key_files = "only a vault whose key is in a passphrase-protected key file has a passphrase"
+    if env.get(ENV_KEY, "").strip():
+        raise VaultError(
+            f"the master key comes from {ENV_KEY}, which has no passphrase to change",
+            hint=f"{only_key_files}; unset {ENV_KEY} to change the key file's passphrase",
+        )
+    if settings.paths.vault_file.exists():
+        _, meta, _ = await read_plain_meta(settings)
+        kind = meta.get("key_store", b"").decode()
+        if kind and kind != "passphrase":
+            where = {"keyring": "the OS keyring", "env": ENV_KEY}.get(kind, kind)
+            raise VaultError(
+                f"this vault's master key is kept in {where}, not under a passphrase",
+                hint=only_key_files,
+            )
+    opts = dataclasses.replace(options, create=False, exclusive=True)
+    async with open_vault(settings, opts) as vault:
+        source = vault.key_source
+        if not isinstance(source, PassphraseKeySource):  # pragma: no cover - refused above
+            raise VaultError(
+                "this vault's master key is not under a passphrase", hint=only_key_files
+            )
+        key = await source.load()
+        if key is None:  # pragma: no cover - open_vault has just unlocked it
+            raise VaultError(f"the key file {source.path} went missing")
+        await source.change_passphrase(key, variable=ENV_NEW_PASSPHRASE, prompt=new_prompt)
+        return PassphraseChange(key_file=source.path, key_id=vault.key_id)
 
 
 async def destroy(settings: Settings) -> list[str]:

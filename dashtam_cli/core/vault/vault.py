@@ -39,7 +39,14 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["OpenOptions", "RotationResult", "Vault", "destroy_vault", "open_vault"]
+__all__ = [
+    "OpenOptions",
+    "RotationResult",
+    "Vault",
+    "check_key",
+    "destroy_vault",
+    "open_vault",
+]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,8 @@ class OpenOptions:
     twice); without it, only ``DASHTAM_PASSPHRASE`` is used.
     ``exclusive``: hold the vault alone (no other dashtam process has it open
     meanwhile); a key rotation needs it.
+    ``prompt_timeout``: how long the passphrase prompt waits for an answer.
+    ``weak_passphrase``: accept a new passphrase shorter than 12 characters.
     """
 
     create: bool = False
@@ -72,6 +81,8 @@ class OpenOptions:
     prompt: Callable[[bool], str] | None = None
     environ: Mapping[str, str] | None = None
     exclusive: bool = False
+    prompt_timeout: float = 600.0
+    weak_passphrase: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -117,7 +128,13 @@ def _key_source(
             hint=f"set {ENV_KEY} to the key the vault was created with",
         )
     if kind == "passphrase":
-        return PassphraseKeySource(settings.paths.key_file, environ=env, prompt=options.prompt)
+        return PassphraseKeySource(
+            settings.paths.key_file,
+            environ=env,
+            prompt=options.prompt,
+            timeout=options.prompt_timeout,
+            allow_weak=options.weak_passphrase,
+        )
     return KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
 
 
@@ -440,12 +457,17 @@ async def _counts(engine: AsyncEngine) -> dict[str, int]:
     return result
 
 
-def _prepare_files(path: Path, *, create: bool) -> None:
-    """Create the 0700 directory and 0600 database if asked; check them either way."""
+def _prepare_files(path: Path, *, create: bool) -> bool:
+    """Create the 0700 directory and 0600 database if asked; check them either way.
+
+    Returns whether this call created the database file.
+    """
+    created = False
     if create:
         files.ensure_private_dir(path.parent)
         with contextlib.suppress(FileExistsError):
             files.create_private_file(path)
+            created = True
     elif not path.exists():
         raise VaultNotFound(
             f"there is no vault at {path} yet",
@@ -454,10 +476,83 @@ def _prepare_files(path: Path, *, create: bool) -> None:
     files.check_private(path.parent, directory=True)
     for file in files.sidecar_files(path):
         files.check_private(file)
+    return created
+
+
+@dataclasses.dataclass(slots=True)
+class _Attempt:
+    """What one open made that a failed creation must take back."""
+
+    created_file: bool = False
+    new_key: KeySource | None = None
+
+
+def _holds_key_id(path: Path) -> bool:
+    """Whether the database at ``path`` records a key id (when in doubt: yes)."""
+    import sqlite3
+
+    try:
+        if path.stat().st_size == 0:
+            return False
+    except FileNotFoundError:
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=rw", uri=True, timeout=5)
+    except sqlite3.Error:
+        return True
+    try:
+        row = conn.execute("SELECT 1 FROM vault_meta WHERE key = ?", (_META_KEY_ID,)).fetchone()
+    except sqlite3.OperationalError as exc:
+        return "no such table" not in str(exc)
+    except sqlite3.Error:
+        return True
+    finally:
+        conn.close()
+    return row is not None
+
+
+async def _discard_failed_creation(path: Path, attempt: _Attempt) -> None:
+    """Remove what a creation that failed before the vault got its key made.
+
+    Only this attempt's own files go, and only while no other process has the
+    vault open (another creator may be finishing the job) and the database
+    records no key id: a vault that holds a key is never touched.
+    """
+    import fcntl
+
+    if not attempt.created_file and attempt.new_key is None:
+        return
+    try:
+        fd = files.open_lock_file(locks.lock_files(path)[0])
+    except VaultError:
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        if _holds_key_id(path):
+            return
+        if attempt.new_key is not None:
+            with contextlib.suppress(Exception):
+                await attempt.new_key.delete()
+        if attempt.created_file:
+            for file in files.sidecar_files(path):
+                with contextlib.suppress(FileNotFoundError):
+                    file.unlink()
+            log.info("removed the half-made vault at %s", path)
+    except OSError as exc:
+        log.warning("could not remove the half-made vault at %s: %s", path, exc)
+    finally:
+        os.close(fd)
 
 
 async def _unlock(
-    engine: AsyncEngine, settings: Settings, options: OpenOptions, env: Mapping[str, str]
+    engine: AsyncEngine,
+    settings: Settings,
+    options: OpenOptions,
+    env: Mapping[str, str],
+    attempt: _Attempt | None = None,
 ) -> tuple[str, crypto.Sealer, KeySource]:
     """Find and verify the vault's key, creating it for a new vault (never over an old one)."""
     path = settings.paths.vault_file
@@ -469,7 +564,7 @@ async def _unlock(
                 f"the vault at {path} was never initialised",
                 hint="run: dashtam vault init",
             )
-        return await _initialise(engine, settings, options, env)
+        return await _initialise(engine, settings, options, env, attempt or _Attempt())
 
     vault_id = meta[_META_VAULT_ID].decode()
     kind = meta.get(_META_KEY_STORE, b"keyring").decode()
@@ -553,7 +648,11 @@ def _restore_hint(kind: str, vault_id: str, settings: Settings) -> str:
 
 
 async def _initialise(
-    engine: AsyncEngine, settings: Settings, options: OpenOptions, env: Mapping[str, str]
+    engine: AsyncEngine,
+    settings: Settings,
+    options: OpenOptions,
+    env: Mapping[str, str],
+    attempt: _Attempt,
 ) -> tuple[str, crypto.Sealer, KeySource]:
     """Give a new vault its id and key, under the write lock so two processes agree on one."""
     async with db.writing(engine) as conn:
@@ -573,6 +672,7 @@ async def _initialise(
             if key is None:
                 key = crypto.new_key()
                 await source.save(key)
+                attempt.new_key = source
             sealer = crypto.Sealer(key)
             await _write_meta(
                 conn,
@@ -626,7 +726,26 @@ async def _opened(
 ) -> AsyncIterator[tuple[Vault, bool]]:
     """Open the vault under its lock; yield it and whether it still needs the owner upgrade."""
     path = settings.paths.vault_file
-    _prepare_files(path, create=opts.create)
+    attempt = _Attempt(created_file=_prepare_files(path, create=opts.create))
+    opened = False
+    try:
+        async with _opened_locked(settings, opts, env, attempt) as result:
+            opened = True
+            yield result
+    except BaseException:
+        # A creation that failed (a refused keyring, an unanswered prompt, a
+        # Ctrl-C, a full disk) leaves no half-made vault behind.
+        if not opened:
+            await _discard_failed_creation(path, attempt)
+        raise
+
+
+@contextlib.asynccontextmanager
+async def _opened_locked(
+    settings: Settings, opts: OpenOptions, env: Mapping[str, str], attempt: _Attempt
+) -> AsyncIterator[tuple[Vault, bool]]:
+    """The body of :func:`_opened`, once the files are prepared."""
+    path = settings.paths.vault_file
     use = locks.exclusive_use(path) if opts.exclusive else locks.shared_use(path)
     async with use:
         engine = db.create_engine(path)
@@ -641,7 +760,7 @@ async def _opened(
                         hint="run: dashtam vault init",
                     )
                 await db.migrate(engine, path)
-                vault_id, sealer, source = await _unlock(engine, settings, opts, env)
+                vault_id, sealer, source = await _unlock(engine, settings, opts, env, attempt)
             else:
                 # The key is verified before any migration writes to an existing vault.
                 vault_id, sealer, source = await _unlock(engine, settings, opts, env)
@@ -687,6 +806,41 @@ async def read_plain_meta(
     finally:
         await engine.dispose()
     return version, meta, counts
+
+
+async def check_key(settings: Settings, options: OpenOptions | None = None) -> str:
+    """Prove the vault's key opens its key check, changing nothing; return the source's name.
+
+    Raises what opening would (KeyMissing, WrongKey, RecordTampered, ...), but
+    neither migrates, nor finishes an interrupted rotation, nor takes a lock.
+    """
+    opts = options or OpenOptions()
+    env = os.environ if opts.environ is None else opts.environ
+    _, meta, _ = await read_plain_meta(settings)
+    if _META_KEY_ID not in meta:
+        raise VaultNotFound(
+            f"the vault at {settings.paths.vault_file} was never initialised",
+            hint="run: dashtam vault init",
+        )
+    vault_id = meta[_META_VAULT_ID].decode()
+    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    source = _key_source(kind, vault_id, settings, opts, env)
+    key = await source.load()
+    expected = meta[_META_KEY_ID].decode()
+    hint = _restore_hint(kind, vault_id, settings)
+    if key is None:
+        raise KeyMissing(f"the vault's master key is not in {source.description}", hint=hint)
+    if crypto.key_id_of(key).hex() != expected:
+        pending = await source.load_pending()
+        if pending is not None and crypto.key_id_of(pending).hex() == expected:
+            return f"{source.description} (an interrupted rotation's key; any command finishes it)"
+        raise WrongKey(
+            f"the master key from {source.description} is not this vault's key",
+            hint=hint,
+        )
+    if not crypto.Sealer(key).verify_key_check(vault_id, meta.get(_META_KEY_CHECK, b"")):
+        raise RecordTampered("vault_meta", vault_id, _META_KEY_CHECK)
+    return source.description
 
 
 async def destroy_vault(settings: Settings) -> list[str]:
