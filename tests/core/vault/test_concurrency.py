@@ -108,6 +108,9 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
     The counter is read and rewritten inside one vault.writing() transaction;
     any lost update would leave it short of 150. Every audit entry, from
     every worker, must be there once.
+
+    Slow (over 10 s under coverage on a loaded 2-core machine) by design: six
+    real processes contending for SQLite's write lock are what is tested.
     """
     del master_key  # sets DASHTAM_MASTER_KEY, which every worker inherits
 
