@@ -1,4 +1,4 @@
-"""Development sessions: tests on every installed Python, lint, typecheck, docs, bench."""
+"""Development sessions: tests on every installed Python, coverage, lint, typecheck, docs, bench."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def tests(session: nox.Session) -> None:
     """Run the test suite."""
     _sync(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python="3.11")
+def coverage(session: nox.Session) -> None:
+    """Run the suite under coverage (subprocesses too), print the report, check the gate."""
+    _sync(session, "test")
+    session.run("coverage", "erase")
+    session.run("coverage", "run", "-m", "pytest", *session.posargs)
+    session.run("coverage", "combine", "--quiet")
+    session.run("coverage", "report")
+    session.run("python", "tests/coverage_gate.py")
 
 
 @nox.session(python="3.11")

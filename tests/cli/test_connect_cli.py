@@ -33,6 +33,7 @@ import httpx
 import pytest
 from oauth_fixtures import listener_cert
 from sqlalchemy import func, select
+from subprocess_env import coverage_variables
 
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import ConnectionNotFound, load_tokens, save_login
@@ -177,6 +178,7 @@ def child_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
         "COLUMNS": "200",
+        **coverage_variables(),
     }
     env.update(
         (name, value)

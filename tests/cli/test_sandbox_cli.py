@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+from subprocess_env import coverage_variables
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -51,6 +52,7 @@ def clean_env(tmp_path: Path, tmpdir_root: Path) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
         "COLUMNS": "200",  # wide tables: option symbols stay on one line
+        **coverage_variables(),
     }
 
 

@@ -844,14 +844,19 @@ def test_the_numbers_of_the_preferences_are_masked_at_once(router: respx.MockRou
 def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
     """The numbers fail fast while the accounts are slow: both calls are audited before it returns."""
     add_connection("brokerage", "token-b")
+    numbers_failed = asyncio.Event()
+
+    async def failing_numbers(_request: httpx.Request) -> httpx.Response:
+        numbers_failed.set()
+        return json_response('{"message":"Bad Request","errors":[]}', 400, "c-fast")
 
     async def slow_accounts(_request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.05)
+        # Still running when the numbers fail, however slow the machine; the
+        # bound only turns a fetch that never asks for the numbers into a failure.
+        await asyncio.wait_for(numbers_failed.wait(), 60)
         return json_response("[" + fixture_text("account.json") + "]", correlation="c-slow")
 
-    router.get(f"{API}/accounts/accountNumbers").mock(
-        return_value=json_response('{"message":"Bad Request","errors":[]}', 400, "c-fast")
-    )
+    router.get(f"{API}/accounts/accountNumbers").mock(side_effect=failing_numbers)
     router.get(f"{API}/accounts").mock(side_effect=slow_accounts)
     router.get(f"{API}/userPreference").mock(
         return_value=json_response(user_preference_body({}), correlation="c-names")

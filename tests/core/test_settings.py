@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -178,6 +179,27 @@ def test_unreadable_config_is_a_config_error(isolated_env: Path) -> None:
     (isolated_env / "config" / "config.toml").mkdir(parents=True)
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings()
+
+
+def test_a_config_file_that_is_a_loop_of_links_is_a_config_error(isolated_env: Path) -> None:
+    """A config path whose links point at each other is one ConfigError naming it, not a traceback.
+
+    Python 3.11 and 3.12 report the loop as RuntimeError (dashtam's own
+    message), 3.13 as OSError ELOOP (the system's): both are a ConfigError.
+    """
+    config = isolated_env / "config"
+    config.mkdir(parents=True)
+    path = config / "config.toml"
+    other = config / "other.toml"
+    path.symlink_to(other)
+    other.symlink_to(path)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(path) in caught.value.message
+    assert re.search(
+        r"loop of symbolic links|Too many levels of symbolic links", caught.value.message
+    )
+    assert caught.value.exit_code == 1
 
 
 def test_unknown_keys_warn(isolated_env: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -33,6 +34,7 @@ from dashtam_cli.core.tokens import (
     TokenManager,
     describe_remaining,
     hold_signals,
+    refresh_connections,
     token_manager,
     token_status,
 )
@@ -40,6 +42,7 @@ from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
+    from pathlib import Path
 
     from oauth_server import OAuthServer
 
@@ -578,3 +581,39 @@ def test_hold_signals_is_a_no_op_off_the_main_thread() -> None:
     assert not thread.is_alive()
     assert errors == []
     assert ran == [True]
+
+
+def test_a_refresh_lock_held_too_long_is_a_clear_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When another holder keeps a connection's refresh lock past the limit, the wait ends in an error."""
+    import fcntl
+
+    from dashtam_cli.core.vault.files import ensure_private_dir, open_lock_file
+
+    directory = tmp_path / "locks"
+    ensure_private_dir(directory)
+    holder = open_lock_file(directory / "conn-1.lock")
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    monkeypatch.setattr(tokens_module, "LOCK_TIMEOUT", 0.0)
+    entered: list[bool] = []
+
+    async def wait_for_lock() -> None:
+        async with tokens_module._connection_lock(directory, "conn-1"):
+            entered.append(True)
+
+    try:
+        with pytest.raises(RefreshFailed, match="refreshing this connection for too long"):
+            asyncio.run(wait_for_lock())
+    finally:
+        os.close(holder)
+    assert entered == []
+    asyncio.run(wait_for_lock())  # released: the next one gets it at once
+    assert entered == [True]
+
+
+def test_refreshing_everything_without_a_vault_does_nothing() -> None:
+    """`tokens refresh` with no vault yet refreshes nothing and creates no vault."""
+    settings = load_settings()
+    assert asyncio.run(refresh_connections(settings, None, OpenOptions())) == []
+    assert not settings.paths.vault_file.exists()

@@ -217,7 +217,12 @@ def expired_connection(oauth: OAuthServer) -> None:
 def test_many_processes_needing_a_refresh_send_one_request(
     oauth: OAuthServer, children: Children, tmp_path: Path
 ) -> None:
-    """Eight processes refreshing one connection at once: one request, one token for all."""
+    """Eight processes refreshing one connection at once: one request, one token for all.
+
+    Slow (over 10 s under coverage on a loaded 2-core machine) by design:
+    eight real dashtam processes, each importing the stack and opening the
+    vault, are the contention the per-connection lock must withstand.
+    """
     expired_connection(oauth)
     go = tmp_path / "go"
     ready = [tmp_path / f"ready-{i}" for i in range(PROCESSES)]

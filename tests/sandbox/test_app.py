@@ -614,13 +614,18 @@ def test_different_seed_different_data(tmp_path: Path) -> None:
 
 
 def test_sizes_follow_the_options(tmp_path: Path) -> None:
-    """accounts=20 and transactions_per_account=10000 make exactly that many, ids unique."""
-    box = _made(tmp_path, accounts=20, transactions_per_account=10_000, now=FIXED_NOW)
-    assert len(box.accounts) == 20
-    assert [len(a.transactions) for a in box.accounts] == [10_000] * 20
-    assert len({a.number for a in box.accounts}) == 20
+    """accounts=5 and transactions_per_account=3000 make exactly that many, ids unique.
+
+    Five accounts of 3,000 check what 20 of 10,000 did (exact counts, ids unique
+    across accounts, both account types) in a thirteenth of the time: the ids
+    are sequential within an account's own range, so size adds nothing here.
+    """
+    box = _made(tmp_path, accounts=5, transactions_per_account=3_000, now=FIXED_NOW)
+    assert len(box.accounts) == 5
+    assert [len(a.transactions) for a in box.accounts] == [3_000] * 5
+    assert len({a.number for a in box.accounts}) == 5
     ids = {t["activityId"] for a in box.accounts for t in a.transactions}
-    assert len(ids) == 200_000
+    assert len(ids) == 15_000
     assert {a.body["securitiesAccount"]["type"] for a in box.accounts} == {"MARGIN", "CASH"}
 
 

@@ -200,6 +200,10 @@ def test_concurrent_first_fetches_make_one_row_per_account_and_transaction(
 
     Every run prints the same transactions under the same account ids, and
     every account id any run printed is accepted by a later ``--account``.
+
+    Slow (over 10 s on a loaded 2-core machine) by design: sixteen real
+    dashtam processes, each importing the whole stack and opening the vault,
+    are what makes the race this test is about; fewer would race less.
     """
     args = ["transactions", "list", "--since", SINCE, "--format", "jsonl"]
     runs = _run_children(tmp_path, args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import datetime as dt
 import http.client
 import logging
@@ -21,6 +22,8 @@ from oauth_fixtures import listener_cert
 
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections, load_tokens
+from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.oauth import flow
 from dashtam_cli.core.oauth.errors import (
     AccessDenied,
     CallbackTimeout,
@@ -30,6 +33,9 @@ from dashtam_cli.core.oauth.errors import (
     TokenExchangeFailed,
 )
 from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.oauth.listener import parse_redirect_uri
+from dashtam_cli.core.oauth.tokens import AppCredentials
+from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.redact import MASK, RedactingFilter
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault.vault import open_vault
@@ -614,3 +620,107 @@ def _favicon(redirect_uri: str, home: Path) -> bool:
         return conn.getresponse().status == 404
     finally:
         conn.close()
+
+
+# --- the smaller branches of the flow ---------------------------------------------------------
+
+# RFC 7636, appendix B: a verifier and the S256 challenge it gives.
+RFC7636_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+RFC7636_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def _pending(*, pkce: bool) -> flow.PendingAuthorization:
+    """A login in progress for a provider with (or without) PKCE."""
+    spec = get_provider("schwab")
+    spec = dataclasses.replace(spec, supports_pkce=pkce)
+    credentials = AppCredentials(
+        client_id="app-id-for-pkce",
+        client_secret="app-secret-for-pkce",
+        redirect_uri="https://127.0.0.1:8182",
+        source="test",
+    )
+    target = parse_redirect_uri(credentials.redirect_uri, setting="SCHWAB_REDIRECT_URI")
+    return flow.PendingAuthorization.new(spec, credentials, target)
+
+
+def test_pkce_sends_the_s256_challenge_and_the_verifier_at_the_exchange() -> None:
+    """With PKCE the consent URL carries SHA-256 of the verifier (RFC 7636), the exchange the verifier."""
+    pending = dataclasses.replace(_pending(pkce=True), code_verifier=RFC7636_VERIFIER)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(pending.authorize_url()).query)
+    assert query["code_challenge"] == [RFC7636_CHALLENGE]
+    assert query["code_challenge_method"] == ["S256"]
+    assert RFC7636_VERIFIER not in pending.authorize_url()
+    assert pending.token_form("the-code")["code_verifier"] == RFC7636_VERIFIER
+
+
+def test_without_pkce_nothing_of_it_is_sent() -> None:
+    """A provider without PKCE gets no challenge and no verifier."""
+    pending = _pending(pkce=False)
+    assert pending.code_verifier is None
+    assert "code_challenge" not in pending.authorize_url()
+    assert "code_verifier" not in pending.token_form("the-code")
+
+
+def test_a_new_pkce_verifier_is_fresh_and_of_legal_length() -> None:
+    """Each login draws its own verifier of 43 to 128 unreserved characters (RFC 7636, 4.1)."""
+    first, second = _pending(pkce=True), _pending(pkce=True)
+    assert first.code_verifier is not None
+    assert second.code_verifier is not None
+    assert first.code_verifier != second.code_verifier
+    assert 43 <= len(first.code_verifier) <= 128
+    assert re.fullmatch(r"[A-Za-z0-9\-._~]+", first.code_verifier)
+
+
+def test_an_unknown_mode_is_refused_before_anything_is_opened() -> None:
+    """A login mode that does not exist is a usage error; no vault is created for it."""
+    with pytest.raises(InputError, match="unknown login mode 'carrier-pigeon'"):
+        login(mode="carrier-pigeon")
+    assert not load_settings().paths.vault_file.exists()
+
+
+@pytest.mark.usefixtures("oauth")
+def test_manual_mode_without_a_terminal_is_refused() -> None:
+    """--manual with nothing to read the pasted address from says it needs a terminal."""
+    with pytest.raises(InputError, match="--manual needs a terminal"):
+        login(mode="manual", read_pasted_url=None)
+
+
+def test_declining_to_replace_a_connection_keeps_it_and_opens_no_browser(
+    oauth: OAuthServer, browser: Callable[[str], bool]
+) -> None:
+    """Answering no to "replace it?" leaves the old tokens and never reaches the consent page."""
+    login(open_browser=browser)
+    _, old = tokens_of("schwab")
+    asked: list[str] = []
+
+    def decline(name: str) -> bool:
+        asked.append(name)
+        return False
+
+    with pytest.raises(DashtamError, match="the connection 'schwab' was left as it is"):
+        login(open_browser=browser, confirm_replace=decline)
+    assert asked == ["schwab"]
+    assert len(oauth.authorize_queries) == 1
+    _, kept = tokens_of("schwab")
+    assert kept == old
+
+
+def test_a_browser_that_cannot_start_counts_as_not_opened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Webbrowser's own error means "not opened" (the URL is shown instead), not a crash."""
+    import webbrowser
+
+    opened: list[tuple[str, int]] = []
+
+    def fake_open(url: str, new: int = 0) -> bool:
+        opened.append((url, new))
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    assert flow._open_with_webbrowser("https://example.test/consent") is True
+    assert opened == [("https://example.test/consent", 2)]
+
+    def broken_open(*_args: object, **_kwargs: object) -> bool:
+        raise webbrowser.Error("could not locate runnable browser")
+
+    monkeypatch.setattr(webbrowser, "open", broken_open)
+    assert flow._open_with_webbrowser("https://example.test/consent") is False

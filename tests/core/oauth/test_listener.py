@@ -595,3 +595,43 @@ def test_a_lasting_accept_error_ends_the_login_with_a_clear_error(tmp_path: Path
         scenario(tmp_path, body)
     finally:
         flaky.close()
+
+
+def test_a_bind_refused_for_another_reason_names_that_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bind that fails other than "in use" (no permission here) says why and what to change."""
+    port = free_port()
+    target = parse_redirect_uri(f"https://127.0.0.1:{port}", setting="SCHWAB_REDIRECT_URI")
+    context, _ = listener_ssl_context(tmp_path / "tls")
+
+    def refuse(*_args: object, **_kwargs: object) -> socket.socket:
+        raise OSError(errno.EACCES, os.strerror(errno.EACCES))
+
+    monkeypatch.setattr(socket, "create_server", refuse)
+
+    async def run() -> None:
+        async with LoopbackListener(
+            target,
+            ssl_context=context,
+            check_state=states_equal(STATE),
+            setting="SCHWAB_REDIRECT_URI",
+        ):
+            pass
+
+    with pytest.raises(PortInUse) as caught:
+        asyncio.run(run())
+    assert caught.value.message == (
+        f"cannot listen on 127.0.0.1 port {port}: {os.strerror(errno.EACCES)}"
+    )
+    assert caught.value.hint == "choose another port in SCHWAB_REDIRECT_URI"
+
+
+def test_the_listener_reports_the_port_it_bound(tmp_path: Path) -> None:
+    """``port`` is the port actually listened on, the one the redirect URI names."""
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        assert listener.port == port
+        assert status(await request(port, cert, get(GOOD))) == 200
+
+    scenario(tmp_path, body)

@@ -923,12 +923,15 @@ def test_a_failing_window_waits_for_the_others(router: respx.MockRouter) -> None
     audit record goes to.
     """
     requests: list[str] = []
+    failed = asyncio.Event()
 
     async def answer(request: httpx.Request) -> httpx.Response:
         requests.append(request.url.params["startDate"])
         if request.url.params["startDate"].startswith("2023"):
+            failed.set()
             return json_response('{"message":"Bad Request","errors":[]}', 400)
-        await asyncio.sleep(0.05)
+        # Still in flight when the other window fails, however slow the machine.
+        await asyncio.wait_for(failed.wait(), 60)
         return json_response("[]")
 
     router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(side_effect=answer)

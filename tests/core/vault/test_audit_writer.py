@@ -139,6 +139,21 @@ def test_nothing_queued_means_no_write_at_all() -> None:
     assert run(job) == 0
 
 
+class WatchedLock(asyncio.Lock):
+    """The vault's write lock, with an event set when a task has to wait for it."""
+
+    def __init__(self) -> None:
+        """Start unlocked and uncontended."""
+        super().__init__()
+        self.contended = asyncio.Event()
+
+    async def acquire(self) -> bool:
+        """Take the lock, noting first whether someone else holds it."""
+        if self.locked():
+            self.contended.set()
+        return await super().acquire()
+
+
 def test_write_transactions_of_one_process_never_overlap() -> None:
     """A second writer waits on the in-process lock, not in SQLite's busy handler.
 
@@ -152,12 +167,17 @@ def test_write_transactions_of_one_process_never_overlap() -> None:
         first_inside = asyncio.Event()
         pool = vault.engine.sync_engine.pool
         in_use: list[int] = []
+        lock = WatchedLock()
+        vault._write_lock = lock
 
         async def first() -> None:
             async with vault.writing():
                 events.append("first in")
                 first_inside.set()
-                await asyncio.sleep(0.1)  # the second writer's chance to get ahead
+                # Until the second writer is queued on the in-process lock. A writer
+                # that skipped the lock would never queue: the bound turns that hang
+                # into a failure.
+                await asyncio.wait_for(lock.contended.wait(), 60)
                 in_use.append(pool.checkedout())  # type: ignore[attr-defined]
                 events.append("first out")
 

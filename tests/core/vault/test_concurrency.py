@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select as io_wait
 import subprocess
 import sys
 import textwrap
@@ -28,9 +29,7 @@ RUN_TIMEOUT_S = 120.0
 
 _WORKER = """
 import asyncio
-import pathlib
 import sys
-import time
 
 from sqlalchemy import select
 from sqlalchemy.dialects.sqlite import insert
@@ -40,7 +39,7 @@ from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.vault import open_vault
 
-index, increments, ready, go = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+index, increments = int(sys.argv[1]), int(sys.argv[2])
 meta = schema.vault_meta
 
 
@@ -58,12 +57,11 @@ async def increment(vault):
 
 async def main():
     async with open_vault(load_settings()) as vault:
-        pathlib.Path(ready).write_text("ready")
-        deadline = time.monotonic() + 30
-        while not pathlib.Path(go).exists():
-            if time.monotonic() > deadline:
-                sys.exit("no start signal within 30 s")
-            await asyncio.sleep(0.005)
+        # Say so on stdout, then block until the test releases every worker at
+        # once by writing a line to each one's stdin (end of file: it gave up).
+        print("ready", flush=True)
+        if sys.stdin.readline() != "go\\n":
+            sys.exit("no start signal")
         for i in range(increments):
             await increment(vault)
             await audit.record(
@@ -79,25 +77,29 @@ asyncio.run(main())
 """
 
 
-def _kill_all(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Kill and reap every worker still running."""
+def _kill_all(procs: list[subprocess.Popen[str]]) -> None:
+    """Kill and reap every worker still running, and close the pipes to every worker."""
     for proc in procs:
         if proc.poll() is None:
             proc.kill()
     for proc in procs:
         proc.wait(timeout=10)
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
-def _wait_ready(ready: list[Path], procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    """Wait (bounded) until every worker has opened the vault."""
+def _wait_ready(procs: list[subprocess.Popen[str]], logs: list[Path]) -> None:
+    """Block until every worker has opened the vault and said "ready" (bounded, for a hang)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while not all(path.exists() for path in ready):
-        for proc, log in zip(procs, logs, strict=True):
-            if proc.poll() is not None:
-                pytest.fail(f"worker exited {proc.returncode} early:\n{log.read_text()}")
-        if time.monotonic() > deadline:
+    for proc, log in zip(procs, logs, strict=True):
+        assert proc.stdout is not None
+        readable, _, _ = io_wait.select([proc.stdout], [], [], max(0, deadline - time.monotonic()))
+        if not readable:
             pytest.fail(f"workers not ready within {READY_TIMEOUT_S} s")
-        time.sleep(0.02)
+        if proc.stdout.readline() != "ready\n":
+            proc.wait(timeout=10)
+            pytest.fail(f"worker exited {proc.returncode} early:\n{log.read_text()}")
 
 
 def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path: Path) -> None:
@@ -106,6 +108,9 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
     The counter is read and rewritten inside one vault.writing() transaction;
     any lost update would leave it short of 150. Every audit entry, from
     every worker, must be there once.
+
+    Slow (over 10 s under coverage on a loaded 2-core machine) by design: six
+    real processes contending for SQLite's write lock are what is tested.
     """
     del master_key  # sets DASHTAM_MASTER_KEY, which every worker inherits
 
@@ -117,10 +122,8 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
 
     script = tmp_path / "worker.py"
     script.write_text(textwrap.dedent(_WORKER))
-    go = tmp_path / "go"
-    ready = [tmp_path / f"ready-{i}" for i in range(PROCESSES)]
     logs = [tmp_path / f"worker-{i}.log" for i in range(PROCESSES)]
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[subprocess.Popen[str]] = []
     try:
         for i in range(PROCESSES):
             with logs[i].open("wb") as log:
@@ -131,18 +134,20 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
                             str(script),
                             str(i),
                             str(INCREMENTS),
-                            str(ready[i]),
-                            str(go),
                         ],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
                         stderr=log,
+                        text=True,
                         env=dict(os.environ),
                         cwd=tmp_path,
                     )
                 )
-        _wait_ready(ready, procs, logs)
-        go.touch()
+        _wait_ready(procs, logs)
+        for proc in procs:  # the start signal, as close to at once as the test can send it
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
         for proc, log in zip(procs, logs, strict=True):
             assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
     finally:

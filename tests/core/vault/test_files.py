@@ -136,3 +136,72 @@ def test_ensure_private_dir_creates_0700_parents(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b"
     files.ensure_private_dir(path)
     assert _mode(path) == 0o700
+
+
+def test_a_failed_replace_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """When the target cannot be replaced (a directory is there), the temporary copy is removed."""
+    path = tmp_path / "vault.key"
+    path.mkdir()
+    (path / "inside").write_bytes(b"kept")
+    with pytest.raises(OSError, match=r"Is a directory|Directory not empty"):
+        files.write_private_file(path, b"secret")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vault.key"]
+    assert (path / "inside").read_bytes() == b"kept"
+
+
+def test_a_lock_file_that_is_not_a_regular_file_is_refused(tmp_path: Path) -> None:
+    """A FIFO planted as the lock file is refused with the command that removes it, never locked."""
+    path = tmp_path / "vault.lock"
+    os.mkfifo(path, 0o600)
+    with pytest.raises(UnsafeFiles, match="is not a regular file") as caught:
+        files.open_lock_file(path)
+    assert f"rm -r '{path}'" in (caught.value.hint or "")
+
+
+def test_a_lock_file_of_another_owner_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock file another user owns is refused with the command that removes it."""
+    path = tmp_path / "vault.lock"
+    path.write_bytes(b"")
+    monkeypatch.setattr(os, "geteuid", lambda: path.stat().st_uid + 1)
+    with pytest.raises(UnsafeFiles, match="owned by user id") as caught:
+        files.open_lock_file(path)
+    assert "sudo rm" in (caught.value.hint or "")
+
+
+def test_a_loose_lock_file_is_made_private(tmp_path: Path) -> None:
+    """A lock file others could open is narrowed to 0600 before it is used."""
+    path = tmp_path / "vault.lock"
+    path.write_bytes(b"")
+    path.chmod(0o666)
+    fd = files.open_lock_file(path)
+    os.close(fd)
+    assert _mode(path) == 0o600
+
+
+def test_a_link_to_a_trusted_file_is_checked_at_both_ends(tmp_path: Path) -> None:
+    """A link of yours to a file of yours passes; the same link to a group-writable file does not."""
+    real = tmp_path / "real.toml"
+    real.write_bytes(b"")
+    real.chmod(0o644)
+    link = tmp_path / "config.toml"
+    link.symlink_to(real)
+    files.check_trusted(link, what="config file")
+    real.chmod(0o664)
+    with pytest.raises(UnsafeFiles, match="other users may change it"):
+        files.check_trusted(link, what="config file")
+
+
+def test_without_user_ids_the_owner_checks_are_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the OS has no user ids (Windows) the owner checks pass; the mode check still applies."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"")
+    path.chmod(0o644)
+    monkeypatch.delattr(os, "geteuid")
+    files.check_trusted(path, what="config file")
+    path.chmod(0o666)
+    with pytest.raises(UnsafeFiles, match="other users may change it"):
+        files.check_trusted(path, what="config file")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -109,3 +110,47 @@ def test_deep_nesting_huge_files_and_links_are_refused(tmp_path: Path) -> None:
     path.symlink_to(real)
     with pytest.raises(VaultError, match="damaged"):
         asyncio.run(_source(path).load())
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"", "JSONDecodeError"),
+        (b'{"kdf": {"n": 16384, "r": 8', "JSONDecodeError"),
+        (b"\xff\xfe{}", "UnicodeDecodeError"),
+        (b"null", "TypeError"),
+        (b"[]", "TypeError"),
+        (b'{"kdf": {"n": 16384, "r": 8, "p": 1}, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="}', "KeyError"),
+    ],
+)
+def test_a_truncated_or_foreign_file_is_damaged_not_a_crash(
+    tmp_path: Path, content: bytes, says: str
+) -> None:
+    """An empty, cut-short, non-UTF-8 or wrongly shaped file is one error naming what broke."""
+    path = tmp_path / "vault.key"
+    path.write_bytes(content)
+    with pytest.raises(VaultError) as caught:
+        asyncio.run(_source(path).load())
+    assert caught.value.message == f"the key file {path} is unreadable or damaged ({says})"
+    assert "backup" in (caught.value.hint or "")
+
+
+def test_a_directory_in_place_of_the_key_file_is_damaged(tmp_path: Path) -> None:
+    """A directory where the key file should be is reported, not read or followed."""
+    path = tmp_path / "vault.key"
+    path.mkdir()
+    with pytest.raises(VaultError, match=r"unreadable or damaged \(IsADirectoryError\)"):
+        asyncio.run(_source(path).load())
+
+
+def test_a_damaged_wrapped_key_unlocks_nothing_and_is_left_as_it_was(tmp_path: Path) -> None:
+    """One flipped bit in the wrapped key fails the tag: no key comes out, the file is not rewritten."""
+    path, doc = _written(tmp_path)
+    wrapped = bytearray(base64.b64decode(doc["wrapped"]))
+    wrapped[len(wrapped) // 2] ^= 0x01
+    doc["wrapped"] = base64.b64encode(bytes(wrapped)).decode()
+    damaged = json.dumps(doc)
+    path.write_text(damaged)
+    with pytest.raises(WrongPassphrase, match="does not unlock"):
+        asyncio.run(_source(path).load())
+    assert path.read_text() == damaged

@@ -340,6 +340,11 @@ def test_rotations_under_concurrent_use_lose_nothing(
 
     After every round each process has exited 0, and at the end every sealed
     field (seeded or written during the rounds) opens under the last key.
+
+    Slow (over 10 s, and the passphrase store's scrypt adds to it) by design:
+    each round starts real processes at another point of the rotation, and a
+    vault of a few thousand fields is what keeps the rotation running long
+    enough for them to meet it.
     """
     seeded = _create(store, transactions=3000)
     written: dict[str, str] = {}

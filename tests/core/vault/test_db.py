@@ -1,0 +1,100 @@
+"""The vault's database layer on its own: WAL set up against a busy file, SQLite errors translated."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from dashtam_cli.core.vault import db
+from dashtam_cli.core.vault.errors import VaultBusy, VaultCorrupt, VaultError
+
+
+class ScriptedCursor:
+    """A DB-API cursor whose ``PRAGMA journal_mode = WAL`` fails as scripted, then succeeds."""
+
+    def __init__(self, mode: str, failures: list[Exception]) -> None:
+        """Report journal mode ``mode``; raise each of ``failures`` in turn when asked for WAL."""
+        self.mode = mode
+        self.failures = failures
+        self.executed: list[str] = []
+        self._row: tuple[str] | None = None
+
+    def execute(self, sql: str) -> None:
+        """Run one statement of the script."""
+        self.executed.append(sql)
+        if sql == "PRAGMA journal_mode = WAL":
+            if self.failures:
+                raise self.failures.pop(0)
+            self.mode = "wal"
+        self._row = (self.mode,)
+
+    def fetchone(self) -> tuple[str] | None:
+        """The journal mode."""
+        return self._row
+
+    def fetchall(self) -> list[tuple[str]]:
+        """The journal mode, as a list."""
+        return [] if self._row is None else [self._row]
+
+
+def test_a_database_already_in_wal_mode_is_left_alone() -> None:
+    """WAL is asked for only when the file is not in WAL mode yet."""
+    cursor = ScriptedCursor("wal", [])
+    db._ensure_wal(cursor)
+    assert cursor.executed == ["PRAGMA journal_mode"]
+
+
+def test_switching_to_wal_retries_while_another_connection_has_the_file() -> None:
+    """SQLite's immediate "locked" (no busy handler for this pragma) is retried until it passes."""
+    locked = [sqlite3.OperationalError("database is locked") for _ in range(3)]
+    cursor = ScriptedCursor("delete", locked)
+    db._ensure_wal(cursor)
+    assert cursor.executed.count("PRAGMA journal_mode = WAL") == 4
+    assert cursor.mode == "wal"
+
+
+def test_switching_to_wal_gives_up_on_any_other_error() -> None:
+    """An error that is not "locked" is not retried."""
+    cursor = ScriptedCursor("delete", [sqlite3.OperationalError("disk I/O error")])
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        db._ensure_wal(cursor)
+    assert cursor.executed.count("PRAGMA journal_mode = WAL") == 1
+
+
+def _raise_in_translation(error: Exception) -> VaultError:
+    """The vault error ``translate_errors`` makes of ``error``."""
+    with pytest.raises(VaultError) as caught, db.translate_errors():
+        raise error
+    return caught.value
+
+
+def test_sqlite_errors_become_vault_errors_with_a_hint() -> None:
+    """Busy, damaged and other failures each get their own error, and no SQLAlchemy text."""
+    busy = _raise_in_translation(
+        OperationalError("BEGIN", {}, sqlite3.OperationalError("database is locked"))
+    )
+    assert isinstance(busy, VaultBusy)
+    assert "wait for the other command" in (busy.hint or "")
+
+    full = _raise_in_translation(
+        OperationalError("INSERT", {}, sqlite3.OperationalError("database or disk is full"))
+    )
+    assert type(full) is VaultError
+    assert full.message == "the vault database failed: database or disk is full"
+    assert "free disk space" in (full.hint or "")
+
+    damaged = _raise_in_translation(
+        DBAPIError("SELECT", {}, sqlite3.DatabaseError("file is not a database"))
+    )
+    assert isinstance(damaged, VaultCorrupt)
+    assert damaged.message == "the vault database is damaged: file is not a database"
+    assert "backup" in (damaged.hint or "")
+
+    other = _raise_in_translation(
+        DBAPIError("SELECT", {}, sqlite3.IntegrityError("UNIQUE constraint failed: x.id"))
+    )
+    assert type(other) is VaultError
+    assert other.message == "the vault database failed: UNIQUE constraint failed: x.id"
+    assert "[SQL:" not in str(other)
