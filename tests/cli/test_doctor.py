@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import os
@@ -110,7 +111,7 @@ def test_a_wrong_key_is_broken(cli: CliCall, healthy: OAuthServer) -> None:
 def test_a_schema_too_new_is_broken(cli: CliCall, healthy: OAuthServer, isolated_env: Path) -> None:
     """A vault from a newer dashtam: the schema check says so, exit 1."""
     del healthy
-    with sqlite3.connect(_vault(isolated_env)) as conn:
+    with contextlib.closing(sqlite3.connect(_vault(isolated_env))) as conn, conn:
         conn.execute(
             "INSERT INTO schema_version VALUES (?, 'from the future', '2030-01-01')", (LATEST + 1,)
         )

@@ -10,6 +10,7 @@ the audit table, and the raw bytes of the vault file and its WAL.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import sqlite3
 import urllib.parse
@@ -105,7 +106,7 @@ def answer_accounts(server: HostileServer) -> None:
 def audit_text() -> str:
     """Every column of every audit row, as text, read straight from the database."""
     path = load_settings().paths.vault_file
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT * FROM audit_log").fetchall()
     return "\n".join(" | ".join(str(value) for value in row) for row in rows)
 

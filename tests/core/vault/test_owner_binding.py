@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
+from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -15,6 +17,9 @@ from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import crypto, schema
 from dashtam_cli.core.vault.errors import RecordTampered
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 pytestmark = pytest.mark.usefixtures("master_key")
 
@@ -29,9 +34,11 @@ def _create() -> Seeded:
     return asyncio.run(run())
 
 
-def _db() -> sqlite3.Connection:
-    """A plain connection to the vault file, as an attacker with write access has."""
-    return sqlite3.connect(load_settings().paths.vault_file)
+@contextlib.contextmanager
+def _db() -> Iterator[sqlite3.Connection]:
+    """A plain connection to the vault file, as an attacker with write access has; committed."""
+    with contextlib.closing(sqlite3.connect(load_settings().paths.vault_file)) as db, db:
+        yield db
 
 
 def _connections() -> list[tuple[str, str]]:
