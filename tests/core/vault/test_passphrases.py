@@ -18,10 +18,21 @@ import pytest
 from vault_seed import seed
 
 from dashtam_cli.core.settings import load_settings
-from dashtam_cli.core.vault import locks, service
+from dashtam_cli.core.vault import keys, locks, service
 from dashtam_cli.core.vault.errors import NoKeySource, WeakPassphrase, WrongPassphrase
 from dashtam_cli.core.vault.keys import PassphraseKeySource
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
+
+
+@pytest.fixture(autouse=True)
+def cheap_key_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Key files written here use scrypt's smallest accepted cost (2^14, not 2^17).
+
+    What is tested is the passphrase rules, not the KDF's cost; a file records
+    its own parameters, so the dashtam processes started here read it as written.
+    """
+    monkeypatch.setattr(keys, "_KDF", {"n": 2**14, "r": 8, "p": 1})
+
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
