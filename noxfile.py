@@ -53,8 +53,8 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def typecheck(session: nox.Session) -> None:
-    """Type-check the package with mypy --strict."""
-    _sync(session, "lint")
+    """Type-check the package and its tests with mypy --strict."""
+    _sync(session, "lint", "test")  # the tests import pytest, respx, trustme...
     session.run("mypy")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import keyring
 import pytest
@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 from dashtam_cli.core import redact
 
 pytest_plugins = ["oauth_fixtures"]
+
+# tests/bench holds benchmark scripts run by `nox -s bench`, not tests.
+collect_ignore = ["bench"]
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -76,10 +79,10 @@ def cli() -> CliCall:
         result = runner.invoke(app, list(args), input=input, env=env, prog_name="dashtam")
         return Result(result.exit_code, result.stdout, result.stderr)
 
-    return call  # type: ignore[return-value]
+    return call
 
 
-class CliCall:
+class CliCall(Protocol):
     """The type of the ``cli`` fixture (for annotations)."""
 
     def __call__(
@@ -89,7 +92,7 @@ class CliCall:
         env: dict[str, str] | None = None,
     ) -> Result:
         """Run dashtam with ``args``."""
-        raise NotImplementedError
+        ...
 
 
 SECRET_SERVICE_ENV = "DASHTAM_TEST_SECRET_SERVICE"

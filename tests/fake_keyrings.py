@@ -16,11 +16,11 @@ from dashtam_cli.core.vault.keys import trust_keyring_backend
 class MemoryKeyring(KeyringBackend):
     """A trusted keyring that lives in a dict."""
 
-    priority: ClassVar[float] = 1  # type: ignore[misc]
+    priority: ClassVar[float] = 1
 
     def __init__(self) -> None:
         """Start empty."""
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring leaves it unannotated
         self.entries: dict[tuple[str, str], str] = {}
 
     def get_password(self, service: str, username: str) -> str | None:
@@ -40,11 +40,11 @@ class MemoryKeyring(KeyringBackend):
 class FileKeyring(KeyringBackend):
     """A trusted keyring kept in a JSON file, so several processes share it (tests only)."""
 
-    priority: ClassVar[float] = 1  # type: ignore[misc]
+    priority: ClassVar[float] = 1
 
     def __init__(self, path: str | Path) -> None:
         """Use the JSON file at ``path``."""
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # keyring leaves it unannotated
         self.path = Path(path)
 
     def _load(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ import trustme
 from oauth_server import OAuthServer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -64,23 +64,32 @@ def listener_cert(home: Path) -> Path:
     return home / "data" / "tls" / "listener-cert.pem"
 
 
-@pytest.fixture
-def browser(ca_file: Path, isolated_env: Path) -> Callable[[str], bool]:
+class Browser:
     """A browser: GET the authorize URL, then follow its redirect to the listener over TLS.
 
     It verifies the provider against the test CA and the listener against
-    the certificate dashtam made, so both TLS hops are real.
+    the certificate dashtam made, so both TLS hops are real. The listener's
+    answers are kept in ``pages``.
     """
-    pages: list[httpx.Response] = []
 
-    def open_url(url: str) -> bool:
-        with httpx.Client(verify=ssl.create_default_context(cafile=ca_file)) as client:
+    def __init__(self, ca_file: Path, home: Path) -> None:
+        """Trust ``ca_file`` for the provider and the listener certificate under ``home``."""
+        self.ca_file = ca_file
+        self.home = home
+        self.pages: list[httpx.Response] = []
+
+    def __call__(self, url: str) -> bool:
+        """Open ``url`` as dashtam's ``open_browser`` would; True, as a browser that opened."""
+        with httpx.Client(verify=ssl.create_default_context(cafile=self.ca_file)) as client:
             answer = client.get(url)
         location = answer.headers["location"]
-        trusted = ssl.create_default_context(cafile=listener_cert(isolated_env))
+        trusted = ssl.create_default_context(cafile=listener_cert(self.home))
         with httpx.Client(verify=trusted) as client:
-            pages.append(client.get(location))
+            self.pages.append(client.get(location))
         return True
 
-    open_url.pages = pages  # type: ignore[attr-defined]
-    return open_url
+
+@pytest.fixture
+def browser(ca_file: Path, isolated_env: Path) -> Browser:
+    """A browser that follows the login to the listener; see ``Browser``."""
+    return Browser(ca_file, isolated_env)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -35,10 +35,10 @@ def server(ca: trustme.CA, ca_file: Path) -> Iterator[HostileServer]:
     del ca_file
 
 
-def get(server: HostileServer, path: str, **options: object) -> httpx.Response:
+def get(server: HostileServer, path: str, **options: Any) -> httpx.Response:
     """One request to the server, read whole."""
     with httpx.Client(base_url=server.base_url, headers={"Accept-Encoding": "identity"}) as client:
-        return client.request(str(options.pop("method", "GET")), path, **options)  # type: ignore[arg-type]
+        return client.request(str(options.pop("method", "GET")), path, **options)
 
 
 def test_endpoints_are_named_by_method_and_path() -> None:

@@ -64,7 +64,7 @@ def _parse_seconds(raw: object) -> float:
         msg = f"{raw!r} is not a number of seconds"
         raise ValueError(msg)  # noqa: TRY004 - ValueError is what callers translate
     try:
-        value = float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]  # any value: float() raising is the check
     except (TypeError, ValueError):
         msg = f"{raw!r} is not a number of seconds"
         raise ValueError(msg) from None

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from token_support import add_connection, token_set
 
 from dashtam_cli.core.completion import connection_names
-from tests.token_support import add_connection, token_set
 
 if TYPE_CHECKING:
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 

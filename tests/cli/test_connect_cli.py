@@ -47,11 +47,12 @@ from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
+    from conftest import CliCall
+    from oauth_fixtures import Browser
     from oauth_server import OAuthServer
 
     from dashtam_cli.core.models import ConnectionInfo
     from dashtam_cli.core.vault.vault import Vault
-    from tests.conftest import CliCall
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 STATE = "fixed-state-for-the-manual-paste-0123456789"
@@ -382,7 +383,7 @@ def test_no_browser_prints_the_url_on_stderr_and_still_listens(
     oauth: OAuthServer,
     tmp_path: Path,
     children: list[Child],
-    browser: Callable[[str], bool],
+    browser: Browser,
 ) -> None:
     """--no-browser: the URL is on stderr; opening it from elsewhere completes the login."""
     child = Child(["connect", "schwab", "--no-browser", "--timeout", "30"], child_env(tmp_path))
@@ -424,7 +425,7 @@ def test_a_login_completes_with_the_listener_flooded_past_its_descriptor_limit( 
     tmp_path: Path,
     isolated_env: Path,
     children: list[Child],
-    browser: Callable[[str], bool],
+    browser: Browser,
     nofile: int,
     flood: int,
     meets_the_limit: bool,
@@ -471,7 +472,7 @@ def test_a_login_completes_with_the_listener_flooded_past_its_descriptor_limit( 
     # -v shows whether the descriptor limit was met or the cap kept below it.
     met = "accept failed (Too many open files); dropped" in stderr
     assert met == meets_the_limit
-    (page,) = browser.pages  # type: ignore[attr-defined]
+    (page,) = browser.pages
     assert page.status_code == 200
     assert "Login complete" in page.text
     assert len(oauth.token_requests) == 1

@@ -30,7 +30,7 @@ from schwab_support import (
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 FIRST, SECOND = "11111111", "22222222"
 # The field names are an interface scripts depend on: pinned here.

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 FIRST, SECOND = "11111111", "22222222"
 SERVER_ERROR = '{"message":"Internal Server Error","errors":[]}'

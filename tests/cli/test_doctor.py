@@ -25,9 +25,8 @@ from dashtam_cli.core.vault.migrations import LATEST
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from conftest import CliCall
     from oauth_server import OAuthServer
-
-    from tests.conftest import CliCall
 
 
 def _doctor(cli: CliCall, **env: str) -> tuple[int, dict[str, dict[str, Any]], str]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 # A setting that does not parse: every command fails with a one-line error (exit 1).
 BROKEN = {"DASHTAM_FORMAT": "xml"}

@@ -15,7 +15,7 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from tests.conftest import CliCall, Result
+    from conftest import CliCall, Result
 
 # Time zones at both ends of the offsets in use: UTC+14 and UTC-12.
 ZONES = ("Pacific/Kiritimati", "Etc/GMT+12", "UTC")

@@ -38,8 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import trustme
-
-    from tests.conftest import CliCall, Result
+    from conftest import CliCall, Result
 
 # Secrets with characters that every encoding changes: '/', '+', '=', '@'.
 CLIENT_ID = "hostile/client+id=0042"

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from token_support import add_connection, token_set
 
 from dashtam_cli.core import models
-from tests.token_support import add_connection, token_set
 
 if TYPE_CHECKING:
+    from conftest import CliCall
     from pydantic import BaseModel
-
-    from tests.conftest import CliCall
 
 DOCS = Path(__file__).parents[2] / "docs"
 HEADING = re.compile(r"^### `?(\w+)`?\s*$")

@@ -12,7 +12,7 @@ import pytest
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 
 def test_json_lists_every_directory_under_dashtam_home(cli: CliCall, isolated_env: Path) -> None:

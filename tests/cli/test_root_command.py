@@ -22,7 +22,7 @@ from dashtam_cli.core.errors import (
 from dashtam_cli.core.redact import register_secret
 
 if TYPE_CHECKING:
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 SECRET = "refresh-token-9f8e7d6c5b"
 

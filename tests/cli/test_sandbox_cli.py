@@ -26,7 +26,7 @@ import pytest
 from subprocess_env import coverage_variables
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterable, Iterator
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 SANDBOX_APP_KEY = "dashtam-sandbox-app-key-00000000"
@@ -148,8 +148,8 @@ class Serving:
         self.reader = threading.Thread(target=self._pump, args=(process.stderr,), daemon=True)
         self.reader.start()
 
-    def _pump(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
+    def _pump(self, stream: Iterable[str]) -> None:
+        for line in stream:
             self.lines.put(line)
 
     def exports(self, count: int, timeout: float = 30) -> dict[str, str]:

@@ -28,9 +28,8 @@ from token_support import (
 from dashtam_cli.core.models import RefreshResult, TokenStatus
 
 if TYPE_CHECKING:
+    from conftest import CliCall
     from oauth_server import OAuthServer
-
-    from tests.conftest import CliCall
 
 STATUS_FIELDS = list(TokenStatus.model_fields)
 REFRESH_FIELDS = list(RefreshResult.model_fields)

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
+    from conftest import CliCall
+
     from dashtam_cli.core.vault.vault import Vault
-    from tests.conftest import CliCall
 
 KEY_OPTIONS = ("DASHTAM_MASTER_KEY", "keyring", "--key-store passphrase")
 STATUS_FIELDS = [

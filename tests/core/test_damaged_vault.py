@@ -32,8 +32,9 @@ from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from conftest import CliCall
+
     from dashtam_cli.core.vault.vault import Vault
-    from tests.conftest import CliCall
 
 NAME: Final = "brokerage"
 TOKEN: Final = "token-b"

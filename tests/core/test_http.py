@@ -7,7 +7,7 @@ import gzip
 import json
 import tracemalloc
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -29,10 +29,11 @@ from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.settings import load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Callable, Iterator
     from pathlib import Path
 
     import trustme
+    from hostile_server import Reply, Seen
 
 
 class Chunks(httpx.AsyncByteStream):
@@ -49,7 +50,7 @@ class Chunks(httpx.AsyncByteStream):
 
 
 def read(
-    content: bytes | list[bytes], headers: dict[str, str] | None = None, **options: object
+    content: bytes | list[bytes], headers: dict[str, str] | None = None, **options: Any
 ) -> bytes:
     """Read a streamed answer made of ``content`` (chunks) with read_body."""
     chunks = [content] if isinstance(content, bytes) else content
@@ -62,7 +63,7 @@ def read(
             httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client,
             client.stream("GET", "https://p.test/x") as response,
         ):
-            return await read_body(response, what="the test endpoint", **options)  # type: ignore[arg-type]
+            return await read_body(response, what="the test endpoint", **options)
 
     return asyncio.run(main())
 
@@ -185,11 +186,11 @@ def exchange() -> None:
 
 @pytest.mark.parametrize("answer", [huge(200 * MiB), gzip_bomb(200 * MiB)], ids=["plain", "gzip"])
 def test_a_huge_token_answer_is_refused_in_bounded_memory(
-    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, answer: object
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch, answer: Callable[[Seen], Reply]
 ) -> None:
     """200 MB from the token endpoint: refused past 64 KiB; memory and bytes read stay small."""
     monkeypatch.setenv("DASHTAM_SCHWAB_BASE_URL", hostile.base_url)
-    hostile.answers["token"] = answer  # type: ignore[assignment]
+    hostile.answers["token"] = answer
     tracemalloc.start()
     try:
         with pytest.raises(TokenExchangeFailed) as caught:

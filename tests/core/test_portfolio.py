@@ -56,7 +56,7 @@ from dashtam_cli.core.vault.files import sidecar_files
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
     from dashtam_cli.core.settings import Settings
 
@@ -81,7 +81,7 @@ def router() -> respx.MockRouter:
 
 
 def fetch(
-    job: Callable[[Settings, FetchOptions, OpenOptions], Awaitable[FetchResult[Any]]],
+    job: Callable[[Settings, FetchOptions, OpenOptions], Coroutine[Any, Any, FetchResult[Any]]],
     router: respx.MockRouter,
     **options: Any,
 ) -> FetchResult[Any]:
@@ -253,7 +253,7 @@ def futures_option_trade() -> dict[str, Any]:
     ``netAmount`` is -702.82, so the fees are 2.82, not the 2.80 of the
     lines that have a ``feeType``.
     """
-    trade = json.loads(fixture_text("transaction_single.json"), parse_float=D)
+    trade: dict[str, Any] = json.loads(fixture_text("transaction_single.json"), parse_float=D)
     trade["activityId"] = 91176753999
     trade["netAmount"] = D("-702.82")
     main = trade["transferItems"][0]
@@ -355,7 +355,7 @@ def test_the_cache_is_sealed(router: respx.MockRouter, brokerage: dict[str, str]
     fetch(fetch_accounts, router)
     fetch(fetch_transactions, router, since=SINCE, until=UNTIL)
 
-    async def read() -> tuple[dict[str, int], str]:
+    async def read() -> tuple[dict[str, int | None], str]:
         async with open_vault(load_settings()) as vault:
             async with vault.reading() as conn:
                 counts = {
@@ -565,7 +565,8 @@ def test_one_failing_connection_is_a_partial_failure(router: respx.MockRouter, j
     assert failing.call_count >= 1
     error = result.outcome()
     assert isinstance(error, PartialFailure)
-    assert error.exit_code == ExitCode.PARTIAL == 3
+    assert error.exit_code == ExitCode.PARTIAL
+    assert int(error.exit_code) == 3
     assert "1 of 2 connections failed" in error.message
     assert "beta" in error.message
     assert "HTTP 500" in error.message
@@ -607,7 +608,8 @@ def test_dead_refresh_tokens_everywhere_require_a_new_login(
         assert failure.error.hint == f"run: dashtam connect schwab --name {failure.connection}"
     error = result.outcome()
     assert isinstance(error, ReauthRequired)
-    assert error.exit_code == ExitCode.REAUTH == 4
+    assert error.exit_code == ExitCode.REAUTH
+    assert int(error.exit_code) == 4
     assert error.hint is not None
     assert "dashtam connect schwab" in error.hint
 

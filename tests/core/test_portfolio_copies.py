@@ -32,7 +32,7 @@ from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable, Coroutine
 
     from dashtam_cli.core.portfolio import FetchResult
     from dashtam_cli.core.settings import Settings
@@ -63,7 +63,7 @@ def router() -> respx.MockRouter:
 
 
 def fetch(
-    job: Callable[[Settings, FetchOptions, OpenOptions], Awaitable[FetchResult[Any]]],
+    job: Callable[[Settings, FetchOptions, OpenOptions], Coroutine[Any, Any, FetchResult[Any]]],
     router: respx.MockRouter,
     **options: Any,
 ) -> FetchResult[Any]:

@@ -39,9 +39,8 @@ from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
+    from conftest import CliCall
     from sqlalchemy import Table
-
-    from tests.conftest import CliCall
 
 FIRST, SECOND = "11111111", "22222222"
 TOKEN: Final = "token-b"

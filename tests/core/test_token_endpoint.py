@@ -24,9 +24,10 @@ from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
+    from conftest import CliCall
+
     from dashtam_cli.core.models import TokenStatus
     from dashtam_cli.core.tokens import RefreshOutcome, TokenManager
-    from tests.conftest import CliCall
 
 T = TypeVar("T")
 START: Final = dt.datetime(2025, 3, 3, 15, 0, tzinfo=dt.UTC)
@@ -155,7 +156,8 @@ def test_a_gateway_page_403_or_5xx_does_not_need_a_new_login(
 
     error = caught.value
     assert not isinstance(error, ReauthRequired)
-    assert error.exit_code == ExitCode.ERROR == 1
+    assert error.exit_code == ExitCode.ERROR
+    assert int(error.exit_code) == 1
     assert f"HTTP {status}" in error.message
     assert "\n" not in error.message
     assert "<" not in error.message  # nothing of the page's markup

@@ -23,7 +23,7 @@ from token_support import (
 )
 
 from dashtam_cli.core import tokens as tokens_module
-from dashtam_cli.core.connections import list_connections, load_tokens
+from dashtam_cli.core.connections import list_connections, load_tokens, store_tokens
 from dashtam_cli.core.errors import ExitCode, ReauthRequired
 from dashtam_cli.core.models import ConnectionInfo
 from dashtam_cli.core.settings import load_settings
@@ -281,7 +281,8 @@ def test_a_refused_refresh_token_requires_a_new_login(
         refresh(clock)
 
     error = caught.value
-    assert error.exit_code == ExitCode.REAUTH == 4
+    assert error.exit_code == ExitCode.REAUTH
+    assert int(error.exit_code) == 4
     assert error.hint == LOGIN_AGAIN
     assert f"HTTP {status}" in error.message
     assert NAME in error.message
@@ -346,7 +347,8 @@ def test_a_provider_failure_is_not_a_reauth(
     with pytest.raises(RefreshFailed) as caught:
         refresh(clock)
 
-    assert caught.value.exit_code == ExitCode.ERROR == 1
+    assert caught.value.exit_code == ExitCode.ERROR
+    assert int(caught.value.exit_code) == 1
     assert not isinstance(caught.value, ReauthRequired)
     assert caught.value.hint is not None
     assert "try again in a few minutes" in caught.value.hint
@@ -503,7 +505,7 @@ def test_a_signal_during_a_refresh_waits_for_the_tokens_and_the_audit_entry(
 ) -> None:
     """Ctrl-C while the new tokens are being stored: they are stored and audited, then it stops."""
     add_connection(NAME, token_set(START, access_in=dt.timedelta(minutes=2)))
-    store = tokens_module.store_tokens
+    store = store_tokens  # the function tokens_module calls, replaced below
 
     async def interrupted_store(*args: Any, **kwargs: Any) -> None:
         signal.raise_signal(signal.SIGINT)  # held off: the store goes on

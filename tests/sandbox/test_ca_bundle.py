@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from tests.sandbox.test_end_to_end import login
+from sandbox_support import login
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
-
-    from tests.conftest import CliCall
-    from tests.sandbox.sandbox_support import RunningSandbox
+    from conftest import CliCall
+    from sandbox_support import RunningSandbox
 
 
 def test_dashtam_trusts_the_sandbox_through_dashtam_ca_bundle(

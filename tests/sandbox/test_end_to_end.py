@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
-import ssl
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
-from sandbox_support import CONSENT, point_dashtam_at
+from sandbox_support import login, point_dashtam_at
 
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections, load_tokens
 from dashtam_cli.core.oauth.errors import AccessDenied
-from dashtam_cli.core.oauth.flow import LoginOptions, connect
 from dashtam_cli.core.portfolio import (
     FetchOptions,
     fetch_accounts,
@@ -38,7 +35,6 @@ if TYPE_CHECKING:
 
     from sandbox_support import FakeClock, RunningSandbox
 
-    from dashtam_cli.core.models import ConnectionInfo
     from dashtam_cli.core.oauth.tokens import TokenSet
 
 
@@ -49,48 +45,6 @@ def _dec(value: Any) -> decimal.Decimal:
 
 def _masked(number: str) -> str:
     return "****" + number[-4:]
-
-
-def consenting_browser(
-    running: RunningSandbox, home: Path, decision: str = "approve"
-) -> Callable[[str], bool]:
-    """A browser: open the consent page, press ``decision``, follow the redirect to the listener.
-
-    The sandbox is verified against its CA, the listener against the
-    certificate dashtam made in $DASHTAM_HOME/data/tls: both TLS hops are real.
-    """
-    pages: list[httpx.Response] = []
-
-    def open_url(url: str) -> bool:
-        sandbox_tls = ssl.create_default_context(cafile=running.ca_path)
-        with httpx.Client(verify=sandbox_tls) as client:
-            page = client.get(url)
-            consent = CONSENT.search(page.text)
-            assert consent is not None, page.text
-            answer = client.post(
-                running.base_url + "/v1/oauth/authorize/decision",
-                data={"consent": consent[1], "decision": decision},
-            )
-        assert answer.status_code == 302
-        listener_tls = ssl.create_default_context(
-            cafile=home / "data" / "tls" / "listener-cert.pem"
-        )
-        with httpx.Client(verify=listener_tls) as client:
-            pages.append(client.get(answer.headers["location"]))
-        return True
-
-    open_url.pages = pages  # type: ignore[attr-defined]
-    return open_url
-
-
-def login(running: RunningSandbox, home: Path, decision: str = "approve") -> ConnectionInfo:
-    """`dashtam connect schwab` through the real flow, the browser pressing ``decision``."""
-    browser = consenting_browser(running, home, decision)
-    options = LoginOptions(open_browser=browser, timeout=20)
-    info = asyncio.run(connect(load_settings(), "schwab", options))
-    (page,) = browser.pages  # type: ignore[attr-defined]
-    assert page.status_code == 200
-    return info
 
 
 def stored_tokens(settings: Settings) -> TokenSet:

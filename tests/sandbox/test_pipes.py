@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from tests.sandbox.test_end_to_end import login
+from sandbox_support import login
 
 if TYPE_CHECKING:
-    from tests.sandbox.sandbox_support import RunningSandbox
+    from sandbox_support import RunningSandbox
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 

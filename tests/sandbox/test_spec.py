@@ -177,7 +177,7 @@ def spec_with(patches: list[str]) -> dict[str, Any]:
 
 def validator(schema: dict[str, Any], spec: dict[str, Any]) -> jsonschema.Draft202012Validator:
     """A validator of ``schema`` whose ``#/components/...`` references resolve in ``spec``."""
-    resource = referencing.Resource(contents=spec, specification=DRAFT202012)
+    resource = DRAFT202012.create_resource(spec)
     registry: referencing.Registry[Any] = referencing.Registry().with_resource(SPEC_URI, resource)
     return jsonschema.Draft202012Validator(
         {"$ref": SPEC_URI + schema["$ref"]} if schema.get("$ref", "").startswith("#") else schema,
@@ -212,7 +212,8 @@ def response_schema(path: str, status: str = "200") -> dict[str, Any]:
     if "$ref" in answer:
         answer = RAW_SPEC["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
     schema: dict[str, Any] = to_json_schema(answer["content"]["application/json"]["schema"])
-    return _absolute(schema)
+    absolute: dict[str, Any] = _absolute(schema)
+    return absolute
 
 
 def _absolute(node: Any) -> Any:

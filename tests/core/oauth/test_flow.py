@@ -44,15 +44,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
+    from oauth_fixtures import Browser
     from oauth_server import OAuthServer
 
     from dashtam_cli.core.models import AuditEntry, ConnectionInfo
     from dashtam_cli.core.oauth.tokens import TokenSet
 
 
-def test_browser_login_stores_sealed_tokens(
-    oauth: OAuthServer, browser: Callable[[str], bool]
-) -> None:
+def test_browser_login_stores_sealed_tokens(oauth: OAuthServer, browser: Browser) -> None:
     """The code (ending in %40) reaches the token endpoint decoded; tokens are stored with lifetimes."""
     settings = load_settings()
     messages: list[str] = []
@@ -77,24 +76,25 @@ def test_browser_login_stores_sealed_tokens(
     (query,) = oauth.authorize_queries
     assert query["response_type"] == "code"
     assert len(query["state"]) >= 22  # at least 128 bits, base64url
-    page = browser.pages[0]  # type: ignore[attr-defined]
+    page = browser.pages[0]
     assert page.status_code == 200
     assert "Login complete" in page.text
     assert any("self-signed" in m for m in messages)
 
-    async def stored() -> tuple[object, object]:
+    async def stored() -> tuple[ConnectionInfo, TokenSet]:
         async with open_vault(settings) as vault:
             return await load_tokens(vault, "schwab")
 
     info2, tokens = asyncio.run(stored())
     issued = oauth.issued[0]
-    assert tokens.access_token == issued["access_token"]  # type: ignore[attr-defined]
-    assert tokens.refresh_token == issued["refresh_token"]  # type: ignore[attr-defined]
-    access_ttl = tokens.access_expires_at - tokens.issued_at  # type: ignore[attr-defined]
-    refresh_ttl = tokens.refresh_expires_at - tokens.issued_at  # type: ignore[attr-defined]
+    assert tokens.access_token == issued["access_token"]
+    assert tokens.refresh_token == issued["refresh_token"]
+    access_ttl = tokens.access_expires_at - tokens.issued_at
+    assert tokens.refresh_expires_at is not None
+    refresh_ttl = tokens.refresh_expires_at - tokens.issued_at
     assert access_ttl == dt.timedelta(minutes=30)
     assert refresh_ttl == dt.timedelta(days=7)
-    assert tokens.issued_at >= before  # type: ignore[attr-defined]
+    assert tokens.issued_at >= before
     assert info2 == info
     raw = settings.paths.vault_file.read_bytes()
     assert issued["access_token"].encode() not in raw
@@ -118,7 +118,7 @@ def test_browser_login_stores_sealed_tokens(
     ],
 )
 def test_token_endpoint_failures_store_nothing(
-    oauth: OAuthServer, browser: Callable[[str], bool], status: int, body: bytes, message: str
+    oauth: OAuthServer, browser: Browser, status: int, body: bytes, message: str
 ) -> None:
     """Each failure of the exchange is one clear message, and no connection is stored."""
     from dashtam_cli.core.connections import list_connections
@@ -205,6 +205,7 @@ def quiet_browser(ca_file: Path, home: Path) -> Callable[[str], bool]:
 
     def fetch(url: str, context: ssl.SSLContext) -> http.client.HTTPResponse:
         parts = urllib.parse.urlsplit(url)
+        assert parts.hostname is not None
         conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=context, timeout=10)
         try:
             conn.request("GET", f"{parts.path or '/'}?{parts.query}")
@@ -339,14 +340,14 @@ def test_manual_mode_times_out_without_waiting_for_the_paste(oauth: OAuthServer)
 # --- refusals and timeouts -------------------------------------------------
 
 
-def test_access_denied_stores_nothing(oauth: OAuthServer, browser: Callable[[str], bool]) -> None:
+def test_access_denied_stores_nothing(oauth: OAuthServer, browser: Browser) -> None:
     """The user declines: AccessDenied with a hint, the page says so, no exchange, nothing stored."""
     oauth.behaviour.approve = False
     with pytest.raises(AccessDenied) as caught:
         login(open_browser=browser)
     assert "access_denied" in caught.value.message
     assert "approve" in (caught.value.hint or "")
-    assert "Login cancelled" in browser.pages[0].text  # type: ignore[attr-defined]
+    assert "Login cancelled" in browser.pages[0].text
     assert oauth.token_requests == []
     assert connections() == []
     callback = [e for e in audit_entries() if e.operation == "oauth.callback"]
@@ -369,7 +370,7 @@ def test_no_callback_in_time_is_a_callback_timeout(oauth: OAuthServer, redirect_
 
 
 def test_browser_that_does_not_return_does_not_hold_the_login(
-    oauth: OAuthServer, browser: Callable[[str], bool]
+    oauth: OAuthServer, browser: Browser
 ) -> None:
     """A $BROWSER command that runs until the browser closes: the code is exchanged at once."""
     closed = threading.Event()
@@ -391,7 +392,7 @@ def test_browser_that_does_not_return_does_not_hold_the_login(
 
 
 @pytest.mark.usefixtures("oauth")
-def test_a_browser_that_cannot_be_opened_shows_the_url(browser: Callable[[str], bool]) -> None:
+def test_a_browser_that_cannot_be_opened_shows_the_url(browser: Browser) -> None:
     """When no browser opens, the URL is shown so the user can open it; the login still works."""
     messages: list[str] = []
     shown = threading.Event()
@@ -418,7 +419,7 @@ def test_a_browser_that_cannot_be_opened_shows_the_url(browser: Callable[[str], 
         shown.set()
         reader.join(10)
     assert info.name == "schwab"
-    assert browser.pages[0].status_code == 200  # type: ignore[attr-defined]
+    assert browser.pages[0].status_code == 200
 
 
 def test_a_non_loopback_redirect_uri_is_refused_before_any_browser(
@@ -451,9 +452,14 @@ def test_a_port_in_use_is_reported_before_any_browser(
     opened: list[str] = []
     port = urllib.parse.urlsplit(redirect_uri).port
     blocker = socket.create_server(("127.0.0.1", port))
+
+    def browser(url: str) -> bool:
+        opened.append(url)
+        return False
+
     try:
         with pytest.raises(PortInUse) as caught:
-            login(open_browser=lambda url: bool(opened.append(url)))
+            login(open_browser=browser)
     finally:
         blocker.close()
     assert f"port {port}" in caught.value.message
@@ -466,7 +472,7 @@ def test_a_port_in_use_is_reported_before_any_browser(
 
 
 def test_a_second_login_under_the_same_name_replaces_the_tokens_only_when_it_succeeds(
-    oauth: OAuthServer, browser: Callable[[str], bool]
+    oauth: OAuthServer, browser: Browser
 ) -> None:
     """A failed or abandoned re-login leaves the old tokens usable; a good one replaces them."""
     first = login(open_browser=browser)
@@ -496,7 +502,7 @@ def test_a_second_login_under_the_same_name_replaces_the_tokens_only_when_it_suc
 
 
 def test_two_names_make_two_connections_to_one_provider(
-    oauth: OAuthServer, browser: Callable[[str], bool]
+    oauth: OAuthServer, browser: Browser
 ) -> None:
     """--name main and --name ira: two connections to Schwab, each with its own tokens."""
     main = login(open_browser=browser, name="main")
@@ -510,9 +516,7 @@ def test_two_names_make_two_connections_to_one_provider(
 # --- audit and logs --------------------------------------------------------
 
 
-def test_the_audit_log_has_every_step_and_no_secret(
-    oauth: OAuthServer, browser: Callable[[str], bool]
-) -> None:
+def test_the_audit_log_has_every_step_and_no_secret(oauth: OAuthServer, browser: Browser) -> None:
     """authorize, callback, token exchange (HTTP 200, correlation id), save: and no secret at all."""
     login(open_browser=browser)
     entries = audit_entries()
@@ -546,9 +550,7 @@ def test_the_audit_log_has_every_step_and_no_secret(
                 assert not any(s in value for s in secrets_), (entry.operation, value)
 
 
-def test_a_failed_exchange_is_audited_with_its_status(
-    oauth: OAuthServer, browser: Callable[[str], bool]
-) -> None:
+def test_a_failed_exchange_is_audited_with_its_status(oauth: OAuthServer, browser: Browser) -> None:
     """invalid_grant is recorded as a failed exchange with HTTP 400 and the provider's words."""
     oauth.behaviour.token_status = 400
     oauth.behaviour.token_body = b'{"error":"invalid_grant","error_description":"expired"}'
@@ -613,6 +615,7 @@ def test_logs_never_hold_the_code_the_state_or_the_callback_url(
 def _favicon(redirect_uri: str, home: Path) -> bool:
     """Ask the listener for /favicon.ico over TLS, as a browser does."""
     parts = urllib.parse.urlsplit(redirect_uri)
+    assert parts.hostname is not None
     context = ssl.create_default_context(cafile=listener_cert(home))
     conn = http.client.HTTPSConnection(parts.hostname, parts.port, context=context, timeout=10)
     try:
@@ -686,7 +689,7 @@ def test_manual_mode_without_a_terminal_is_refused() -> None:
 
 
 def test_declining_to_replace_a_connection_keeps_it_and_opens_no_browser(
-    oauth: OAuthServer, browser: Callable[[str], bool]
+    oauth: OAuthServer, browser: Browser
 ) -> None:
     """Answering no to "replace it?" leaves the old tokens and never reaches the consent page."""
     login(open_browser=browser)

@@ -86,7 +86,8 @@ def test_rejections_then_the_real_callback(tmp_path: Path, raw: bytes, code: int
 
     async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
         assert status(await request(port, cert, raw)) == code
-        assert not listener._result.done()  # type: ignore[union-attr]
+        assert listener._result is not None
+        assert not listener._result.done()
         answer = await request(port, cert, get(GOOD))
         assert status(answer) == 200
         assert b"Login complete" in answer
@@ -134,7 +135,8 @@ def test_access_denied_ends_the_wait_only_with_the_right_state(tmp_path: Path) -
 
     async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
         assert status(await request(port, cert, get("/?error=access_denied&state=forged"))) == 400
-        assert not listener._result.done()  # type: ignore[union-attr]
+        assert listener._result is not None
+        assert not listener._result.done()
         answer = await request(port, cert, get(f"/?error=access_denied&state={STATE}"))
         assert b"Login cancelled" in answer
         with pytest.raises(AccessDenied, match="access_denied"):
@@ -288,7 +290,8 @@ def test_clients_that_send_nothing_are_dropped_and_the_callback_still_lands(
         finally:
             silent_writer.close()
             tls_writer.close()
-        assert not listener._result.done()  # type: ignore[union-attr]
+        assert listener._result is not None
+        assert not listener._result.done()
         assert status(await request(port, cert, get(GOOD))) == 200
         assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
         assert "request not completed in time" in listener.rejected

@@ -608,7 +608,8 @@ def test_a_second_401_requires_a_new_login(router: respx.MockRouter) -> None:
 
     assert route.call_count == 2
     assert seams.refreshed == ["access-one"]
-    assert caught.value.exit_code == ExitCode.REAUTH == 4
+    assert caught.value.exit_code == ExitCode.REAUTH
+    assert int(caught.value.exit_code) == 4
     assert caught.value.hint is not None
     assert "dashtam connect schwab" in caught.value.hint
     assert "HTTP 401" in caught.value.message
@@ -686,7 +687,8 @@ def test_every_call_is_recorded_without_the_token(router: respx.MockRouter) -> N
         ]
     )
     router.get(f"{API}/accounts").mock(
-        side_effect=[json_response('{"message":"expired"}', 401, "corr-c"), slow]
+        # respx calls a function in a side_effect list; its hints name only responses and errors.
+        side_effect=[json_response('{"message":"expired"}', 401, "corr-c"), slow]  # type: ignore[list-item]
     )
     router.get(host="schwab.test", path__regex=TRANSACTIONS_PATH.pattern).mock(
         side_effect=[httpx.ConnectError("reset"), json_response("[]", correlation="corr-f")]
@@ -1013,7 +1015,7 @@ def test_a_junk_retry_after_falls_back_to_the_default_backoff(
         side_effect=[
             # As bytes on the wire: a server may send UTF-8 there.
             httpx.Response(
-                429, headers={"Retry-After": value.encode()}, json={"message": "slow down"}
+                429, headers={b"Retry-After": value.encode()}, json={"message": "slow down"}
             ),
             json_response(fixture_text("account_numbers.json")),
         ]

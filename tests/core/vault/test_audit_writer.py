@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -17,6 +17,8 @@ from dashtam_cli.core.vault.vault import OpenOptions, Vault, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
+
+    from dashtam_cli.core.models import AuditEntry
 
 pytestmark = pytest.mark.usefixtures("master_key")
 
@@ -42,6 +44,7 @@ def count_writes(vault: Vault) -> list[int]:
         async with original() as conn:
             yield conn
 
+    # Replaced on this instance only, to watch or break its write transactions.
     vault.writing = counted  # type: ignore[method-assign]
     return opened
 
@@ -49,7 +52,7 @@ def count_writes(vault: Vault) -> list[int]:
 def test_entries_from_concurrent_tasks_all_land_in_fewer_writes() -> None:
     """Fifty calls at once: fifty rows, in far fewer write transactions than fifty."""
 
-    async def job(vault: Vault) -> tuple[list[audit.AuditEntry], int, int]:
+    async def job(vault: Vault) -> tuple[list[AuditEntry], int, int]:
         writes = count_writes(vault)
 
         async def call(n: int) -> None:
@@ -72,7 +75,7 @@ def test_each_entry_is_stamped_when_added_not_when_written() -> None:
     """The time is the call's, not the batch's."""
     early = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
-    async def job(vault: Vault) -> list[audit.AuditEntry]:
+    async def job(vault: Vault) -> list[AuditEntry]:
         async with audit.AuditWriter(vault) as writer:
             writer.add(operation="first", outcome="ok", at=early)
             writer.add(operation="second", outcome="ok")
@@ -90,7 +93,7 @@ def test_entries_are_redacted_before_they_are_queued() -> None:
     secret = "tok-3f9a1c77e2b04d5f"
     register_secret(secret)
 
-    async def job(vault: Vault) -> list[audit.AuditEntry]:
+    async def job(vault: Vault) -> list[AuditEntry]:
         async with audit.AuditWriter(vault) as writer:
             writer.add(operation="schwab.accounts", outcome="error", detail=f"echoed {secret}")
         return await audit.list_audit(vault)
@@ -104,20 +107,21 @@ def test_entries_are_redacted_before_they_are_queued() -> None:
 def test_a_failed_write_is_raised_once_when_the_block_ends() -> None:
     """The work is not cut short by a failed audit write, but its end reports it."""
 
-    async def job(vault: Vault) -> tuple[str, list[audit.AuditEntry]]:
+    async def job(vault: Vault) -> tuple[str, list[AuditEntry]]:
         @contextlib.asynccontextmanager
         async def broken() -> AsyncIterator[Any]:
             msg = "disk full"
             raise VaultError(msg)
-            yield  # pragma: no cover - never reached
+            yield  # type: ignore[unreachable]  # pragma: no cover - only makes this a generator
 
         original = vault.writing
+        # Replaced on this instance only, to watch or break its write transactions.
         vault.writing = broken  # type: ignore[method-assign]
         writer = audit.AuditWriter(vault)
         with pytest.raises(VaultError) as caught:
             async with writer:
                 writer.add(operation="schwab.accounts", outcome="ok")
-        vault.writing = original  # type: ignore[method-assign]
+        vault.writing = original  # type: ignore[method-assign]  # the real method back
         # Reported once: a later flush with nothing queued is quiet.
         await writer.flush()
         return str(caught.value), await audit.list_audit(vault)
@@ -147,7 +151,7 @@ class WatchedLock(asyncio.Lock):
         super().__init__()
         self.contended = asyncio.Event()
 
-    async def acquire(self) -> bool:
+    async def acquire(self) -> Literal[True]:
         """Take the lock, noting first whether someone else holds it."""
         if self.locked():
             self.contended.set()
@@ -178,6 +182,7 @@ def test_write_transactions_of_one_process_never_overlap() -> None:
                 # that skipped the lock would never queue: the bound turns that hang
                 # into a failure.
                 await asyncio.wait_for(lock.contended.wait(), 60)
+                # The engine's pool is a QueuePool, typed as the base Pool without checkedout().
                 in_use.append(pool.checkedout())  # type: ignore[attr-defined]
                 events.append("first out")
 

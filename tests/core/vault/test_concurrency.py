@@ -148,8 +148,8 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
             assert proc.stdin is not None
             proc.stdin.write("go\n")
             proc.stdin.flush()
-        for proc, log in zip(procs, logs, strict=True):
-            assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log.read_text()
+        for proc, log_path in zip(procs, logs, strict=True):
+            assert proc.wait(timeout=RUN_TIMEOUT_S) == 0, log_path.read_text()
     finally:
         _kill_all(procs)
 
@@ -168,6 +168,7 @@ def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path:
             check = await conn.scalar(text("PRAGMA integrity_check"))
             entries = await audit.list_audit(vault)
             assert len(entries) == len(ids)
+            assert raw is not None
             return int(bytes(raw).decode()), list(ids), str(check)
 
     counter, ids, integrity = asyncio.run(read())

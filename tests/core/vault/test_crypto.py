@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidTag
@@ -132,7 +133,7 @@ def test_key_id_and_key_check() -> None:
 def test_wrap_and_unwrap_key() -> None:
     """A wrapped key opens with its passphrase only; a wrong size is refused before the KDF."""
     key = crypto.new_key()
-    params = {"salt": b"s" * 16, "n": 2**10, "r": 8, "p": 1}
+    params: dict[str, Any] = {"salt": b"s" * 16, "n": 2**10, "r": 8, "p": 1}
     wrapped = crypto.wrap_key(key, "correct horse", **params)
     assert key not in wrapped
     assert crypto.unwrap_key(wrapped, "correct horse", **params) == key

@@ -48,7 +48,7 @@ def test_a_database_already_in_wal_mode_is_left_alone() -> None:
 
 def test_switching_to_wal_retries_while_another_connection_has_the_file() -> None:
     """SQLite's immediate "locked" (no busy handler for this pragma) is retried until it passes."""
-    locked = [sqlite3.OperationalError("database is locked") for _ in range(3)]
+    locked: list[Exception] = [sqlite3.OperationalError("database is locked") for _ in range(3)]
     cursor = ScriptedCursor("delete", locked)
     db._ensure_wal(cursor)
     assert cursor.executed.count("PRAGMA journal_mode = WAL") == 4

@@ -26,7 +26,7 @@ from dashtam_cli.core.vault.files import create_private_file, ensure_private_dir
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 PASSPHRASE = "a long enough passphrase"

@@ -37,8 +37,9 @@ def cheap_key_files(monkeypatch: pytest.MonkeyPatch) -> None:
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
+    from conftest import CliCall
+
     from dashtam_cli.core.vault.vault import Vault
-    from tests.conftest import CliCall
 
 DASHTAM = Path(sys.executable).parent / "dashtam"
 CHEAP = {"n": 2**14, "r": 8, "p": 1}

@@ -128,7 +128,10 @@ def test_a_damaged_cache_row_does_not_stop_a_rotation(
                         f"SELECT {schema.OWNER_COLUMNS[name]} FROM {name} WHERE id = ?",  # noqa: S608
                         (rid,),
                     )
-                    assert vault.unseal(name, rid, fname, sealed, owner=owner.scalar()) == plain
+                    owner_id = owner.scalar()
+                    assert sealed is not None
+                    assert owner_id is not None
+                    assert vault.unseal(name, rid, fname, sealed, owner=owner_id) == plain
 
     asyncio.run(check())
 

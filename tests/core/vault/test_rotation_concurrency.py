@@ -234,8 +234,8 @@ def _check_everything(seeded: Seeded, written: dict[str, str]) -> str:
             opened, _ = await read_all(vault)
             for field, plain in seeded.plaintexts.items():
                 assert opened[field] == plain, field
-            for row_id, plain in written.items():
-                assert opened[("transactions", row_id, "payload")] == plain.encode()
+            for row_id, written_text in written.items():
+                assert opened[("transactions", row_id, "payload")] == written_text.encode()
             expected = len(seeded.plaintexts) + len(written)
             assert len(opened) == expected
             return vault.key_id

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
-    from tests.conftest import CliCall
+    from conftest import CliCall
 
 pytestmark = pytest.mark.secret_service
 

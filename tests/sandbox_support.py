@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.settings import load_settings
 from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
 
 if TYPE_CHECKING:
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import pytest
+
+    from dashtam_cli.core.models import ConnectionInfo
 
 CONSENT = re.compile(r'name="consent" value="([^"]+)"')
 
@@ -235,3 +239,48 @@ def transactions_query(
     if symbol is not None:
         parts.append(f"symbol={urllib.parse.quote(symbol, safe='')}")
     return "&".join(parts)
+
+
+class ConsentingBrowser:
+    """A browser: open the consent page, press ``decision``, follow the redirect to the listener.
+
+    The sandbox is verified against its CA, the listener against the
+    certificate dashtam made in $DASHTAM_HOME/data/tls: both TLS hops are real.
+    The listener's answers are kept in ``pages``.
+    """
+
+    def __init__(self, running: RunningSandbox, home: Path, decision: str = "approve") -> None:
+        """Browse ``running``'s consent page for dashtam at ``home``, answering ``decision``."""
+        self.running = running
+        self.home = home
+        self.decision = decision
+        self.pages: list[httpx.Response] = []
+
+    def __call__(self, url: str) -> bool:
+        """Open ``url`` as dashtam's ``open_browser`` would; True, as a browser that opened."""
+        sandbox_tls = ssl.create_default_context(cafile=self.running.ca_path)
+        with httpx.Client(verify=sandbox_tls) as client:
+            page = client.get(url)
+            consent = CONSENT.search(page.text)
+            assert consent is not None, page.text
+            answer = client.post(
+                self.running.base_url + "/v1/oauth/authorize/decision",
+                data={"consent": consent[1], "decision": self.decision},
+            )
+        assert answer.status_code == 302
+        listener_tls = ssl.create_default_context(
+            cafile=self.home / "data" / "tls" / "listener-cert.pem"
+        )
+        with httpx.Client(verify=listener_tls) as client:
+            self.pages.append(client.get(answer.headers["location"]))
+        return True
+
+
+def login(running: RunningSandbox, home: Path, decision: str = "approve") -> ConnectionInfo:
+    """`dashtam connect schwab` through the real flow, the browser pressing ``decision``."""
+    browser = ConsentingBrowser(running, home, decision)
+    options = LoginOptions(open_browser=browser, timeout=20)
+    info = asyncio.run(connect(load_settings(), "schwab", options))
+    (page,) = browser.pages
+    assert page.status_code == 200
+    return info
