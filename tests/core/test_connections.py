@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import time
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -186,12 +187,16 @@ def test_an_unknown_name_is_one_error_everywhere(
 
 
 @pytest.fixture
-def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def new_york() -> Iterator[None]:
     """Local time five hours behind UTC, restored after the test."""
-    monkeypatch.setenv("TZ", "America/New_York")
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
     time.tzset()
     yield
-    monkeypatch.undo()
+    if previous is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = previous
     time.tzset()
 
 

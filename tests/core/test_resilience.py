@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import email.utils
 import math
+import os
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -155,12 +156,16 @@ def test_an_http_date_beyond_a_day_is_ignored(value: str) -> None:
 
 
 @pytest.fixture
-def new_york(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def new_york() -> Iterator[None]:
     """Local time five hours behind UTC, restored after the test."""
-    monkeypatch.setenv("TZ", "America/New_York")
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "America/New_York"
     time.tzset()
     yield
-    monkeypatch.undo()
+    if previous is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = previous
     time.tzset()
 
 
