@@ -175,7 +175,8 @@ def test_a_failing_handler_is_a_500_and_the_connection_goes_on(
     assert b"handler bug" not in statuses[0][1]
     assert statuses[1] == (200, b"fine")
     ours = [r for r in caplog.records if r.name == "dashtam_cli.sandbox.http"]
-    assert [r.getMessage() for r in ours] == ["sandbox handler failed"]
+    # Other tests' redacting filters may fold the traceback into the message: the first line counts.
+    assert [r.getMessage().splitlines()[0] for r in ours] == ["sandbox handler failed"]
 
 
 def test_close_drops_an_idle_keep_alive_connection() -> None:
