@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import datetime as dt
 import email.utils
 import math
 import random
@@ -84,6 +85,8 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         return seconds if seconds <= MAX_BELIEVABLE_RETRY_AFTER else None
     try:
         moment = email.utils.parsedate_to_datetime(text)
+        if moment.tzinfo is None:  # "-0000": UTC with no zone named, not local time
+            moment = moment.replace(tzinfo=dt.UTC)
         stamp = moment.timestamp()
     except (TypeError, ValueError, OverflowError, OSError):
         return None

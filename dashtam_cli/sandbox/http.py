@@ -122,7 +122,8 @@ class HttpServer:
             self._port,
             ssl=self._ssl,
             limit=MAX_HEAD,
-            ssl_handshake_timeout=IDLE,
+            # asyncio refuses a handshake timeout without TLS (plain HTTP in tests).
+            ssl_handshake_timeout=IDLE if self._ssl is not None else None,
         )
 
     async def close(self) -> None:
