@@ -600,6 +600,23 @@ def test_a_lasting_accept_error_ends_the_login_with_a_clear_error(tmp_path: Path
         flaky.close()
 
 
+def test_an_accept_error_after_the_callback_does_not_undo_the_login(tmp_path: Path) -> None:
+    """Once the callback has landed, a later lasting accept error leaves the login's result as is."""
+    flaky = FlakySocket([errno.EBADF])
+
+    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+        assert status(await request(port, cert, get(GOOD))) == 200
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+        await asyncio.wait_for(listener._spawn(listener._accept(flaky)), 5)
+        assert flaky.failures == []  # the error was met
+        assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
+
+    try:
+        scenario(tmp_path, body)
+    finally:
+        flaky.close()
+
+
 def test_a_bind_refused_for_another_reason_names_that_reason(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from typing import TYPE_CHECKING
 
 import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dashtam_cli.core.vault import db
-from dashtam_cli.core.vault.errors import VaultBusy, VaultCorrupt, VaultError
+from dashtam_cli.core.vault.errors import SchemaTooNew, VaultBusy, VaultCorrupt, VaultError
+from dashtam_cli.core.vault.migrations import LATEST, Migration
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ScriptedCursor:
@@ -98,3 +104,66 @@ def test_sqlite_errors_become_vault_errors_with_a_hint() -> None:
     assert type(other) is VaultError
     assert other.message == "the vault database failed: UNIQUE constraint failed: x.id"
     assert "[SQL:" not in str(other)
+
+
+def _versions(path: Path) -> list[int]:
+    """The schema versions recorded in the database at ``path``."""
+    with sqlite3.connect(path) as conn:
+        return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+def test_migrate_refuses_a_vault_from_a_newer_dashtam(tmp_path: Path) -> None:
+    """db.migrate on a vault at a version it does not know raises SchemaTooNew, writing nothing."""
+    path = tmp_path / "vault.db"
+
+    async def run() -> None:
+        engine = db.create_engine(path)
+        try:
+            await db.migrate(engine, path)
+            async with db.writing(engine) as conn:
+                await conn.exec_driver_sql(
+                    "INSERT INTO schema_version (version, description, applied_at) "
+                    "VALUES (?, 'future', 'now')",
+                    (LATEST + 1,),
+                )
+            with pytest.raises(SchemaTooNew):
+                await db.migrate(engine, path)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert _versions(path) == [*range(1, LATEST + 1), LATEST + 1]
+
+
+def test_migrate_stops_when_a_newer_dashtam_migrated_meanwhile(tmp_path: Path) -> None:
+    """A vault a newer dashtam upgraded between two migration steps is refused, not downgraded.
+
+    The first step stands in for the other process: it records a version past
+    every one this dashtam knows, so the second step finds the vault too new.
+    """
+    path = tmp_path / "vault.db"
+    first = Migration(
+        1,
+        "schema_version, and a newer dashtam's work",
+        (
+            (
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, "
+                "applied_at TEXT)"
+            ),
+            f"INSERT INTO schema_version VALUES ({LATEST + 5}, 'future', 'now')",  # noqa: S608
+        ),
+    )
+    second = Migration(2, "never applied", ("CREATE TABLE never (x)",))
+
+    async def run() -> None:
+        engine = db.create_engine(path)
+        try:
+            with pytest.raises(SchemaTooNew):
+                await db.migrate(engine, path, [first, second])
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+    assert _versions(path) == [1, LATEST + 5]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'never'").fetchall() == []

@@ -156,3 +156,31 @@ def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
 
     with pytest.raises(RecordTampered, match=f"tokens/{token_id}"):
         asyncio.run(read())
+
+
+def test_the_format_1_upgrade_skips_a_damaged_row(
+    master_key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A format-1 row that no longer opens does not stop the upgrade: it is left as it was.
+
+    A damaged token (not a cache row) is skipped too: the vault opens and is
+    upgraded, the damage is logged, and the damaged blob is kept untouched.
+    """
+    seeded = _create()
+    _downgrade_to_format_1(master_key, seeded)
+    with _db() as db:
+        token_id, blob = db.execute("SELECT id, access_token FROM tokens LIMIT 1").fetchone()
+        damaged = bytes(blob[:-1]) + bytes([blob[-1] ^ 1])
+        db.execute("UPDATE tokens SET access_token = ? WHERE id = ?", (damaged, token_id))
+
+    async def upgrade() -> int:
+        async with open_vault(load_settings(), OpenOptions(exclusive=True)) as vault:
+            return await vault.seal_format()
+
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(upgrade()) == 2
+    assert "1 row(s) that already failed their integrity check" in caplog.text
+    with _db() as db:
+        assert db.execute(
+            "SELECT access_token FROM tokens WHERE id = ?", (token_id,)
+        ).fetchone() == (damaged,)
