@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from typing import TYPE_CHECKING
 
@@ -108,7 +109,7 @@ def test_sqlite_errors_become_vault_errors_with_a_hint() -> None:
 
 def _versions(path: Path) -> list[int]:
     """The schema versions recorded in the database at ``path``."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         return [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY version")]
 
 
@@ -165,5 +166,5 @@ def test_migrate_stops_when_a_newer_dashtam_migrated_meanwhile(tmp_path: Path) -
 
     asyncio.run(run())
     assert _versions(path) == [1, LATEST + 5]
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'never'").fetchall() == []

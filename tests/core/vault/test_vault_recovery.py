@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import sqlite3
 from typing import TYPE_CHECKING
@@ -29,6 +30,7 @@ from dashtam_cli.core.vault.vault import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from pathlib import Path
 
     from fake_keyrings import MemoryKeyring
@@ -54,9 +56,11 @@ def _create() -> str:
     return asyncio.run(run())
 
 
-def _db() -> sqlite3.Connection:
-    """A plain connection to the vault file."""
-    return sqlite3.connect(load_settings().paths.vault_file)
+@contextlib.contextmanager
+def _db() -> Iterator[sqlite3.Connection]:
+    """A plain connection to the vault file, committed and closed after the block."""
+    with contextlib.closing(sqlite3.connect(load_settings().paths.vault_file)) as db, db:
+        yield db
 
 
 def _check() -> str:
@@ -419,7 +423,7 @@ def test_an_empty_vault_file_is_not_opened_as_a_vault() -> None:
     files.create_private_file(path)
     with pytest.raises(VaultNotFound, match="never initialised"):
         _open()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
 
 
