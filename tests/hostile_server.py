@@ -56,22 +56,11 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
     import trustme
+from oauth_server import QuietServer
 
 CHUNK = 64 * 1024
 # How long settled() waits for the replies still being written (a hang-up ends them).
 SETTLE_TIMEOUT_S = 30.0
-
-
-class _QuietServer(http.server.ThreadingHTTPServer):
-    """A server that keeps a client's abrupt disconnect to itself.
-
-    A client that only checks the certificate (``dashtam doctor``) or gives
-    up mid-answer makes the handler fail; socketserver would print that
-    traceback on stderr, where the CLI under test is being read.
-    """
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        """Ignore: the test asserts on what the client saw, not on this."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +284,7 @@ class HostileServer:
         class Handler(_Handler):
             server_owner: ClassVar[HostileServer] = owner
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1").configure_cert(context)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 HOLD_TIMEOUT_S = 30.0
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
+class QuietServer(http.server.ThreadingHTTPServer):
     """A server that keeps a client's abrupt disconnect to itself.
 
     A client that only checks the certificate (``dashtam doctor``) or gives
@@ -106,7 +106,7 @@ class OAuthServer:
         class Handler(_Handler):
             server_owner: ClassVar[OAuthServer] = owner
 
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
+        self._server = QuietServer(("127.0.0.1", 0), Handler)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
