@@ -19,10 +19,13 @@ def connection_names(incomplete: str) -> list[str]:
 
 
 def transaction_types(incomplete: str) -> list[str]:
-    """Complete a --type value."""
-    from dashtam_cli.core.providers.schwab_api import TRANSACTION_TYPES
+    """Complete a --type value: a neutral kind, or any provider's own type."""
+    from dashtam_cli.core.models import KINDS
+    from dashtam_cli.core.providers import provider, provider_names
 
-    return [t for t in TRANSACTION_TYPES if t.startswith(incomplete.upper())]
+    kinds = [k for k in KINDS if k.startswith(incomplete.lower())]
+    types = sorted({t for n in provider_names() for t in provider(n).transaction_types})
+    return kinds + [t for t in types if t.startswith(incomplete.upper())]
 
 
 def _check_shell(value: str) -> str:

@@ -1,8 +1,8 @@
-"""`dashtam accounts|positions|transactions ...`: your data from every connection."""
+"""`dashtam accounts|positions|transactions ...`: answers from the vault."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -10,7 +10,7 @@ from dashtam_cli.cli import options, prompts, runtime
 from dashtam_cli.cli.completion import connection_names, transaction_types
 
 if TYPE_CHECKING:
-    from dashtam_cli.core.portfolio import FetchResult
+    from dashtam_cli.core.queries import QueryResult
 
 accounts_app = typer.Typer(name="accounts", help="Accounts and balances.", no_args_is_help=True)
 positions_app = typer.Typer(name="positions", help="Holdings.", no_args_is_help=True)
@@ -29,54 +29,73 @@ ACCOUNT = typer.Option(
     help="Only this account: its id, or the last digits of its number.",
     show_default=False,
 )
+OFFLINE = typer.Option(
+    "--offline", help="Never touch the network, not even for a connection never synced."
+)
+SYNC = typer.Option("--sync", help="Sync the connections first (dashtam sync).")
 
 
-def _nothing_fetched(ctx: typer.Context, result: FetchResult[Any]) -> None:
-    """Every connection failed: exit with that error, before an empty table or ``[]``."""
-    error = result.outcome()
-    if error is not None and not result.succeeded:
-        runtime.fail(ctx, error)
+def _check(offline: bool, sync_first: bool) -> None:
+    if offline and sync_first:
+        msg = "--offline and --sync cannot be given together"
+        raise typer.BadParameter(msg, param_hint="--sync")
 
 
-def _finish(ctx: typer.Context, result: FetchResult[Any]) -> None:
-    """After the data (``_nothing_fetched`` came first): each failure on its line, then the exit.
-
-    Exit 3 when something failed and the rest was printed; 4 when all that
-    failed is logins to renew. A connection the command did not need (the
-    account asked for was in another) is a warning, not a failure.
-    """
-    err = runtime.stderr(ctx)
-    for failure in result.ignored:
-        err.print(
-            f"warning: {failure.label}: {failure.error.message} (not needed: the account "
-            "was found in another connection)",
-            markup=False,
-            highlight=False,
-        )
-    error = result.outcome(detail=False)
-    if error is None:
+def _before(ctx: typer.Context, result: QueryResult) -> None:
+    """A sync that failed for every connection: exit with its error, before an empty answer."""
+    outcome = result.sync
+    if outcome is None:
         return
-    for failure in result.failures:
-        hint = f" ({failure.error.hint})" if failure.error.hint else ""
-        err.print(f"{failure.label}: {failure.error.message}{hint}", markup=False, highlight=False)
-    runtime.fail(ctx, error)
+    error = outcome.outcome()
+    if error is not None and not outcome.succeeded and not result.count:
+        from dashtam_cli.cli.sync import report_failures
+
+        report_failures(ctx, outcome)
+
+
+def _after(ctx: typer.Context, result: QueryResult) -> None:
+    """After the answer: how old the data is (on a terminal), then any sync failure's exit."""
+    import datetime as dt
+    import sys
+
+    err = runtime.stderr(ctx)
+    if sys.stderr.isatty() and result.oldest is not None:
+        conf = runtime.settings(ctx)
+        age = dt.datetime.now(dt.UTC) - result.oldest
+        if age > dt.timedelta(hours=conf.stale_after_hours):
+            from dashtam_cli.core.tokens import describe_remaining
+
+            err.print(
+                f"note: this data was synced {describe_remaining(-age)}; refresh it with:"
+                " dashtam sync",
+                markup=False,
+                highlight=False,
+            )
+    if result.sync is not None:
+        from dashtam_cli.cli.sync import report_failures
+
+        report_failures(ctx, result.sync)
 
 
 @accounts_app.command("list")
 def accounts_list(
     ctx: typer.Context,
     connection: Annotated[str | None, CONNECTION] = None,
+    offline: Annotated[bool, OFFLINE] = False,
+    sync_first: Annotated[bool, SYNC] = False,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
-    """List accounts with balances, from every connection."""
+    """List accounts with balances, from the vault."""
     from dashtam_cli.core.models import Account
-    from dashtam_cli.core.portfolio import FetchOptions, fetch_accounts
+    from dashtam_cli.core.queries import QueryOptions, query_accounts
 
-    opts, fetch = prompts.open_options(), FetchOptions(connection=connection)
-    result = runtime.run(ctx, lambda conf: fetch_accounts(conf, fetch, opts))
-    _nothing_fetched(ctx, result)
-    runtime.renderer(ctx, fmt).rows(Account, result.items)
-    _finish(ctx, result)
+    _check(offline, sync_first)
+    opts = prompts.open_options()
+    query = QueryOptions(connection=connection, offline=offline, sync_first=sync_first)
+    items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
+    _before(ctx, result)
+    runtime.renderer(ctx, fmt).rows(Account, items)
+    _after(ctx, result)
 
 
 @accounts_app.command("show")
@@ -89,27 +108,25 @@ def accounts_show(
         ),
     ],
     connection: Annotated[str | None, CONNECTION] = None,
+    offline: Annotated[bool, OFFLINE] = False,
+    sync_first: Annotated[bool, SYNC] = False,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
     """Show one account and its balances."""
     from dashtam_cli.core.errors import InputError
-    from dashtam_cli.core.portfolio import FetchOptions, fetch_accounts
+    from dashtam_cli.core.queries import QueryOptions, query_accounts
 
-    opts, fetch = prompts.open_options(), FetchOptions(connection=connection, account=account)
-    result = runtime.run(ctx, lambda conf: fetch_accounts(conf, fetch, opts))
-    _nothing_fetched(ctx, result)
-    if len(result.items) > 1:
-        runtime.fail(
-            ctx,
-            InputError(
-                f"{account!r} matches {len(result.items)} accounts",
-                hint="give the account id from: dashtam accounts list",
-            ),
-        )
-    if result.items:
-        runtime.renderer(ctx, fmt).one(result.items[0])
-    _finish(ctx, result)
-    if not result.items:
+    _check(offline, sync_first)
+    opts = prompts.open_options()
+    query = QueryOptions(
+        connection=connection, account=account, offline=offline, sync_first=sync_first
+    )
+    items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
+    _before(ctx, result)
+    if items:
+        runtime.renderer(ctx, fmt).one(items[0])
+    _after(ctx, result)
+    if not items:
         runtime.fail(
             ctx, InputError(f"no account matches {account!r}", hint="see: dashtam accounts list")
         )
@@ -120,17 +137,23 @@ def positions_list(
     ctx: typer.Context,
     account: Annotated[str | None, ACCOUNT] = None,
     connection: Annotated[str | None, CONNECTION] = None,
+    offline: Annotated[bool, OFFLINE] = False,
+    sync_first: Annotated[bool, SYNC] = False,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
-    """List positions: signed quantity (long minus short), average price, value, day P/L."""
+    """List positions as of the last sync: signed quantity, average price, value, day P/L."""
     from dashtam_cli.core.models import Position
-    from dashtam_cli.core.portfolio import FetchOptions, fetch_positions
+    from dashtam_cli.core.queries import QueryOptions, query_positions
 
-    opts, fetch = prompts.open_options(), FetchOptions(connection=connection, account=account)
-    result = runtime.run(ctx, lambda conf: fetch_positions(conf, fetch, opts))
-    _nothing_fetched(ctx, result)
-    runtime.renderer(ctx, fmt).rows(Position, result.items)
-    _finish(ctx, result)
+    _check(offline, sync_first)
+    opts = prompts.open_options()
+    query = QueryOptions(
+        connection=connection, account=account, offline=offline, sync_first=sync_first
+    )
+    items, result = runtime.run(ctx, lambda conf: query_positions(conf, query, opts))
+    _before(ctx, result)
+    runtime.renderer(ctx, fmt).rows(Position, items)
+    _after(ctx, result)
 
 
 @transactions_app.command("list")
@@ -139,9 +162,7 @@ def transactions_list(
     account: Annotated[str | None, ACCOUNT] = None,
     since: Annotated[
         str | None,
-        typer.Option(
-            "--since", help="From this date or time (default: 90 days ago).", metavar="DATE"
-        ),
+        typer.Option("--since", help="From this date or time (default: all).", metavar="DATE"),
     ] = None,
     until: Annotated[
         str | None,
@@ -156,34 +177,45 @@ def transactions_list(
         typer.Option(
             "--type",
             "-t",
-            help="Only this type (repeatable), e.g. TRADE, DIVIDEND_OR_INTEREST.",
+            help="Only this kind (trade, dividend, interest, deposit, withdrawal, transfer, "
+            "purchase, payment, refund, fee, tax, adjustment, other) or provider type such "
+            "as TRADE (repeatable).",
             autocompletion=transaction_types,
         ),
     ] = None,
     symbol: Annotated[str | None, typer.Option("--symbol", "-s", help="Only this symbol.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", "-n", min=1, help="At most this many (the newest).", metavar="N"),
+    ] = None,
     connection: Annotated[str | None, CONNECTION] = None,
+    offline: Annotated[bool, OFFLINE] = False,
+    sync_first: Annotated[bool, SYNC] = False,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
-    """List transactions, newest first; amount is positive when money comes in."""
+    """List transactions from the vault, newest first; amount is positive when money comes in."""
+    from dashtam_cli.core.errors import InputError
     from dashtam_cli.core.models import Transaction
-    from dashtam_cli.core.portfolio import FetchOptions, fetch_transactions
-    from dashtam_cli.core.providers.schwab_api import TRANSACTION_TYPES
+    from dashtam_cli.core.queries import QueryOptions, query_transactions, type_filter
 
-    wanted = [t.upper() for t in types or []]
-    unknown = sorted(set(wanted) - set(TRANSACTION_TYPES))
-    if unknown:
-        msg = f"unknown type {', '.join(unknown)}; choose from {', '.join(TRANSACTION_TYPES)}"
-        raise typer.BadParameter(msg, param_hint="--type")
-    fetch = FetchOptions(
+    _check(offline, sync_first)
+    try:
+        type_filter(types or [])
+    except InputError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--type") from None
+    query = QueryOptions(
         connection=connection,
         account=account,
         since=options.parse_when(since, option="--since"),
         until=options.parse_when(until, option="--until", end_of_day=True),
-        types=tuple(wanted),
+        types=tuple(types or ()),
         symbol=symbol,
+        limit=limit,
+        offline=offline,
+        sync_first=sync_first,
     )
     opts = prompts.open_options()
-    result = runtime.run(ctx, lambda conf: fetch_transactions(conf, fetch, opts))
-    _nothing_fetched(ctx, result)
-    runtime.renderer(ctx, fmt).rows(Transaction, result.items)
-    _finish(ctx, result)
+    renderer = runtime.renderer(ctx, fmt)
+    with renderer.streaming(Transaction) as emit:
+        result = runtime.run(ctx, lambda conf: query_transactions(conf, query, opts, emit))
+    _after(ctx, result)

@@ -39,6 +39,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "connections_app",
         "List your connections to providers.",
     ),
+    "sync": (
+        "dashtam_cli.cli.sync",
+        "sync",
+        "Fetch every connection into the vault: new, changed and late transactions.",
+    ),
     "accounts": ("dashtam_cli.cli.data", "accounts_app", "Accounts and balances."),
     "positions": ("dashtam_cli.cli.data", "positions_app", "Holdings."),
     "transactions": ("dashtam_cli.cli.data", "transactions_app", "Transactions."),

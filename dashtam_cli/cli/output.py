@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import datetime as dt
@@ -14,7 +15,7 @@ from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from pydantic import BaseModel
     from rich.console import Console
@@ -130,6 +131,50 @@ class Renderer:
                 writer.writerow({k: _cell(v) for k, v in row.items()})
         else:
             self._table(model, list(items), title=title)
+        self.stream.flush()
+
+    @contextlib.contextmanager
+    def streaming(self, model: type[BaseModel]) -> Iterator[Callable[[Sequence[BaseModel]], None]]:
+        """Yield a function that prints records batch by batch, as they are read.
+
+        JSON lines and CSV write each batch at once, and a JSON array is
+        written element by element, so memory does not grow with the rows. A
+        table needs every row to size its columns: it is printed at the end.
+        """
+        fields = list(model.model_fields)
+        if self.fmt == "table":
+            held: list[BaseModel] = []
+            yield held.extend
+            self._table(model, held, title=None)
+            self.stream.flush()
+            return
+        write = self.stream.write
+        first = True
+        writer = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n")
+
+        def emit(batch: Sequence[BaseModel]) -> None:
+            # The opening ("[" or the CSV header) waits for the first rows, so a
+            # command that fails before any leaves stdout empty.
+            nonlocal first
+            for item in batch:
+                row = _row(item, fields)
+                if self.fmt == "csv":
+                    if first:
+                        writer.writeheader()
+                    writer.writerow({k: _cell(v) for k, v in row.items()})
+                elif self.fmt == "jsonl":
+                    write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    write("\n")
+                else:
+                    write("[\n  " if first else ",\n  ")
+                    write(json.dumps(row, ensure_ascii=False, indent=2).replace("\n", "\n  "))
+                first = False
+
+        yield emit
+        if self.fmt == "json":
+            write("[]\n" if first else "\n]\n")
+        elif self.fmt == "csv" and first:
+            writer.writeheader()
         self.stream.flush()
 
     def one(self, item: BaseModel, *, title: str | None = None) -> None:

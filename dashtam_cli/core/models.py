@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import re
 from datetime import date, datetime  # noqa: TC003 - pydantic resolves annotations at runtime
 from decimal import Decimal
@@ -11,20 +12,50 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "KINDS",
     "Account",
     "AuditEntry",
+    "Balance",
     "ConnectionInfo",
     "KeyRotation",
+    "Kind",
     "PathEntry",
     "Position",
     "ProviderInfo",
     "Record",
     "RefreshResult",
+    "SyncReport",
     "TokenStatus",
     "Transaction",
     "VaultInit",
     "VaultStatus",
 ]
+
+
+class Kind(enum.StrEnum):
+    """What a transaction is, in words every provider maps its own types to.
+
+    The provider's own type stays beside it (``Transaction.type``), so
+    nothing is lost; `--type` takes either. The sign of the amount says the
+    direction, so ``transfer`` covers both ways.
+    """
+
+    TRADE = "trade"  # a buy or sell of a security
+    DIVIDEND = "dividend"
+    INTEREST = "interest"
+    DEPOSIT = "deposit"  # money in from outside (ACH in, wire in, cash, a check deposited)
+    WITHDRAWAL = "withdrawal"  # money out to outside (ACH out, wire out, a check written)
+    TRANSFER = "transfer"  # between accounts, journal entries, securities moved in or out
+    PURCHASE = "purchase"  # a card or debit purchase
+    PAYMENT = "payment"  # a card or loan payment, a bill paid
+    REFUND = "refund"
+    FEE = "fee"
+    TAX = "tax"
+    ADJUSTMENT = "adjustment"  # a correction, a margin or money-market sweep, a corporate action
+    OTHER = "other"
+
+
+KINDS = tuple(kind.value for kind in Kind)
 
 
 # An OCC option symbol: the root (up to 6 characters, padded with spaces), the
@@ -262,6 +293,57 @@ class Account(Record):
     total_value: Decimal | None
     buying_power: Decimal | None
     fetched_at: datetime
+    # When a sync last completed for this account (None: it never has).
+    synced_at: datetime | None = None
+
+
+class Balance(Record):
+    """One account's balances at one moment: what each sync keeps, so history accumulates."""
+
+    money_fields: ClassVar[frozenset[str]] = frozenset(
+        {"cash", "market_value", "total_value", "buying_power"}
+    )
+
+    account_id: str
+    at: datetime
+    currency: str
+    cash: Decimal | None
+    market_value: Decimal | None
+    total_value: Decimal | None
+    buying_power: Decimal | None
+
+
+class SyncReport(Record):
+    """What `dashtam sync` did for one connection."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "connection",
+        "result",
+        "accounts",
+        "new",
+        "changed",
+        "unchanged",
+        "removed",
+        "requests",
+        "message",
+    )
+    table_drop: ClassVar[tuple[str, ...]] = ("requests", "removed", "unchanged")
+    table_text: ClassVar[frozenset[str]] = frozenset({"message"})
+
+    connection: str
+    provider: str
+    # ok, partial (some accounts failed), failed, reauth_required, skipped (synced meanwhile)
+    result: str
+    accounts: int
+    new: int
+    changed: int
+    unchanged: int
+    removed: int
+    failed_accounts: list[str]
+    requests: int
+    since: datetime | None
+    until: datetime | None
+    message: str | None
 
 
 class Position(Record):
@@ -330,6 +412,7 @@ class Transaction(Record):
     trade_date: date | None
     settlement_date: date | None
     type: str
+    kind: Kind
     description: str | None
     amount: Decimal
     symbol: str | None

@@ -36,6 +36,12 @@ class Settings:
     keyring_timeout: float = 10.0
     key_store: str = "keyring"
     ca_bundle: str | None = None
+    # `dashtam sync`: the history a connection's first sync fetches, the days
+    # each later sync fetches again (late-posted and corrected transactions),
+    # and the age after which queries say the data is old.
+    sync_history_days: int = 730
+    sync_overlap_days: int = 7
+    stale_after_hours: float = 24.0
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
@@ -74,6 +80,44 @@ def _parse_seconds(raw: object) -> float:
     return value
 
 
+def _parse_days(raw: object, *, low: int, high: int) -> int:
+    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+        msg = f"{raw!r} is not a whole number of days"
+        raise ValueError(msg)
+    try:
+        value = int(str(raw).strip()) if not isinstance(raw, int | float) else int(raw)
+    except ValueError:
+        msg = f"{raw!r} is not a whole number of days"
+        raise ValueError(msg) from None
+    if not low <= value <= high:
+        msg = f"{raw!r} is outside {low} to {high} days"
+        raise ValueError(msg)
+    return value
+
+
+def _parse_history(raw: object) -> int:
+    return _parse_days(raw, low=1, high=36500)
+
+
+def _parse_overlap(raw: object) -> int:
+    return _parse_days(raw, low=0, high=365)
+
+
+def _parse_hours(raw: object) -> float:
+    if isinstance(raw, bool):
+        msg = f"{raw!r} is not a number of hours"
+        raise ValueError(msg)  # noqa: TRY004 - ValueError is what callers translate
+    try:
+        value = float(raw)  # type: ignore[arg-type]  # any value: float() raising is the check
+    except (TypeError, ValueError):
+        msg = f"{raw!r} is not a number of hours"
+        raise ValueError(msg) from None
+    if not 0 < value <= 24 * 365:
+        msg = f"{raw!r} is outside 0 to 8760 hours"
+        raise ValueError(msg)
+    return value
+
+
 def _parse_key_store(raw: object) -> str:
     value = str(raw).strip().lower()
     if value not in KEY_STORES:
@@ -106,6 +150,9 @@ _SPECS: Final[dict[str, _Spec]] = {
     "keyring_timeout": _Spec("DASHTAM_KEYRING_TIMEOUT", _parse_seconds, (int, float)),
     "key_store": _Spec("DASHTAM_KEY_STORE", _parse_key_store),
     "ca_bundle": _Spec("DASHTAM_CA_BUNDLE", _parse_path),
+    "sync_history_days": _Spec("DASHTAM_SYNC_HISTORY_DAYS", _parse_history, (int,)),
+    "sync_overlap_days": _Spec("DASHTAM_SYNC_OVERLAP_DAYS", _parse_overlap, (int,)),
+    "stale_after_hours": _Spec("DASHTAM_STALE_AFTER_HOURS", _parse_hours, (int, float)),
 }
 
 

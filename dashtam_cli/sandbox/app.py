@@ -27,7 +27,7 @@ import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any, Final, Self
 
-from dashtam_cli.core.providers.schwab_api import TRANSACTION_TYPES
+from dashtam_cli.core.providers import provider
 from dashtam_cli.sandbox.data import SandboxAccount, generate_accounts
 from dashtam_cli.sandbox.http import HttpServer, Request, Response
 
@@ -41,7 +41,8 @@ __all__ = ["Sandbox", "SandboxConfig"]
 # live Schwab also takes (schwab-py sends 2024-03-28T21:10:42Z).
 SCHWAB_TIME: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{3})?Z$")
 # The transaction types Schwab accepts: the client's own list, so the two never drift.
-TYPES: Final = frozenset(TRANSACTION_TYPES)
+# The Schwab sandbox accepts exactly the types the Schwab provider knows.
+TYPES: Final = frozenset(provider("schwab").transaction_types)
 MAX_ITEMS: Final = 3000
 CODE_TTL: Final = 30.0
 SANDBOX_CLIENT_ID: Final = "dashtam-sandbox-app-key-00000000"  # 32 characters, like Schwab's

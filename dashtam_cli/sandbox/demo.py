@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
-import datetime as dt
 import os
 import socket
 import ssl
@@ -95,13 +94,14 @@ async def run_demo(
     are the temporary ones.
     """
     from dashtam_cli.core.oauth.flow import LoginOptions, connect
-    from dashtam_cli.core.portfolio import (
-        FetchOptions,
-        fetch_accounts,
-        fetch_positions,
-        fetch_transactions,
+    from dashtam_cli.core.queries import (
+        QueryOptions,
+        query_accounts,
+        query_positions,
+        query_transactions,
     )
     from dashtam_cli.core.settings import load_settings
+    from dashtam_cli.core.sync import SyncOptions, sync
     from dashtam_cli.core.tokens import status_report
     from dashtam_cli.core.vault.vault import OpenOptions
 
@@ -133,23 +133,30 @@ async def run_demo(
         info = await connect(settings, "schwab", login)
         say(f"   Connected as {info.name!r}; the vault is {settings.paths.vault_file}.")
         options = OpenOptions()
-        say("3. Fetching accounts with balances (`dashtam accounts list`).")
-        accounts = await fetch_accounts(settings, FetchOptions(), options)
-        say("4. Fetching positions (`dashtam positions list`).")
-        positions = await fetch_positions(settings, FetchOptions(), options)
-        say("5. Fetching a year of transactions (`dashtam transactions list --since ...`).")
-        since = dt.datetime.now(dt.UTC) - dt.timedelta(days=365)
-        transactions = await fetch_transactions(settings, FetchOptions(since=since), options)
-        say("6. Checking token lifetimes (`dashtam tokens status`).")
-        tokens = await status_report(settings, None, options)
-    for result in (accounts, positions, transactions):
-        error = result.outcome()
+        say(
+            "3. Syncing it into the vault (`dashtam sync`): accounts, balances, positions and"
+            " two years of transactions, sealed."
+        )
+        synced = await sync(settings, SyncOptions(), options)
+        error = synced.outcome.outcome()
         if error is not None:
             raise error
+        offline = QueryOptions(offline=True)
+        say("4. Reading accounts with balances from the vault (`dashtam accounts list`).")
+        accounts, _ = await query_accounts(settings, offline, options)
+        say("5. Reading positions (`dashtam positions list`).")
+        positions, _ = await query_positions(settings, offline, options)
+        say("6. Reading the latest transactions (`dashtam transactions list --limit 10`).")
+        transactions: list[Transaction] = []
+        await query_transactions(
+            settings, dataclasses.replace(offline, limit=RECENT), options, transactions.extend
+        )
+        say("7. Checking token lifetimes (`dashtam tokens status`).")
+        tokens = await status_report(settings, None, options)
     return DemoReport(
         home=home,
-        accounts=accounts.items,
-        positions=positions.items,
-        transactions=transactions.items[:RECENT],
+        accounts=accounts,
+        positions=positions,
+        transactions=transactions,
         tokens=tokens,
     )

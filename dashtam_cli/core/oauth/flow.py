@@ -382,7 +382,7 @@ async def _warn_if_connected_elsewhere(
     made is only logged: the login itself succeeded.
     """
     from dashtam_cli.core.http import make_client
-    from dashtam_cli.core.portfolio import connected_elsewhere
+    from dashtam_cli.core.sync import connected_elsewhere
 
     try:
         async with make_client(settings, transport=options.transport) as client:

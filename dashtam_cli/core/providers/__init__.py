@@ -1,4 +1,8 @@
-"""The providers dashtam knows, resolved lazily so start-up never imports them."""
+"""The registry: the providers dashtam knows, resolved lazily so start-up never imports them.
+
+This is the only module outside a provider's package that names it (a test
+enforces that). Generic code asks :func:`provider` for a connection's provider.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,53 @@ from typing import TYPE_CHECKING, Final
 from dashtam_cli.core.errors import InputError
 
 if TYPE_CHECKING:
-    from dashtam_cli.core.providers.base import ProviderSpec
+    from dashtam_cli.core.providers.base import Provider, ProviderSpec
 
-__all__ = ["PROVIDER_NAMES", "get_provider"]
+__all__ = ["PROVIDER_NAMES", "get_provider", "provider", "provider_names", "register", "unregister"]
 
-_MODULES: Final = {"schwab": "dashtam_cli.core.providers.schwab"}
+_MODULES: Final[dict[str, str]] = {"schwab": "dashtam_cli.core.providers.schwab"}
+# The built-in providers; provider_names() adds any registered at run time.
 PROVIDER_NAMES: Final = tuple(_MODULES)
+_REGISTERED: dict[str, Provider] = {}
 
 
-def get_provider(name: str) -> ProviderSpec:
-    """Return the provider called ``name``."""
-    module_name = _MODULES.get(name.lower())
+def register(instance: Provider) -> None:
+    """Add a provider at run time (a plugin, or a test's fake one)."""
+    _REGISTERED[instance.name] = instance
+
+
+def unregister(name: str) -> None:
+    """Forget a provider added with :func:`register`."""
+    _REGISTERED.pop(name, None)
+
+
+def provider_names() -> tuple[str, ...]:
+    """Every provider's name: the built-in ones, then those registered."""
+    return (*_MODULES, *(n for n in _REGISTERED if n not in _MODULES))
+
+
+def provider(name: str) -> Provider:
+    """Return the provider called ``name``; an InputError naming the known ones otherwise."""
+    key = name.lower()
+    registered = _REGISTERED.get(key)
+    if registered is not None:
+        return registered
+    module_name = _MODULES.get(key)
     if module_name is None:
         raise InputError(
             f"unknown provider {name!r}",
-            hint=f"dashtam supports: {', '.join(PROVIDER_NAMES)}",
+            hint=f"dashtam supports: {', '.join(provider_names())}",
         )
-    spec: ProviderSpec = importlib.import_module(module_name).SPEC
-    return spec
+    instance: Provider = importlib.import_module(module_name).PROVIDER
+    return instance
+
+
+def get_provider(name: str) -> ProviderSpec:
+    """Return the OAuth settings of the provider called ``name``."""
+    instance = provider(name)
+    if instance.spec is None:
+        raise InputError(
+            f"{instance.display_name} does not log in with OAuth",
+            hint=f"log in with: dashtam connect {instance.name}",
+        )
+    return instance.spec

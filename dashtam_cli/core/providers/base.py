@@ -1,17 +1,45 @@
-"""What dashtam needs to know about a provider to log in to it."""
+"""The one interface every provider implements: its login, what it stores, and how it fetches.
+
+Generic code (sync, queries, the CLI, hints, audit names) talks to a provider
+only through :class:`Provider` and the :class:`ProviderSession` it opens for
+one connection. A provider returns dashtam's neutral models
+(:mod:`dashtam_cli.core.models`) and keeps its own JSON, identifiers and
+types inside its package. See docs/providers/adding.md.
+"""
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import datetime as dt  # noqa: TC003 - dataclass fields are resolved at run time
+import enum
+import hashlib
+import uuid
 from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 
-__all__ = ["ProviderSpec"]
+    import httpx
+
+    from dashtam_cli.core.errors import DashtamError
+    from dashtam_cli.core.models import Account, ConnectionInfo, Kind, Position, Transaction
+    from dashtam_cli.core.resilience import Backoff
+
+__all__ = [
+    "CallRecord",
+    "Changes",
+    "FetchedAccount",
+    "LoginKind",
+    "Provider",
+    "ProviderSession",
+    "ProviderSpec",
+    "SessionContext",
+    "SyncTarget",
+    "transaction_id",
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -82,3 +110,181 @@ def _url_problem(raw: str) -> str | None:
     elif scheme == "http" and host not in _LOOPBACK_NAMES and not host.startswith("127."):
         problem = "plain http is allowed only to this machine (127.0.0.1, ::1, localhost)"
     return problem
+
+
+class LoginKind(enum.StrEnum):
+    """How a user logs in to a provider."""
+
+    # A browser redirect to the loopback HTTPS listener; tokens that refresh.
+    OAUTH = "oauth"
+    # A token the user pastes (read from a prompt, stdin or a file), claimed once.
+    TOKEN = "token"  # noqa: S105 - a kind of login, not a secret
+    # A hosted widget the listener serves to the browser.
+    LINK = "link"
+
+
+@dataclasses.dataclass(slots=True)
+class CallRecord:
+    """What one provider request did, for the audit log (never with a secret)."""
+
+    operation: str
+    outcome: str
+    http_status: int | None
+    duration_ms: int
+    correlation_id: str | None
+    detail: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionContext:
+    """What a provider's session gets for one connection: every seam injected.
+
+    ``access_token`` and ``replace_rejected`` are the token lifecycle's (for
+    providers that refresh: single-flight across processes, crash safe);
+    ``secret`` returns the connection's sealed credential record for those
+    that do not. ``record`` queues one audit record per request.
+    """
+
+    info: ConnectionInfo
+    client: httpx.AsyncClient
+    access_token: Callable[[], Awaitable[str]]
+    replace_rejected: Callable[[str], Awaitable[str]]
+    secret: Callable[[], Awaitable[str]]
+    record: Callable[[CallRecord], Awaitable[None]]
+    clock: Callable[[], dt.datetime]
+    backoff: Backoff | None = None
+    max_in_flight: int = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FetchedAccount:
+    """One account as the provider lists it now, with its balances and positions.
+
+    ``key`` is what identifies the account at the provider across logins (an
+    account number for Schwab); ``reference`` is a provider value to keep for
+    later calls (Schwab's account hash). Both are sealed in the vault and
+    never shown. ``account`` and ``positions`` carry the id the sync gave
+    (:meth:`ProviderSession.accounts` receives the function that gives it).
+    ``balance_at`` is when the provider says the balances were true, when it says.
+    """
+
+    key: str
+    reference: str | None
+    account: Account
+    positions: Sequence[Position]
+    balance_at: dt.datetime | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SyncTarget:
+    """One account to fetch transactions for, and from where.
+
+    ``since`` and ``until`` bound the window the sync wants (the provider may
+    split it to its own limits); ``cursor`` is what the provider returned as
+    this account's point last time, for providers that page by cursor.
+    """
+
+    account: Account
+    key: str
+    reference: str | None
+    since: dt.datetime
+    until: dt.datetime
+    cursor: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Changes:
+    """One batch of transaction changes, written in one vault transaction.
+
+    ``completed`` maps each account id whose fetch this batch completes to the
+    cursor to keep for it (None for providers that page by time): its sync
+    point moves only when the batch is stored. ``failed`` are accounts that
+    failed alone, with why; their sync points do not move.
+    """
+
+    transactions: Sequence[Transaction] = ()
+    removed: Sequence[str] = ()
+    completed: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
+    failed: Mapping[str, DashtamError] = dataclasses.field(default_factory=dict)
+
+
+class ProviderSession(abc.ABC):
+    """One connection's conversation with its provider, for one command."""
+
+    requests: int = 0
+
+    @abc.abstractmethod
+    async def accounts(self, account_id: Callable[[str], str]) -> list[FetchedAccount]:
+        """Every account of the login with balances and positions.
+
+        ``account_id(key)`` gives the dashtam id for a provider key (the
+        stored one, or a new one). An account whose record is unusable is
+        left out and reported through :attr:`account_failures`.
+        """
+
+    @abc.abstractmethod
+    def changes(self, targets: Sequence[SyncTarget]) -> AsyncIterator[Changes]:
+        """The transactions of ``targets``, as batches to store one by one.
+
+        Raises a DashtamError when the whole connection fails (a login to
+        renew, the provider down); a single account's failure goes in a
+        batch's ``failed``.
+        """
+
+    async def account_keys(self) -> list[str]:
+        """The keys of the login's accounts (for the duplicate-login check); all of ``accounts``."""
+        return [item.key for item in await self.accounts(lambda key: key)]
+
+    @property
+    def account_failures(self) -> Mapping[str, DashtamError]:
+        """Accounts (by key) that :meth:`accounts` left out, and why."""
+        return {}
+
+
+class Provider(abc.ABC):
+    """A provider dashtam supports: its login, its lifetimes, its types, its sessions."""
+
+    name: str
+    display_name: str
+    login: LoginKind
+    # Whether its credentials expire and are refreshed (the token lifecycle applies).
+    refreshes: bool
+    # The OAuth settings, for providers that log in with OAuth.
+    spec: ProviderSpec | None = None
+    # The provider's own transaction types, which `--type` accepts beside kinds.
+    transaction_types: tuple[str, ...] = ()
+
+    @abc.abstractmethod
+    def kind_of(self, provider_type: str) -> Kind:
+        """The neutral kind of one of the provider's transaction types."""
+
+    @abc.abstractmethod
+    def session(self, context: SessionContext) -> ProviderSession:
+        """A session for one connection."""
+
+    def relogin_command(self, connection: str) -> str:
+        """The command that logs in again to ``connection``."""
+        return f"dashtam connect {self.name} --name {connection}"
+
+    async def claim(self, client: httpx.AsyncClient, token: str) -> str:
+        """Turn a pasted token into the credential record to seal (``TOKEN`` logins)."""
+        msg = f"{self.display_name} does not log in with a pasted token"
+        raise NotImplementedError(msg)
+
+
+_TXN_NAMESPACE: Final = uuid.UUID("6f1c1d2e-8a3b-4c5d-9e7f-0a1b2c3d4e5f")
+
+
+def transaction_id(account_id: str, provider_id: object) -> str:
+    """``str(uuid.uuid5(NAMESPACE, f"{account_id}:{provider_id}"))``, without the UUID object.
+
+    Stable: the same provider transaction of the same account always has the
+    same id, so a sync updates it rather than adding it twice. The same text
+    as uuid5 gives (a test holds it to that), at a third of the cost.
+    """
+    name = f"{account_id}:{provider_id}".encode()
+    digest = bytearray(hashlib.sha1(_TXN_NAMESPACE.bytes + name).digest()[:16])  # noqa: S324 - uuid5's own hash
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    text = digest.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"

@@ -33,7 +33,7 @@ import os
 from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core.vault.errors import VaultBusy
-from dashtam_cli.core.vault.files import open_lock_file
+from dashtam_cli.core.vault.files import ensure_private_dir, open_lock_file
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -187,5 +187,33 @@ async def recovering(vault_file: Path, *, timeout: float = 60.0) -> AsyncIterato
             hint="run the command again; if it persists, check for a hung dashtam process",
         )
         yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.asynccontextmanager
+async def exclusive_file(
+    path: Path,
+    *,
+    timeout: float,  # noqa: ASYNC109 - polled, not a blocking call with a timeout
+    waiting: str,
+    failure: str,
+    hint: str,
+) -> AsyncIterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` (0600, in a 0700 directory).
+
+    Waits up to ``timeout`` seconds for another holder, saying ``waiting``
+    on stderr once the wait is noticeable; then a VaultBusy with ``failure``.
+    """
+    ensure_private_dir(path.parent)
+    fd = open_lock_file(path)
+    try:
+        await _acquire(
+            fd, fcntl.LOCK_EX, timeout=timeout, waiting=waiting, failure=failure, hint=hint
+        )
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)

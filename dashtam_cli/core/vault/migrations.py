@@ -117,9 +117,40 @@ _V3: Final = (
     "CREATE INDEX ix_accounts_connection ON accounts (connection_id)",
 )
 
+_V4: Final = (
+    # The provider interface: a connection whose provider does not refresh
+    # keeps its credential record here, sealed, instead of a token pair.
+    "ALTER TABLE connections ADD COLUMN secret BLOB",
+    # The neutral kind of a transaction (trade, dividend, ...), which queries
+    # filter on; NULL for rows cached before, whose kind is read from its type.
+    "ALTER TABLE transactions ADD COLUMN kind TEXT",
+    "CREATE INDEX ix_transactions_account_kind ON transactions (account_id, kind, occurred_at)",
+    # Each sync keeps the positions it saw: the newest per account are current.
+    "CREATE INDEX ix_positions_account_time ON positions (account_id, fetched_at)",
+    # A balance snapshot per account per sync, sealed.
+    """CREATE TABLE balances (
+        id TEXT NOT NULL PRIMARY KEY,
+        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        payload BLOB NOT NULL
+    )""",
+    "CREATE INDEX ix_balances_account_time ON balances (account_id, at)",
+    # Where each account's last successful sync reached: the time its window
+    # ended, and the provider's cursor (sealed) for providers that page by one.
+    """CREATE TABLE sync_points (
+        id TEXT NOT NULL PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
+        through TEXT NOT NULL,
+        cursor BLOB,
+        synced_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX ix_sync_points_connection ON sync_points (connection_id)",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
     Migration(2, "accounts keep the provider's account reference, sealed", _V2),
     Migration(3, "sealed fields bound to their owner (sealing format 2)", _V3),
+    Migration(4, "sync: kinds, balance snapshots, sync points, opaque credentials", _V4),
 )
 LATEST: Final = MIGRATIONS[-1].version

@@ -55,6 +55,8 @@ connections = Table(
     Column("status", Text, nullable=False),
     Column("created_at", Text, nullable=False),
     Column("updated_at", Text, nullable=False),
+    # Added by migration 4: the credential record of a provider that does not refresh, sealed.
+    Column("secret", LargeBinary, nullable=True),
 )
 
 tokens = Table(
@@ -98,6 +100,8 @@ positions = Table(
     Column("account_id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
     Column("payload", LargeBinary, nullable=False),
     Column("fetched_at", Text, nullable=False),
+    # Added by migration 4.
+    Index("ix_positions_account_time", "account_id", "fetched_at"),
 )
 
 transactions = Table(
@@ -109,6 +113,30 @@ transactions = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("fetched_at", Text, nullable=False),
     Index("ix_transactions_account_time", "account_id", "occurred_at"),
+    # Added by migration 4: the neutral kind (NULL in rows cached before).
+    Column("kind", Text, nullable=True),
+    Index("ix_transactions_account_kind", "account_id", "kind", "occurred_at"),
+)
+
+balances = Table(
+    "balances",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("account_id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("at", Text, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Index("ix_balances_account_time", "account_id", "at"),
+)
+
+sync_points = Table(
+    "sync_points",
+    metadata,
+    Column("id", Text, ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("connection_id", Text, ForeignKey("connections.id", ondelete="CASCADE"), nullable=False),
+    Column("through", Text, nullable=False),
+    Column("cursor", LargeBinary, nullable=True),
+    Column("synced_at", Text, nullable=False),
+    Index("ix_sync_points_connection", "connection_id"),
 )
 
 audit_log = Table(
@@ -132,20 +160,26 @@ audit_log = Table(
 # checks that each LargeBinary column outside vault_meta is listed.
 SEALED_FIELDS: Final[dict[str, tuple[str, ...]]] = {
     "provider_credentials": ("client_id", "client_secret"),
+    "connections": ("secret",),
     "tokens": ("access_token", "refresh_token"),
     "accounts": ("number", "payload", "provider_ref"),
     "positions": ("payload",),
     "transactions": ("payload",),
+    "balances": ("payload",),
+    "sync_points": ("cursor",),
 }
 
 # The column naming each sealed table's owner, which every sealed field of the
 # row is bound to: moving a row to another owner breaks its seal.
 OWNER_COLUMNS: Final[dict[str, str]] = {
     "provider_credentials": "provider",
+    "connections": "id",
     "tokens": "connection_id",
     "accounts": "connection_id",
     "positions": "account_id",
     "transactions": "account_id",
+    "balances": "account_id",
+    "sync_points": "connection_id",
 }
 
 # The tables `vault status` counts, in the order it prints them.
@@ -156,5 +190,7 @@ TABLES: Final = (
     "accounts",
     "positions",
     "transactions",
+    "balances",
+    "sync_points",
     "audit_log",
 )

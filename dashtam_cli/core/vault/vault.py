@@ -366,7 +366,9 @@ _RESEAL_BATCH: Final = 2000
 # Tables whose rows are a cache of the provider's data: a damaged one is left
 # as it is rather than stop a rotation (the next fetch replaces it). A damaged
 # token or credential still stops it: those cannot be fetched again.
-_CACHE_TABLES: Final = frozenset({"accounts", "positions", "transactions"})
+_CACHE_TABLES: Final = frozenset(
+    {"accounts", "positions", "transactions", "balances", "sync_points"}
+)
 
 
 async def _reseal_table(  # noqa: PLR0913 - the pieces of one pass

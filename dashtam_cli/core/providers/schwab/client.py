@@ -11,7 +11,6 @@ text; times come as ``2025-01-17T17:19:49+0000``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import decimal
 import logging
@@ -33,6 +32,7 @@ from dashtam_cli.core.http import (
     load_json,
     read_body,
 )
+from dashtam_cli.core.providers.base import CallRecord
 from dashtam_cli.core.redact import MASK, register_secret, sanitize
 from dashtam_cli.core.resilience import (
     RETRY_STATUSES,
@@ -50,6 +50,7 @@ __all__ = [
     "MAX_WINDOW",
     "TRANSACTION_TYPES",
     "ApiError",
+    "CallRecord",
     "Fields",
     "SchwabClient",
     "bad_field",
@@ -167,18 +168,6 @@ def _error_summary(data: bytes) -> str:  # noqa: C901 - one branch per error sha
     elif text.strip():
         parts.append("a body that is not JSON")
     return sanitize(" ".join(p for p in parts if p)) or "no detail"
-
-
-@dataclasses.dataclass(slots=True)
-class CallRecord:
-    """What one API call did, for the audit log."""
-
-    operation: str
-    outcome: str
-    http_status: int | None
-    duration_ms: int
-    correlation_id: str | None
-    detail: str | None = None
 
 
 class SchwabClient:

@@ -1,0 +1,446 @@
+"""Answers from the vault: accounts, positions and transactions, filtered in the database.
+
+Queries never touch the network, except to sync first a connection that
+was never synced (so `connect` then `accounts list` just works) or when
+asked to (``sync_first``). Transactions are read, opened and handed on in
+batches, so memory does not grow with the number of rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import and_, func, or_, select, tuple_
+
+from dashtam_cli.core import store
+from dashtam_cli.core.connections import ConnectionNotFound, list_connections
+from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.models import KINDS, Account, Position, Transaction
+from dashtam_cli.core.providers import provider as provider_named
+from dashtam_cli.core.providers import provider_names
+from dashtam_cli.core.vault import db, schema
+from dashtam_cli.core.vault.errors import RecordTampered
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    import httpx
+    from sqlalchemy import ColumnElement
+
+    from dashtam_cli.core.models import ConnectionInfo
+    from dashtam_cli.core.results import FetchResult
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.vault.vault import OpenOptions, Vault
+
+__all__ = [
+    "QueryOptions",
+    "QueryResult",
+    "query_accounts",
+    "query_positions",
+    "query_transactions",
+    "type_filter",
+]
+
+log = logging.getLogger(__name__)
+
+# Rows read, opened and handed on at a time.
+BATCH: Final = 1000
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueryOptions:
+    """What to answer: which connection and account, the filters, and whether to sync first."""
+
+    connection: str | None = None
+    account: str | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    types: Sequence[str] = ()
+    symbol: str | None = None
+    limit: int | None = None
+    offline: bool = False
+    sync_first: bool = False
+    transport: httpx.AsyncBaseTransport | None = None
+    clock: Callable[[], dt.datetime] = _utcnow
+
+
+@dataclasses.dataclass(slots=True)
+class QueryResult:
+    """How the answer went: the sync it needed (if any), and how old the data is.
+
+    ``sync`` holds the failures of the sync run first (a first sync, or
+    ``sync_first``); ``oldest`` is the oldest sync time of the accounts
+    answered (None when each was synced, or none is stored); ``never``
+    names connections that have no data yet.
+    """
+
+    sync: FetchResult[Any] | None = None
+    oldest: dt.datetime | None = None
+    count: int = 0
+    never: list[str] = dataclasses.field(default_factory=list)
+
+
+def type_filter(types: Sequence[str]) -> tuple[set[str], set[str]]:
+    """Split ``--type`` values into kinds and provider types; an unknown one is an InputError.
+
+    A kind is matched in lower case, a provider type in upper case, against
+    every provider dashtam knows.
+    """
+    kinds: set[str] = set()
+    provider_types: set[str] = set()
+    known = {t for name in provider_names() for t in provider_named(name).transaction_types}
+    unknown = []
+    for raw in types:
+        value = raw.strip()
+        if value.lower() in KINDS:
+            kinds.add(value.lower())
+        elif value.upper() in known:
+            provider_types.add(value.upper())
+        else:
+            unknown.append(raw)
+    if unknown:
+        raise InputError(
+            f"unknown type {', '.join(unknown)}",
+            hint=f"give a kind ({', '.join(KINDS)}) or a provider's type, e.g. "
+            + ", ".join(sorted(known)[:3]),
+        )
+    return kinds, provider_types
+
+
+@dataclasses.dataclass(slots=True)
+class _Scope:
+    """The accounts a query is about, with what is needed to read their rows."""
+
+    accounts: list[Account]
+    providers: dict[str, str]  # account id -> provider name
+    synced: dict[str, dt.datetime]  # account id -> when its last sync completed
+
+
+def _selector(selector: str) -> str:
+    cleaned = selector.strip().lstrip("*").strip().lower()
+    if not cleaned:
+        raise InputError(
+            f"{selector!r} names no account",
+            hint="give the account id, or the last digits of its number: dashtam accounts list",
+        )
+    return cleaned
+
+
+async def _scope(vault: Vault, infos: Sequence[ConnectionInfo], selector: str | None) -> _Scope:
+    """The stored accounts of these connections (the one selected, if any), newest row per key."""
+    accounts: list[Account] = []
+    providers: dict[str, str] = {}
+    synced: dict[str, dt.datetime] = {}
+    wanted = _selector(selector) if selector is not None else None
+    table = schema.accounts
+    for info in infos:
+        known = await store.known_accounts(vault, info.id)
+        keep = {k.id: k for k in known}
+        if wanted is not None:
+            keep = {
+                i: k
+                for i, k in keep.items()
+                if i.lower() == wanted or k.key.lower().endswith(wanted)
+            }
+        if not keep:
+            continue
+        points = await store.sync_points(vault, info.id)
+        async with vault.reading() as conn:
+            rows = (
+                await conn.execute(
+                    select(table.c.id, table.c.payload).where(table.c.id.in_(list(keep)))
+                )
+            ).all()
+        for row in rows:
+            text = vault.unseal_text(table.name, row.id, "payload", row.payload, owner=info.id)
+            account = Account.model_validate_json(text)
+            point = points.get(row.id)
+            if point is not None:
+                account = account.model_copy(update={"synced_at": point.synced_at})
+                synced[row.id] = point.synced_at
+            accounts.append(account)
+            providers[row.id] = info.provider
+    accounts.sort(key=lambda a: (a.connection, a.name, a.id))
+    exact = any(a.id.lower() == wanted for a in accounts)
+    if wanted is not None and len(accounts) > 1 and not exact:
+        raise InputError(
+            f"{selector!r} matches {len(accounts)} accounts",
+            hint="give more digits, or the account id from: dashtam accounts list",
+        )
+    return _Scope(accounts, providers, synced)
+
+
+async def _prepare(
+    settings: Settings, options: QueryOptions, open_options: OpenOptions
+) -> FetchResult[Any] | None:
+    """Sync first what needs it: every selected connection if asked, else those never synced."""
+    from dashtam_cli.core.sync import SyncOptions, sync
+
+    if options.offline:
+        return None
+    if not settings.paths.vault_file.exists():
+        return None
+    result = await sync(
+        settings,
+        SyncOptions(
+            connections=(options.connection,) if options.connection else (),
+            only_new=not options.sync_first,
+            transport=options.transport,
+            clock=options.clock,
+        ),
+        open_options,
+    )
+    return result.outcome if result.reports else None
+
+
+def _no_connections(options: QueryOptions) -> DashtamError:
+    if options.connection is not None:
+        return ConnectionNotFound.named(options.connection)
+    return DashtamError(
+        "there are no connections yet", hint="log in first: dashtam connect PROVIDER"
+    )
+
+
+async def _open(
+    settings: Settings,
+    options: QueryOptions,
+    open_options: OpenOptions,
+    answer: Callable[[Vault, Sequence[ConnectionInfo], QueryResult], Any],
+) -> QueryResult:
+    """Sync what needs it, then open the vault and answer from it."""
+    from dashtam_cli.core.vault.vault import open_vault
+
+    if not settings.paths.vault_file.exists():
+        raise _no_connections(options)
+    synced = await _prepare(settings, options, open_options)
+    result = QueryResult(sync=synced)
+    async with open_vault(settings, open_options) as vault:
+        infos = await list_connections(vault, name=options.connection)
+        if not infos:
+            raise _no_connections(options)
+        await answer(vault, infos, result)
+    return result
+
+
+def _oldest(scope: _Scope, accounts: Sequence[Account]) -> dt.datetime | None:
+    times = [scope.synced.get(a.id) or a.fetched_at for a in accounts]
+    return min(times) if times else None
+
+
+def _never(infos: Sequence[ConnectionInfo], scope: _Scope) -> list[str]:
+    having = {a.connection for a in scope.accounts}
+    return [i.name for i in infos if i.name not in having]
+
+
+def _missing(options: QueryOptions, scope: _Scope, result: QueryResult) -> None:
+    """An account asked for and not stored: an InputError, unless a sync failure explains it."""
+    if options.account is None or scope.accounts:
+        return
+    if result.sync is not None and result.sync.failures:
+        return
+    raise InputError(f"no account matches {options.account!r}", hint="see: dashtam accounts list")
+
+
+async def query_accounts(
+    settings: Settings, options: QueryOptions, open_options: OpenOptions
+) -> tuple[list[Account], QueryResult]:
+    """The stored accounts with their balances (the one selected, if any)."""
+    found: list[Account] = []
+
+    async def answer(vault: Vault, infos: Sequence[ConnectionInfo], result: QueryResult) -> None:
+        scope = await _scope(vault, infos, options.account)
+        _missing(options, scope, result)
+        found.extend(scope.accounts)
+        result.oldest = _oldest(scope, scope.accounts)
+        result.never = _never(infos, scope)
+        result.count = len(found)
+
+    result = await _open(settings, options, open_options, answer)
+    return found, result
+
+
+async def query_positions(
+    settings: Settings, options: QueryOptions, open_options: OpenOptions
+) -> tuple[list[Position], QueryResult]:
+    """Each selected account's positions as of its last sync."""
+    found: list[Position] = []
+    table = schema.positions
+
+    async def answer(vault: Vault, infos: Sequence[ConnectionInfo], result: QueryResult) -> None:
+        scope = await _scope(vault, infos, options.account)
+        _missing(options, scope, result)
+        ids = [a.id for a in scope.accounts]
+        if ids:
+            latest = (
+                select(table.c.account_id, func.max(table.c.fetched_at).label("at"))
+                .where(table.c.account_id.in_(ids))
+                .group_by(table.c.account_id)
+                .subquery()
+            )
+            query = select(table.c.id, table.c.account_id, table.c.payload).join(
+                latest,
+                and_(table.c.account_id == latest.c.account_id, table.c.fetched_at == latest.c.at),
+            )
+            async with vault.reading() as conn:
+                rows = (await conn.execute(query)).all()
+            order = {a.id: n for n, a in enumerate(scope.accounts)}
+            for row in sorted(rows, key=lambda r: order[r.account_id]):
+                text = vault.unseal_text(
+                    table.name, row.id, "payload", row.payload, owner=row.account_id
+                )
+                found.append(Position.model_validate_json(text))
+        result.oldest = _oldest(scope, scope.accounts)
+        result.never = _never(infos, scope)
+        result.count = len(found)
+
+    result = await _open(settings, options, open_options, answer)
+    return found, result
+
+
+def _transaction(
+    vault: Vault,
+    row: Any,  # noqa: ANN401 - a result row
+    providers: dict[str, str],
+) -> Transaction | None:
+    """One stored transaction, or None (with a warning) when its seal does not open."""
+    table = schema.transactions
+    try:
+        text = vault.unseal_text(table.name, row.id, "payload", row.payload, owner=row.account_id)
+    except RecordTampered as exc:
+        log.warning("a damaged transaction is left out (%s); `dashtam sync --full` fetches it", exc)
+        return None
+    if row.kind is None:
+        # Stored before kinds existed: the kind is read from the provider's type.
+        record = json.loads(text)
+        record["kind"] = provider_named(providers[row.account_id]).kind_of(record.get("type", ""))
+        return Transaction.model_validate(record)
+    return Transaction.model_validate_json(text)
+
+
+def _conditions(
+    options: QueryOptions, scope: _Scope, kinds: set[str], provider_types: set[str]
+) -> list[ColumnElement[bool]]:
+    """The WHERE of a transactions query: accounts, dates, and the kinds the types map to.
+
+    Rows stored before kinds existed (no kind) are read and checked one by one.
+    """
+    table = schema.transactions
+    conditions: list[ColumnElement[bool]] = [table.c.account_id.in_([a.id for a in scope.accounts])]
+    if options.since is not None:
+        conditions.append(table.c.occurred_at >= db.utcnow_text(options.since))
+    if options.until is not None:
+        conditions.append(table.c.occurred_at <= db.utcnow_text(options.until))
+    if kinds or provider_types:
+        wanted = set(kinds)
+        for name in set(scope.providers.values()):
+            instance = provider_named(name)
+            wanted.update(
+                instance.kind_of(t) for t in provider_types if t in instance.transaction_types
+            )
+        conditions.append(or_(table.c.kind.in_(sorted(wanted)), table.c.kind.is_(None)))
+    return conditions
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Checks:
+    """What is checked on each opened record: the kinds or types asked, the symbol."""
+
+    kinds: set[str]
+    provider_types: set[str]
+    symbol: str | None
+
+    def __call__(self, txn: Transaction) -> bool:
+        """Whether the record is one the query asked for."""
+        if (self.kinds or self.provider_types) and not (
+            txn.kind.value in self.kinds or txn.type in self.provider_types
+        ):
+            return False
+        return self.symbol is None or (txn.symbol or "").upper() == self.symbol
+
+
+async def _stream(  # noqa: PLR0913 - the query and where its rows go
+    vault: Vault,
+    *,
+    scope: _Scope,
+    conditions: Sequence[ColumnElement[bool]],
+    wanted: _Checks,
+    limit: int | None,
+    emit: Callable[[list[Transaction]], None],
+) -> int:
+    """Read, open, check and hand on the rows in batches, newest first; return how many."""
+    table = schema.transactions
+    base = (
+        select(table.c.id, table.c.account_id, table.c.occurred_at, table.c.kind, table.c.payload)
+        .where(*conditions)
+        .order_by(table.c.occurred_at.desc(), table.c.id.desc())
+    )
+    last: tuple[str, str] | None = None
+    remaining = limit
+    count = 0
+    # One snapshot for the whole answer: a sync committing meanwhile is not half seen.
+    async with vault.reading() as conn:
+        while remaining is None or remaining > 0:
+            query = base
+            if last is not None:
+                query = query.where(tuple_(table.c.occurred_at, table.c.id) < tuple_(*last))
+            rows = (await conn.execute(query.limit(BATCH))).all()
+            if not rows:
+                break
+            last = (rows[-1].occurred_at, rows[-1].id)
+            batch = [
+                txn
+                for txn in (_transaction(vault, row, scope.providers) for row in rows)
+                if txn is not None and wanted(txn)
+            ]
+            if remaining is not None:
+                batch = batch[:remaining]
+                remaining -= len(batch)
+            if batch:
+                count += len(batch)
+                emit(batch)
+    return count
+
+
+async def query_transactions(
+    settings: Settings,
+    options: QueryOptions,
+    open_options: OpenOptions,
+    emit: Callable[[list[Transaction]], None],
+) -> QueryResult:
+    """Hand the selected transactions to ``emit`` newest first, a batch at a time.
+
+    Account, connection, dates and kinds are filtered in the database; a
+    provider's type and the symbol (sealed with the rest of the record) as
+    each batch is opened. ``limit`` stops after that many.
+    """
+    if options.since and options.until and options.since >= options.until:
+        raise InputError("--since: must be before --until")
+    kinds, provider_types = type_filter(options.types)
+    symbol = options.symbol.strip().upper() if options.symbol else None
+    wanted = _Checks(kinds, provider_types, symbol)
+
+    async def answer(vault: Vault, infos: Sequence[ConnectionInfo], result: QueryResult) -> None:
+        scope = await _scope(vault, infos, options.account)
+        _missing(options, scope, result)
+        result.oldest = _oldest(scope, scope.accounts)
+        result.never = _never(infos, scope)
+        if scope.accounts:
+            conditions = _conditions(options, scope, kinds, provider_types)
+            result.count = await _stream(
+                vault,
+                scope=scope,
+                conditions=conditions,
+                wanted=wanted,
+                limit=options.limit,
+                emit=emit,
+            )
+
+    return await _open(settings, options, open_options, answer)

@@ -1,0 +1,461 @@
+"""Synced data in the vault: accounts, positions, balance snapshots, transactions, sync points.
+
+Every field that holds money, a number or a provider reference is sealed and
+bound to its row's owner. Rows are sealed outside the write transaction (the
+slow part) and written in one short transaction per batch, so readers and
+other writers wait as little as possible.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any, Final
+
+from sqlalchemy import bindparam, delete, literal_column, select, update
+
+from dashtam_cli.core.models import Balance
+from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.vault import db, schema
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    from sqlalchemy import Select
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from dashtam_cli.core.models import ConnectionInfo, Record
+    from dashtam_cli.core.providers.base import Changes, FetchedAccount
+    from dashtam_cli.core.vault.vault import Vault
+
+__all__ = [
+    "Counts",
+    "Known",
+    "SyncPoint",
+    "known_accounts",
+    "load_secret",
+    "mask_key",
+    "sync_points",
+    "write_accounts",
+    "write_changes",
+]
+
+log = logging.getLogger(__name__)
+
+# Ids looked up in one IN (...) clause: well under SQLite's variable limit.
+_ID_CHUNK: Final = 500
+
+
+def mask_key(key: str) -> str:
+    """``****5678``: the last four characters of a provider's account key, never more."""
+    return "****" + key[-4:]
+
+
+def _dumps(model: Record) -> str:
+    # pydantic's own serializer: Decimal as a string, times in ISO 8601.
+    return model.model_dump_json()
+
+
+@dataclasses.dataclass(slots=True)
+class Known:
+    """An account dashtam has stored: its stable id, its provider key (in memory only)."""
+
+    id: str
+    key: str
+    reference: str | None = None
+    fetched_at: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SyncPoint:
+    """Where an account's last successful sync reached."""
+
+    through: dt.datetime
+    cursor: str | None
+    synced_at: dt.datetime
+
+
+@dataclasses.dataclass(slots=True)
+class Counts:
+    """What one write did to the transactions."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    removed: int = 0
+
+    def add(self, other: Counts) -> None:
+        """Add another write's counts to these."""
+        self.new += other.new
+        self.changed += other.changed
+        self.unchanged += other.unchanged
+        self.removed += other.removed
+
+
+def _newest_first(query: Select[Any]) -> Select[Any]:
+    """Accounts in the order that says which row of a key is the one to keep: the first.
+
+    Only one row per key is written now; a vault may still hold copies that
+    concurrent first fetches of older versions made. Every run since used the
+    row stored last, so that is the one kept: newest ``fetched_at``, then newest row.
+    """
+    table = schema.accounts
+    return query.order_by(table.c.fetched_at.desc(), literal_column("accounts.rowid").desc())
+
+
+async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
+    """The connection's stored accounts, one per key (see :func:`_newest_first`)."""
+    table = schema.accounts
+    async with vault.reading() as conn:
+        rows = (
+            await conn.execute(
+                _newest_first(
+                    select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at)
+                ).where(table.c.connection_id == connection_id)
+            )
+        ).all()
+    known: dict[str, Known] = {}
+    for row in rows:
+        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
+        register_secret(key)
+        if key in known:
+            continue  # an older copy (see _newest_first), merged at the next write
+        reference = (
+            None
+            if row.provider_ref is None
+            else vault.unseal_text(
+                table.name, row.id, "provider_ref", row.provider_ref, owner=connection_id
+            )
+        )
+        # A stored reference may go into request paths: masked before the first one.
+        register_secret(reference)
+        stamp = row.fetched_at if isinstance(row.fetched_at, str) else None
+        known[key] = Known(row.id, key, reference, stamp)
+    return list(known.values())
+
+
+async def load_secret(vault: Vault, info: ConnectionInfo) -> str:
+    """The connection's sealed credential record (providers that do not refresh)."""
+    from dashtam_cli.core.errors import ReauthRequired
+
+    table = schema.connections
+    async with vault.reading() as conn:
+        blob = await conn.scalar(select(table.c.secret).where(table.c.id == info.id))
+    if blob is None:
+        raise ReauthRequired(
+            f"connection {info.name!r} holds no credential",
+            hint=f"log in again: dashtam connect {info.provider} --name {info.name}",
+        )
+    secret = vault.unseal_text(table.name, info.id, "secret", blob, owner=info.id)
+    register_secret(secret)
+    return secret
+
+
+async def _stored_ids(
+    vault: Vault, conn: AsyncConnection, connection_id: str
+) -> dict[str, list[str]]:
+    """Each stored account key of the connection and its rows' ids, the one to keep first."""
+    table = schema.accounts
+    query = _newest_first(select(table.c.id, table.c.number)).where(
+        table.c.connection_id == connection_id
+    )
+    ids: dict[str, list[str]] = {}
+    for row in (await conn.execute(query)).all():
+        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
+        ids.setdefault(key, []).append(row.id)
+    return ids
+
+
+def _content(vault: Vault, row_id: str, account_id: str, blob: bytes) -> tuple[str, dict[str, Any]]:
+    """A cached transaction's record, and its text without the ids (equal for two copies)."""
+    record: dict[str, Any] = json.loads(
+        vault.unseal_text(schema.transactions.name, row_id, "payload", blob, owner=account_id)
+    )
+    rest = {k: v for k, v in record.items() if k not in {"id", "account_id"}}
+    return json.dumps(rest, sort_keys=True), record
+
+
+async def _merge_copies(
+    vault: Vault, conn: AsyncConnection, keep: str, copies: Sequence[str]
+) -> None:
+    """Fold copies of one account into the row kept, losing no stored transaction.
+
+    A copy's transaction that the kept row already holds (the same record)
+    goes with the copy; any other moves to the kept row under its own id.
+    Positions, balances and sync points go with the copy: the next sync
+    writes them anew.
+    """
+    table = schema.transactions
+    query = select(table.c.id, table.c.account_id, table.c.payload)
+    held: collections.Counter[str] = collections.Counter()
+    for row in (await conn.execute(query.where(table.c.account_id == keep))).all():
+        held[_content(vault, row.id, row.account_id, row.payload)[0]] += 1
+    moved = []
+    for copy in copies:
+        seen: collections.Counter[str] = collections.Counter()
+        for row in (await conn.execute(query.where(table.c.account_id == copy))).all():
+            text, record = _content(vault, row.id, row.account_id, row.payload)
+            seen[text] += 1
+            if seen[text] > held[text]:
+                held[text] += 1
+                record["account_id"] = keep
+                compact = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+                payload = vault.seal(table.name, row.id, "payload", compact, owner=keep)
+                moved.append({"_id": row.id, "account_id": keep, "payload": payload})
+    if moved:
+        await conn.execute(
+            update(table)
+            .where(table.c.id == bindparam("_id"))
+            .values(account_id=bindparam("account_id"), payload=bindparam("payload")),
+            moved,
+        )
+    accounts = schema.accounts
+    await conn.execute(delete(accounts).where(accounts.c.id.in_(list(copies))))
+    log.info(
+        "merged %d copies of an account into one (%d transactions moved)", len(copies), len(moved)
+    )
+
+
+def _with_id(item: FetchedAccount, account_id: str) -> FetchedAccount:
+    """The same account under another id (one another process stored first)."""
+    account = item.account.model_copy(update={"id": account_id})
+    positions = [p.model_copy(update={"account_id": account_id}) for p in item.positions]
+    return dataclasses.replace(item, account=account, positions=positions)
+
+
+def _account_rows(
+    vault: Vault, info: ConnectionInfo, item: FetchedAccount, stamp: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Seal one account's row, its positions and its balance snapshot."""
+    account = item.account
+    aid = account.id
+    accounts, positions, balances = schema.accounts, schema.positions, schema.balances
+    row = {
+        "id": aid,
+        "connection_id": info.id,
+        "number": vault.seal(accounts.name, aid, "number", item.key, owner=info.id),
+        "payload": vault.seal(accounts.name, aid, "payload", _dumps(account), owner=info.id),
+        "fetched_at": stamp,
+        "provider_ref": (
+            None
+            if item.reference is None
+            else vault.seal(accounts.name, aid, "provider_ref", item.reference, owner=info.id)
+        ),
+    }
+    position_rows = []
+    for position in item.positions:
+        row_id = str(uuid.uuid4())
+        sealed = vault.seal(positions.name, row_id, "payload", _dumps(position), owner=aid)
+        position_rows.append(
+            {"id": row_id, "account_id": aid, "payload": sealed, "fetched_at": stamp}
+        )
+    balance = Balance(
+        account_id=aid,
+        at=item.balance_at or account.fetched_at,
+        currency=account.currency,
+        cash=account.cash,
+        market_value=account.market_value,
+        total_value=account.total_value,
+        buying_power=account.buying_power,
+    )
+    balance_id = str(uuid.uuid4())
+    balance_row = {
+        "id": balance_id,
+        "account_id": aid,
+        "at": db.utcnow_text(balance.at),
+        "payload": vault.seal(balances.name, balance_id, "payload", _dumps(balance), owner=aid),
+    }
+    return {"account": [row], "positions": position_rows, "balances": [balance_row]}
+
+
+async def write_accounts(
+    vault: Vault, info: ConnectionInfo, fetched: Sequence[FetchedAccount], now: dt.datetime
+) -> list[FetchedAccount]:
+    """Store the accounts, their positions and a balance snapshot each, in one transaction.
+
+    Which id an account has is settled inside the write transaction: a key
+    already stored (perhaps by another process a moment ago) keeps its row,
+    so concurrent first syncs end with one row per account. Returns the
+    accounts under their settled ids.
+    """
+    from sqlalchemy.dialects.sqlite import insert
+
+    if not fetched:
+        return []
+    stamp = db.utcnow_text(now)
+    sealed = {item.account.id: _account_rows(vault, info, item, stamp) for item in fetched}
+    table = schema.accounts
+    upsert = insert(table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            name: upsert.excluded[name]
+            for name in ("connection_id", "number", "payload", "fetched_at", "provider_ref")
+        },
+    )
+    async with vault.writing() as conn:
+        stored = await _stored_ids(vault, conn, info.id)
+        final = []
+        for item in fetched:
+            ids = stored.get(item.key)
+            if ids and ids[0] != item.account.id:
+                # Stored meanwhile by another process: its id wins; sealed again under it.
+                item = _with_id(item, ids[0])  # noqa: PLW2901 - the same account, settled
+                sealed[item.account.id] = _account_rows(vault, info, item, stamp)
+            final.append(item)
+        for ids in stored.values():
+            if len(ids) > 1:
+                await _merge_copies(vault, conn, ids[0], ids[1:])
+        rows = [sealed[item.account.id] for item in final]
+        await conn.execute(upsert, [r["account"][0] for r in rows])
+        positions = [p for r in rows for p in r["positions"]]
+        if positions:
+            await conn.execute(schema.positions.insert(), positions)
+        await conn.execute(schema.balances.insert(), [r["balances"][0] for r in rows])
+    return final
+
+
+async def sync_points(vault: Vault, connection_id: str) -> dict[str, SyncPoint]:
+    """Each account's sync point, by account id; an unreadable one is left out (a full sync)."""
+    table = schema.sync_points
+    async with vault.reading() as conn:
+        rows = (
+            await conn.execute(
+                select(table.c.id, table.c.through, table.c.cursor, table.c.synced_at).where(
+                    table.c.connection_id == connection_id
+                )
+            )
+        ).all()
+    points = {}
+    for row in rows:
+        try:
+            cursor = (
+                None
+                if row.cursor is None
+                else vault.unseal_text(
+                    table.name, row.id, "cursor", row.cursor, owner=connection_id
+                )
+            )
+            points[row.id] = SyncPoint(
+                dt.datetime.fromisoformat(row.through),
+                cursor,
+                dt.datetime.fromisoformat(row.synced_at),
+            )
+        except (ValueError, TypeError) as exc:
+            log.warning("a damaged sync point is ignored: its account syncs anew (%s)", exc)
+    return points
+
+
+def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(ids), _ID_CHUNK):
+        yield ids[start : start + _ID_CHUNK]
+
+
+async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
+    """The stored text of the transactions among ``ids`` that exist (unreadable ones as '')."""
+    from dashtam_cli.core.vault.errors import RecordTampered
+
+    table = schema.transactions
+    found: dict[str, str] = {}
+    async with vault.reading() as conn:
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                select(table.c.id, table.c.account_id, table.c.payload).where(table.c.id.in_(chunk))
+            )
+            for row in rows:
+                try:
+                    found[row.id] = vault.unseal_text(
+                        table.name, row.id, "payload", row.payload, owner=row.account_id
+                    )
+                except RecordTampered:
+                    found[row.id] = ""  # damaged: written anew
+    return found
+
+
+async def write_changes(
+    vault: Vault,
+    info: ConnectionInfo,
+    changes: Changes,
+    *,
+    through: Mapping[str, dt.datetime],
+    now: dt.datetime,
+) -> Counts:
+    """Store one batch: new and changed transactions, removals, and the sync points it completes.
+
+    A transaction already stored with the same content is left alone
+    (``unchanged``); one whose content changed is replaced under the same id,
+    never added twice. Everything is written in one transaction, so a batch
+    is stored whole or not at all, with its sync points.
+    """
+    from sqlalchemy.dialects.sqlite import insert
+
+    table = schema.transactions
+    stamp = db.utcnow_text(now)
+    texts = {t.id: (t, _dumps(t)) for t in changes.transactions}
+    before = await _existing(vault, list(texts))
+    counts = Counts()
+    rows = []
+    for tid, (txn, text) in texts.items():
+        old = before.get(tid)
+        if old == text:
+            counts.unchanged += 1
+            continue
+        if old is None:
+            counts.new += 1
+        else:
+            counts.changed += 1
+        rows.append(
+            {
+                "id": tid,
+                "account_id": txn.account_id,
+                "occurred_at": db.utcnow_text(txn.time),
+                "kind": txn.kind.value,
+                "payload": vault.seal(table.name, tid, "payload", text, owner=txn.account_id),
+                "fetched_at": stamp,
+            }
+        )
+    points = schema.sync_points
+    point_rows = [
+        {
+            "id": account_id,
+            "connection_id": info.id,
+            "through": db.utcnow_text(through[account_id]),
+            "cursor": (
+                None
+                if cursor is None
+                else vault.seal(points.name, account_id, "cursor", cursor, owner=info.id)
+            ),
+            "synced_at": stamp,
+        }
+        for account_id, cursor in changes.completed.items()
+    ]
+    upsert = insert(table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={
+            name: upsert.excluded[name]
+            for name in ("account_id", "occurred_at", "kind", "payload", "fetched_at")
+        },
+    )
+    point_upsert = insert(points)
+    point_upsert = point_upsert.on_conflict_do_update(
+        index_elements=["id"],
+        set_={name: point_upsert.excluded[name] for name in ("through", "cursor", "synced_at")},
+    )
+    async with vault.writing() as conn:
+        if rows:
+            await conn.execute(upsert, rows)
+        if changes.removed:
+            owned = select(schema.accounts.c.id).where(schema.accounts.c.connection_id == info.id)
+            for chunk in _chunks(list(changes.removed)):
+                result = await conn.execute(
+                    delete(table).where(table.c.id.in_(chunk), table.c.account_id.in_(owned))
+                )
+                counts.removed += result.rowcount or 0
+        if point_rows:
+            await conn.execute(point_upsert, point_rows)
+    return counts
