@@ -99,6 +99,7 @@ TRANSACTIONS = [
         trade_date=dt.date(2025, 1, 17),
         settlement_date=dt.date(2025, 1, 21),
         type="DIVIDEND_OR_INTEREST",
+        kind=Kind.DIVIDEND,
         description="CLIENT REQUESTED ELECTRONIC FUNDING DISBURSEMENT (REFERENCE 1234567890)",
         amount=Decimal("-1234567.8"),
         symbol="MRVL  250321C00155000",

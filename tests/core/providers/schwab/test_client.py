@@ -34,8 +34,7 @@ from schwab_support import (
 )
 
 from dashtam_cli.core.errors import ExitCode, ReauthRequired
-from dashtam_cli.core.portfolio import ACCOUNTS_IN_FLIGHT, FetchOptions, fetch_transactions
-from dashtam_cli.core.providers.schwab_api import (
+from dashtam_cli.core.providers.schwab.client import (
     MAX_TRANSACTIONS,
     ApiError,
     CallRecord,
@@ -43,9 +42,11 @@ from dashtam_cli.core.providers.schwab_api import (
     format_schwab_time,
     parse_schwab_time,
 )
+from dashtam_cli.core.providers.schwab.session import ACCOUNTS_IN_FLIGHT
 from dashtam_cli.core.redact import redact
 from dashtam_cli.core.resilience import Backoff, SlidingWindowLimiter, retry_after_seconds
 from dashtam_cli.core.settings import load_settings
+from dashtam_cli.core.sync import SyncOptions, sync
 from dashtam_cli.core.vault.vault import OpenOptions
 
 if TYPE_CHECKING:
@@ -902,18 +903,18 @@ def test_accounts_are_fetched_concurrently_within_accounts_in_flight(
     router = respx.MockRouter(assert_all_called=False)
     numbers = [str(70_000_000 + n) for n in range(20)]
     mock_connection_api(router, "token-b", numbers, transactions=answer)
-    options = FetchOptions(
+    options = SyncOptions(
         since=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
-        until=dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+        clock=lambda: dt.datetime(2025, 3, 1, tzinfo=dt.UTC),  # one window per account
         transport=httpx.MockTransport(router.async_handler),
         max_in_flight=50,  # the per-connection request gate is not what bounds this
     )
 
-    result = asyncio.run(fetch_transactions(load_settings(), options, OpenOptions()))
+    result = asyncio.run(sync(load_settings(), options, OpenOptions()))
 
-    assert result.failures == []
-    assert len(result.items) == 40
-    assert len({t.account_id for t in result.items}) == 20
+    assert result.outcome.failures == []
+    [report] = result.reports
+    assert (report.accounts, report.new) == (20, 40)
     assert 1 < peak <= ACCOUNTS_IN_FLIGHT
     assert peak == ACCOUNTS_IN_FLIGHT
 
