@@ -84,13 +84,25 @@ def _before(ctx: typer.Context, result: QueryResult, account: str | None = None)
             runtime.fail(ctx, error)
 
 
-def _after(ctx: typer.Context, result: QueryResult, account: str | None = None) -> None:
-    """After the answer: how old the data is (on a terminal), then any sync failure's exit."""
+def _after(
+    ctx: typer.Context, result: QueryResult, account: str | None = None, *, offline: bool = False
+) -> None:
+    """After the answer: what --offline left out, how old the data is, then a sync failure's exit.
+
+    The age is said on a terminal only, when older than ``stale_after_hours``.
+    """
     import datetime as dt
 
     from dashtam_cli.cli.sync import on_terminal, report_failures
 
     err = runtime.stderr(ctx)
+    if offline and result.never and account is None:
+        err.print(
+            f"note: never synced, so left out (--offline): {', '.join(result.never)};"
+            " sync with: dashtam sync",
+            markup=False,
+            highlight=False,
+        )
     if on_terminal() and result.oldest is not None:
         conf = runtime.settings(ctx)
         age = dt.datetime.now(dt.UTC) - result.oldest
@@ -126,7 +138,7 @@ def accounts_list(
     items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
     _before(ctx, result)
     runtime.renderer(ctx, fmt).rows(Account, items)
-    _after(ctx, result)
+    _after(ctx, result, offline=offline)
 
 
 @accounts_app.command("show")
@@ -156,7 +168,7 @@ def accounts_show(
     _before(ctx, result, account)
     if items:
         runtime.renderer(ctx, fmt).one(items[0])
-    _after(ctx, result, account)
+    _after(ctx, result, account, offline=offline)
     if not items:
         runtime.fail(
             ctx, InputError(f"no account matches {account!r}", hint="see: dashtam accounts list")
@@ -184,7 +196,7 @@ def positions_list(
     items, result = runtime.run(ctx, lambda conf: query_positions(conf, query, opts))
     _before(ctx, result, account)
     runtime.renderer(ctx, fmt).rows(Position, items)
-    _after(ctx, result, account)
+    _after(ctx, result, account, offline=offline)
 
 
 @transactions_app.command("list")
@@ -252,4 +264,4 @@ def transactions_list(
         result = runtime.run(ctx, lambda conf: query_transactions(conf, query, opts, emit))
         # Inside the stream: a failure with nothing to show leaves stdout empty (no "[]").
         _before(ctx, result, account)
-    _after(ctx, result, account)
+    _after(ctx, result, account, offline=offline)

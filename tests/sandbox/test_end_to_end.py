@@ -218,9 +218,7 @@ def test_transactions_are_the_sandbox_transactions(connected: RunningSandbox) ->
     symbols = {t.symbol for t in items if t.symbol}
     assert any(" " in s for s in symbols)
     assert any(t.fees > 0 for t in items)
-    assert {t.account for t in items} == {
-        _masked(a.number) for a in connected.sandbox.accounts
-    }
+    assert {t.account for t in items} == {_masked(a.number) for a in connected.sandbox.accounts}
 
 
 def test_transactions_filtered_by_type_and_option_symbol(connected: RunningSandbox) -> None:
