@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import CliCall
     from sandbox_support import FakeClock, RunningSandbox
 
     from dashtam_cli.core.models import Account, Position, Transaction
@@ -243,6 +245,28 @@ def test_transactions_right_after_connect(connected: RunningSandbox) -> None:
     assert result.sync is not None
     assert no_failures(result)
     assert _got_transactions(items) == _expected_transactions(connected, since, until)
+
+
+def test_the_cli_answers_right_after_connect_then_from_the_vault(
+    connected: RunningSandbox, cli: CliCall
+) -> None:
+    """`connect`, then `dashtam accounts list` just works; later queries send no request."""
+
+    def served() -> int:
+        return sum(n for k, n in connected.sandbox.counts.items() if k.startswith("GET /trader/"))
+
+    first = cli("accounts", "list", "--format", "json")
+    assert first.exit_code == 0, first.stderr
+    numbers = sorted(row["number"] for row in json.loads(first.stdout))
+    assert numbers == sorted(_masked(a.number) for a in connected.sandbox.accounts)
+    sent = served()
+    assert sent > 0
+
+    for command in (["positions", "list"], ["transactions", "list"], ["accounts", "list"]):
+        later = cli(*command, "--format", "json")
+        assert later.exit_code == 0, later.stderr
+        assert json.loads(later.stdout)
+    assert served() == sent
 
 
 def test_forced_refresh_gets_a_new_working_access_token(connected: RunningSandbox) -> None:
