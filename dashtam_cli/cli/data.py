@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import dataclasses
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +12,7 @@ from dashtam_cli.cli.completion import connection_names, transaction_types
 
 if TYPE_CHECKING:
     from dashtam_cli.core.queries import QueryResult
+    from dashtam_cli.core.results import FetchResult
 
 accounts_app = typer.Typer(name="accounts", help="Accounts and balances.", no_args_is_help=True)
 positions_app = typer.Typer(name="positions", help="Holdings.", no_args_is_help=True)
@@ -41,25 +43,67 @@ def _check(offline: bool, sync_first: bool) -> None:
         raise typer.BadParameter(msg, param_hint="--sync")
 
 
-def _before(ctx: typer.Context, result: QueryResult) -> None:
-    """A sync that failed for every connection: exit with its error, before an empty answer."""
+def _nothing_synced(outcome: FetchResult[Any]) -> bool:
+    """Whether the sync got nothing: every connection, or every account of each, failed."""
+    if outcome.succeeded == 0:
+        return True
+    return all(
+        report.result not in {"ok", "skipped"} and len(report.failed_accounts) >= report.accounts
+        for report in outcome.items
+    )
+
+
+def _relevant(result: QueryResult, account: str | None) -> FetchResult[Any] | None:
+    """The sync's failures that bear on the answer; those of connections not needed are ignored.
+
+    With ``--account``, a failing connection that holds none of the accounts
+    answered (the account was found in another) is a warning, not a failure.
+    """
     outcome = result.sync
-    if outcome is None:
+    if outcome is None or account is None or result.oldest is None:
+        return outcome
+    unneeded = set(result.never)
+    ignored = [f for f in outcome.failures if f.connection in unneeded]
+    if not ignored:
+        return outcome
+    kept = [f for f in outcome.failures if f.connection not in unneeded]
+    return dataclasses.replace(outcome, failures=kept, ignored=[*outcome.ignored, *ignored])
+
+
+def _before(ctx: typer.Context, result: QueryResult, account: str | None = None) -> None:
+    """Nothing to answer because the sync it needed failed: exit with that error, printing nothing.
+
+    Said as the error itself (or one line naming every failure), with its exit code.
+    """
+    outcome = _relevant(result, account)
+    if outcome is None or result.count or not outcome.failures:
         return
-    error = outcome.outcome()
-    if error is not None and not outcome.succeeded and not result.count:
-        from dashtam_cli.cli.sync import report_failures
+    if _nothing_synced(outcome):
+        error = dataclasses.replace(outcome, succeeded=0).outcome()
+        if error is not None:
+            runtime.fail(ctx, error)
 
-        report_failures(ctx, outcome)
 
+def _after(
+    ctx: typer.Context, result: QueryResult, account: str | None = None, *, offline: bool = False
+) -> None:
+    """After the answer: what --offline left out, how old the data is, then a sync failure's exit.
 
-def _after(ctx: typer.Context, result: QueryResult) -> None:
-    """After the answer: how old the data is (on a terminal), then any sync failure's exit."""
+    The age is said on a terminal only, when older than ``stale_after_hours``.
+    """
     import datetime as dt
-    import sys
+
+    from dashtam_cli.cli.sync import on_terminal, report_failures
 
     err = runtime.stderr(ctx)
-    if sys.stderr.isatty() and result.oldest is not None:
+    if offline and result.never and account is None:
+        err.print(
+            f"note: never synced, so left out (--offline): {', '.join(result.never)};"
+            " sync with: dashtam sync",
+            markup=False,
+            highlight=False,
+        )
+    if on_terminal() and result.oldest is not None:
         conf = runtime.settings(ctx)
         age = dt.datetime.now(dt.UTC) - result.oldest
         if age > dt.timedelta(hours=conf.stale_after_hours):
@@ -71,10 +115,9 @@ def _after(ctx: typer.Context, result: QueryResult) -> None:
                 markup=False,
                 highlight=False,
             )
-    if result.sync is not None:
-        from dashtam_cli.cli.sync import report_failures
-
-        report_failures(ctx, result.sync)
+    outcome = _relevant(result, account)
+    if outcome is not None:
+        report_failures(ctx, outcome)
 
 
 @accounts_app.command("list")
@@ -95,7 +138,7 @@ def accounts_list(
     items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
     _before(ctx, result)
     runtime.renderer(ctx, fmt).rows(Account, items)
-    _after(ctx, result)
+    _after(ctx, result, offline=offline)
 
 
 @accounts_app.command("show")
@@ -122,10 +165,10 @@ def accounts_show(
         connection=connection, account=account, offline=offline, sync_first=sync_first
     )
     items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
-    _before(ctx, result)
+    _before(ctx, result, account)
     if items:
         runtime.renderer(ctx, fmt).one(items[0])
-    _after(ctx, result)
+    _after(ctx, result, account, offline=offline)
     if not items:
         runtime.fail(
             ctx, InputError(f"no account matches {account!r}", hint="see: dashtam accounts list")
@@ -151,9 +194,9 @@ def positions_list(
         connection=connection, account=account, offline=offline, sync_first=sync_first
     )
     items, result = runtime.run(ctx, lambda conf: query_positions(conf, query, opts))
-    _before(ctx, result)
+    _before(ctx, result, account)
     runtime.renderer(ctx, fmt).rows(Position, items)
-    _after(ctx, result)
+    _after(ctx, result, account, offline=offline)
 
 
 @transactions_app.command("list")
@@ -202,7 +245,8 @@ def transactions_list(
     try:
         type_filter(types or [])
     except InputError as exc:
-        raise typer.BadParameter(exc.message, param_hint="--type") from None
+        hint = f"; {exc.hint}" if exc.hint else ""
+        raise typer.BadParameter(exc.message + hint, param_hint="--type") from None
     query = QueryOptions(
         connection=connection,
         account=account,
@@ -218,4 +262,6 @@ def transactions_list(
     renderer = runtime.renderer(ctx, fmt)
     with renderer.streaming(Transaction) as emit:
         result = runtime.run(ctx, lambda conf: query_transactions(conf, query, opts, emit))
-    _after(ctx, result)
+        # Inside the stream: a failure with nothing to show leaves stdout empty (no "[]").
+        _before(ctx, result, account)
+    _after(ctx, result, account, offline=offline)

@@ -42,7 +42,7 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "sync": (
         "dashtam_cli.cli.sync",
         "sync",
-        "Fetch every connection into the vault: new, changed and late transactions.",
+        "Fetch every connection into the vault: accounts, balances, positions, transactions.",
     ),
     "accounts": ("dashtam_cli.cli.data", "accounts_app", "Accounts and balances."),
     "positions": ("dashtam_cli.cli.data", "positions_app", "Holdings."),

@@ -16,12 +16,29 @@ if TYPE_CHECKING:
     from dashtam_cli.core.sync import Progress
 
 
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: progress and staleness notes are for people only."""
+    import sys
+
+    return sys.stderr.isatty()
+
+
 def report_failures(ctx: typer.Context, outcome: FetchResult[Any]) -> None:
-    """Each failure on its line (with its hint), then the exit code they mean: 3, 4 or 1."""
+    """Each failure on its line (with its hint), then the exit code they mean: 3, 4 or 1.
+
+    A failure the command did not need (``ignored``) is a warning and changes no exit code.
+    """
+    err = runtime.stderr(ctx)
+    for failure in outcome.ignored:
+        err.print(
+            f"warning: {failure.label}: {failure.error.message} (not needed: the account "
+            "was found in another connection)",
+            markup=False,
+            highlight=False,
+        )
     error = outcome.outcome(detail=False)
     if error is None:
         return
-    err = runtime.stderr(ctx)
     for failure in outcome.failures:
         hint = f" ({failure.error.hint})" if failure.error.hint else ""
         err.print(f"{failure.label}: {failure.error.message}{hint}", markup=False, highlight=False)
@@ -81,7 +98,6 @@ def sync(
     when a login must be renewed (the command is printed).
     """
     import contextlib
-    import sys
 
     from dashtam_cli.core.models import SyncReport
     from dashtam_cli.core.sync import Progress, SyncOptions
@@ -95,7 +111,7 @@ def sync(
         progress=progress,
     )
     opts = prompts.open_options()
-    show = not quiet and sys.stderr.isatty()
+    show = not quiet and on_terminal()
     live: AbstractContextManager[object] = (
         _live(ctx, progress) if show else contextlib.nullcontext()
     )

@@ -25,7 +25,10 @@ from schwab_support import (
     add_connection,
     json_response,
     mock_connection_api,
+    transaction_text,
 )
+
+from dashtam_cli.core.models import KINDS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -47,6 +50,7 @@ ACCOUNT_FIELDS = [
     "total_value",
     "buying_power",
     "fetched_at",
+    "synced_at",
 ]
 POSITION_FIELDS = [
     "account_id",
@@ -67,6 +71,7 @@ TRANSACTION_FIELDS = [
     "trade_date",
     "settlement_date",
     "type",
+    "kind",
     "description",
     "amount",
     "symbol",
@@ -132,7 +137,9 @@ def test_accounts_list_json(cli: CliCall) -> None:
 
     rows = json.loads(stdout)
     assert [list(row) for row in rows] == [ACCOUNT_FIELDS, ACCOUNT_FIELDS]
-    first = rows[0]
+    # In order of connection, then name.
+    assert [row["name"] for row in rows] == ["Contributory", "Trading Brokerage"]
+    first = rows[1]
     assert first["number"] == "****1111"
     assert first["name"] == "Trading Brokerage"  # its nickname, from user_preferences.json
     assert first["connection"] == "brokerage"
@@ -142,7 +149,8 @@ def test_accounts_list_json(cli: CliCall) -> None:
     assert first["market_value"] == "-474.50"
     assert OFFSET_TIME.match(first["fetched_at"])
     assert dt.datetime.fromisoformat(first["fetched_at"]).tzinfo is not None
-    assert rows[1]["number"] == "****2222"
+    assert OFFSET_TIME.match(first["synced_at"])  # synced first: a connection never synced
+    assert rows[0]["number"] == "****2222"
     assert FIRST not in stdout
     assert SECOND not in stdout
     assert_no_json_numbers_for_money(stdout, ("cash", "total_value", "buying_power"))
@@ -152,16 +160,16 @@ def test_accounts_list_json(cli: CliCall) -> None:
 def test_accounts_list_jsonl_and_csv(cli: CliCall) -> None:
     """JSON lines: one object per account; CSV: a header of the field names, then one row each."""
     lines = ok(cli, "accounts", "list", "--format", "jsonl").splitlines()
-    assert [json.loads(line)["number"] for line in lines] == ["****1111", "****2222"]
-    assert json.loads(lines[0])["cash"] == "51420.89"
+    assert [json.loads(line)["number"] for line in lines] == ["****2222", "****1111"]
+    assert json.loads(lines[1])["cash"] == "51420.89"
 
     text = ok(cli, "accounts", "list", "--format", "csv")
     reader = csv.DictReader(io.StringIO(text))
     assert reader.fieldnames == ACCOUNT_FIELDS
     rows = list(reader)
-    assert [row["number"] for row in rows] == ["****1111", "****2222"]
-    assert rows[0]["cash"] == "51420.89"
-    assert OFFSET_TIME.match(rows[0]["fetched_at"])
+    assert [row["number"] for row in rows] == ["****2222", "****1111"]
+    assert rows[1]["cash"] == "51420.89"
+    assert OFFSET_TIME.match(rows[1]["fetched_at"])
     assert FIRST not in text
 
 
@@ -274,11 +282,36 @@ def test_positions_list_table_and_jsonl(cli: CliCall) -> None:
 # --- transactions -----------------------------------------------------------------------------------
 
 
+def shaped(
+    activity_id: int, time: str, kind: str = "TRADE", symbol: str = OPTION_SYMBOL
+) -> dict[str, object]:
+    """transaction_single.json with another activityId, time, type and instrument symbol."""
+    item: dict[str, object] = json.loads(transaction_text(activity_id))
+    item["time"] = time
+    item["type"] = kind
+    items = item["transferItems"]
+    assert isinstance(items, list)
+    items[0]["instrument"]["symbol"] = symbol
+    return item
+
+
+# Local dates at +05:30: 2025-01-01 starts at 2024-12-31T18:30Z; 2025-01-31 ends at 2025-01-31T18:30Z.
+FILTERED = [
+    shaped(1, "2024-12-31T18:29:59+0000"),  # a second before the first local day
+    shaped(2, "2024-12-31T18:30:00+0000"),  # its first second
+    shaped(3, "2025-01-31T18:29:59+0000"),  # the last second of the last local day
+    shaped(4, "2025-01-31T18:30:01+0000"),  # after it
+    shaped(5, "2025-01-15T12:00:00+0000", symbol="MRVL  250321C00155000"),  # another symbol
+    shaped(6, "2025-01-15T12:00:00+0000", kind="DIVIDEND_OR_INTEREST"),  # another type
+]
+
+
 @pytest.mark.usefixtures("india_time")
-def test_transactions_list_with_filters(
-    cli: CliCall, api: respx.MockRouter, brokerage: dict[str, str]
-) -> None:
-    """Local dates become UTC instants; --type and --symbol go to Schwab as types and symbol."""
+def test_transactions_list_with_filters(cli: CliCall, api: respx.MockRouter) -> None:
+    """Local dates become UTC instants; --type and --symbol select in the vault, not at Schwab."""
+    add_connection("brokerage", "token-b")
+    mock_connection_api(api, "token-b", [FIRST, SECOND], transactions=json.dumps(FILTERED))
+
     stdout = ok(
         cli,
         "transactions",
@@ -290,35 +323,34 @@ def test_transactions_list_with_filters(
         "--type",
         "TRADE",
         "--symbol",
-        OPTION_SYMBOL,
+        OPTION_SYMBOL.lower(),
         "--format",
         "json",
     )
 
     calls = [c for c in api.calls if TRANSACTIONS_PATH.match(c.request.url.path)]
-    assert sorted(c.request.url.path for c in calls) == sorted(
-        f"/trader/v1/accounts/{h}/transactions" for h in brokerage.values()
-    )
-    for call in calls:
-        url = call.request.url
-        # Midnight 2025-01-01 at +05:30, to the end of 2025-01-31 at +05:30, in UTC.
-        assert url.params["startDate"] == "2024-12-31T18:30:00.000Z"
-        assert url.params["endDate"] == "2025-01-31T18:30:00.000Z"
-        assert url.params["types"] == "TRADE"
-        assert "symbol=META%20%20250131P00510000" in url.query.decode().split("&")
-
+    # The first sync fetched every type and symbol; the filters were applied to the vault.
+    assert calls
+    assert all("symbol" not in c.request.url.params for c in calls)
     rows = json.loads(stdout)
-    assert len(rows) == 4  # two per account: the mock ignores the filters
     assert all(list(row) == TRANSACTION_FIELDS for row in rows)
-    assert {row["amount"] for row in rows} == {"-1215.95", "854.95"}
-    assert '"amount": "-1215.95"' in stdout
+    # Newest first: the last second of January in each account, then the first.
+    assert [row["time"] for row in rows] == [
+        "2025-01-31T18:29:59+00:00",
+        "2025-01-31T18:29:59+00:00",
+        "2024-12-31T18:30:00+00:00",
+        "2024-12-31T18:30:00+00:00",
+    ]
+    assert sorted(row["account"] for row in rows[:2]) == ["****1111", "****2222"]
+    assert sorted(row["account"] for row in rows[2:]) == ["****1111", "****2222"]
     assert_no_json_numbers_for_money(stdout, ("amount", "fees", "price", "quantity"))
     first = rows[0]
-    assert first["time"] == "2025-01-17T17:19:49+00:00"
-    assert first["trade_date"] == "2025-01-17"
+    assert first["amount"] == "-1215.95"
+    assert '"amount": "-1215.95"' in stdout
     assert first["fees"] == "0.95"
     assert first["type"] == "TRADE"
-    assert first["symbol"].startswith("MRVL  2503")
+    assert first["kind"] == "trade"
+    assert first["symbol"] == OPTION_SYMBOL
     assert FIRST not in stdout
 
 
@@ -326,37 +358,41 @@ def test_transactions_list_with_filters(
 def test_transactions_list_for_one_account_in_every_format(
     cli: CliCall, api: respx.MockRouter
 ) -> None:
-    """--account 2222 asks only that account's hash; jsonl, csv and table carry the same rows."""
+    """--account 2222: jsonl, csv and table carry the same rows; only the first run fetched."""
     args = ("transactions", "list", "--account", "2222", "--since", "2025-01-01")
 
     lines = ok(cli, *args, "--format", "jsonl").splitlines()
     rows = [json.loads(line) for line in lines]
-    assert [row["amount"] for row in rows] == ["-1215.95", "854.95"]
+    # The two share one time: their order is the vault's (newest first, then by id), every time.
+    amounts = [row["amount"] for row in rows]
+    assert sorted(amounts) == ["-1215.95", "854.95"]
     assert {row["account"] for row in rows} == {"****2222"}
     assert all(OFFSET_TIME.match(row["time"]) for row in rows)
+    fetched = api.calls.call_count  # the first sync, of both accounts
+    assert fetched > 0
 
     reader = csv.DictReader(io.StringIO(ok(cli, *args, "--format", "csv")))
     assert reader.fieldnames == TRANSACTION_FIELDS
-    assert [row["amount"] for row in reader] == ["-1215.95", "854.95"]
+    assert [row["amount"] for row in reader] == amounts
 
     table = ok(cli, *args, "--format", "table", env=WIDE)
     assert "-1215.95" in table
     assert "MRVL 03/21/2025 $170 Call" in table
 
-    asked = {c.request.url.path for c in api.calls if TRANSACTIONS_PATH.match(c.request.url.path)}
-    assert len(asked) == 1
-    assert FIRST not in "".join(asked)
+    assert api.calls.call_count == fetched  # the later runs read the vault
 
 
 def test_unknown_type_is_a_usage_error(cli: CliCall, api: respx.MockRouter) -> None:
-    """--type FOO: exit 2 naming the valid types, before any request."""
+    """--type FOO: exit 2 naming the kinds it takes, before any request."""
     add_connection("brokerage", "token-b")
 
     result = cli("transactions", "list", "--type", "TRADE", "--type", "FOO")
 
     assert result.exit_code == 2
-    assert "FOO" in result.stderr
-    assert "DIVIDEND_OR_INTEREST" in result.stderr
+    assert "unknown type FOO" in result.stderr
+    said = " ".join(result.stderr.split())  # as one line, however the usage box wraps it
+    for kind in KINDS:
+        assert kind in said
     assert result.stdout == ""
     assert api.calls.call_count == 0
 
@@ -462,7 +498,7 @@ def test_no_connections_says_to_connect(cli: CliCall, api: respx.MockRouter, vau
 
     assert result.exit_code == 1
     assert "there are no connections yet" in result.stderr
-    assert "dashtam connect schwab" in result.stderr
+    assert "dashtam connect" in result.stderr
     assert result.stdout == ""
     assert api.calls.call_count == 0
 

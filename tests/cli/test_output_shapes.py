@@ -45,6 +45,7 @@ RECORDS: list[tuple[str, type[BaseModel]]] = [
     ("output.md", models.KeyRotation),
     ("output.md", models.ProviderInfo),
     ("output.md", models.RefreshResult),
+    ("output.md", models.SyncReport),
     ("data.md", models.Account),
     ("data.md", models.Position),
     ("data.md", models.Transaction),
@@ -59,7 +60,13 @@ def test_each_record_is_documented_field_by_field(doc: str, model: type[BaseMode
 
 def test_every_record_a_command_prints_is_documented() -> None:
     """No record type is left out of the documentation."""
-    printed = {name for name in models.__all__ if name != "Record"}
+    records = {
+        name
+        for name in models.__all__
+        if isinstance(kind := getattr(models, name), type) and issubclass(kind, models.Record)
+    }
+    # Record is the base; a Balance snapshot is stored by each sync but no command prints it yet.
+    printed = records - {"Record", "Balance"}
     documented = {m.__name__ for _, m in RECORDS} | {"TokenStatus"}  # tokens.md, by example
     assert printed == documented
 

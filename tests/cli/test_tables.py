@@ -19,6 +19,7 @@ from dashtam_cli.core.models import (
     Account,
     AuditEntry,
     ConnectionInfo,
+    Kind,
     PathEntry,
     Position,
     RefreshResult,

@@ -2,8 +2,10 @@
 
 The sandbox runs in this process (a background thread); every child is a real
 ``sys.executable`` process that imports the CLI, waits for a common start
-signal, then runs ``dashtam transactions list``; each waits before its first
-write until all have reached theirs, the worst interleaving. The vault is keyed by
+signal, then runs ``dashtam transactions list``, whose first sync of the new
+connection is the race; each waits before taking the connection's sync lock
+until all have reached it, having all seen the connection never synced: the
+worst interleaving. The vault is keyed by
 DASHTAM_MASTER_KEY, which the children inherit with DASHTAM_HOME and the
 variables that point dashtam at the sandbox.
 """
@@ -52,24 +54,28 @@ import time
 
 ready, go, meeting, count, *args = sys.argv[1:]
 from dashtam_cli.cli.app import app  # imported before the start line, so the race starts warm
-from dashtam_cli.core import portfolio
+import contextlib
+from dashtam_cli.core.vault import locks
 
-real_store = portfolio._store_accounts
-
-
-async def store_together(*store_args, **store_kwargs):
-    # The worst interleaving, every time: no child writes its accounts until
-    # every child has read the (empty) vault and fetched them.
-    (pathlib.Path(meeting) / ready.rsplit("/", 1)[-1]).touch()
-    deadline = time.monotonic() + 300
-    while len(list(pathlib.Path(meeting).iterdir())) < int(count):
-        if time.monotonic() > deadline:
-            sys.exit("not every child reached its first write")
-        await asyncio.sleep(0.005)
-    return await real_store(*store_args, **store_kwargs)
+real_lock = locks.exclusive_file
 
 
-portfolio._store_accounts = store_together
+@contextlib.asynccontextmanager
+async def lock_together(path, **lock_kwargs):
+    # The worst interleaving, every time: no child takes the sync lock until
+    # every child has read the (empty) vault and decided to sync.
+    if path.name.startswith("sync-"):
+        (pathlib.Path(meeting) / ready.rsplit("/", 1)[-1]).touch()
+        deadline = time.monotonic() + 300
+        while len(list(pathlib.Path(meeting).iterdir())) < int(count):
+            if time.monotonic() > deadline:
+                sys.exit("not every child reached the sync lock")
+            await asyncio.sleep(0.005)
+    async with real_lock(path, **lock_kwargs):
+        yield
+
+
+locks.exclusive_file = lock_together
 pathlib.Path(ready).touch()
 deadline = time.monotonic() + 300
 while not pathlib.Path(go).exists():
@@ -192,19 +198,21 @@ def _lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
-@pytest.mark.usefixtures("fresh_connection")
 def test_concurrent_first_fetches_make_one_row_per_account_and_transaction(
-    tmp_path: Path, cli: CliCall
+    tmp_path: Path, cli: CliCall, fresh_connection: RunningSandbox
 ) -> None:
-    """Sixteen first fetches at once: one row per account and per transaction, and ids all agree.
+    """Sixteen first syncs at once: one fetch, one row per account and transaction, ids all agree.
 
-    Every run prints the same transactions under the same account ids, and
-    every account id any run printed is accepted by a later ``--account``.
+    The connection's sync lock lets one child fetch; the others wait for it
+    and then find it synced. Every run prints the same transactions under the
+    same account ids, and every account id any run printed is accepted by a
+    later ``--account``.
 
     Slow (over 10 s on a loaded 2-core machine) by design: sixteen real
     dashtam processes, each importing the whole stack and opening the vault,
     are what makes the race this test is about; fewer would race less.
     """
+    running = fresh_connection
     args = ["transactions", "list", "--since", SINCE, "--format", "jsonl"]
     runs = _run_children(tmp_path, args)
     for run in runs:
@@ -220,6 +228,8 @@ def test_concurrent_first_fetches_make_one_row_per_account_and_transaction(
 
     counts = _row_counts()
     assert counts == {"accounts": ACCOUNTS, "transactions": len(expected)}
+    # One child fetched; fifteen found the connection synced meanwhile.
+    assert running.sandbox.counts["GET /trader/v1/accounts/accountNumbers"] == 1
 
     for account_id in sorted(account_ids):
         later = cli("transactions", "list", "--account", account_id, *args[2:])

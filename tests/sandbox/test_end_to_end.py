@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import decimal
+import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -19,13 +20,14 @@ from sandbox_support import login, point_dashtam_at
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections, load_tokens
 from dashtam_cli.core.oauth.errors import AccessDenied
-from dashtam_cli.core.portfolio import (
-    FetchOptions,
-    fetch_accounts,
-    fetch_positions,
-    fetch_transactions,
+from dashtam_cli.core.queries import (
+    QueryOptions,
+    query_accounts,
+    query_positions,
+    query_transactions,
 )
 from dashtam_cli.core.settings import Settings, load_settings
+from dashtam_cli.core.sync import SyncOptions, sync
 from dashtam_cli.core.tokens import refresh_connections, status_report, token_manager
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
@@ -33,9 +35,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from pathlib import Path
 
+    from conftest import CliCall
     from sandbox_support import FakeClock, RunningSandbox
 
+    from dashtam_cli.core.models import Account, Position, Transaction
     from dashtam_cli.core.oauth.tokens import TokenSet
+    from dashtam_cli.core.queries import QueryResult
 
 
 def _dec(value: Any) -> decimal.Decimal:
@@ -62,6 +67,31 @@ def token_requests(running: RunningSandbox) -> int:
     return running.sandbox.counts.get("POST /v1/oauth/token", 0)
 
 
+def accounts(**options: Any) -> tuple[list[Account], QueryResult]:
+    """`dashtam accounts list`: from the vault, synced first when never synced."""
+    query = QueryOptions(**options)
+    return asyncio.run(query_accounts(load_settings(), query, OpenOptions()))
+
+
+def positions(**options: Any) -> tuple[list[Position], QueryResult]:
+    """`dashtam positions list`."""
+    query = QueryOptions(**options)
+    return asyncio.run(query_positions(load_settings(), query, OpenOptions()))
+
+
+def transactions(**options: Any) -> tuple[list[Transaction], QueryResult]:
+    """`dashtam transactions list`: every batch the query hands on, in order."""
+    found: list[Transaction] = []
+    query = QueryOptions(**options)
+    result = asyncio.run(query_transactions(load_settings(), query, OpenOptions(), found.extend))
+    return found, result
+
+
+def no_failures(result: QueryResult) -> bool:
+    """The query's sync (when it ran one) failed nowhere."""
+    return result.sync is None or result.sync.failures == []
+
+
 @pytest.fixture
 def connected(dashtam_at_sandbox: RunningSandbox, isolated_env: Path) -> RunningSandbox:
     """Dashtam logged in to the sandbox as 'schwab'."""
@@ -85,9 +115,10 @@ def test_connect_stores_the_sandbox_tokens(connected: RunningSandbox) -> None:
 
 def test_accounts_are_the_sandbox_accounts(connected: RunningSandbox) -> None:
     """Every sandbox account appears once, with its balances as exact Decimals."""
-    result = asyncio.run(fetch_accounts(load_settings(), FetchOptions(), OpenOptions()))
-    assert result.failures == []
-    by_number = {a.number: a for a in result.items}
+    items, result = accounts()
+    assert result.sync is not None  # never synced: synced first
+    assert no_failures(result)
+    by_number = {a.number: a for a in items}
     expected = connected.sandbox.accounts
     assert {a.body["securitiesAccount"]["type"] for a in expected} == {"MARGIN", "CASH"}
     assert sorted(by_number) == sorted(_masked(a.number) for a in expected)
@@ -111,11 +142,11 @@ def test_accounts_are_the_sandbox_accounts(connected: RunningSandbox) -> None:
 
 def test_positions_are_the_sandbox_positions(connected: RunningSandbox) -> None:
     """Every position, signed long minus short, option symbols with their spaces."""
-    result = asyncio.run(fetch_positions(load_settings(), FetchOptions(), OpenOptions()))
-    assert result.failures == []
+    items, result = positions()
+    assert no_failures(result)
     got = sorted(
         (p.account, p.symbol, p.asset_type, p.quantity, p.market_value, p.average_price)
-        for p in result.items
+        for p in items
     )
     expected = sorted(
         (
@@ -130,7 +161,7 @@ def test_positions_are_the_sandbox_positions(connected: RunningSandbox) -> None:
         for p in a.body["securitiesAccount"]["positions"]
     )
     assert got == expected
-    options = [p for p in result.items if p.asset_type == "OPTION"]
+    options = [p for p in items if p.asset_type == "OPTION"]
     assert options
     assert all(" " in p.symbol for p in options)
     assert any(p.quantity < 0 for p in options)
@@ -165,12 +196,13 @@ def _expected_transactions(
     return sorted(rows)
 
 
-def transactions_after_accounts(options: FetchOptions) -> Any:
+def transactions_after_accounts(**options: Any) -> tuple[list[Transaction], QueryResult]:
     """`dashtam accounts list`, then `dashtam transactions list`, as the demo runs them."""
-    settings = load_settings()
-    accounts = asyncio.run(fetch_accounts(settings, FetchOptions(), OpenOptions()))
-    assert accounts.failures == []
-    return asyncio.run(fetch_transactions(settings, options, OpenOptions()))
+    _, first = accounts()
+    assert no_failures(first)
+    found, result = transactions(**options)
+    assert result.sync is None  # the first query synced; this one reads the vault
+    return found, result
 
 
 def _got_transactions(items: list[Any]) -> list[tuple[Any, ...]]:
@@ -181,29 +213,26 @@ def test_transactions_are_the_sandbox_transactions(connected: RunningSandbox) ->
     """A year of transactions of every account: exact amounts and fees, option symbols intact."""
     until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = until - dt.timedelta(days=365)
-    result = transactions_after_accounts(FetchOptions(since=since, until=until))
-    assert result.failures == []
-    got = _got_transactions(result.items)
+    items, _ = transactions_after_accounts(since=since, until=until)
+    got = _got_transactions(items)
     assert got == _expected_transactions(connected, since, until)
     assert len(got) > 100
-    symbols = {t.symbol for t in result.items if t.symbol}
+    symbols = {t.symbol for t in items if t.symbol}
     assert any(" " in s for s in symbols)
-    assert any(t.fees > 0 for t in result.items)
-    assert {t.account for t in result.items} == {
-        _masked(a.number) for a in connected.sandbox.accounts
-    }
+    assert any(t.fees > 0 for t in items)
+    assert {t.account for t in items} == {_masked(a.number) for a in connected.sandbox.accounts}
 
 
 def test_transactions_filtered_by_type_and_option_symbol(connected: RunningSandbox) -> None:
-    """Types and an option symbol (with spaces) go through dashtam's encoding and are honoured."""
+    """A type and an option symbol (with spaces) select the same rows from the vault."""
     until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = until - dt.timedelta(days=365)
     window = _expected_transactions(connected, since, until)
     symbol = next(row[4] for row in window if row[4] and " " in row[4])
-    options = FetchOptions(since=since, until=until, types=("TRADE",), symbol=symbol)
-    result = transactions_after_accounts(options)
-    assert result.failures == []
-    got = _got_transactions(result.items)
+    items, _ = transactions_after_accounts(
+        since=since, until=until, types=("TRADE",), symbol=symbol
+    )
+    got = _got_transactions(items)
     assert got
     assert got == [row for row in window if row[2] == "TRADE" and row[4] == symbol]
 
@@ -212,10 +241,32 @@ def test_transactions_right_after_connect(connected: RunningSandbox) -> None:
     """`dashtam transactions list` as the first command after connect returns the data."""
     until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = until - dt.timedelta(days=365)
-    options = FetchOptions(since=since, until=until)
-    result = asyncio.run(fetch_transactions(load_settings(), options, OpenOptions()))
-    assert result.failures == []
-    assert _got_transactions(result.items) == _expected_transactions(connected, since, until)
+    items, result = transactions(since=since, until=until)
+    assert result.sync is not None
+    assert no_failures(result)
+    assert _got_transactions(items) == _expected_transactions(connected, since, until)
+
+
+def test_the_cli_answers_right_after_connect_then_from_the_vault(
+    connected: RunningSandbox, cli: CliCall
+) -> None:
+    """`connect`, then `dashtam accounts list` just works; later queries send no request."""
+
+    def served() -> int:
+        return sum(n for k, n in connected.sandbox.counts.items() if k.startswith("GET /trader/"))
+
+    first = cli("accounts", "list", "--format", "json")
+    assert first.exit_code == 0, first.stderr
+    numbers = sorted(row["number"] for row in json.loads(first.stdout))
+    assert numbers == sorted(_masked(a.number) for a in connected.sandbox.accounts)
+    sent = served()
+    assert sent > 0
+
+    for command in (["positions", "list"], ["transactions", "list"], ["accounts", "list"]):
+        later = cli(*command, "--format", "json")
+        assert later.exit_code == 0, later.stderr
+        assert json.loads(later.stdout)
+    assert served() == sent
 
 
 def test_forced_refresh_gets_a_new_working_access_token(connected: RunningSandbox) -> None:
@@ -228,9 +279,9 @@ def test_forced_refresh_gets_a_new_working_access_token(connected: RunningSandbo
     assert after.access_token != before.access_token
     assert after.refresh_token == before.refresh_token
     assert token_requests(connected) == 2
-    accounts = asyncio.run(fetch_accounts(settings, FetchOptions(), OpenOptions()))
-    assert accounts.failures == []
-    assert len(accounts.items) == len(connected.sandbox.accounts)
+    items, result = accounts()
+    assert no_failures(result)
+    assert len(items) == len(connected.sandbox.accounts)
     assert token_requests(connected) == 2  # the new token was good: no further refresh
 
 
@@ -271,9 +322,9 @@ def test_a_401_from_the_api_makes_dashtam_refresh_and_retry(
 ) -> None:
     """When only the sandbox knows the token expired, the 401 triggers one refresh and a retry."""
     sandbox_clock.advance(31 * 60)  # dashtam's own clock still thinks the token is fresh
-    result = asyncio.run(fetch_accounts(load_settings(), FetchOptions(), OpenOptions()))
-    assert result.failures == []
-    assert len(result.items) == len(connected.sandbox.accounts)
+    items, result = accounts()
+    assert no_failures(result)
+    assert len(items) == len(connected.sandbox.accounts)
     # The account numbers and the accounts calls run at once and both get a 401;
     # exactly one refresh follows (the login's code exchange was the first request).
     assert token_requests(connected) == 2
@@ -306,9 +357,9 @@ def test_a_denied_login_raises_access_denied_and_stores_nothing(
     assert asyncio.run(connections()) == 0
 
 
-# Seed 5's faults, for the requests these fetches make, are one 429 and one 503:
+# Seed 5's faults, for the requests this sync makes, are one 429 and one 503:
 # SchwabClient retries those (RETRY_STATUSES) but not 500, which other seeds draw.
-# FetchOptions has no backoff seam, so the retries wait for real: Retry-After is
+# The sync keeps its real backoff, so the retries wait for real: Retry-After is
 # 1 s, a first 503 retry at most 0.5 s.
 FAULT_SEED = 5
 
@@ -324,11 +375,10 @@ def test_transactions_survive_injected_faults_through_retries(
     login(running, isolated_env)
     until = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
     since = until - dt.timedelta(days=365)
-    result = transactions_after_accounts(FetchOptions(since=since, until=until))
-    assert result.failures == []
-    assert _got_transactions(result.items) == _expected_transactions(running, since, until)
-    # account numbers, then one window per account; anything more was a retry
-    assert result.requests > 1 + len(running.sandbox.accounts)
+    report = asyncio.run(sync(load_settings(), SyncOptions(), OpenOptions()))
+    assert report.outcome.failures == []
+    items, _ = transactions(since=since, until=until)
+    assert _got_transactions(items) == _expected_transactions(running, since, until)
 
     async def audited() -> list[tuple[str, str, int | None]]:
         async with open_vault(load_settings()) as vault:
