@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from dashtam_cli.core.errors import DashtamError
-from dashtam_cli.core.models import ConnectionInfo
+from dashtam_cli.core.models import ConnectionInfo, ConnectionState
 from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
@@ -33,6 +33,7 @@ __all__ = [
     "load_tokens",
     "remove_connection",
     "save_login",
+    "save_secret_login",
     "set_status",
     "store_tokens",
 ]
@@ -64,8 +65,10 @@ def _stored_time(
 
 
 def _relogin_hint(provider: str, name: str) -> str:
+    from dashtam_cli.core.providers import relogin_command
+
     return (
-        f"log in again to replace its tokens: dashtam connect {provider} --name {name} "
+        f"log in again to replace its tokens: {relogin_command(provider, name)} "
         f"(or remove the connection: dashtam disconnect {name})"
     )
 
@@ -174,41 +177,67 @@ async def _write_tokens(
     await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
+async def _upsert_connection(conn: AsyncConnection, *, provider: str, name: str) -> str:
+    """The id of the connection ``name`` of ``provider``, created or marked active.
+
+    A name that belongs to another provider is refused: a login never takes
+    over another provider's connection.
+    """
+    c = schema.connections
+    now = db.utcnow_text()
+    row = (await conn.execute(select(c.c.id, c.c.provider).where(c.c.name == name))).one_or_none()
+    if row is None:
+        connection_id = str(uuid.uuid4())
+        await conn.execute(
+            c.insert().values(
+                id=connection_id,
+                provider=provider,
+                name=name,
+                status=ConnectionState.ACTIVE,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return connection_id
+    if row.provider != provider:
+        raise DashtamError(
+            f"the connection {name!r} belongs to {row.provider}, not {provider}",
+            hint="choose another name with --name",
+        )
+    await conn.execute(
+        c.update().where(c.c.id == row.id).values(status=ConnectionState.ACTIVE, updated_at=now)
+    )
+    return str(row.id)
+
+
 async def save_login(vault: Vault, *, provider: str, name: str, tokens: TokenSet) -> ConnectionInfo:
     """Create the connection, or replace an existing one's tokens, in one transaction.
 
     The old tokens stay until this commit, so a failed or abandoned re-login
     leaves the existing connection working.
     """
-    c = schema.connections
-    now = db.utcnow_text()
     async with vault.writing() as conn:
-        row = (
-            await conn.execute(select(c.c.id, c.c.provider).where(c.c.name == name))
-        ).one_or_none()
-        if row is None:
-            connection_id = str(uuid.uuid4())
-            await conn.execute(
-                c.insert().values(
-                    id=connection_id,
-                    provider=provider,
-                    name=name,
-                    status="active",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            if row.provider != provider:
-                raise DashtamError(
-                    f"the connection {name!r} belongs to {row.provider}, not {provider}",
-                    hint="choose another name with --name",
-                )
-            connection_id = row.id
-            await conn.execute(
-                c.update().where(c.c.id == connection_id).values(status="active", updated_at=now)
-            )
+        connection_id = await _upsert_connection(conn, provider=provider, name=name)
         await _write_tokens(vault, conn, connection_id, tokens)
+    (info,) = await list_connections(vault, name=name)
+    return info
+
+
+async def save_secret_login(
+    vault: Vault, *, provider: str, name: str, secret: str
+) -> ConnectionInfo:
+    """Create the connection with its credential record, or replace an existing one's, at once.
+
+    For providers whose login yields an opaque record that does not expire
+    (a pasted token's claim). The record is sealed in ``connections.secret``
+    (bound to the connection's id); the old record stays until this commit,
+    so a failed re-login leaves the connection working.
+    """
+    c = schema.connections
+    async with vault.writing() as conn:
+        connection_id = await _upsert_connection(conn, provider=provider, name=name)
+        sealed = vault.seal(c.name, connection_id, "secret", secret, owner=connection_id)
+        await conn.execute(c.update().where(c.c.id == connection_id).values(secret=sealed))
     (info,) = await list_connections(vault, name=name)
     return info
 
@@ -221,12 +250,12 @@ async def store_tokens(vault: Vault, connection_id: str, tokens: TokenSet) -> No
         await conn.execute(
             c.update()
             .where(c.c.id == connection_id)
-            .values(status="active", updated_at=db.utcnow_text())
+            .values(status=ConnectionState.ACTIVE, updated_at=db.utcnow_text())
         )
 
 
-async def set_status(vault: Vault, connection_id: str, status: str) -> None:
-    """Record a connection's status (active, reauth_required)."""
+async def set_status(vault: Vault, connection_id: str, status: ConnectionState) -> None:
+    """Record a connection's status."""
     c = schema.connections
     async with vault.writing() as conn:
         await conn.execute(
@@ -238,6 +267,8 @@ async def set_status(vault: Vault, connection_id: str, status: str) -> None:
 
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
     """A connection and its tokens, opened."""
+    from dashtam_cli.core.providers import relogin_command
+
     t = schema.tokens
     info = (await list_connections(vault, name=name))[0]
     async with vault.reading() as conn:
@@ -245,7 +276,7 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
     if row is None:
         raise ConnectionNotFound(
             f"the connection {name!r} has no tokens",
-            hint=f"log in again: dashtam connect {info.provider} --name {name}",
+            hint=f"log in again: {relogin_command(info.provider, name)}",
         )
     owner = row.connection_id
     access = vault.unseal_text(t.name, row.id, "access_token", row.access_token, owner=owner)

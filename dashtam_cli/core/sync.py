@@ -364,8 +364,8 @@ async def connected_elsewhere(
     async def refuse(_rejected: str) -> str:
         raise ReauthRequired("the new login's access token was refused")
 
-    async def no_secret() -> str:
-        raise ReauthRequired("the new login has no stored credential yet")
+    async def no_secret() -> str:  # a pasted-token login's new credential record
+        return access_token
 
     async def record(call: CallRecord) -> None:
         await audit.record(

@@ -19,9 +19,12 @@ from dashtam_cli.core.models import (
     Account,
     AuditEntry,
     ConnectionInfo,
+    ConnectionState,
+    Kind,
     PathEntry,
     Position,
     RefreshResult,
+    TokenState,
     TokenStatus,
     Transaction,
 )
@@ -129,7 +132,7 @@ CONNECTIONS = [
     ConnectionInfo(
         name="brokerage-main",
         provider="schwab",
-        status="reauth_required",
+        status=ConnectionState.REAUTH_REQUIRED,
         created_at=WHEN,
         updated_at=WHEN,
         access_expires_at=WHEN + dt.timedelta(minutes=30),
@@ -142,7 +145,7 @@ TOKENS = [
     TokenStatus(
         connection="brokerage-main",
         provider="schwab",
-        state="refresh_expiring",
+        state=TokenState.REFRESH_EXPIRING,
         access_expires_at=WHEN,
         access_expires_in_seconds=1800,
         access_expires="in 29 min",
