@@ -389,7 +389,7 @@ async def _connections(
                 check="connections",
                 status="ok",
                 verdict="no connections yet",
-                fix="dashtam connect schwab",
+                fix="dashtam connect PROVIDER (see: dashtam providers list)",
             )
         )
     return checks, {info.provider for info in infos}
