@@ -194,12 +194,16 @@ class PassphraseChange(Record):
 
 
 class ProviderInfo(Record):
-    """A provider dashtam supports, and where its app credentials come from."""
+    """A provider dashtam supports, and where its app credentials come from.
+
+    A provider without app credentials (one that logs in with a pasted token)
+    has ``credentials`` and ``base_url`` null.
+    """
 
     name: str
     display_name: str
     credentials: str | None
-    base_url: str
+    base_url: str | None
 
 
 class ConnectionInfo(Record):

@@ -73,3 +73,21 @@ def test_relogin_commands_come_from_the_provider() -> None:
     assert relogin_command("linkish", "x") == "dashtam connect linkish --update x"
     assert relogin_command("fake", "x") == "dashtam connect fake --name x"
     assert relogin_command("gone", "x") == "dashtam connect gone --name x"
+
+
+@pytest.mark.usefixtures("providers")
+def test_providers_without_app_credentials_are_listed_and_skipped_by_oauth_checks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A built-in pasted-token provider is listed without credentials; OAuth checks pass it by."""
+    import asyncio
+
+    from dashtam_cli.core import credentials, providers
+
+    monkeypatch.setattr(credentials, "PROVIDER_NAMES", ("schwab", "fake"))
+    monkeypatch.setattr(providers, "PROVIDER_NAMES", ("schwab", "fake"))
+    listed = {p.name: p for p in asyncio.run(credentials.list_providers(None, {}))}
+    assert set(listed) == {"schwab", "fake"}
+    assert (listed["fake"].credentials, listed["fake"].base_url) == (None, None)
+    assert listed["fake"].display_name == "Fake Bank"
+    assert [spec.name for spec in providers.oauth_specs()] == ["schwab"]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PROVIDER_NAMES",
     "get_provider",
+    "oauth_specs",
     "provider",
     "provider_names",
     "register",
@@ -70,6 +71,12 @@ def get_provider(name: str) -> ProviderSpec:
             hint=f"log in with: dashtam connect {instance.name}",
         )
     return instance.spec
+
+
+def oauth_specs() -> list[ProviderSpec]:
+    """The OAuth settings of every built-in provider that logs in with OAuth (app credentials)."""
+    specs = (provider(name).spec for name in PROVIDER_NAMES)
+    return [spec for spec in specs if spec is not None]
 
 
 def relogin_command(provider_name: str, connection: str) -> str:
