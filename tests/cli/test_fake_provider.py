@@ -219,3 +219,38 @@ def test_token_file_is_refused_for_a_provider_that_logs_in_with_oauth(
     result = cli("connect", "schwab", "--token-file", str(token_file))
     assert result.exit_code == 2
     assert "does not log in with a pasted token" in result.stderr
+
+
+def test_a_credential_the_provider_refuses_needs_the_providers_relogin(
+    cli: CliCall, bank: FakeBank
+) -> None:
+    """A refused record: sync exits 4 with the command, tokens status says so, a login fixes it."""
+    assert cli("connect", "fake", input=SETUP).exit_code == 0
+    bank.credentials.clear()  # revoked at the bank
+    synced = cli("sync", "--format", "json")
+    assert synced.exit_code == 4, synced.stderr
+    assert "dashtam connect fake --name fake" in synced.stderr
+    status = cli("tokens", "status", "--format", "json")
+    assert status.exit_code == 4
+    assert _json(status.stdout)[0]["state"] == "reauth_required"
+    assert "fake: log in again: dashtam connect fake --name fake" in status.stderr
+
+    bank.setup_tokens["again"] = "fake-credential-again"
+    assert cli("connect", "fake", input="again").exit_code == 0
+    status = cli("tokens", "status", "--format", "json")
+    assert status.exit_code == 0, status.stderr
+    assert _json(status.stdout)[0]["state"] == "ok"
+
+
+def test_a_second_token_login_to_the_same_accounts_is_warned_about(
+    cli: CliCall, bank: FakeBank
+) -> None:
+    """The duplicate-login check works with a credential record as with an OAuth token."""
+    assert cli("connect", "fake", "--name", "first", input=SETUP).exit_code == 0
+    assert cli("sync").exit_code == 3  # the failing account
+    bank.setup_tokens["other"] = "fake-credential-other"
+    second = cli("connect", "fake", "--name", "second", input="other")
+    assert second.exit_code == 0, second.stderr
+    assert "already connected as 'first'" in second.stderr
+    assert "****1111" in second.stderr
+    assert "90001111" not in second.stderr
