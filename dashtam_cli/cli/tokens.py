@@ -75,7 +75,7 @@ def refresh(
     Warns when a refresh token expires within 24 hours. Connections whose
     provider's credential does not expire are skipped ("does not expire").
     """
-    from dashtam_cli.core.models import RefreshResult
+    from dashtam_cli.core.models import RefreshResult, RefreshState
     from dashtam_cli.core.providers import relogin_command
     from dashtam_cli.core.tokens import REFRESH_WARNING, refresh_connections
 
@@ -86,7 +86,7 @@ def refresh(
     err = runtime.stderr(ctx)
     now = dt.datetime.now(dt.UTC)
     for row in results:
-        if row.result == "skipped":  # nothing to refresh is no news: the table says why
+        if row.result == RefreshState.SKIPPED:  # nothing to refresh is no news: the table says why
             continue
         if row.message:
             err.print(f"{row.connection}: {row.message}", markup=False, highlight=False)
@@ -101,8 +101,10 @@ def refresh(
     if not quiet:
         runtime.renderer(ctx, fmt).rows(RefreshResult, results)
     outcomes = {row.result for row in results}
-    if "reauth_required" in outcomes:
+    if RefreshState.REAUTH_REQUIRED in outcomes:
         raise typer.Exit(int(ExitCode.REAUTH))
-    if "failed" in outcomes:
-        some_ok = bool(outcomes & {"refreshed", "fresh", "skipped"})
+    if RefreshState.FAILED in outcomes:
+        some_ok = bool(
+            outcomes & {RefreshState.REFRESHED, RefreshState.FRESH, RefreshState.SKIPPED}
+        )
         raise typer.Exit(int(ExitCode.PARTIAL if some_ok else ExitCode.ERROR))

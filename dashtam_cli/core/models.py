@@ -25,6 +25,7 @@ __all__ = [
     "ProviderInfo",
     "Record",
     "RefreshResult",
+    "RefreshState",
     "SyncReport",
     "TokenState",
     "TokenStatus",
@@ -74,6 +75,16 @@ class TokenState(enum.StrEnum):
     ACCESS_EXPIRED = "access_expired"  # refreshed automatically on next use
     REFRESH_EXPIRING = "refresh_expiring"  # under 24 h left: log in again soon
     REAUTH_REQUIRED = "reauth_required"
+
+
+class RefreshState(enum.StrEnum):
+    """What `dashtam tokens refresh` did for one connection."""
+
+    REFRESHED = "refreshed"
+    FRESH = "fresh"  # more than the margin left: nothing sent
+    SKIPPED = "skipped"  # its provider's credential does not expire
+    REAUTH_REQUIRED = "reauth_required"
+    FAILED = "failed"
 
 
 # An OCC option symbol: the root (up to 6 characters, padded with spaces), the
@@ -280,7 +291,7 @@ class RefreshResult(Record):
 
     connection: str
     provider: str
-    result: str
+    result: RefreshState
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
     message: str | None

@@ -41,6 +41,7 @@ from dashtam_cli.core.models import (
     ConnectionInfo,
     ConnectionState,
     RefreshResult,
+    RefreshState,
     TokenState,
     TokenStatus,
 )
@@ -504,23 +505,25 @@ async def refresh_connections(  # noqa: PLR0913 - the command's options
         infos = await list_connections(manager.vault, name=name)
         for info in infos:
             if not refreshes(info):
-                results.append(_result(info, "skipped", None, NO_EXPIRY))
+                results.append(_result(info, RefreshState.SKIPPED, None, NO_EXPIRY))
                 continue
             try:
                 outcome = await manager.refresh(info.name, force=force)
             except ReauthRequired as exc:
-                results.append(_result(info, "reauth_required", None, f"{exc.message}; {exc.hint}"))
+                results.append(
+                    _result(info, RefreshState.REAUTH_REQUIRED, None, f"{exc.message}; {exc.hint}")
+                )
             except DashtamError as exc:
                 message = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-                results.append(_result(info, "failed", None, message))
+                results.append(_result(info, RefreshState.FAILED, None, message))
             else:
-                result = "refreshed" if outcome.refreshed else "fresh"
+                result = RefreshState.REFRESHED if outcome.refreshed else RefreshState.FRESH
                 results.append(_result(info, result, outcome.tokens, None))
     return results
 
 
 def _result(
-    info: ConnectionInfo, result: str, tokens: TokenSet | None, message: str | None
+    info: ConnectionInfo, result: RefreshState, tokens: TokenSet | None, message: str | None
 ) -> RefreshResult:
     return RefreshResult(
         connection=info.name,

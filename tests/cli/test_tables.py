@@ -24,6 +24,7 @@ from dashtam_cli.core.models import (
     PathEntry,
     Position,
     RefreshResult,
+    RefreshState,
     TokenState,
     TokenStatus,
     Transaction,
@@ -160,7 +161,7 @@ REFRESHES = [
     RefreshResult(
         connection="brokerage-main",
         provider="schwab",
-        result="reauth_required",
+        result=RefreshState.REAUTH_REQUIRED,
         access_expires_at=WHEN,
         refresh_expires_at=WHEN,
         message="the refresh token was refused; log in again: dashtam connect schwab",
