@@ -22,6 +22,7 @@ from dashtam_cli.core.oauth.flow import MODES, LoginOptions, check_name
 from dashtam_cli.core.providers import provider as provider_named
 from dashtam_cli.core.providers.base import LoginKind
 from dashtam_cli.core.redact import register_secret
+from dashtam_cli.core.threads import in_daemon_thread
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
@@ -83,7 +84,8 @@ async def _read_token(options: LoginOptions) -> str:
             hint="paste it at the prompt, pipe it in, or use --token-file",
         )
     try:
-        raw = await asyncio.to_thread(options.read_token)
+        # A daemon thread: a prompt left unanswered after Ctrl-C must not hold the exit.
+        raw = await in_daemon_thread(options.read_token, name="token")
     except EOFError:
         raise InputError(
             "no token was given: the input ended before one was read",
@@ -105,6 +107,11 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
         raise InputError(
             f"{instance.display_name} does not log in with a pasted token",
             hint=f"drop --token-file: {instance.relogin_command(options.name or instance.name)}",
+        )
+    if instance.login is LoginKind.TOKEN and options.mode != "browser":
+        raise InputError(
+            f"{instance.display_name} logs in with a pasted token, not in a browser",
+            hint="drop --no-browser and --manual; paste the token, or use --token-file",
         )
     if instance.login is LoginKind.LINK:
         raise InputError(f"{instance.display_name} logs in with a hosted page, not supported yet")

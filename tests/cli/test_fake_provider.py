@@ -254,3 +254,14 @@ def test_a_second_token_login_to_the_same_accounts_is_warned_about(
     assert "already connected as 'first'" in second.stderr
     assert "****1111" in second.stderr
     assert "90001111" not in second.stderr
+
+
+@pytest.mark.parametrize("option", ["--no-browser", "--manual"])
+def test_browser_options_are_refused_for_a_pasted_token_login(
+    cli: CliCall, bank: FakeBank, option: str
+) -> None:
+    """--no-browser and --manual mean nothing to a token login: a usage error, nothing claimed."""
+    result = cli("connect", "fake", option, input=SETUP)
+    assert result.exit_code == 2
+    assert "logs in with a pasted token, not in a browser" in result.stderr
+    assert bank.setup_tokens == {SETUP: CREDENTIAL}
