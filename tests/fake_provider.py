@@ -82,6 +82,9 @@ class FakeBank:
     # The number of the account whose transactions fail, if any.
     failing: str | None = None
     page_size: int = 2
+    # Whether a revoke (on disconnect) fails, and the credentials revoked so far.
+    revoke_fails: bool = False
+    revoked: list[str] = dataclasses.field(default_factory=list)
     # What the provider saw: the cursors it was given, per account number.
     cursors_seen: list[tuple[str, str | None]] = dataclasses.field(default_factory=list)
     requests: int = 0
@@ -187,6 +190,16 @@ class FakeSession(ProviderSession):
                 )
                 if done:
                     break
+
+    async def revoke(self) -> bool:
+        """Forget the credential at the bank (as Plaid's /item/remove does)."""
+        credential = json.loads(await self.context.secret())["credential"]
+        if self.bank.revoke_fails:
+            raise ProviderError("the fake bank is down")
+        self.bank.credentials.discard(credential)
+        self.bank.revoked.append(credential)
+        await self.context.record(CallRecord("revoke", "ok", 200, 1, None))
+        return True
 
     @staticmethod
     def _transaction(account: Account, entry: tuple[object, ...]) -> Transaction:

@@ -153,13 +153,22 @@ def disconnect(
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove a connection with its tokens and cached data."""
+    """Remove a connection with its tokens and cached data.
+
+    A provider that can forget a login is asked to first (best effort: when it
+    cannot be reached, the connection is removed all the same, with a warning).
+    """
     from dashtam_cli.core.connections import disconnect as remove
 
     prompts.confirm(f"Remove the connection {name!r}, its tokens and its cached data?", yes=yes)
     opts = prompts.open_options()
-    info = runtime.run(ctx, lambda conf: remove(conf, name, opts))
-    runtime.stderr(ctx).print(
+    err = runtime.stderr(ctx)
+
+    def notify(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    info = runtime.run(ctx, lambda conf: remove(conf, name, opts, notify=notify))
+    err.print(
         f"removed the connection {info.name!r} ({info.provider})", markup=False, highlight=False
     )
 

@@ -17,6 +17,9 @@ from dashtam_cli.core.vault.errors import RecordDamaged
 from dashtam_cli.core.vault.vault import open_vault
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import httpx
     from sqlalchemy import Select
     from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -307,19 +310,25 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
     return info, tokens
 
 
-async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
-    """Delete a connection, its tokens and its cached data (foreign keys cascade).
-
-    Damaged times in its rows do not stand in the way: removing it is a way out.
-    """
+async def _find(vault: Vault, name: str) -> ConnectionInfo:
+    """The connection ``name``, its damaged times read as None (removing it is a way out)."""
     async with vault.reading() as conn:
         rows = (await conn.execute(_query().where(schema.connections.c.name == name))).all()
     infos = [_info(row, strict=False) for row in rows]
     if not infos:
         raise ConnectionNotFound.named(name)
-    async with vault.writing() as conn:
-        await conn.execute(delete(schema.connections).where(schema.connections.c.id == infos[0].id))
     return infos[0]
+
+
+async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
+    """Delete a connection, its tokens and its cached data (foreign keys cascade).
+
+    Damaged times in its rows do not stand in the way: removing it is a way out.
+    """
+    info = await _find(vault, name)
+    async with vault.writing() as conn:
+        await conn.execute(delete(schema.connections).where(schema.connections.c.id == info.id))
+    return info
 
 
 async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionInfo]:
@@ -330,13 +339,30 @@ async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionIn
         return await list_connections(vault)
 
 
-async def disconnect(settings: Settings, name: str, options: OpenOptions) -> ConnectionInfo:
-    """Remove a connection with its tokens and cached data, and audit it."""
+def _ignore(_message: str) -> None:
+    return None
+
+
+async def disconnect(
+    settings: Settings,
+    name: str,
+    options: OpenOptions,
+    *,
+    notify: Callable[[str], None] = _ignore,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ConnectionInfo:
+    """Remove a connection with its tokens and cached data, and audit it.
+
+    The provider is first asked to forget the login when it has a way to
+    (:meth:`ProviderSession.revoke`); a failure of that is audited and
+    passed to ``notify``, and the connection is removed all the same.
+    """
     from dashtam_cli.core import audit
 
     if not settings.paths.vault_file.exists():
         raise ConnectionNotFound.named(name)  # no vault, no connection of any name
     async with open_vault(settings, options) as vault:
+        await _revoke(settings, vault, await _find(vault, name), notify, transport)
         info = await remove_connection(vault, name)
         await audit.record(
             vault,
@@ -347,3 +373,74 @@ async def disconnect(settings: Settings, name: str, options: OpenOptions) -> Con
             connection_name=info.name,
         )
         return info
+
+
+async def _revoke(
+    settings: Settings,
+    vault: Vault,
+    info: ConnectionInfo,
+    notify: Callable[[str], None],
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    """Ask the connection's provider to forget the login; report, never raise, a failure."""
+    import datetime as dt
+
+    from dashtam_cli.core import audit
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.http import make_client
+    from dashtam_cli.core.providers import provider
+    from dashtam_cli.core.providers.base import CallRecord, SessionContext
+    from dashtam_cli.core.store import load_secret
+    from dashtam_cli.core.tokens import TokenManager
+
+    try:
+        instance = provider(info.provider)
+    except InputError:  # a provider not installed here: nothing to ask
+        return
+
+    async def record(call: CallRecord) -> None:
+        await audit.record(
+            vault,
+            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
+            outcome=call.outcome,
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+            http_status=call.http_status,
+            duration_ms=call.duration_ms,
+            correlation_id=call.correlation_id,
+            detail=call.detail,
+        )
+
+    try:
+        async with make_client(settings, transport=transport) as client:
+            manager = TokenManager(vault, client=client, lock_dir=settings.paths.data_dir / "locks")
+
+            async def access_token() -> str:
+                return await manager.access_token(info.name)
+
+            async def replace_rejected(rejected: str) -> str:
+                return await manager.replace_rejected(info.name, rejected)
+
+            async def secret() -> str:
+                return await load_secret(vault, info)
+
+            context = SessionContext(
+                info=info,
+                client=client,
+                access_token=access_token,
+                replace_rejected=replace_rejected,
+                secret=secret,
+                record=record,
+                clock=lambda: dt.datetime.now(dt.UTC),
+            )
+            revoked = await instance.session(context).revoke()
+    except DashtamError as exc:  # the HTTP client's settings, the provider, the network
+        await record(CallRecord("revoke", "failed", None, 0, None, exc.message))
+        notify(
+            f"warning: {instance.display_name} was not told to forget the login of "
+            f"{info.name!r} ({exc.message}); it is removed here all the same"
+        )
+        return
+    if revoked:
+        notify(f"{instance.display_name} forgot the login of {info.name!r}")

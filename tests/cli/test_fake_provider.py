@@ -265,3 +265,36 @@ def test_browser_options_are_refused_for_a_pasted_token_login(
     assert result.exit_code == 2
     assert "logs in with a pasted token, not in a browser" in result.stderr
     assert bank.setup_tokens == {SETUP: CREDENTIAL}
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["revoked", "provider-down"])
+def test_disconnect_asks_the_provider_to_forget_the_login(
+    cli: CliCall, bank: FakeBank, *, fails: bool
+) -> None:
+    """Disconnect revokes at the provider first; when that fails it warns and removes anyway."""
+    assert cli("connect", "fake", input=SETUP).exit_code == 0
+    bank.revoke_fails = fails
+    gone = cli("disconnect", "fake", "--yes")
+    assert gone.exit_code == 0, gone.stderr
+    assert _json(cli("connections", "list", "--format", "json").stdout) == []
+    assert bank.revoked == ([] if fails else [CREDENTIAL])
+    expected = "was not told to forget the login" if fails else "Fake Bank forgot the login"
+    assert expected in gone.stderr
+    steps = [
+        (e["operation"], e["outcome"]) for e in _json(cli("audit", "list", "-f", "json").stdout)
+    ]
+    assert ("fake.revoke", "failed" if fails else "ok") in steps
+    assert ("connection.remove", "ok") in steps
+    assert CREDENTIAL not in gone.stderr
+
+
+def test_disconnect_works_when_the_http_client_cannot_be_made(
+    cli: CliCall, bank: FakeBank, tmp_path: Path
+) -> None:
+    """A broken CA setting stops the revoke, not the removal: removing is a way out."""
+    assert cli("connect", "fake", input=SETUP).exit_code == 0
+    gone = cli("disconnect", "fake", "--yes", env={"DASHTAM_CA_BUNDLE": str(tmp_path / "none.pem")})
+    assert gone.exit_code == 0, gone.stderr
+    assert "was not told to forget the login" in gone.stderr
+    assert bank.revoked == []
+    assert _json(cli("connections", "list", "--format", "json").stdout) == []
