@@ -251,3 +251,172 @@ def test_installed_console_script_runs(isolated_env: Path) -> None:
     rows = {row["name"]: row["path"] for row in json.loads(paths.stdout)}
     assert rows["vault"] == str(isolated_env / "data" / "vault.sqlite3")
     assert {"config_dir", "config_file", "data_dir", "cache_dir", "log_dir"} <= set(rows)
+
+
+# --- providers ----------------------------------------------------------------------------------
+
+PROVIDERS = PACKAGE / "core" / "providers"
+REGISTRY = PROVIDERS / "__init__.py"
+# The built-in sandbox is Schwab's stand-in server (and `dashtam sandbox` its command): it
+# names the provider it imitates, but it imports no provider package (it must not share
+# the client's code, or a mapping bug would be mirrored on both sides and pass).
+SANDBOX = (PACKAGE / "sandbox", PACKAGE / "cli" / "sandbox.py")
+# Exact strings generic modules may hold: the sandbox command's help, which the lazy
+# command group repeats so `dashtam --help` loads no command module.
+NAMED_ALLOWED = {
+    ("cli/lazy.py", "A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1."),
+}
+
+
+def _provider_packages() -> list[Path]:
+    return sorted(p.parent for p in PROVIDERS.glob("*/__init__.py"))
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the string nodes that are docstrings (documentation, not code)."""
+    found: set[int] = set()
+    for node in ast.walk(tree):
+        kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        if isinstance(node, kinds) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def provider_imports(tree: ast.AST, module: str, name: str) -> list[str]:
+    """Every way ``tree`` (the module ``module``) imports the provider package ``name``."""
+    target = f"dashtam_cli.core.providers.{name}"
+    hits: list[str] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolve against the importing module
+                parts = module.split(".")[: -node.level]
+                base = ".".join([*parts, base] if base else parts)
+            names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value]  # importlib.import_module("..."), __import__, lazy tables
+        hits += [
+            f"{getattr(node, 'lineno', 0)}: {n}"
+            for n in names
+            if n == target or n.startswith(f"{target}.")
+        ]
+    return hits
+
+
+def names_provider(tree: ast.AST, name: str) -> list[str]:
+    """Strings (not docstrings) and identifiers of ``tree`` holding the provider name ``name``."""
+    docs = _docstrings(tree)
+    hits: list[str] = []
+    for node in ast.walk(tree):
+        text: str | None = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            text = node.value
+        elif isinstance(node, ast.Name):
+            text = node.id
+        elif isinstance(node, ast.Attribute):
+            text = node.attr
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            text = node.name
+        elif isinstance(node, ast.arg):
+            text = node.arg
+        elif isinstance(node, ast.alias):
+            text = node.asname or node.name
+        if text is not None and name in text.lower():
+            hits.append(f"{getattr(node, 'lineno', 0)}: {text}")
+    return hits
+
+
+def _generic_modules() -> list[Path]:
+    packages = _provider_packages()
+    return [
+        path
+        for path in _modules(PACKAGE)
+        if path != REGISTRY and not any(_inside(path, folder) for folder in (*packages, *SANDBOX))
+    ]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_only_a_provider_and_the_registry_import_its_package() -> None:
+    """No module outside ``core/providers/<name>/`` imports it, but the registry (and not the sandbox)."""
+    packages = _provider_packages()
+    assert [p.name for p in packages] == sorted(_builtin_names())
+    offenders: list[str] = []
+    for package in packages:
+        for path in _modules(PACKAGE):
+            if path == REGISTRY or _inside(path, package):
+                continue
+            tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+            offenders += [
+                f"{path.relative_to(PACKAGE)}:{hit}"
+                for hit in provider_imports(tree, _module_name(path), package.name)
+            ]
+    assert offenders == []
+
+
+def _builtin_names() -> tuple[str, ...]:
+    from dashtam_cli.core.providers import PROVIDER_NAMES
+
+    return PROVIDER_NAMES
+
+
+def test_generic_code_names_no_provider() -> None:
+    """Generic modules hold no provider's name in code: hints, options and audit names ask the provider.
+
+    Comments and docstrings may name one (documentation); the sandbox imitates
+    Schwab and may; so may the exact strings of ``NAMED_ALLOWED``.
+    """
+    offenders: list[str] = []
+    for path in _generic_modules():
+        relative = path.relative_to(PACKAGE).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        for name in _builtin_names():
+            offenders += [
+                f"{relative}:{hit}"
+                for hit in names_provider(tree, name)
+                if (relative, hit.split(": ", 1)[1]) not in NAMED_ALLOWED
+            ]
+    assert offenders == []
+
+
+def test_the_provider_detectors_catch_every_form() -> None:
+    """Absolute, relative, string and from-package imports; names in strings and identifiers."""
+    tree = ast.parse(
+        textwrap.dedent(
+            """
+            '''A docstring may name Acme.'''
+            import dashtam_cli.core.providers.acme.client
+            from dashtam_cli.core.providers.acme import mapping
+            from dashtam_cli.core.providers import acme
+            from .acme import session
+            import importlib
+            importlib.import_module("dashtam_cli.core.providers.acme")
+            hint = "dashtam connect acme"  # a comment may name acme
+            def acme_types(acme_client): return ACME_TYPES
+            """
+        )
+    )
+    imports = provider_imports(tree, "dashtam_cli.core.providers.base", "acme")
+    assert [hit.split(": ", 1)[0] for hit in imports] == ["3", "4", "4", "5", "6", "6", "8"]
+    named = {hit.split(": ", 1)[1] for hit in names_provider(tree, "acme")}
+    assert named == {
+        "dashtam_cli.core.providers.acme",
+        "dashtam_cli.core.providers.acme.client",
+        "acme",
+        "dashtam connect acme",
+        "acme_types",
+        "acme_client",
+        "ACME_TYPES",
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,9 +20,25 @@ connections_app = typer.Typer(
 
 
 def _provider_names() -> list[str]:
-    from dashtam_cli.core.providers import PROVIDER_NAMES
+    from dashtam_cli.core.providers import provider_names
 
-    return list(PROVIDER_NAMES)
+    return list(provider_names())
+
+
+def _read_token() -> str:
+    """The token from a hidden prompt on a terminal, else all of stdin (never argv or env)."""
+    from dashtam_cli.core.login import MAX_TOKEN
+
+    if prompts.interactive():
+        try:
+            value: str = typer.prompt("Token (input hidden)", hide_input=True, err=True)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        return value
+    text = sys.stdin.read(MAX_TOKEN + 1)
+    if not text:
+        raise EOFError
+    return text
 
 
 def connect(
@@ -29,7 +46,7 @@ def connect(
     provider: Annotated[
         str,
         typer.Argument(
-            help="The provider to log in to: schwab.",
+            help="The provider to log in to (see: dashtam providers list).",
             autocompletion=_provider_names,
             show_default=False,
         ),
@@ -62,15 +79,29 @@ def connect(
             help="Seconds to wait for the login to complete (1 to 3600).",
         ),
     ] = "300",
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--token-file",
+            metavar="PATH",
+            help="For providers that log in with a pasted token: read it from this file "
+            "(default: a hidden prompt, or stdin when it is not a terminal).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
-    """Log in to a provider in the browser and keep its tokens, sealed, in the vault.
+    """Log in to a provider and keep its credentials, sealed, in the vault.
 
-    The provider redirects to a short-lived HTTPS listener on this machine
-    (https://127.0.0.1:8182 by default). Its certificate is self-signed, so the
-    browser warns once: that is expected.
+    With OAuth (the browser), the provider redirects to a short-lived HTTPS
+    listener on this machine (https://127.0.0.1:8182 by default). Its
+    certificate is self-signed, so the browser warns once: that is expected.
+    A provider that gives a token to paste reads it from a hidden prompt, from
+    stdin when it is not a terminal, or from --token-file; never from the
+    command line.
     """
-    from dashtam_cli.core.oauth.flow import LoginOptions, connect
+    from dashtam_cli.core.login import connect
+    from dashtam_cli.core.oauth.flow import LoginOptions
 
     if no_browser and manual:
         raise typer.BadParameter("choose one of --no-browser and --manual", param_hint="--manual")
@@ -104,6 +135,8 @@ def connect(
         # On a terminal, ask before replacing; scripts are not asked.
         confirm_replace=confirm_replace if prompts.interactive() and not manual else None,
         passphrase_prompt=prompts.passphrase_prompt(),
+        read_token=_read_token,
+        token_file=token_file,
     )
     info = runtime.run(ctx, lambda conf: connect(conf, provider, login))
     err.print(f"connected {info.provider} as {info.name!r}", markup=False, highlight=False)
@@ -120,13 +153,22 @@ def disconnect(
     ],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove a connection with its tokens and cached data."""
+    """Remove a connection with its tokens and cached data.
+
+    A provider that can forget a login is asked to first (best effort: when it
+    cannot be reached, the connection is removed all the same, with a warning).
+    """
     from dashtam_cli.core.connections import disconnect as remove
 
     prompts.confirm(f"Remove the connection {name!r}, its tokens and its cached data?", yes=yes)
     opts = prompts.open_options()
-    info = runtime.run(ctx, lambda conf: remove(conf, name, opts))
-    runtime.stderr(ctx).print(
+    err = runtime.stderr(ctx)
+
+    def notify(message: str) -> None:
+        err.print(message, markup=False, highlight=False)
+
+    info = runtime.run(ctx, lambda conf: remove(conf, name, opts, notify=notify))
+    err.print(
         f"removed the connection {info.name!r} ({info.provider})", markup=False, highlight=False
     )
 

@@ -27,7 +27,7 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "connect": (
         "dashtam_cli.cli.connect",
         "connect",
-        "Log in to a provider in the browser and keep its tokens, sealed, in the vault.",
+        "Log in to a provider and keep its credentials, sealed, in the vault.",
     ),
     "disconnect": (
         "dashtam_cli.cli.connect",

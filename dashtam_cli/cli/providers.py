@@ -30,11 +30,15 @@ def list_(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None)
 @providers_app.command("configure")
 def configure(
     ctx: typer.Context,
-    provider: Annotated[str, typer.Argument(help="The provider: schwab.", show_default=False)],
+    provider: Annotated[
+        str, typer.Argument(help="The provider (see: dashtam providers list).", show_default=False)
+    ],
     client_id: Annotated[
         str,
         typer.Option(
-            "--client-id", help="The app's client id (Schwab: the App Key).", show_default=False
+            "--client-id",
+            help="The app's client id (its name at each provider: docs/providers/).",
+            show_default=False,
         ),
     ],
     redirect_uri: Annotated[

@@ -34,16 +34,16 @@ def status(
 
     Exits 4 when a connection shown needs a new login, 0 otherwise.
     """
-    from dashtam_cli.core.models import TokenStatus
+    from dashtam_cli.core.models import TokenState, TokenStatus
     from dashtam_cli.core.tokens import status_report
 
     opts = prompts.open_options()
     report = runtime.run(ctx, lambda conf: status_report(conf, name, opts))
     runtime.renderer(ctx, fmt).rows(TokenStatus, report)
-    if any(row.state == "reauth_required" for row in report):
+    if any(row.state == TokenState.REAUTH_REQUIRED for row in report):
         err = runtime.stderr(ctx)
         for row in report:
-            if row.state == "reauth_required":
+            if row.state == TokenState.REAUTH_REQUIRED:
                 err.print(f"{row.connection}: {row.action}", markup=False, highlight=False)
         raise typer.Exit(int(ExitCode.REAUTH))
 
@@ -72,9 +72,11 @@ def refresh(
 
     Exit codes: 0 when every connection ends with a valid access token, 4 when
     one needs a new login (the command is printed), 3 when only some succeeded.
-    Warns when a refresh token expires within 24 hours.
+    Warns when a refresh token expires within 24 hours. Connections whose
+    provider's credential does not expire are skipped ("does not expire").
     """
-    from dashtam_cli.core.models import RefreshResult
+    from dashtam_cli.core.models import RefreshResult, RefreshState
+    from dashtam_cli.core.providers import relogin_command
     from dashtam_cli.core.tokens import REFRESH_WARNING, refresh_connections
 
     if all_ and name is not None:
@@ -84,21 +86,25 @@ def refresh(
     err = runtime.stderr(ctx)
     now = dt.datetime.now(dt.UTC)
     for row in results:
+        if row.result == RefreshState.SKIPPED:  # nothing to refresh is no news: the table says why
+            continue
         if row.message:
             err.print(f"{row.connection}: {row.message}", markup=False, highlight=False)
         elif row.refresh_expires_at is not None and row.refresh_expires_at - now <= REFRESH_WARNING:
             err.print(
                 f"warning: the refresh token of {row.connection!r} expires at "
                 f"{row.refresh_expires_at.isoformat(timespec='minutes')}; log in again before: "
-                f"dashtam connect {row.provider} --name {row.connection}",
+                f"{relogin_command(row.provider, row.connection)}",
                 markup=False,
                 highlight=False,
             )
     if not quiet:
         runtime.renderer(ctx, fmt).rows(RefreshResult, results)
     outcomes = {row.result for row in results}
-    if "reauth_required" in outcomes:
+    if RefreshState.REAUTH_REQUIRED in outcomes:
         raise typer.Exit(int(ExitCode.REAUTH))
-    if "failed" in outcomes:
-        some_ok = bool(outcomes & {"refreshed", "fresh"})
+    if RefreshState.FAILED in outcomes:
+        some_ok = bool(
+            outcomes & {RefreshState.REFRESHED, RefreshState.FRESH, RefreshState.SKIPPED}
+        )
         raise typer.Exit(int(ExitCode.PARTIAL if some_ok else ExitCode.ERROR))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, select
 
 from dashtam_cli.core.errors import DashtamError
-from dashtam_cli.core.models import ConnectionInfo
+from dashtam_cli.core.models import ConnectionInfo, ConnectionState
 from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
@@ -17,6 +17,9 @@ from dashtam_cli.core.vault.errors import RecordDamaged
 from dashtam_cli.core.vault.vault import open_vault
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import httpx
     from sqlalchemy import Select
     from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -33,6 +36,7 @@ __all__ = [
     "load_tokens",
     "remove_connection",
     "save_login",
+    "save_secret_login",
     "set_status",
     "store_tokens",
 ]
@@ -64,8 +68,10 @@ def _stored_time(
 
 
 def _relogin_hint(provider: str, name: str) -> str:
+    from dashtam_cli.core.providers import relogin_command
+
     return (
-        f"log in again to replace its tokens: dashtam connect {provider} --name {name} "
+        f"log in again to replace its tokens: {relogin_command(provider, name)} "
         f"(or remove the connection: dashtam disconnect {name})"
     )
 
@@ -174,41 +180,67 @@ async def _write_tokens(
     await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
+async def _upsert_connection(conn: AsyncConnection, *, provider: str, name: str) -> str:
+    """The id of the connection ``name`` of ``provider``, created or marked active.
+
+    A name that belongs to another provider is refused: a login never takes
+    over another provider's connection.
+    """
+    c = schema.connections
+    now = db.utcnow_text()
+    row = (await conn.execute(select(c.c.id, c.c.provider).where(c.c.name == name))).one_or_none()
+    if row is None:
+        connection_id = str(uuid.uuid4())
+        await conn.execute(
+            c.insert().values(
+                id=connection_id,
+                provider=provider,
+                name=name,
+                status=ConnectionState.ACTIVE,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        return connection_id
+    if row.provider != provider:
+        raise DashtamError(
+            f"the connection {name!r} belongs to {row.provider}, not {provider}",
+            hint="choose another name with --name",
+        )
+    await conn.execute(
+        c.update().where(c.c.id == row.id).values(status=ConnectionState.ACTIVE, updated_at=now)
+    )
+    return str(row.id)
+
+
 async def save_login(vault: Vault, *, provider: str, name: str, tokens: TokenSet) -> ConnectionInfo:
     """Create the connection, or replace an existing one's tokens, in one transaction.
 
     The old tokens stay until this commit, so a failed or abandoned re-login
     leaves the existing connection working.
     """
-    c = schema.connections
-    now = db.utcnow_text()
     async with vault.writing() as conn:
-        row = (
-            await conn.execute(select(c.c.id, c.c.provider).where(c.c.name == name))
-        ).one_or_none()
-        if row is None:
-            connection_id = str(uuid.uuid4())
-            await conn.execute(
-                c.insert().values(
-                    id=connection_id,
-                    provider=provider,
-                    name=name,
-                    status="active",
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        else:
-            if row.provider != provider:
-                raise DashtamError(
-                    f"the connection {name!r} belongs to {row.provider}, not {provider}",
-                    hint="choose another name with --name",
-                )
-            connection_id = row.id
-            await conn.execute(
-                c.update().where(c.c.id == connection_id).values(status="active", updated_at=now)
-            )
+        connection_id = await _upsert_connection(conn, provider=provider, name=name)
         await _write_tokens(vault, conn, connection_id, tokens)
+    (info,) = await list_connections(vault, name=name)
+    return info
+
+
+async def save_secret_login(
+    vault: Vault, *, provider: str, name: str, secret: str
+) -> ConnectionInfo:
+    """Create the connection with its credential record, or replace an existing one's, at once.
+
+    For providers whose login yields an opaque record that does not expire
+    (a pasted token's claim). The record is sealed in ``connections.secret``
+    (bound to the connection's id); the old record stays until this commit,
+    so a failed re-login leaves the connection working.
+    """
+    c = schema.connections
+    async with vault.writing() as conn:
+        connection_id = await _upsert_connection(conn, provider=provider, name=name)
+        sealed = vault.seal(c.name, connection_id, "secret", secret, owner=connection_id)
+        await conn.execute(c.update().where(c.c.id == connection_id).values(secret=sealed))
     (info,) = await list_connections(vault, name=name)
     return info
 
@@ -221,12 +253,12 @@ async def store_tokens(vault: Vault, connection_id: str, tokens: TokenSet) -> No
         await conn.execute(
             c.update()
             .where(c.c.id == connection_id)
-            .values(status="active", updated_at=db.utcnow_text())
+            .values(status=ConnectionState.ACTIVE, updated_at=db.utcnow_text())
         )
 
 
-async def set_status(vault: Vault, connection_id: str, status: str) -> None:
-    """Record a connection's status (active, reauth_required)."""
+async def set_status(vault: Vault, connection_id: str, status: ConnectionState) -> None:
+    """Record a connection's status."""
     c = schema.connections
     async with vault.writing() as conn:
         await conn.execute(
@@ -238,6 +270,8 @@ async def set_status(vault: Vault, connection_id: str, status: str) -> None:
 
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
     """A connection and its tokens, opened."""
+    from dashtam_cli.core.providers import relogin_command
+
     t = schema.tokens
     info = (await list_connections(vault, name=name))[0]
     async with vault.reading() as conn:
@@ -245,7 +279,7 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
     if row is None:
         raise ConnectionNotFound(
             f"the connection {name!r} has no tokens",
-            hint=f"log in again: dashtam connect {info.provider} --name {name}",
+            hint=f"log in again: {relogin_command(info.provider, name)}",
         )
     owner = row.connection_id
     access = vault.unseal_text(t.name, row.id, "access_token", row.access_token, owner=owner)
@@ -276,19 +310,25 @@ async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet
     return info, tokens
 
 
-async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
-    """Delete a connection, its tokens and its cached data (foreign keys cascade).
-
-    Damaged times in its rows do not stand in the way: removing it is a way out.
-    """
+async def _find(vault: Vault, name: str) -> ConnectionInfo:
+    """The connection ``name``, its damaged times read as None (removing it is a way out)."""
     async with vault.reading() as conn:
         rows = (await conn.execute(_query().where(schema.connections.c.name == name))).all()
     infos = [_info(row, strict=False) for row in rows]
     if not infos:
         raise ConnectionNotFound.named(name)
-    async with vault.writing() as conn:
-        await conn.execute(delete(schema.connections).where(schema.connections.c.id == infos[0].id))
     return infos[0]
+
+
+async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
+    """Delete a connection, its tokens and its cached data (foreign keys cascade).
+
+    Damaged times in its rows do not stand in the way: removing it is a way out.
+    """
+    info = await _find(vault, name)
+    async with vault.writing() as conn:
+        await conn.execute(delete(schema.connections).where(schema.connections.c.id == info.id))
+    return info
 
 
 async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionInfo]:
@@ -299,13 +339,30 @@ async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionIn
         return await list_connections(vault)
 
 
-async def disconnect(settings: Settings, name: str, options: OpenOptions) -> ConnectionInfo:
-    """Remove a connection with its tokens and cached data, and audit it."""
+def _ignore(_message: str) -> None:
+    return None
+
+
+async def disconnect(
+    settings: Settings,
+    name: str,
+    options: OpenOptions,
+    *,
+    notify: Callable[[str], None] = _ignore,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ConnectionInfo:
+    """Remove a connection with its tokens and cached data, and audit it.
+
+    The provider is first asked to forget the login when it has a way to
+    (:meth:`ProviderSession.revoke`); a failure of that is audited and
+    passed to ``notify``, and the connection is removed all the same.
+    """
     from dashtam_cli.core import audit
 
     if not settings.paths.vault_file.exists():
         raise ConnectionNotFound.named(name)  # no vault, no connection of any name
     async with open_vault(settings, options) as vault:
+        await _revoke(settings, vault, await _find(vault, name), notify, transport)
         info = await remove_connection(vault, name)
         await audit.record(
             vault,
@@ -316,3 +373,74 @@ async def disconnect(settings: Settings, name: str, options: OpenOptions) -> Con
             connection_name=info.name,
         )
         return info
+
+
+async def _revoke(
+    settings: Settings,
+    vault: Vault,
+    info: ConnectionInfo,
+    notify: Callable[[str], None],
+    transport: httpx.AsyncBaseTransport | None,
+) -> None:
+    """Ask the connection's provider to forget the login; report, never raise, a failure."""
+    import datetime as dt
+
+    from dashtam_cli.core import audit
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.http import make_client
+    from dashtam_cli.core.providers import provider
+    from dashtam_cli.core.providers.base import CallRecord, SessionContext
+    from dashtam_cli.core.store import load_secret
+    from dashtam_cli.core.tokens import TokenManager
+
+    try:
+        instance = provider(info.provider)
+    except InputError:  # a provider not installed here: nothing to ask
+        return
+
+    async def record(call: CallRecord) -> None:
+        await audit.record(
+            vault,
+            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
+            outcome=call.outcome,
+            provider=info.provider,
+            connection_id=info.id,
+            connection_name=info.name,
+            http_status=call.http_status,
+            duration_ms=call.duration_ms,
+            correlation_id=call.correlation_id,
+            detail=call.detail,
+        )
+
+    try:
+        async with make_client(settings, transport=transport) as client:
+            manager = TokenManager(vault, client=client, lock_dir=settings.paths.data_dir / "locks")
+
+            async def access_token() -> str:
+                return await manager.access_token(info.name)
+
+            async def replace_rejected(rejected: str) -> str:
+                return await manager.replace_rejected(info.name, rejected)
+
+            async def secret() -> str:
+                return await load_secret(vault, info)
+
+            context = SessionContext(
+                info=info,
+                client=client,
+                access_token=access_token,
+                replace_rejected=replace_rejected,
+                secret=secret,
+                record=record,
+                clock=lambda: dt.datetime.now(dt.UTC),
+            )
+            revoked = await instance.session(context).revoke()
+    except DashtamError as exc:  # the HTTP client's settings, the provider, the network
+        await record(CallRecord("revoke", "failed", None, 0, None, exc.message))
+        notify(
+            f"warning: {instance.display_name} was not told to forget the login of "
+            f"{info.name!r} ({exc.message}); it is removed here all the same"
+        )
+        return
+    if revoked:
+        notify(f"{instance.display_name} forgot the login of {info.name!r}")

@@ -24,7 +24,7 @@ from sqlalchemy import select
 from dashtam_cli.core.errors import ConfigError, InputError
 from dashtam_cli.core.models import ProviderInfo
 from dashtam_cli.core.oauth.tokens import AppCredentials
-from dashtam_cli.core.providers import PROVIDER_NAMES, get_provider
+from dashtam_cli.core.providers import PROVIDER_NAMES, get_provider, provider
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
 
@@ -157,7 +157,15 @@ async def list_providers(
             stored = set((await conn.scalars(select(schema.provider_credentials.c.provider))).all())
     infos = []
     for name in PROVIDER_NAMES:
-        spec = get_provider(name)
+        instance = provider(name)
+        spec = instance.spec
+        if spec is None:  # a login without app credentials (a pasted token, ...)
+            infos.append(
+                ProviderInfo(
+                    name=name, display_name=instance.display_name, credentials=None, base_url=None
+                )
+            )
+            continue
         in_env = bool(
             env.get(spec.client_id_env, "").strip() and env.get(spec.client_secret_env, "").strip()
         )

@@ -226,11 +226,11 @@ async def _providers(
     env: Mapping[str, str], stored: dict[str, str | None], used: set[str]
 ) -> list[Check]:
     from dashtam_cli.core.credentials import _from_env
-    from dashtam_cli.core.providers import PROVIDER_NAMES, get_provider
+    from dashtam_cli.core.providers import oauth_specs
 
     checks: list[Check] = []
-    for name in PROVIDER_NAMES:
-        spec = get_provider(name)
+    for spec in oauth_specs():
+        name = spec.name
         label = f"{name} credentials"
         try:
             from_env = _from_env(spec, env)
@@ -291,7 +291,7 @@ async def _tls(conf: Settings, env: Mapping[str, str], timeout: float) -> list[C
     import urllib.parse
 
     from dashtam_cli.core.http import tls_context
-    from dashtam_cli.core.providers import PROVIDER_NAMES, get_provider
+    from dashtam_cli.core.providers import oauth_specs
 
     chosen = tls_context(conf, env)
     origin = (
@@ -306,8 +306,9 @@ async def _tls(conf: Settings, env: Mapping[str, str], timeout: float) -> list[C
 
         context = ssl.create_default_context(cafile=certifi.where())
     checks = [Check(check="CA certificates", status="ok", verdict=f"from {origin}")]
-    for name in PROVIDER_NAMES:
-        parts = urllib.parse.urlsplit(get_provider(name).base_url(env))
+    for spec in oauth_specs():
+        name = spec.name
+        parts = urllib.parse.urlsplit(spec.base_url(env))
         host, port = parts.hostname or "", parts.port or 443
         label = f"{name} TLS"
         try:
@@ -389,7 +390,7 @@ async def _connections(
                 check="connections",
                 status="ok",
                 verdict="no connections yet",
-                fix="dashtam connect schwab",
+                fix="dashtam connect PROVIDER (see: dashtam providers list)",
             )
         )
     return checks, {info.provider for info in infos}

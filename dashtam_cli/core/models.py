@@ -17,6 +17,7 @@ __all__ = [
     "AuditEntry",
     "Balance",
     "ConnectionInfo",
+    "ConnectionState",
     "KeyRotation",
     "Kind",
     "PathEntry",
@@ -24,7 +25,9 @@ __all__ = [
     "ProviderInfo",
     "Record",
     "RefreshResult",
+    "RefreshState",
     "SyncReport",
+    "TokenState",
     "TokenStatus",
     "Transaction",
     "VaultInit",
@@ -56,6 +59,32 @@ class Kind(enum.StrEnum):
 
 
 KINDS = tuple(kind.value for kind in Kind)
+
+
+class ConnectionState(enum.StrEnum):
+    """Whether a connection's login still works (the ``connections.status`` column)."""
+
+    ACTIVE = "active"
+    REAUTH_REQUIRED = "reauth_required"
+
+
+class TokenState(enum.StrEnum):
+    """The state of a connection's credentials, as `dashtam tokens status` shows it."""
+
+    OK = "ok"
+    ACCESS_EXPIRED = "access_expired"  # refreshed automatically on next use
+    REFRESH_EXPIRING = "refresh_expiring"  # under 24 h left: log in again soon
+    REAUTH_REQUIRED = "reauth_required"
+
+
+class RefreshState(enum.StrEnum):
+    """What `dashtam tokens refresh` did for one connection."""
+
+    REFRESHED = "refreshed"
+    FRESH = "fresh"  # more than the margin left: nothing sent
+    SKIPPED = "skipped"  # its provider's credential does not expire
+    REAUTH_REQUIRED = "reauth_required"
+    FAILED = "failed"
 
 
 # An OCC option symbol: the root (up to 6 characters, padded with spaces), the
@@ -176,12 +205,16 @@ class PassphraseChange(Record):
 
 
 class ProviderInfo(Record):
-    """A provider dashtam supports, and where its app credentials come from."""
+    """A provider dashtam supports, and where its app credentials come from.
+
+    A provider without app credentials (one that logs in with a pasted token)
+    has ``credentials`` and ``base_url`` null.
+    """
 
     name: str
     display_name: str
     credentials: str | None
-    base_url: str
+    base_url: str | None
 
 
 class ConnectionInfo(Record):
@@ -199,7 +232,7 @@ class ConnectionInfo(Record):
 
     name: str
     provider: str
-    status: str
+    status: ConnectionState
     created_at: datetime
     updated_at: datetime
     access_expires_at: datetime | None
@@ -210,9 +243,10 @@ class ConnectionInfo(Record):
 class TokenStatus(Record):
     """The lifetimes and state of one connection's tokens.
 
-    ``state`` is ``ok``, ``access_expired`` (refreshed automatically),
-    ``refresh_expiring`` (under 24 h left: log in again soon) or
-    ``reauth_required``.
+    ``state`` is a :class:`TokenState`: ``ok``, ``access_expired`` (refreshed
+    automatically), ``refresh_expiring`` (under 24 h left: log in again soon)
+    or ``reauth_required``. A provider whose credential does not expire is
+    ``ok`` with its expiry words ``does not expire``.
     """
 
     table_columns: ClassVar[tuple[str, ...] | None] = (
@@ -227,7 +261,7 @@ class TokenStatus(Record):
 
     connection: str
     provider: str
-    state: str
+    state: TokenState
     access_expires_at: datetime | None
     access_expires_in_seconds: int | None
     access_expires: str | None
@@ -238,7 +272,12 @@ class TokenStatus(Record):
 
 
 class RefreshResult(Record):
-    """What `dashtam tokens refresh` did for one connection."""
+    """What `dashtam tokens refresh` did for one connection.
+
+    ``result`` is ``refreshed``, ``fresh`` (nothing to do yet), ``skipped``
+    (its provider's credential does not expire), ``reauth_required`` or
+    ``failed``.
+    """
 
     table_columns: ClassVar[tuple[str, ...] | None] = (
         "connection",
@@ -252,7 +291,7 @@ class RefreshResult(Record):
 
     connection: str
     provider: str
-    result: str
+    result: RefreshState
     access_expires_at: datetime | None
     refresh_expires_at: datetime | None
     message: str | None

@@ -18,9 +18,9 @@ import uuid
 from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core import audit, store
-from dashtam_cli.core.connections import ConnectionNotFound, list_connections
+from dashtam_cli.core.connections import ConnectionNotFound, list_connections, set_status
 from dashtam_cli.core.errors import DashtamError, ReauthRequired
-from dashtam_cli.core.models import SyncReport
+from dashtam_cli.core.models import ConnectionState, SyncReport
 from dashtam_cli.core.providers import provider as provider_named
 from dashtam_cli.core.providers.base import SessionContext, SyncTarget
 from dashtam_cli.core.results import Failure, FetchResult
@@ -268,7 +268,11 @@ async def _locked(settings: Settings, job: _ConnectionSync, gate: asyncio.Semaph
         after = await store.sync_points(job.vault, info.id)
         if after and after != before and not job.options.full and job.options.since is None:
             return _report(info, "skipped", message="synced by another dashtam process just now")
-        return await job.run()
+        try:
+            return await job.run()
+        except ReauthRequired:  # recorded, so `tokens status` says so whatever the login kind
+            await set_status(job.vault, info.id, ConnectionState.REAUTH_REQUIRED)
+            raise
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -364,8 +368,8 @@ async def connected_elsewhere(
     async def refuse(_rejected: str) -> str:
         raise ReauthRequired("the new login's access token was refused")
 
-    async def no_secret() -> str:
-        raise ReauthRequired("the new login has no stored credential yet")
+    async def no_secret() -> str:  # a pasted-token login's new credential record
+        return access_token
 
     async def record(call: CallRecord) -> None:
         await audit.record(

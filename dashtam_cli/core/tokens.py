@@ -37,10 +37,17 @@ from dashtam_cli.core.connections import (
 )
 from dashtam_cli.core.credentials import resolve_credentials
 from dashtam_cli.core.errors import DashtamError, ReauthRequired
-from dashtam_cli.core.models import ConnectionInfo, RefreshResult, TokenStatus
+from dashtam_cli.core.models import (
+    ConnectionInfo,
+    ConnectionState,
+    RefreshResult,
+    RefreshState,
+    TokenState,
+    TokenStatus,
+)
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
 from dashtam_cli.core.oauth.tokens import TokenSet, UnusableTokens, post_token_request
-from dashtam_cli.core.providers import get_provider
+from dashtam_cli.core.providers import get_provider, provider, relogin_command
 from dashtam_cli.core.vault.files import ensure_private_dir
 
 if TYPE_CHECKING:
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
 __all__ = [
+    "NO_EXPIRY",
     "REFRESH_MARGIN",
     "ClientRefused",
     "RefreshFailed",
@@ -61,6 +69,7 @@ __all__ = [
     "describe_remaining",
     "hold_signals",
     "refresh_connections",
+    "refreshes",
     "status_report",
     "token_manager",
 ]
@@ -241,10 +250,10 @@ class TokenManager:
     @staticmethod
     def _stop_if_refused(info: ConnectionInfo) -> None:
         """Another caller just had this login refused: do not send the dead token again."""
-        if info.status == "reauth_required":
+        if info.status == ConnectionState.REAUTH_REQUIRED:
             raise ReauthRequired(
                 f"the connection {info.name!r} needs a new login",
-                hint=f"run: dashtam connect {info.provider} --name {info.name}",
+                hint=f"run: {relogin_command(info.provider, info.name)}",
             )
 
     async def _reauth(
@@ -255,7 +264,7 @@ class TokenManager:
         http_status: int | None = None,
         correlation_id: str | None = None,
     ) -> ReauthRequired:
-        await set_status(self.vault, info.id, "reauth_required")
+        await set_status(self.vault, info.id, ConnectionState.REAUTH_REQUIRED)
         await audit.record(
             self.vault,
             operation="oauth.refresh",
@@ -269,7 +278,7 @@ class TokenManager:
         )
         return ReauthRequired(
             f"the connection {info.name!r} needs a new login: {why}",
-            hint=f"run: dashtam connect {info.provider} --name {info.name}",
+            hint=f"run: {relogin_command(info.provider, info.name)}",
         )
 
     async def _refresh_failed(
@@ -355,22 +364,57 @@ class TokenManager:
         return [token_status(info, now) for info in infos]
 
 
+def refreshes(info: ConnectionInfo) -> bool:
+    """Whether the connection's provider refreshes its credentials (unknown ones are assumed to)."""
+    from dashtam_cli.core.errors import InputError
+
+    try:
+        return provider(info.provider).refreshes
+    except InputError:
+        return True
+
+
+NO_EXPIRY: Final = "does not expire"
+
+
 def token_status(info: ConnectionInfo, now: dt.datetime) -> TokenStatus:
-    """The state of one connection's tokens at ``now``."""
+    """The state of one connection's tokens at ``now``.
+
+    A provider that does not refresh has a credential that does not expire:
+    ``ok`` with nothing to do, unless its login was refused.
+    """
+    if not refreshes(info):
+        state = (
+            TokenState.REAUTH_REQUIRED
+            if info.status == ConnectionState.REAUTH_REQUIRED
+            else TokenState.OK
+        )
+        return TokenStatus(
+            connection=info.name,
+            provider=info.provider,
+            state=state,
+            access_expires_at=None,
+            access_expires_in_seconds=None,
+            access_expires=NO_EXPIRY,
+            refresh_expires_at=None,
+            refresh_expires_in_seconds=None,
+            refresh_expires=NO_EXPIRY,
+            action=_action(info, state),
+        )
     access = info.access_expires_at
     refresh = info.refresh_expires_at
     if (
-        info.status == "reauth_required"
+        info.status == ConnectionState.REAUTH_REQUIRED
         or access is None
         or (refresh is not None and refresh <= now)
     ) or (refresh is None and access <= now):
-        state = "reauth_required"
+        state = TokenState.REAUTH_REQUIRED
     elif refresh is not None and refresh - now <= REFRESH_WARNING:
-        state = "refresh_expiring"
+        state = TokenState.REFRESH_EXPIRING
     elif access <= now:
-        state = "access_expired"
+        state = TokenState.ACCESS_EXPIRED
     else:
-        state = "ok"
+        state = TokenState.OK
 
     def seconds(moment: dt.datetime | None) -> int | None:
         return None if moment is None else int((moment - now).total_seconds())
@@ -388,16 +432,21 @@ def token_status(info: ConnectionInfo, now: dt.datetime) -> TokenStatus:
         refresh_expires_at=refresh,
         refresh_expires_in_seconds=seconds(refresh),
         refresh_expires=words(refresh),
-        action=_ACTIONS[state].format(provider=info.provider, name=info.name),
+        action=_action(info, state),
     )
 
 
 _ACTIONS: Final = {
-    "ok": "none",
-    "access_expired": "refreshed automatically on next use (or: dashtam tokens refresh)",
-    "refresh_expiring": "log in again soon: dashtam connect {provider} --name {name}",
-    "reauth_required": "log in again: dashtam connect {provider} --name {name}",
+    TokenState.OK: "none",
+    TokenState.ACCESS_EXPIRED: "refreshed automatically on next use (or: dashtam tokens refresh)",
+    TokenState.REFRESH_EXPIRING: "log in again soon: {command}",
+    TokenState.REAUTH_REQUIRED: "log in again: {command}",
 }
+
+
+def _action(info: ConnectionInfo, state: TokenState) -> str:
+    """What to do about ``state``, with the provider's own command to log in again."""
+    return _ACTIONS[state].format(command=relogin_command(info.provider, info.name))
 
 
 @contextlib.asynccontextmanager
@@ -455,21 +504,26 @@ async def refresh_connections(  # noqa: PLR0913 - the command's options
     async with token_manager(settings, options, transport=transport, clock=clock) as manager:
         infos = await list_connections(manager.vault, name=name)
         for info in infos:
+            if not refreshes(info):
+                results.append(_result(info, RefreshState.SKIPPED, None, NO_EXPIRY))
+                continue
             try:
                 outcome = await manager.refresh(info.name, force=force)
             except ReauthRequired as exc:
-                results.append(_result(info, "reauth_required", None, f"{exc.message}; {exc.hint}"))
+                results.append(
+                    _result(info, RefreshState.REAUTH_REQUIRED, None, f"{exc.message}; {exc.hint}")
+                )
             except DashtamError as exc:
                 message = f"{exc.message}; {exc.hint}" if exc.hint else exc.message
-                results.append(_result(info, "failed", None, message))
+                results.append(_result(info, RefreshState.FAILED, None, message))
             else:
-                result = "refreshed" if outcome.refreshed else "fresh"
+                result = RefreshState.REFRESHED if outcome.refreshed else RefreshState.FRESH
                 results.append(_result(info, result, outcome.tokens, None))
     return results
 
 
 def _result(
-    info: ConnectionInfo, result: str, tokens: TokenSet | None, message: str | None
+    info: ConnectionInfo, result: RefreshState, tokens: TokenSet | None, message: str | None
 ) -> RefreshResult:
     return RefreshResult(
         connection=info.name,

@@ -19,10 +19,13 @@ from dashtam_cli.core.models import (
     Account,
     AuditEntry,
     ConnectionInfo,
+    ConnectionState,
     Kind,
     PathEntry,
     Position,
     RefreshResult,
+    RefreshState,
+    TokenState,
     TokenStatus,
     Transaction,
 )
@@ -130,7 +133,7 @@ CONNECTIONS = [
     ConnectionInfo(
         name="brokerage-main",
         provider="schwab",
-        status="reauth_required",
+        status=ConnectionState.REAUTH_REQUIRED,
         created_at=WHEN,
         updated_at=WHEN,
         access_expires_at=WHEN + dt.timedelta(minutes=30),
@@ -143,7 +146,7 @@ TOKENS = [
     TokenStatus(
         connection="brokerage-main",
         provider="schwab",
-        state="refresh_expiring",
+        state=TokenState.REFRESH_EXPIRING,
         access_expires_at=WHEN,
         access_expires_in_seconds=1800,
         access_expires="in 29 min",
@@ -158,7 +161,7 @@ REFRESHES = [
     RefreshResult(
         connection="brokerage-main",
         provider="schwab",
-        result="reauth_required",
+        result=RefreshState.REAUTH_REQUIRED,
         access_expires_at=WHEN,
         refresh_expires_at=WHEN,
         message="the refresh token was refused; log in again: dashtam connect schwab",

@@ -25,6 +25,7 @@ from dashtam_cli.core.connections import (
     store_tokens,
 )
 from dashtam_cli.core.errors import DashtamError
+from dashtam_cli.core.models import ConnectionState
 from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import redact
 from dashtam_cli.core.settings import load_settings
@@ -126,7 +127,7 @@ def test_a_login_without_a_refresh_token_is_kept_as_such() -> None:
 def test_a_second_login_replaces_the_tokens_of_the_same_connection() -> None:
     """Logging in again keeps the connection (id, creation time) and swaps its one token row."""
     first = login(n=1)
-    in_vault(lambda v: set_status(v, first.id, "reauth_required"))
+    in_vault(lambda v: set_status(v, first.id, ConnectionState.REAUTH_REQUIRED))
     second = login(n=2)
     assert second.id == first.id
     assert second.created_at == first.created_at
@@ -149,7 +150,7 @@ def test_a_name_taken_by_another_provider_is_refused_and_left_alone() -> None:
 def test_store_tokens_replaces_them_and_marks_the_connection_active() -> None:
     """After a refresh the new tokens are stored and a connection needing re-login is active again."""
     info = login(n=1)
-    in_vault(lambda v: set_status(v, info.id, "reauth_required"))
+    in_vault(lambda v: set_status(v, info.id, ConnectionState.REAUTH_REQUIRED))
     assert in_vault(lambda v: list_connections(v, name="brokerage"))[0].status == "reauth_required"
     in_vault(lambda v: store_tokens(v, info.id, tokens(3)))
     after, opened = loaded()

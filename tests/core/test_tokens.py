@@ -25,7 +25,7 @@ from token_support import (
 from dashtam_cli.core import tokens as tokens_module
 from dashtam_cli.core.connections import list_connections, load_tokens, store_tokens
 from dashtam_cli.core.errors import ExitCode, ReauthRequired
-from dashtam_cli.core.models import ConnectionInfo
+from dashtam_cli.core.models import ConnectionInfo, ConnectionState
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.tokens import (
     REFRESH_MARGIN,
@@ -391,7 +391,7 @@ def _info(
     *,
     access_in: dt.timedelta | None,
     refresh_in: dt.timedelta | None,
-    status: str = "active",
+    status: ConnectionState = ConnectionState.ACTIVE,
 ) -> ConnectionInfo:
     return ConnectionInfo(
         id="c0ffee00-0000-4000-8000-000000000000",
@@ -439,7 +439,8 @@ def test_token_states(
     access_in: dt.timedelta | None, refresh_in: dt.timedelta | None, status: str, state: str
 ) -> None:
     """Each combination of lifetimes and recorded status gives its documented state and action."""
-    row = token_status(_info(access_in=access_in, refresh_in=refresh_in, status=status), START)
+    info = _info(access_in=access_in, refresh_in=refresh_in, status=ConnectionState(status))
+    row = token_status(info, START)
 
     assert row.state == state
     assert row.connection == NAME

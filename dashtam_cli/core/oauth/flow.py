@@ -7,15 +7,11 @@ import base64
 import dataclasses
 import hashlib
 import logging
-import os
 import secrets
 import time
 import urllib.parse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dashtam_cli.core import audit
-from dashtam_cli.core.connections import connection_exists, save_login
-from dashtam_cli.core.credentials import resolve_credentials
 from dashtam_cli.core.errors import DashtamError, InputError
 from dashtam_cli.core.oauth.errors import (
     AccessDenied,
@@ -28,25 +24,30 @@ from dashtam_cli.core.oauth.listener import (
     LoopbackListener,
     RedirectTarget,
     interpret_query,
-    parse_redirect_uri,
     states_equal,
 )
-from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.threads import in_daemon_thread
-from dashtam_cli.core.vault.vault import OpenOptions, Vault, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
+    from pathlib import Path
 
     import httpx
 
     from dashtam_cli.core.models import ConnectionInfo
-    from dashtam_cli.core.oauth.tokens import AppCredentials
+    from dashtam_cli.core.oauth.tokens import AppCredentials, TokenSet
     from dashtam_cli.core.providers.base import ProviderSpec
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["LoginOptions", "PendingAuthorization", "connect"]
+__all__ = [
+    "AuditNote",
+    "LoginOptions",
+    "PendingAuthorization",
+    "authorize",
+    "check_name",
+    "connect",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,11 @@ class LoginOptions:
     ``EOFError`` when its input ends. ``notify`` receives the messages meant
     for the person at the terminal (the CLI prints them on stderr); they may
     contain the authorize URL, so they never go through logging.
+
+    For providers that log in with a pasted token, the token comes from
+    ``token_file`` when given, else from ``read_token`` (a hidden prompt, or
+    standard input when it is not a terminal; it raises ``EOFError`` when
+    its input ends). The browser options do not apply to them.
     """
 
     name: str | None = None
@@ -78,6 +84,8 @@ class LoginOptions:
     read_pasted_url: Callable[[], str] | None = None
     confirm_replace: Callable[[str], bool] | None = None
     passphrase_prompt: Callable[[bool], str] | None = None
+    read_token: Callable[[], str] | None = None
+    token_file: Path | None = None
     transport: httpx.AsyncBaseTransport | None = None
     environ: Mapping[str, str] | None = None
 
@@ -133,12 +141,13 @@ class PendingAuthorization:
         return form
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
+    """A connection name, trimmed: 1 to 64 printable characters, or an InputError."""
     cleaned = name.strip()
     if not cleaned or len(cleaned) > _MAX_NAME or not all(ch.isprintable() for ch in cleaned):
         raise InputError(
             f"a connection name is 1 to {_MAX_NAME} printable characters",
-            hint="for example: --name schwab-ira",
+            hint="for example: --name ira",
         )
     return cleaned
 
@@ -257,45 +266,21 @@ def _open_with_webbrowser(url: str) -> bool:
 
 
 async def connect(settings: Settings, provider: str, options: LoginOptions) -> ConnectionInfo:
-    """Log in to ``provider`` and store the connection's tokens, sealed.
+    """Log in to ``provider`` and store the connection: :func:`dashtam_cli.core.login.connect`.
 
-    Every step goes to the audit log. Under an existing name, the old tokens
-    are replaced only once the new ones are in hand.
+    Kept here for callers of this older path; the login layer itself only
+    returns tokens (:func:`authorize`), and the caller saves them.
     """
-    if options.mode not in MODES:
-        raise InputError(f"unknown login mode {options.mode!r}")
-    spec = get_provider(provider)
-    name = _check_name(spec.name if options.name is None else options.name)
-    env = os.environ if options.environ is None else options.environ
-    vault_options = OpenOptions(
-        create=True, prompt=options.passphrase_prompt, environ=options.environ
-    )
-    async with open_vault(settings, vault_options) as vault:
-        credentials = await resolve_credentials(vault, spec, env)
-        target = parse_redirect_uri(
-            credentials.redirect_uri,
-            setting=credentials.redirect_setting or spec.redirect_uri_env,
-        )
-        if await connection_exists(vault, name) and options.confirm_replace is not None:
-            confirm = options.confirm_replace
-            if not await asyncio.to_thread(confirm, name):
-                raise DashtamError(
-                    f"the connection {name!r} was left as it is", hint="nothing changed"
-                )
-        pending = PendingAuthorization.new(spec, credentials, target)
-        return await _login(settings, vault, pending, name, options)
+    from dashtam_cli.core.login import connect as login_and_save
+
+    return await login_and_save(settings, provider, options)
 
 
-async def _login(
-    settings: Settings,
-    vault: Vault,
-    pending: PendingAuthorization,
-    name: str,
-    options: LoginOptions,
-) -> ConnectionInfo:
-    spec = pending.spec
+class AuditNote(Protocol):
+    """Where the login's steps go: one audit record each (never with a secret)."""
 
-    async def note(  # noqa: PLR0913 - the audit columns
+    async def __call__(  # noqa: PLR0913 - the audit columns
+        self,
         operation: str,
         outcome: str,
         *,
@@ -304,18 +289,17 @@ async def _login(
         correlation_id: str | None = None,
         detail: str | None = None,
     ) -> None:
-        await audit.record(
-            vault,
-            operation=operation,
-            outcome=outcome,
-            provider=spec.name,
-            connection_name=name,
-            http_status=http_status,
-            duration_ms=duration_ms,
-            correlation_id=correlation_id,
-            detail=detail,
-        )
+        """Record one step."""
 
+
+async def authorize(
+    settings: Settings, pending: PendingAuthorization, options: LoginOptions, note: AuditNote
+) -> TokenSet:
+    """Run one authorization-code login to its tokens; saving them is the caller's job.
+
+    Each step goes through ``note`` (the audit hook).
+    """
+    spec = pending.spec
     await note("oauth.authorize", "started", detail=f"mode={options.mode}")
     started = time.monotonic()
     try:
@@ -359,40 +343,4 @@ async def _login(
         duration_ms=response.duration_ms,
         correlation_id=response.correlation_id,
     )
-    info = await save_login(vault, provider=spec.name, name=name, tokens=response.tokens)
-    await audit.record(
-        vault,
-        operation="connection.save",
-        outcome="ok",
-        provider=spec.name,
-        connection_id=info.id,
-        connection_name=name,
-    )
-    log.info("connected %s as %r", spec.display_name, name)
-    await _warn_if_connected_elsewhere(settings, vault, info, response.tokens.access_token, options)
-    return info
-
-
-async def _warn_if_connected_elsewhere(
-    settings: Settings, vault: Vault, info: ConnectionInfo, access_token: str, options: LoginOptions
-) -> None:
-    """Warn when this login's accounts are already connected under another name.
-
-    The new connection is kept (both may be wanted); a check that cannot be
-    made is only logged: the login itself succeeded.
-    """
-    from dashtam_cli.core.http import make_client
-    from dashtam_cli.core.sync import connected_elsewhere
-
-    try:
-        async with make_client(settings, transport=options.transport) as client:
-            shared = await connected_elsewhere(vault, client, info, access_token)
-    except DashtamError as exc:
-        log.info("could not compare this login's accounts with other connections: %s", exc)
-        return
-    for name, masked in shared:
-        options.notify(
-            f"warning: this login's accounts are already connected as {name!r}; both will "
-            f"show the same accounts ({', '.join(masked)}). Keep both, or remove one with: "
-            f"dashtam disconnect {name}"
-        )
+    return response.tokens

@@ -14,7 +14,16 @@ from dashtam_cli.core.errors import InputError
 if TYPE_CHECKING:
     from dashtam_cli.core.providers.base import Provider, ProviderSpec
 
-__all__ = ["PROVIDER_NAMES", "get_provider", "provider", "provider_names", "register", "unregister"]
+__all__ = [
+    "PROVIDER_NAMES",
+    "get_provider",
+    "oauth_specs",
+    "provider",
+    "provider_names",
+    "register",
+    "relogin_command",
+    "unregister",
+]
 
 _MODULES: Final[dict[str, str]] = {"schwab": "dashtam_cli.core.providers.schwab"}
 # The built-in providers; provider_names() adds any registered at run time.
@@ -62,3 +71,22 @@ def get_provider(name: str) -> ProviderSpec:
             hint=f"log in with: dashtam connect {instance.name}",
         )
     return instance.spec
+
+
+def oauth_specs() -> list[ProviderSpec]:
+    """The OAuth settings of every built-in provider that logs in with OAuth (app credentials)."""
+    specs = (provider(name).spec for name in PROVIDER_NAMES)
+    return [spec for spec in specs if spec is not None]
+
+
+def relogin_command(provider_name: str, connection: str) -> str:
+    """The command that logs in again to ``connection``, as its provider words it.
+
+    A provider this dashtam does not know (a plugin not installed here) gets
+    the usual ``dashtam connect PROVIDER --name NAME``.
+    """
+    try:
+        instance = provider(provider_name)
+    except InputError:
+        return f"dashtam connect {provider_name} --name {connection}"
+    return instance.relogin_command(connection)

@@ -240,6 +240,15 @@ class ProviderSession(abc.ABC):
         """Accounts (by key) that :meth:`accounts` left out, and why."""
         return {}
 
+    async def revoke(self) -> bool:
+        """Ask the provider to forget this login, before `dashtam disconnect` deletes it.
+
+        Best effort: returns whether anything was revoked (the default has
+        nothing to revoke and sends nothing); a DashtamError is reported and
+        the connection is removed all the same.
+        """
+        return False
+
 
 class Provider(abc.ABC):
     """A provider dashtam supports: its login, its lifetimes, its types, its sessions."""
