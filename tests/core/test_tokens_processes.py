@@ -214,6 +214,7 @@ def expired_connection(oauth: OAuthServer) -> None:
     add_connection(NAME, token_set(now, access_in=dt.timedelta(minutes=-1), refresh=REFRESH))
 
 
+@pytest.mark.xdist_group("many_processes")
 def test_many_processes_needing_a_refresh_send_one_request(
     oauth: OAuthServer, children: Children, tmp_path: Path
 ) -> None:

@@ -198,6 +198,7 @@ def _lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.xdist_group("many_processes")
 def test_concurrent_first_fetches_make_one_row_per_account_and_transaction(
     tmp_path: Path, cli: CliCall, fresh_connection: RunningSandbox
 ) -> None:

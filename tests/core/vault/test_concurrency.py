@@ -102,6 +102,7 @@ def _wait_ready(procs: list[subprocess.Popen[str]], logs: list[Path]) -> None:
             pytest.fail(f"worker exited {proc.returncode} early:\n{log.read_text()}")
 
 
+@pytest.mark.xdist_group("many_processes")
 def test_concurrent_read_modify_write_loses_nothing(master_key: bytes, tmp_path: Path) -> None:
     """Six processes each increment one counter 25 times and log 25 audit entries, all at once.
 

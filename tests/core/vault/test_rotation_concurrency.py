@@ -281,6 +281,7 @@ def _check_tokens_status(cli: Child) -> None:
     assert "integrity" not in cli.err.read_text()
 
 
+@pytest.mark.xdist_group("many_processes")
 def test_opener_during_a_rotation_waits_and_the_vault_survives(
     children: Children, store: Path | None, isolated_env: Path
 ) -> None:
@@ -333,6 +334,7 @@ def test_opener_during_a_rotation_waits_and_the_vault_survives(
 DELAYS = (-0.4, 0.0, 0.2, 0.6, 1.2)
 
 
+@pytest.mark.xdist_group("many_processes")
 def test_rotations_under_concurrent_use_lose_nothing(
     children: Children, store: Path | None, isolated_env: Path
 ) -> None:
