@@ -386,6 +386,9 @@ async def write_changes(
 ) -> Counts:
     """Store one batch: new and changed transactions, removals, and the sync points it completes.
 
+    A completed account's point moves to ``through[account_id]``; an account
+    missing from ``through`` keeps its point (its window left a gap before it).
+
     A transaction already stored with the same content is left alone
     (``unchanged``); one whose content changed is replaced under the same id,
     never added twice. Everything is written in one transaction, so a batch
@@ -432,6 +435,7 @@ async def write_changes(
             "synced_at": stamp,
         }
         for account_id, cursor in changes.completed.items()
+        if account_id in through  # fetched over a window that does not reach its point: kept
     ]
     upsert = insert(table)
     upsert = upsert.on_conflict_do_update(
