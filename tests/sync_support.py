@@ -21,6 +21,8 @@ from dashtam_cli.core.sync import SyncOptions, SyncResult, sync
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import respx
     from sqlalchemy import Table
 
@@ -89,6 +91,6 @@ def utc(year: int, month: int, day: int) -> dt.datetime:
 NOW = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
 
 
-def at(moment: dt.datetime) -> Any:  # noqa: ANN401 - a clock for SyncOptions
+def at(moment: dt.datetime) -> Callable[[], dt.datetime]:
     """A clock that always says ``moment``."""
     return lambda: moment

@@ -376,6 +376,18 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
+async def _present(conn: AsyncConnection, connection_id: str, ids: Iterable[str]) -> set[str]:
+    """Those of the account ids ``ids`` that are stored rows of the connection."""
+    table = schema.accounts
+    found: set[str] = set()
+    for chunk in _chunks(sorted(ids)):
+        query = select(table.c.id).where(
+            table.c.id.in_(chunk), table.c.connection_id == connection_id
+        )
+        found.update((await conn.execute(query)).scalars())
+    return found
+
+
 async def write_changes(
     vault: Vault,
     info: ConnectionInfo,
@@ -451,6 +463,17 @@ async def write_changes(
         set_={name: point_upsert.excluded[name] for name in ("through", "cursor", "synced_at")},
     )
     async with vault.writing() as conn:
+        # An account removed meanwhile (merged, or its connection removed) takes nothing:
+        # its rows would fail the foreign key, and with it the whole batch.
+        gone: set[str] = set(changes.completed) | {str(row["account_id"]) for row in rows}
+        gone -= await _present(conn, info.id, gone)
+        if gone:
+            log.info("%d accounts were removed during the sync; their rows are dropped", len(gone))
+            lost = [row for row in rows if row["account_id"] in gone]
+            counts.new -= sum(1 for row in lost if row["id"] not in before)
+            counts.changed -= sum(1 for row in lost if row["id"] in before)
+            rows = [row for row in rows if row["account_id"] not in gone]
+            point_rows = [row for row in point_rows if row["id"] not in gone]
         if rows:
             await conn.execute(upsert, rows)
         if changes.removed:

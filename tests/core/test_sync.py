@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import logging
 import urllib.parse
@@ -70,10 +71,10 @@ def router() -> respx.MockRouter:
     return respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
 
 
-def with_vault(job: Callable[[Vault], Coroutine[Any, Any, Any]]) -> Any:  # noqa: ANN401
+def with_vault(job: Callable[[Vault], Coroutine[Any, Any, Any]]) -> Any:
     """Run ``job`` on the test's vault."""
 
-    async def main() -> Any:  # noqa: ANN401
+    async def main() -> Any:
         async with open_vault(load_settings()) as vault:
             return await job(vault)
 
@@ -88,8 +89,8 @@ def windows(router: respx.MockRouter) -> dict[str, list[tuple[dt.datetime, dt.da
         if match is None:
             continue
         query = urllib.parse.parse_qs(call.request.url.query.decode())
-        start = dt.datetime.fromisoformat(query["startDate"][0].replace("Z", "+00:00"))
-        end = dt.datetime.fromisoformat(query["endDate"][0].replace("Z", "+00:00"))
+        start = dt.datetime.fromisoformat(query["startDate"][0])
+        end = dt.datetime.fromisoformat(query["endDate"][0])
         found.setdefault(match[1], []).append((start, end))
     return {k: sorted(v) for k, v in found.items()}
 
@@ -141,7 +142,7 @@ def test_a_first_sync_fetches_the_default_history(
         assert spans[0][0] == NOW - 730 * DAY
         assert spans[-1][1] == NOW
         # The windows tile the history with neither gap nor overlap.
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert {p.through for p in points().values()} == {NOW}
 
 
@@ -192,7 +193,7 @@ def test_since_and_full(router: respx.MockRouter, brokerage: dict[str, str]) -> 
     router.reset()
     full = run_sync(router, clock=at(NOW), full=True)
     assert full.reports[0].result == "ok"
-    assert starts(router) == {h: NOW - 730 * DAY for h in brokerage.values()}
+    assert starts(router) == dict.fromkeys(brokerage.values(), NOW - 730 * DAY)
 
 
 # --- changes ------------------------------------------------------------------------------------
@@ -371,7 +372,7 @@ def test_a_401_refreshes_through_the_token_manager_and_retries(router: respx.Moc
 
 
 def test_one_failing_connection_is_a_partial_failure(router: respx.MockRouter) -> None:
-    """alpha answers, beta's API fails with 500: alpha stored, exit 3 naming beta."""
+    """Alpha answers, beta's API fails with 500: alpha stored, exit 3 naming beta."""
     add_connection("alpha", "token-alpha")
     add_connection("beta", "token-beta")
     mock_connection_api(router, "token-alpha", [FIRST])
@@ -531,7 +532,7 @@ def test_a_query_during_a_sync_sees_the_last_committed_state(
     monkeypatch.setenv("DASHTAM_SYNC_HISTORY_DAYS", "30")  # one window per sync
     add_connection("brokerage", TOKEN)
     seen: list[list[str]] = []
-    answer = {"amount": None}
+    answer: dict[str, str | None] = {"amount": None}
 
     async def during(_request: httpx.Request) -> httpx.Response:
         if answer["amount"] is not None:
@@ -556,19 +557,14 @@ def test_a_query_during_a_sync_sees_the_last_committed_state(
 # --- snapshots and history ------------------------------------------------------------------------
 
 
-def _balances(vault: Vault) -> list[dict[str, Any]]:
+async def _balances(vault: Vault) -> list[dict[str, Any]]:
     table = schema.balances
-    async def read() -> list[dict[str, Any]]:
-        async with vault.reading() as conn:
-            rows = (await conn.execute(select(table))).all()
-        return [
-            json.loads(
-                vault.unseal_text(table.name, r.id, "payload", r.payload, owner=r.account_id)
-            )
-            for r in rows
-        ]
-
-    return read()  # type: ignore[return-value]
+    async with vault.reading() as conn:
+        rows = (await conn.execute(select(table))).all()
+    return [
+        json.loads(vault.unseal_text(table.name, r.id, "payload", r.payload, owner=r.account_id))
+        for r in rows
+    ]
 
 
 @pytest.mark.usefixtures("brokerage")
@@ -598,7 +594,7 @@ def test_each_sync_writes_a_balance_snapshot_per_account(router: respx.MockRoute
 
 
 def test_only_new_syncs_only_connections_never_synced(router: respx.MockRouter) -> None:
-    """alpha was synced, beta never: only beta is fetched; with none new, nothing is."""
+    """Alpha was synced, beta never: only beta is fetched; with none new, nothing is."""
     add_connection("alpha", "token-alpha")
     mock_connection_api(router, "token-alpha", [FIRST])
     run_sync(router, clock=at(NOW))
@@ -654,7 +650,7 @@ def test_a_login_to_accounts_another_connection_holds_is_told(router: respx.Mock
 
 
 def test_no_duplicate_check_request_without_synced_connections(router: respx.MockRouter) -> None:
-    """alpha never synced: nothing to compare with, no request sent."""
+    """Alpha never synced: nothing to compare with, no request sent."""
     add_connection("alpha", "token-alpha")
 
     assert _elsewhere(router, [FIRST]) == []
@@ -685,7 +681,7 @@ def test_a_since_after_the_sync_point_leaves_the_point_where_it_was(
 
     router.reset()
     run_sync(router, clock=at(later))
-    assert starts(router) == {h: NOW - 7 * DAY for h in brokerage.values()}
+    assert starts(router) == dict.fromkeys(brokerage.values(), NOW - 7 * DAY)
     assert {p.through for p in points().values()} == {later}
 
     run_sync(router, clock=at(later + DAY), since=later - DAY)
@@ -702,4 +698,4 @@ def test_a_first_sync_with_a_since_sets_no_point(
 
     router.reset()
     run_sync(router, clock=at(NOW + DAY))
-    assert starts(router) == {h: NOW + DAY - 730 * DAY for h in brokerage.values()}
+    assert starts(router) == dict.fromkeys(brokerage.values(), NOW + DAY - 730 * DAY)

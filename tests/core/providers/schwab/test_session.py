@@ -38,7 +38,7 @@ from dashtam_cli.core.vault.vault import open_vault
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from sync_support import SyncResult
+    from dashtam_cli.core.sync import SyncResult
 
 FIRST, SECOND = "11111111", "22222222"
 TOKEN: Final = "token-b"
@@ -248,7 +248,7 @@ def test_a_failure_leaves_no_call_running(router: respx.MockRouter) -> None:
     }
 
 
-def audited_now(job: Callable[[], Any]) -> Any:  # noqa: ANN401 - whatever the job returns
+def audited_now(job: Callable[[], Any]) -> Any:
     """Run an async job to its end."""
     return asyncio.run(job())
 
