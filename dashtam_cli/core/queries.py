@@ -328,7 +328,7 @@ def _transaction(
 def _conditions(
     options: QueryOptions, scope: _Scope, kinds: set[str], provider_types: set[str]
 ) -> list[ColumnElement[bool]]:
-    """The WHERE of a transactions query: accounts, dates, and the kinds the types map to.
+    """The WHERE of a transactions query: accounts, dates, and the kinds asked for.
 
     Rows stored before kinds existed (no kind) are read and checked one by one.
     """
@@ -338,14 +338,10 @@ def _conditions(
         conditions.append(table.c.occurred_at >= db.utcnow_text(options.since))
     if options.until is not None:
         conditions.append(table.c.occurred_at <= db.utcnow_text(options.until))
-    if kinds or provider_types:
-        wanted = set(kinds)
-        for name in set(scope.providers.values()):
-            instance = provider_named(name)
-            wanted.update(
-                instance.kind_of(t) for t in provider_types if t in instance.transaction_types
-            )
-        conditions.append(or_(table.c.kind.in_(sorted(wanted)), table.c.kind.is_(None)))
+    # Only kinds narrow the rows in the database: one provider type may cover several
+    # kinds (its rows' descriptions decide), so a type is checked on each opened record.
+    if kinds and not provider_types:
+        conditions.append(or_(table.c.kind.in_(sorted(kinds)), table.c.kind.is_(None)))
     return conditions
 
 

@@ -337,3 +337,25 @@ def test_no_connections_is_a_clear_error(router: respx.MockRouter) -> None:
     with pytest.raises(DashtamError, match="there are no connections yet"):
         accounts(router)
     assert router.calls.call_count == 0
+
+
+def test_a_provider_type_finds_every_kind_it_covers(router: respx.MockRouter) -> None:
+    """DIVIDEND_OR_INTEREST covers dividends and interest: --type finds both, the kind only one.
+
+    The kind of such a row comes from its description, so the type cannot be
+    turned into one kind in the database.
+    """
+    interest = item(4, 12, kind="DIVIDEND_OR_INTEREST")
+    interest["description"] = "BANK INTEREST"
+    body = json.dumps([item(2, 10, kind="DIVIDEND_OR_INTEREST"), interest, item(1, 5)])
+    add_connection("alpha", "token-alpha")
+    mock_connection_api(router, "token-alpha", [FIRST], transactions=body)
+    run_sync(router, clock=at(NOW))
+
+    by_type, _ = transactions(types=["DIVIDEND_OR_INTEREST"])
+    by_kind, _ = transactions(types=["interest"])
+    both, _ = transactions(types=["interest", "TRADE"])
+
+    assert [(t.time.day, t.kind) for t in by_type] == [(12, Kind.INTEREST), (10, Kind.DIVIDEND)]
+    assert [t.time.day for t in by_kind] == [12]
+    assert [t.time.day for t in both] == [12, 5]
