@@ -215,14 +215,14 @@ class _ConnectionSync:
             )
             for item in fetched
         ]
-        # A point moves only over a window that reaches back to it (or, for an account
-        # never synced, to the start of the history): a --since later than that leaves
-        # a stretch unfetched, which the next sync must still cover.
+        # A point moves only over a window that reaches back to it (or to the start of
+        # the history, for an account never synced or not for longer): a --since later
+        # than that leaves a stretch unfetched, which the next sync must still cover.
         history = now - dt.timedelta(days=self.settings.sync_history_days)
         through = {
             t.account.id: t.until
             for t in targets
-            if t.since <= (point.through if (point := points.get(t.account.id)) else history)
+            if t.since <= max(history, getattr(points.get(t.account.id), "through", history))
         }
         masked = {t.account.id: t.account.number for t in targets}
         counts = store.Counts()

@@ -699,3 +699,71 @@ def test_a_first_sync_with_a_since_sets_no_point(
     router.reset()
     run_sync(router, clock=at(NOW + DAY))
     assert starts(router) == dict.fromkeys(brokerage.values(), NOW + DAY - 730 * DAY)
+
+
+def test_an_interrupted_sync_keeps_what_completed(
+    router: respx.MockRouter, brokerage: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while one account is still fetching: the other's data and point stay; the lock goes.
+
+    The next sync then fetches the unfinished account's whole history, and the
+    finished one's from its point.
+    """
+    never = asyncio.Event()
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if brokerage[SECOND] in request.url.path:
+            await never.wait()  # still fetching when the sync is interrupted
+        return json_response("[" + transaction_text(1) + "]")
+
+    stuck = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    mock_connection_api(stuck, TOKEN, [FIRST, SECOND], transactions=answer)
+
+    written = asyncio.Event()
+    write_changes = store.write_changes
+
+    async def spy(*args: Any, **kwargs: Any) -> store.Counts:
+        counts = await write_changes(*args, **kwargs)
+        written.set()  # the first account's batch is stored
+        return counts
+
+    monkeypatch.setattr(store, "write_changes", spy)
+
+    async def interrupted() -> None:
+        job = asyncio.ensure_future(
+            sync(
+                load_settings(),
+                SyncOptions(transport=transport(stuck), clock=at(NOW)),
+                OpenOptions(),
+            )
+        )
+        await asyncio.wait_for(written.wait(), 60)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+
+    asyncio.run(interrupted())
+
+    ids = ids_by_number()
+    assert list(points()) == [ids["****1111"]]
+    assert {t.account for t in transactions()[0]} == {"****1111"}
+
+    later = NOW + DAY
+    result = run_sync(router, clock=at(later))
+    assert result.reports[0].result == "ok"
+    assert starts(router) == {brokerage[FIRST]: NOW - 7 * DAY, brokerage[SECOND]: later - 730 * DAY}
+
+
+def test_a_point_older_than_the_history_still_moves(
+    router: respx.MockRouter, brokerage: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A history of 30 days, not synced for 40: the sync fetches 30 days and moves the point."""
+    monkeypatch.setenv("DASHTAM_SYNC_HISTORY_DAYS", "30")
+    run_sync(router, clock=at(NOW))
+    router.reset()
+    later = NOW + 40 * DAY
+
+    run_sync(router, clock=at(later))
+
+    assert starts(router) == dict.fromkeys(brokerage.values(), later - 30 * DAY)
+    assert {p.through for p in points().values()} == {later}
