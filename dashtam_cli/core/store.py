@@ -107,6 +107,21 @@ def _newest_first(query: Select[Any]) -> Select[Any]:
     return query.order_by(table.c.fetched_at.desc(), literal_column("accounts.rowid").desc())
 
 
+def _opened(vault: Vault, row_id: str, field: str, blob: bytes, owner: str) -> str | None:
+    """One sealed field of an accounts row, or None (with a warning) when its seal does not open.
+
+    One damaged row must not stop every sync and query of its connection: the
+    account is left out, and the next sync stores it again from the provider.
+    """
+    from dashtam_cli.core.vault.errors import RecordTampered
+
+    try:
+        return vault.unseal_text(schema.accounts.name, row_id, field, blob, owner=owner)
+    except RecordTampered as exc:
+        log.warning("%s; the next `dashtam sync` stores the account again", exc.message)
+        return None
+
+
 async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
     """The connection's stored accounts, one per key (see :func:`_newest_first`)."""
     table = schema.accounts
@@ -120,16 +135,16 @@ async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
         ).all()
     known: dict[str, Known] = {}
     for row in rows:
-        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
+        key = _opened(vault, row.id, "number", row.number, connection_id)
+        if key is None:
+            continue  # stored anew, under a new id, by the next sync
         register_secret(key)
         if key in known:
             continue  # an older copy (see _newest_first), merged at the next write
         reference = (
             None
             if row.provider_ref is None
-            else vault.unseal_text(
-                table.name, row.id, "provider_ref", row.provider_ref, owner=connection_id
-            )
+            else _opened(vault, row.id, "provider_ref", row.provider_ref, connection_id)
         )
         # A stored reference may go into request paths: masked before the first one.
         register_secret(reference)
@@ -165,8 +180,9 @@ async def _stored_ids(
     )
     ids: dict[str, list[str]] = {}
     for row in (await conn.execute(query)).all():
-        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
-        ids.setdefault(key, []).append(row.id)
+        key = _opened(vault, row.id, "number", row.number, connection_id)
+        if key is not None:  # a damaged row is left alone (known_accounts leaves it out)
+            ids.setdefault(key, []).append(row.id)
     return ids
 
 

@@ -356,3 +356,35 @@ def test_mask_key_shows_four_characters_at_most() -> None:
     """A key is masked to its last four characters."""
     assert store.mask_key("123456789") == "****6789"
     assert dataclasses.is_dataclass(store.Counts())
+
+
+@pytest.mark.parametrize("column", ["number", "payload", "provider_ref"])
+def test_a_damaged_account_row_blocks_neither_queries_nor_syncs(
+    router: respx.MockRouter, column: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An account field whose seal does not open: queries answer the rest, a sync restores it.
+
+    Before, every query and every sync of the connection failed on that one
+    row, for ever: only deleting the connection got out of it.
+    """
+    run_sync(router, clock=at(NOW))
+    ((victim,),) = raw_sql("SELECT id FROM accounts ORDER BY id LIMIT 1")
+    raw_sql(f"UPDATE accounts SET {column} = x'0011' WHERE id = ?", victim)  # noqa: S608
+
+    with caplog.at_level("WARNING", logger="dashtam_cli"):
+        found, _ = accounts()
+        found_transactions, _ = transactions()
+    expected = 2 if column == "provider_ref" else 1
+    assert len(found) == expected
+    assert len({t.account_id for t in found_transactions}) == expected
+    if column != "provider_ref":
+        assert victim not in {a.id for a in found}
+        assert "failed its integrity check" in caplog.text
+    assert FIRST not in caplog.text
+    assert SECOND not in caplog.text
+
+    result = run_sync(router, clock=at(NOW + DAY))
+
+    assert result.outcome.failures == []
+    assert sorted(a.number for a in accounts()[0]) == ["****1111", "****2222"]
+    assert len(transactions()[0]) == 2 * len(ACTIVITIES)
