@@ -359,3 +359,24 @@ def test_a_provider_type_finds_every_kind_it_covers(router: respx.MockRouter) ->
     assert [(t.time.day, t.kind) for t in by_type] == [(12, Kind.INTEREST), (10, Kind.DIVIDEND)]
     assert [t.time.day for t in by_kind] == [12]
     assert [t.time.day for t in both] == [12, 5]
+
+
+def test_an_account_that_sold_everything_has_no_positions(router: respx.MockRouter) -> None:
+    """The second sync lists no positions: the query says none, not the first sync's again."""
+    add_connection("alpha", "token-alpha")
+    mock_connection_api(router, "token-alpha", [FIRST, SECOND])
+    run_sync(router, clock=at(NOW))
+    assert len(positions(account="1111")[0]) == 10
+
+    sold = json.loads("[" + fixture_text("account.json") + "]")
+    del sold[0]["securitiesAccount"]["positions"]  # Schwab leaves the key out when none are held
+    both = json.dumps([sold[0], json.loads(fixture_text("account.json"))])
+    both = both.replace('"accountNumber": "11111111"', '"accountNumber": "22222222"', 2)
+    both = both.replace('"accountNumber": "22222222"', '"accountNumber": "11111111"', 1)
+    changed = respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
+    mock_connection_api(changed, "token-alpha", [FIRST, SECOND], accounts=both)
+    assert run_sync(changed, clock=at(NOW + DAY)).outcome.failures == []
+
+    assert positions(account="1111")[0] == []
+    assert len(positions(account="2222")[0]) == 10
+    assert rows_in(schema.positions) == 30
