@@ -107,6 +107,21 @@ def _newest_first(query: Select[Any]) -> Select[Any]:
     return query.order_by(table.c.fetched_at.desc(), literal_column("accounts.rowid").desc())
 
 
+def _opened(vault: Vault, row_id: str, field: str, blob: bytes, owner: str) -> str | None:
+    """One sealed field of an accounts row, or None (with a warning) when its seal does not open.
+
+    One damaged row must not stop every sync and query of its connection: the
+    account is left out, and the next sync stores it again from the provider.
+    """
+    from dashtam_cli.core.vault.errors import RecordTampered
+
+    try:
+        return vault.unseal_text(schema.accounts.name, row_id, field, blob, owner=owner)
+    except RecordTampered as exc:
+        log.warning("%s; the next `dashtam sync` stores the account again", exc.message)
+        return None
+
+
 async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
     """The connection's stored accounts, one per key (see :func:`_newest_first`)."""
     table = schema.accounts
@@ -120,16 +135,16 @@ async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
         ).all()
     known: dict[str, Known] = {}
     for row in rows:
-        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
+        key = _opened(vault, row.id, "number", row.number, connection_id)
+        if key is None:
+            continue  # stored anew, under a new id, by the next sync
         register_secret(key)
         if key in known:
             continue  # an older copy (see _newest_first), merged at the next write
         reference = (
             None
             if row.provider_ref is None
-            else vault.unseal_text(
-                table.name, row.id, "provider_ref", row.provider_ref, owner=connection_id
-            )
+            else _opened(vault, row.id, "provider_ref", row.provider_ref, connection_id)
         )
         # A stored reference may go into request paths: masked before the first one.
         register_secret(reference)
@@ -165,8 +180,9 @@ async def _stored_ids(
     )
     ids: dict[str, list[str]] = {}
     for row in (await conn.execute(query)).all():
-        key = vault.unseal_text(table.name, row.id, "number", row.number, owner=connection_id)
-        ids.setdefault(key, []).append(row.id)
+        key = _opened(vault, row.id, "number", row.number, connection_id)
+        if key is not None:  # a damaged row is left alone (known_accounts leaves it out)
+            ids.setdefault(key, []).append(row.id)
     return ids
 
 
@@ -376,6 +392,18 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
     return found
 
 
+async def _present(conn: AsyncConnection, connection_id: str, ids: Iterable[str]) -> set[str]:
+    """Those of the account ids ``ids`` that are stored rows of the connection."""
+    table = schema.accounts
+    found: set[str] = set()
+    for chunk in _chunks(sorted(ids)):
+        query = select(table.c.id).where(
+            table.c.id.in_(chunk), table.c.connection_id == connection_id
+        )
+        found.update((await conn.execute(query)).scalars())
+    return found
+
+
 async def write_changes(
     vault: Vault,
     info: ConnectionInfo,
@@ -385,6 +413,9 @@ async def write_changes(
     now: dt.datetime,
 ) -> Counts:
     """Store one batch: new and changed transactions, removals, and the sync points it completes.
+
+    A completed account's point moves to ``through[account_id]``; an account
+    missing from ``through`` keeps its point (its window left a gap before it).
 
     A transaction already stored with the same content is left alone
     (``unchanged``); one whose content changed is replaced under the same id,
@@ -432,6 +463,7 @@ async def write_changes(
             "synced_at": stamp,
         }
         for account_id, cursor in changes.completed.items()
+        if account_id in through  # fetched over a window that does not reach its point: kept
     ]
     upsert = insert(table)
     upsert = upsert.on_conflict_do_update(
@@ -447,6 +479,17 @@ async def write_changes(
         set_={name: point_upsert.excluded[name] for name in ("through", "cursor", "synced_at")},
     )
     async with vault.writing() as conn:
+        # An account removed meanwhile (merged, or its connection removed) takes nothing:
+        # its rows would fail the foreign key, and with it the whole batch.
+        gone: set[str] = set(changes.completed) | {str(row["account_id"]) for row in rows}
+        gone -= await _present(conn, info.id, gone)
+        if gone:
+            log.info("%d accounts were removed during the sync; their rows are dropped", len(gone))
+            lost = [row for row in rows if row["account_id"] in gone]
+            counts.new -= sum(1 for row in lost if row["id"] not in before)
+            counts.changed -= sum(1 for row in lost if row["id"] in before)
+            rows = [row for row in rows if row["account_id"] not in gone]
+            point_rows = [row for row in point_rows if row["id"] not in gone]
         if rows:
             await conn.execute(upsert, rows)
         if changes.removed:

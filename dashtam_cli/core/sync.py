@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core import audit, store
 from dashtam_cli.core.connections import ConnectionNotFound, list_connections, set_status
-from dashtam_cli.core.errors import DashtamError, ReauthRequired
+from dashtam_cli.core.errors import DashtamError, InputError, ReauthRequired
 from dashtam_cli.core.models import ConnectionState, SyncReport
 from dashtam_cli.core.providers import provider as provider_named
 from dashtam_cli.core.providers.base import SessionContext, SyncTarget
@@ -215,7 +215,15 @@ class _ConnectionSync:
             )
             for item in fetched
         ]
-        through = {t.account.id: t.until for t in targets}
+        # A point moves only over a window that reaches back to it (or to the start of
+        # the history, for an account never synced or not for longer): a --since later
+        # than that leaves a stretch unfetched, which the next sync must still cover.
+        history = now - dt.timedelta(days=self.settings.sync_history_days)
+        through = {
+            t.account.id: t.until
+            for t in targets
+            if t.since <= max(history, getattr(points.get(t.account.id), "through", history))
+        }
         masked = {t.account.id: t.account.number for t in targets}
         counts = store.Counts()
         failed: list[str] = []
@@ -275,6 +283,13 @@ async def _locked(settings: Settings, job: _ConnectionSync, gate: asyncio.Semaph
             raise
 
 
+async def _synced_before(vault: Vault, info: ConnectionInfo) -> bool:
+    """Whether the connection holds data from an earlier sync (a sync point, or accounts)."""
+    if await store.sync_points(vault, info.id):
+        return True
+    return bool(await store.known_accounts(vault, info.id))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class SyncResult:
     """Every connection's report, and what failed (for the exit code)."""
@@ -287,6 +302,11 @@ async def sync(settings: Settings, options: SyncOptions, open_options: OpenOptio
     """Sync every connection (or those named) concurrently; never raises for one connection."""
     from dashtam_cli.core.tokens import token_manager
 
+    if options.since is not None and options.since >= options.clock():
+        raise InputError(
+            "--since: must be before now",
+            hint="give a past date, e.g. --since 2025-01-01, or --full for the whole history",
+        )
     if not settings.paths.vault_file.exists():
         raise _no_connections(options)
     async with token_manager(
@@ -300,7 +320,7 @@ async def sync(settings: Settings, options: SyncOptions, open_options: OpenOptio
                     raise ConnectionNotFound.named(name)
             infos = [names[n] for n in dict.fromkeys(options.connections)]
         if options.only_new:
-            infos = [i for i in infos if not await store.sync_points(manager.vault, i.id)]
+            infos = [i for i in infos if not await _synced_before(manager.vault, i)]
         if not infos and not options.only_new:
             raise _no_connections(options)
         if options.progress is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import sqlite3
 from typing import TYPE_CHECKING, Any, Final
@@ -18,11 +17,11 @@ from schwab_support import (
     add_connection,
     mock_connection_api,
 )
+from sync_support import NOW, at, run_sync, transactions
 
 from dashtam_cli.core.connections import list_connections, load_tokens
 from dashtam_cli.core.credentials import resolve_credentials, store_credentials
 from dashtam_cli.core.errors import ExitCode
-from dashtam_cli.core.portfolio import FetchOptions, fetch_accounts, fetch_transactions
 from dashtam_cli.core.providers import get_provider
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.tokens import refresh_connections, status_report
@@ -241,15 +240,9 @@ def test_the_cli_names_the_damaged_row_in_one_line(cli: CliCall) -> None:
 def _fill_cache(router: respx.MockRouter) -> None:
     add_connection(NAME, TOKEN)
     mock_connection_api(router, TOKEN, [FIRST, SECOND])
-    opts = FetchOptions(transport=httpx.MockTransport(router.async_handler))
-    accounts = asyncio.run(fetch_accounts(load_settings(), opts, OpenOptions()))
-    assert accounts.failures == []
-    since = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
-    until = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
-    opts = FetchOptions(transport=opts.transport, since=since, until=until)
-    transactions = asyncio.run(fetch_transactions(load_settings(), opts, OpenOptions()))
-    assert transactions.failures == []
-    assert transactions.items
+    result = run_sync(router, clock=at(NOW))
+    assert result.outcome.failures == []
+    assert transactions()[0]
 
 
 def test_damaged_cache_rows_never_block_a_token_refresh(router: respx.MockRouter) -> None:
@@ -270,24 +263,3 @@ def test_damaged_cache_rows_never_block_a_token_refresh(router: respx.MockRouter
     assert with_vault(lambda v: load_tokens(v, NAME))[1].access_token == "I0.fresh-access@"
     (info,) = with_vault(list_connections)
     assert info.status == "active"
-
-
-def test_a_damaged_account_stamp_only_means_the_list_is_asked_again(
-    router: respx.MockRouter,
-) -> None:
-    """An accounts row whose fetched_at is a blob (or has no zone) does not break the next fetch."""
-    _fill_cache(router)
-    ((first_id,), (second_id,)) = raw_sql("SELECT id FROM accounts ORDER BY id")
-    # A blob (a TEXT column keeps one as it is) and a time without a zone.
-    raw_sql("UPDATE accounts SET fetched_at = x'37' WHERE id = ?", first_id)
-    raw_sql("UPDATE accounts SET fetched_at = '2099-01-01T00:00:00' WHERE id = ?", second_id)
-    opts = FetchOptions(
-        transport=httpx.MockTransport(router.async_handler),
-        since=dt.datetime(2025, 1, 1, tzinfo=dt.UTC),
-        until=dt.datetime(2025, 2, 1, tzinfo=dt.UTC),
-    )
-
-    result = asyncio.run(fetch_transactions(load_settings(), opts, OpenOptions()))
-
-    assert result.failures == []
-    assert result.items
