@@ -31,7 +31,7 @@ def _id() -> str:
 
 
 async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: int = 2) -> Seeded:
-    """Write credentials, connections, tokens, accounts, positions and transactions, all sealed.
+    """Write a row of every sealed table (credentials to sync points), every field sealed.
 
     Every plaintext is unique (it carries a random marker), so a value read
     back from the wrong row or after a lost write cannot pass for the right one.
@@ -83,6 +83,15 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                 "status": "active",
                 "created_at": now,
                 "updated_at": now,
+                # One connection with an opaque credential record (a provider that
+                # does not refresh); the others have none: NULL sealed fields.
+                "secret": sealed(
+                    "connections",
+                    conn_id,
+                    "secret",
+                    f'{{"access_url": "https://u:p@bridge/{_id()}"}}' if i == 1 else None,
+                    conn_id,
+                ),
             }
         )
         token_id = _id()
@@ -122,6 +131,28 @@ async def seed(vault: Vault, *, transactions: int = 200, positions_per_account: 
                     None if i == 0 else f"HASH{_id()}",
                     conn_id,
                 ),
+            }
+        )
+        balance_id = _id()
+        balance = json.dumps({"cash": f"{500 + i}.{i:02d}", "marker": _id()})
+        rows["balances"].append(
+            {
+                "id": balance_id,
+                "account_id": account_id,
+                "at": now,
+                "payload": sealed("balances", balance_id, "payload", balance, account_id),
+            }
+        )
+        rows["sync_points"].append(
+            {
+                "id": account_id,
+                "connection_id": conn_id,
+                "through": now,
+                # One account pages by cursor; the others by time: NULL sealed fields.
+                "cursor": sealed(
+                    "sync_points", account_id, "cursor", f"cur-{_id()}" if i == 1 else None, conn_id
+                ),
+                "synced_at": now,
             }
         )
         for j in range(positions_per_account):
@@ -204,3 +235,43 @@ async def assert_reads_back(vault: Vault, seeded: Seeded) -> None:
     assert {k: v for k, v in counts.items() if k != "audit_log"} == {
         k: v for k, v in seeded.counts.items() if k != "audit_log"
     }
+
+
+# What migration 4 added, undone: the statements that take a vault of the
+# latest schema back to version 3, for tests of upgrades from older vaults.
+UNDO_MIGRATION_4 = (
+    "DROP INDEX ix_sync_points_connection",
+    "DROP TABLE sync_points",
+    "DROP INDEX ix_balances_account_time",
+    "DROP TABLE balances",
+    "DROP INDEX ix_positions_account_time",
+    "DROP INDEX ix_transactions_account_kind",
+    "ALTER TABLE transactions DROP COLUMN kind",
+    "ALTER TABLE connections DROP COLUMN secret",
+    "DELETE FROM schema_version WHERE version >= 4",
+)
+
+
+def without_migration_4(seeded: Seeded) -> Seeded:
+    """What :func:`seed` wrote, as it reads after :data:`UNDO_MIGRATION_4` and a new upgrade.
+
+    The tables of migration 4 come back empty, and every connection's
+    ``secret`` comes back NULL.
+    """
+    new_tables = {"balances", "sync_points"}
+    connections = {
+        row_id for table, row_id, _ in (*seeded.plaintexts, *seeded.nulls) if table == "connections"
+    }
+
+    def kept(item: Field) -> bool:
+        table, _, field = item
+        return table not in new_tables and (table, field) != ("connections", "secret")
+
+    return Seeded(
+        plaintexts={k: v for k, v in seeded.plaintexts.items() if kept(k)},
+        nulls=frozenset(
+            {k for k in seeded.nulls if kept(k)}
+            | {("connections", row_id, "secret") for row_id in connections}
+        ),
+        counts={k: 0 if k in new_tables else v for k, v in seeded.counts.items()},
+    )

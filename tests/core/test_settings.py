@@ -48,6 +48,9 @@ LAYERS = [
         "ca_bundle", "DASHTAM_CA_BUNDLE", None, '"/c/ca.pem"', "/c/ca.pem", "/e/ca.pem",
         "/e/ca.pem", "/f/ca.pem",
     ),
+    Layers("sync_history_days", "DASHTAM_SYNC_HISTORY_DAYS", 730, "365", 365, "90", 90, 30),
+    Layers("sync_overlap_days", "DASHTAM_SYNC_OVERLAP_DAYS", 7, "14", 14, "0", 0, 3),
+    Layers("stale_after_hours", "DASHTAM_STALE_AFTER_HOURS", 24.0, "12", 12.0, "0.5", 0.5, 48.0),
 ]  # fmt: skip
 
 
@@ -116,6 +119,13 @@ def test_no_color(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         ("DASHTAM_KEYRING_TIMEOUT", "3601", "outside 0 to 3600"),
         ("DASHTAM_KEY_STORE", "file", "unknown key store"),
         ("DASHTAM_COLOR", "maybe", "not a boolean"),
+        ("DASHTAM_SYNC_HISTORY_DAYS", "two years", "not a whole number of days"),
+        ("DASHTAM_SYNC_HISTORY_DAYS", "0", "outside 1 to 36500 days"),
+        ("DASHTAM_SYNC_HISTORY_DAYS", "1.5", "not a whole number of days"),
+        ("DASHTAM_SYNC_OVERLAP_DAYS", "-1", "outside 0 to 365 days"),
+        ("DASHTAM_SYNC_OVERLAP_DAYS", "366", "outside 0 to 365 days"),
+        ("DASHTAM_STALE_AFTER_HOURS", "0", "outside 0 to 8760 hours"),
+        ("DASHTAM_STALE_AFTER_HOURS", "soon", "not a number of hours"),
     ],
 )
 def test_bad_environment_values_name_their_source(
@@ -147,6 +157,10 @@ def test_bad_environment_values_name_their_source(
         ("keyring_timeout = -1", "outside 0 to 3600"),
         ('key_store = "file"', "unknown key store"),
         ('ca_bundle = ""', "an empty path"),
+        ("sync_history_days = 1.5", "a number given, an integer expected"),
+        ('sync_overlap_days = "7"', "a string given, an integer expected"),
+        ("sync_overlap_days = true", "a boolean given, an integer expected"),
+        ("stale_after_hours = -2", "outside 0 to 8760 hours"),
     ],
 )
 def test_bad_config_values_name_the_file(isolated_env: Path, line: str, needle: str) -> None:

@@ -10,11 +10,18 @@ from typing import TYPE_CHECKING
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from vault_seed import Seeded, assert_reads_back, read_all, seed
+from vault_seed import (
+    UNDO_MIGRATION_4,
+    Seeded,
+    assert_reads_back,
+    read_all,
+    seed,
+    without_migration_4,
+)
 
 from dashtam_cli.core.connections import load_tokens
 from dashtam_cli.core.settings import load_settings
-from dashtam_cli.core.vault import crypto, schema
+from dashtam_cli.core.vault import crypto, migrations, schema
 from dashtam_cli.core.vault.errors import RecordTampered
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
@@ -88,8 +95,15 @@ def test_any_sealed_row_moved_to_another_owner_fails(table: str, column: str, ot
         asyncio.run(read())
 
 
-def _downgrade_to_format_1(key: bytes, seeded: Seeded) -> None:
-    """Rewrite the vault as dashtam sealed it before owners: format-1 blobs, no seal_format."""
+def _downgrade_to_format_1(key: bytes, seeded: Seeded) -> Seeded:
+    """Rewrite the vault as dashtam sealed it before owners: format-1 blobs, no seal_format.
+
+    Returns what is left of ``seeded`` in a vault of that age (schema version 2).
+    """
+    with _db() as db:
+        for statement in UNDO_MIGRATION_4:
+            db.execute(statement)
+    seeded = without_migration_4(seeded)
     aead = AESGCM(key)
     key_id = crypto.key_id_of(key)
 
@@ -115,6 +129,7 @@ def _downgrade_to_format_1(key: bytes, seeded: Seeded) -> None:
         # And the schema as that dashtam left it: version 2.
         db.execute("DROP INDEX ix_accounts_connection")
         db.execute("DELETE FROM schema_version WHERE version >= 3")
+    return seeded
 
 
 def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
@@ -125,8 +140,7 @@ def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
     Afterwards a format-1 blob put back into a row is refused: the upgrade is
     not a permanent way around the owner binding.
     """
-    seeded = _create()
-    _downgrade_to_format_1(master_key, seeded)
+    seeded = _downgrade_to_format_1(master_key, _create())
     with _db() as db:
         token_id, old_blob = db.execute("SELECT id, access_token FROM tokens LIMIT 1").fetchone()
 
@@ -140,7 +154,9 @@ def test_a_vault_of_format_1_is_resealed_once_and_reads_back(
 
     asyncio.run(reopen())
     with _db() as db:
-        assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (3,)
+        assert db.execute("SELECT max(version) FROM schema_version").fetchone() == (
+            migrations.LATEST,
+        )
         formats = {
             blob[0]
             for table, fields in schema.SEALED_FIELDS.items()
@@ -166,8 +182,7 @@ def test_the_format_1_upgrade_skips_a_damaged_row(
     A damaged token (not a cache row) is skipped too: the vault opens and is
     upgraded, the damage is logged, and the damaged blob is kept untouched.
     """
-    seeded = _create()
-    _downgrade_to_format_1(master_key, seeded)
+    _downgrade_to_format_1(master_key, _create())
     with _db() as db:
         token_id, blob = db.execute("SELECT id, access_token FROM tokens LIMIT 1").fetchone()
         damaged = bytes(blob[:-1]) + bytes([blob[-1] ^ 1])

@@ -17,6 +17,7 @@ import pytest
 from fake_keyrings import HungKeyring, MemoryKeyring, PlaintextFileKeyring
 from keyring.backends import fail, null
 from sqlalchemy import select
+from vault_seed import UNDO_MIGRATION_4
 
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import db, keys, migrations, schema
@@ -382,6 +383,8 @@ def test_a_version_1_vault_gains_the_account_reference_column_and_keeps_its_data
     settings = load_settings()
     ids = run(settings, fill, create=True)
     # Make it what version 1 wrote: no provider_ref column, no later version rows.
+    for statement in UNDO_MIGRATION_4:
+        raw_sql(settings, statement)
     raw_sql(settings, "DROP INDEX ix_accounts_connection")
     raw_sql(settings, "ALTER TABLE accounts DROP COLUMN provider_ref")
     raw_sql(settings, "DELETE FROM schema_version WHERE version >= 2")
