@@ -156,6 +156,7 @@ async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
 async def load_secret(vault: Vault, info: ConnectionInfo) -> str:
     """The connection's sealed credential record (providers that do not refresh)."""
     from dashtam_cli.core.errors import ReauthRequired
+    from dashtam_cli.core.providers import relogin_command
 
     table = schema.connections
     async with vault.reading() as conn:
@@ -163,7 +164,7 @@ async def load_secret(vault: Vault, info: ConnectionInfo) -> str:
     if blob is None:
         raise ReauthRequired(
             f"connection {info.name!r} holds no credential",
-            hint=f"log in again: dashtam connect {info.provider} --name {info.name}",
+            hint=f"log in again: {relogin_command(info.provider, info.name)}",
         )
     secret = vault.unseal_text(table.name, info.id, "secret", blob, owner=info.id)
     register_secret(secret)
