@@ -71,12 +71,19 @@ def _money_fields(model: type[BaseModel]) -> frozenset[str]:
     return found
 
 
+# Values printed as they are: checked by exact type first, the common case,
+# before the general conversion (which gives these types back unchanged).
+_AS_IS: frozenset[type] = frozenset({type(None), bool, int, str, float})
+
+
 def _row(model: BaseModel, fields: Sequence[str]) -> dict[str, Any]:
     money = _money_fields(type(model))
     row: dict[str, Any] = {}
     for name in fields:
         value = getattr(model, name)
-        if name in money and isinstance(value, decimal.Decimal):
+        if type(value) in _AS_IS:
+            row[name] = value
+        elif name in money and isinstance(value, decimal.Decimal):
             row[name] = money_text(value)
         else:
             row[name] = to_jsonable(value)
@@ -149,6 +156,8 @@ class Renderer:
             self.stream.flush()
             return
         write = self.stream.write
+        # One encoder for every line, not one built per call of json.dumps.
+        line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         first = True
         writer = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n")
 
@@ -163,7 +172,7 @@ class Renderer:
                         writer.writeheader()
                     writer.writerow({k: _cell(v) for k, v in row.items()})
                 elif self.fmt == "jsonl":
-                    write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    write(line(row))
                     write("\n")
                 else:
                     write("[\n  " if first else ",\n  ")
