@@ -1,5 +1,7 @@
 """`transactions list` over many batches: every row once, newest first, ties by id, limits kept.
 
+And how a batch of changes is stored (store.write_changes): new, changed, unchanged.
+
 The rows are read in batches (queries.BATCH); these tests make a batch three
 rows long so that a few transactions span many batches, with times that tie.
 """
@@ -12,12 +14,15 @@ import decimal
 import uuid
 
 import pytest
+from sqlalchemy import select
 
 from dashtam_cli.core import queries, store
+from dashtam_cli.core.connections import save_login
 from dashtam_cli.core.models import Account, ConnectionInfo, Kind, Transaction
 from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.providers.base import Changes, FetchedAccount
 from dashtam_cli.core.settings import load_settings
+from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
@@ -74,8 +79,6 @@ async def _stored() -> list[Transaction]:
             access_expires_at=NOW + dt.timedelta(days=365 * 20),
             refresh_expires_at=None,
         )
-        from dashtam_cli.core.connections import save_login
-
         info = await save_login(vault, provider="schwab", name="main", tokens=tokens)
         fetched = await store.write_accounts(
             vault, info, [_account(info, "11112222"), _account(info, "33334444")], NOW
@@ -137,3 +140,59 @@ def test_filters_checked_after_opening_span_batches(made: list[Transaction]) -> 
     batches = _listed(queries.QueryOptions(offline=True, account=one_account, types=("trade",)))
     wanted = [t for t in made if t.account_id == one_account and t.kind is Kind.TRADE]
     assert [t.id for b in batches for t in b] == _newest_first(wanted)
+
+
+async def _writes() -> tuple[list[store.Counts], list[tuple[str, str, str]], list[Transaction]]:
+    async with open_vault(load_settings(), OpenOptions(create=True)) as vault:
+        tokens = TokenSet(
+            access_token="access",
+            refresh_token=None,
+            token_type="Bearer",
+            issued_at=NOW,
+            access_expires_at=NOW + dt.timedelta(days=365 * 20),
+            refresh_expires_at=None,
+        )
+        info = await save_login(vault, provider="schwab", name="main", tokens=tokens)
+        (item,) = await store.write_accounts(vault, info, [_account(info, "55556666")], NOW)
+        aid = item.account.id
+        first = [_transaction(item.account, n) for n in range(3)]
+        changed = first[1].model_copy(update={"amount": decimal.Decimal("-9.99")})
+        counts = [
+            await store.write_changes(
+                vault,
+                info,
+                Changes(transactions=batch, completed={aid: None}),
+                through={aid: NOW},
+                now=NOW,
+            )
+            for batch in (first, [first[0], changed, first[2]])
+        ]
+        table = schema.transactions
+        async with vault.reading() as conn:
+            rows = (
+                await conn.execute(
+                    select(table.c.id, table.c.kind, table.c.payload, table.c.occurred_at)
+                )
+            ).all()
+        opened = [
+            (
+                row.id,
+                row.occurred_at,
+                vault.unseal_text(table.name, row.id, "payload", row.payload, owner=aid),
+            )
+            for row in rows
+        ]
+    return counts, opened, [first[0], changed, first[2]]
+
+
+def test_a_changed_transaction_is_rewritten_in_place_never_added(master_key: bytes) -> None:
+    """Three new; then one changed, two unchanged; the vault holds the three, the change in it."""
+    del master_key
+    counts, opened, latest = asyncio.run(_writes())
+    assert [(c.new, c.changed, c.unchanged) for c in counts] == [(3, 0, 0), (0, 1, 2)]
+    stored = {row_id: (occurred, text) for row_id, occurred, text in opened}
+    assert len(opened) == 3
+    for txn in latest:
+        occurred, text = stored[txn.id]
+        assert Transaction.model_validate_json(text) == txn
+        assert dt.datetime.fromisoformat(occurred) == txn.time
