@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["Renderer", "to_jsonable"]
 
 
-def to_jsonable(value: Any) -> Any:  # noqa: ANN401, C901, PLR0911 - one flat match over value types
+def to_jsonable(value: Any) -> Any:  # noqa: ANN401, PLR0911 - one flat match over value types
     """Convert a field value to what JSON and CSV print.
 
     Money stays exact (``Decimal`` becomes a decimal string, never a float);
@@ -34,14 +34,11 @@ def to_jsonable(value: Any) -> Any:  # noqa: ANN401, C901, PLR0911 - one flat ma
         case None | bool() | int() | str():
             return value
         case decimal.Decimal():
-            return format(value, "f")
+            return _decimal_text(value)
         case float():
             return value
         case dt.datetime():
-            if value.tzinfo is None:
-                msg = "naive datetime in output: every time dashtam prints has an offset"
-                raise ValueError(msg)
-            return value.isoformat()
+            return _datetime_text(value)
         case dt.date() | dt.time():
             return value.isoformat()
         case uuid.UUID() | PurePath():
@@ -54,6 +51,17 @@ def to_jsonable(value: Any) -> Any:  # noqa: ANN401, C901, PLR0911 - one flat ma
             return [to_jsonable(v) for v in value]
         case _:
             return str(value)
+
+
+def _decimal_text(value: decimal.Decimal) -> str:
+    return format(value, "f")
+
+
+def _datetime_text(value: dt.datetime) -> str:
+    if value.tzinfo is None:
+        msg = "naive datetime in output: every time dashtam prints has an offset"
+        raise ValueError(msg)
+    return value.isoformat()
 
 
 def money_text(value: decimal.Decimal) -> str:
@@ -71,15 +79,29 @@ def _money_fields(model: type[BaseModel]) -> frozenset[str]:
     return found
 
 
+# Values printed as they are: checked by exact type first, the common case,
+# before the general conversion (which gives these types back unchanged).
+_AS_IS: frozenset[type] = frozenset({type(None), bool, int, str, float})
+# The general conversion of a few exact types, looked up rather than matched.
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    decimal.Decimal: _decimal_text,
+    dt.datetime: _datetime_text,
+    dt.date: dt.date.isoformat,
+}
+
+
 def _row(model: BaseModel, fields: Sequence[str]) -> dict[str, Any]:
     money = _money_fields(type(model))
     row: dict[str, Any] = {}
     for name in fields:
         value = getattr(model, name)
-        if name in money and isinstance(value, decimal.Decimal):
+        kind = type(value)
+        if kind in _AS_IS:
+            row[name] = value
+        elif name in money and isinstance(value, decimal.Decimal):
             row[name] = money_text(value)
         else:
-            row[name] = to_jsonable(value)
+            row[name] = _CONVERT.get(kind, to_jsonable)(value)
     return row
 
 
@@ -149,6 +171,8 @@ class Renderer:
             self.stream.flush()
             return
         write = self.stream.write
+        # One encoder for every line, not one built per call of json.dumps.
+        line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
         first = True
         writer = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n")
 
@@ -163,7 +187,7 @@ class Renderer:
                         writer.writeheader()
                     writer.writerow({k: _cell(v) for k, v in row.items()})
                 elif self.fmt == "jsonl":
-                    write(json.dumps(row, ensure_ascii=False, separators=(",", ":")))
+                    write(line(row))
                     write("\n")
                 else:
                     write("[\n  " if first else ",\n  ")

@@ -14,7 +14,7 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import and_, literal_column, or_, select
 
 from dashtam_cli.core import store
 from dashtam_cli.core.connections import ConnectionNotFound, list_connections
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import httpx
-    from sqlalchemy import ColumnElement
+    from sqlalchemy import ColumnClause, ColumnElement
 
     from dashtam_cli.core.models import ConnectionInfo
     from dashtam_cli.core.results import FetchResult
@@ -380,26 +380,33 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
     limit: int | None,
     emit: Callable[[list[Transaction]], None],
 ) -> int:
-    """Read, open, check and hand on the rows in batches, newest first; return how many."""
+    """Read, open, check and hand on the rows in batches, newest first; return how many.
+
+    The order is read first, as row numbers only (one sort, small records),
+    and streamed; each batch of rows is then read by row number. Paging by
+    the last key instead sorted every remaining row again for each batch:
+    quadratic, since no index holds the order.
+    """
     table = schema.transactions
-    base = (
-        select(table.c.id, table.c.account_id, table.c.occurred_at, table.c.kind, table.c.payload)
-        .where(*conditions)
-        .order_by(table.c.occurred_at.desc(), table.c.id.desc())
+    rowid: ColumnClause[int] = literal_column("transactions.rowid")
+    order = select(rowid).where(*conditions).order_by(table.c.occurred_at.desc(), table.c.id.desc())
+    columns = select(
+        rowid.label("n"),
+        table.c.id,
+        table.c.account_id,
+        table.c.occurred_at,
+        table.c.kind,
+        table.c.payload,
     )
-    last: tuple[str, str] | None = None
     remaining = limit
     count = 0
     # One snapshot for the whole answer: a sync committing meanwhile is not half seen.
     async with vault.reading() as conn:
-        while remaining is None or remaining > 0:
-            query = base
-            if last is not None:
-                query = query.where(tuple_(table.c.occurred_at, table.c.id) < tuple_(*last))
-            rows = (await conn.execute(query.limit(BATCH))).all()
-            if not rows:
-                break
-            last = (rows[-1].occurred_at, rows[-1].id)
+        ordered = await conn.stream(order)
+        async for part in ordered.partitions(BATCH):
+            numbers = [n for (n,) in part]
+            found = {row.n: row for row in await conn.execute(columns.where(rowid.in_(numbers)))}
+            rows = [found[n] for n in numbers]
             batch = [
                 txn
                 for txn in (_transaction(vault, row, scope.providers) for row in rows)
@@ -411,6 +418,9 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
             if batch:
                 count += len(batch)
                 emit(batch)
+            if remaining is not None and remaining <= 0:
+                break
+        await ordered.close()
     return count
 
 

@@ -49,6 +49,15 @@ log = logging.getLogger(__name__)
 # Ids looked up in one IN (...) clause: well under SQLite's variable limit.
 _ID_CHUNK: Final = 500
 
+# A transaction written, or rewritten in place when its id is stored (see write_changes).
+_UPSERT_TRANSACTIONS: Final = (
+    "INSERT INTO transactions (id, account_id, occurred_at, kind, payload, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id,"
+    " occurred_at = excluded.occurred_at, kind = excluded.kind, payload = excluded.payload,"
+    " fetched_at = excluded.fetched_at"
+)
+
 
 def mask_key(key: str) -> str:
     """``****5678``: the last four characters of a provider's account key, never more."""
@@ -430,7 +439,7 @@ async def write_changes(
     texts = {t.id: (t, _dumps(t)) for t in changes.transactions}
     before = await _existing(vault, list(texts))
     counts = Counts()
-    rows = []
+    rows: list[tuple[str, str, str, str, bytes, str]] = []
     for tid, (txn, text) in texts.items():
         old = before.get(tid)
         if old == text:
@@ -441,14 +450,14 @@ async def write_changes(
         else:
             counts.changed += 1
         rows.append(
-            {
-                "id": tid,
-                "account_id": txn.account_id,
-                "occurred_at": db.utcnow_text(txn.time),
-                "kind": txn.kind.value,
-                "payload": vault.seal(table.name, tid, "payload", text, owner=txn.account_id),
-                "fetched_at": stamp,
-            }
+            (
+                tid,
+                txn.account_id,
+                db.utcnow_text(txn.time),
+                txn.kind.value,
+                vault.seal(table.name, tid, "payload", text, owner=txn.account_id),
+                stamp,
+            )
         )
     points = schema.sync_points
     point_rows = [
@@ -466,14 +475,6 @@ async def write_changes(
         for account_id, cursor in changes.completed.items()
         if account_id in through  # fetched over a window that does not reach its point: kept
     ]
-    upsert = insert(table)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["id"],
-        set_={
-            name: upsert.excluded[name]
-            for name in ("account_id", "occurred_at", "kind", "payload", "fetched_at")
-        },
-    )
     point_upsert = insert(points)
     point_upsert = point_upsert.on_conflict_do_update(
         index_elements=["id"],
@@ -482,17 +483,20 @@ async def write_changes(
     async with vault.writing() as conn:
         # An account removed meanwhile (merged, or its connection removed) takes nothing:
         # its rows would fail the foreign key, and with it the whole batch.
-        gone: set[str] = set(changes.completed) | {str(row["account_id"]) for row in rows}
+        # Each row is (id, account_id, occurred_at, kind, payload, fetched_at).
+        gone: set[str] = set(changes.completed) | {row[1] for row in rows}
         gone -= await _present(conn, info.id, gone)
         if gone:
             log.info("%d accounts were removed during the sync; their rows are dropped", len(gone))
-            lost = [row for row in rows if row["account_id"] in gone]
-            counts.new -= sum(1 for row in lost if row["id"] not in before)
-            counts.changed -= sum(1 for row in lost if row["id"] in before)
-            rows = [row for row in rows if row["account_id"] not in gone]
+            lost = [row for row in rows if row[1] in gone]
+            counts.new -= sum(1 for row in lost if row[0] not in before)
+            counts.changed -= sum(1 for row in lost if row[0] in before)
+            rows = [row for row in rows if row[1] not in gone]
             point_rows = [row for row in point_rows if row["id"] not in gone]
         if rows:
-            await conn.execute(upsert, rows)
+            # The driver's executemany with tuples: SQLAlchemy's per-row parameter
+            # processing cost more than the row's insert.
+            await conn.exec_driver_sql(_UPSERT_TRANSACTIONS, rows)
         if changes.removed:
             owned = select(schema.accounts.c.id).where(schema.accounts.c.connection_id == info.id)
             for chunk in _chunks(list(changes.removed)):

@@ -1,7 +1,9 @@
-"""`nox -s bench`: prints start-up, vault and Schwab-data figures (medians over repeated runs).
+"""`nox -s bench`: prints start-up, vault, sync, query and memory figures.
 
-Not a test: targets are printed next to the figures, never asserted.
-Usage: python tests/bench/run.py [--runs N] [--only startup|vault|data]...
+Not a test: targets are printed next to the figures, never asserted. The
+machine's load is printed with them: on a shared machine prefer the ratios,
+measured in the same run, to the absolute times.
+Usage: python tests/bench/run.py [--runs N] [--only SECTION]...
 
 Each section is a function taking the number of runs and returning a Table;
 add a section by writing one and listing it in SECTIONS.
@@ -101,21 +103,56 @@ def vault(runs: int) -> Table:
     )
 
 
-def data(runs: int) -> Table:
-    """20 accounts, positions and two years of transactions, 50 ms per response."""
-    import data_bench
+def sync(runs: int) -> Table:
+    """CPU per stored transaction; `dashtam sync` against schwab-py's async client, 50 ms latency."""
+    import sync_bench
 
-    # Each run takes seconds (the serial one about 3 s): a few are enough for a median.
-    runs = max(5, runs // 3)
+    # Each run takes seconds: a few are enough for a median.
+    runs = max(3, runs // 5)
     return Table.pairs(
         [
-            *data_bench.schwab_fetch(per_account=100, runs=runs),
-            *data_bench.schwab_fetch(per_account=500, runs=runs),
+            *sync_bench.cpu_per_transaction(),
+            *sync_bench.side_by_side(per_account=500, runs=runs),
+            *sync_bench.side_by_side(per_account=3000, runs=runs),
         ]
     )
 
 
-SECTIONS: dict[str, Callable[[int], Table]] = {"startup": startup, "vault": vault, "data": data}
+def queries(runs: int) -> Table:
+    """`accounts list` against its import floor; `transactions list --format jsonl` rows/s."""
+    import query_bench
+
+    return Table.pairs(query_bench.queries(runs=runs))
+
+
+def memory(_runs: int) -> Table:
+    """Peak RSS over 1,000,000 transactions: `transactions list --format jsonl`, `rotate-key`."""
+    import query_bench
+
+    return Table.pairs(query_bench.memory())
+
+
+def repr_trap(_runs: int) -> Table:
+    """What returning 10,000 transactions out of asyncio.run costs, against passing them out."""
+    import sync_bench
+
+    return Table.pairs(sync_bench.repr_trap())
+
+
+SECTIONS: dict[str, Callable[[int], Table]] = {
+    "startup": startup,
+    "vault": vault,
+    "sync": sync,
+    "queries": queries,
+    "memory": memory,
+    "repr": repr_trap,
+}
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages, as uptime prints them."""
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
 
 
 def _runs(text: str) -> int:
@@ -150,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in args.only or list(SECTIONS):
         section = SECTIONS[name]
         print(f"\n== {name}: {(section.__doc__ or '').strip()}")  # noqa: T201
+        print(f"  load average before: {_load()}")  # noqa: T201
         for line in section(args.runs).lines():
             print(f"  {line}")  # noqa: T201
     return 0
