@@ -182,20 +182,16 @@ async def _scope(vault: Vault, infos: Sequence[ConnectionInfo], selector: str | 
     return _Scope(accounts, providers, synced)
 
 
-async def _prepare(
-    settings: Settings, options: QueryOptions, open_options: OpenOptions
+async def _sync_first(
+    settings: Settings, options: QueryOptions, open_options: OpenOptions, names: Sequence[str]
 ) -> FetchResult[Any] | None:
-    """Sync first what needs it: every selected connection if asked, else those never synced."""
+    """Sync the connections ``names`` (all selected ones with ``sync_first``) before answering."""
     from dashtam_cli.core.sync import SyncOptions, sync
 
-    if options.offline:
-        return None
-    if not settings.paths.vault_file.exists():
-        return None
     result = await sync(
         settings,
         SyncOptions(
-            connections=(options.connection,) if options.connection else (),
+            connections=tuple(names),
             only_new=not options.sync_first,
             transport=options.transport,
             clock=options.clock,
@@ -219,17 +215,32 @@ async def _open(
     open_options: OpenOptions,
     answer: Callable[[Vault, Sequence[ConnectionInfo], QueryResult], Any],
 ) -> QueryResult:
-    """Sync what needs it, then open the vault and answer from it."""
+    """Open the vault and answer from it; sync first what needs it (and only then).
+
+    Without ``sync_first``, the connections never synced are synced first;
+    when every one has been (the usual case), nothing of the sync machinery
+    (HTTP client, TLS, token manager) is even imported.
+    """
     from dashtam_cli.core.vault.vault import open_vault
 
     if not settings.paths.vault_file.exists():
         raise _no_connections(options)
-    synced = await _prepare(settings, options, open_options)
-    result = QueryResult(sync=synced)
+    result = QueryResult()
     async with open_vault(settings, open_options) as vault:
         infos = await list_connections(vault, name=options.connection)
         if not infos:
             raise _no_connections(options)
+        pending: list[str] = []
+        if options.sync_first:
+            pending = [i.name for i in infos]
+        elif not options.offline:
+            pending = [i.name for i in infos if not await store.has_synced(vault, i.id)]
+        if not pending:
+            await answer(vault, infos, result)
+            return result
+    result.sync = await _sync_first(settings, options, open_options, pending)
+    async with open_vault(settings, open_options) as vault:
+        infos = await list_connections(vault, name=options.connection)
         await answer(vault, infos, result)
     return result
 

@@ -36,6 +36,7 @@ __all__ = [
     "Counts",
     "Known",
     "SyncPoint",
+    "has_synced",
     "known_accounts",
     "load_secret",
     "mask_key",
@@ -160,6 +161,19 @@ async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
         stamp = row.fetched_at if isinstance(row.fetched_at, str) else None
         known[key] = Known(row.id, key, reference, stamp)
     return list(known.values())
+
+
+async def has_synced(vault: Vault, connection_id: str) -> bool:
+    """Whether the connection holds data from an earlier sync (a sync point, or accounts)."""
+    table, points = schema.accounts, schema.sync_points
+    async with vault.reading() as conn:
+        for query in (
+            select(points.c.id).where(points.c.connection_id == connection_id).limit(1),
+            select(table.c.id).where(table.c.connection_id == connection_id).limit(1),
+        ):
+            if await conn.scalar(query) is not None:
+                return True
+    return False
 
 
 async def load_secret(vault: Vault, info: ConnectionInfo) -> str:

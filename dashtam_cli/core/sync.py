@@ -283,13 +283,6 @@ async def _locked(settings: Settings, job: _ConnectionSync, gate: asyncio.Semaph
             raise
 
 
-async def _synced_before(vault: Vault, info: ConnectionInfo) -> bool:
-    """Whether the connection holds data from an earlier sync (a sync point, or accounts)."""
-    if await store.sync_points(vault, info.id):
-        return True
-    return bool(await store.known_accounts(vault, info.id))
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class SyncResult:
     """Every connection's report, and what failed (for the exit code)."""
@@ -320,7 +313,7 @@ async def sync(settings: Settings, options: SyncOptions, open_options: OpenOptio
                     raise ConnectionNotFound.named(name)
             infos = [names[n] for n in dict.fromkeys(options.connections)]
         if options.only_new:
-            infos = [i for i in infos if not await _synced_before(manager.vault, i)]
+            infos = [i for i in infos if not await store.has_synced(manager.vault, i.id)]
         if not infos and not options.only_new:
             raise _no_connections(options)
         if options.progress is not None:

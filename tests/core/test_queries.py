@@ -305,6 +305,29 @@ def test_a_connection_never_synced_is_synced_on_first_use(router: respx.MockRout
     assert second.sync is None
 
 
+def test_a_synced_vault_is_answered_without_the_sync_machinery(
+    router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once every connection has synced, a query (not --offline) starts no sync at all.
+
+    Not even the token manager, its HTTP client and TLS context: the sync is
+    replaced by one that fails the test, and the answer still comes.
+    """
+    from dashtam_cli.core import sync as sync_module
+
+    add_connection("alpha", "token-alpha")
+    mock_connection_api(router, "token-alpha", [FIRST], transactions=BODY)
+    run_sync(router, clock=at(NOW))
+
+    async def no_sync(*_args: object, **_kwargs: object) -> object:
+        pytest.fail("a query of a synced vault started a sync")
+
+    monkeypatch.setattr(sync_module, "sync", no_sync)
+    found, result = transactions(router, clock=at(NOW))
+    assert len(found) == 3
+    assert result.sync is None
+
+
 def test_offline_never_touches_the_network(router: respx.MockRouter) -> None:
     """--offline with a connection never synced: no request, and it is named as having no data."""
     add_connection("alpha", "token-alpha")
