@@ -99,6 +99,46 @@ def test_only_the_cli_layer_imports_ui_libraries(folder: str) -> None:
     assert _scan(folder, ui_imports) == []
 
 
+# What only the core does: opening the vault, SQL, HTTP. (The CLI may name the
+# vault's option types, e.g. OpenOptions, to pass them to the core.)
+_CORE_ONLY = (
+    "dashtam_cli.core.vault.vault.open_vault",
+    "dashtam_cli.core.vault.vault.Vault",
+    "dashtam_cli.core.vault.db",
+    "sqlalchemy",
+    "httpx",
+)
+
+
+def core_only_imports(tree: ast.AST) -> list[str]:
+    """Every import in ``tree`` of the vault, SQL or HTTP (the CLI asks the core instead)."""
+    found = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        found += [
+            f"{node.lineno}: {name}"
+            for name in names
+            if any(name == c or name.startswith(c + ".") for c in _CORE_ONLY)
+        ]
+    return found
+
+
+def test_the_cli_never_opens_the_vault_or_the_network_itself() -> None:
+    """A command calls one core function and renders its result: no vault, SQL or HTTP in cli/."""
+    assert _scan("cli", core_only_imports) == []
+    clean = ast.parse("from dashtam_cli.core import sync\nimport json\n")
+    dirty = ast.parse(
+        "def f():\n    from dashtam_cli.core.vault.vault import open_vault\n"
+        "import httpx.main\nfrom sqlalchemy import select\n"
+    )
+    assert core_only_imports(clean) == []
+    assert len(core_only_imports(dirty)) == 3  # open_vault, httpx, sqlalchemy
+
+
 def test_core_never_prints_or_exits() -> None:
     """The core reports through return values, exceptions and logging, never print() or exit."""
     assert _scan("core", prints_or_exits) == []

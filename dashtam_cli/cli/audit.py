@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -10,6 +10,8 @@ from dashtam_cli.cli import options, prompts, runtime
 from dashtam_cli.cli.completion import connection_names
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
     from dashtam_cli.core.settings import Settings
 
 # SQLite takes a 64-bit LIMIT; a larger --limit is a usage error, not an overflow.
@@ -53,23 +55,16 @@ def list_(
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
     """List audit entries, newest first: time, connection, operation, outcome, HTTP status."""
-    from dashtam_cli.core import audit
+    from dashtam_cli.core.audit import audit_listing
     from dashtam_cli.core.models import AuditEntry
-    from dashtam_cli.core.vault.vault import open_vault
 
     start = options.parse_when(since, option="--since")
     most = options.bounded(limit, option="--limit", low=1, high=MAX_LIMIT)
     count = None if most is None else int(most)
     opts = prompts.open_options()
 
-    async def job(conf: Settings) -> list[AuditEntry]:
-        if connection is not None and not conf.paths.vault_file.exists():
-            # No vault, no connection: the same answer as every command gives the name.
-            from dashtam_cli.core.connections import ConnectionNotFound
-
-            raise ConnectionNotFound.named(connection)
-        async with open_vault(conf, opts) as vault:
-            return await audit.list_audit(vault, connection=connection, since=start, limit=count)
+    def job(conf: Settings) -> Coroutine[Any, Any, list[AuditEntry]]:
+        return audit_listing(conf, opts, connection=connection, since=start, limit=count)
 
     entries = runtime.run(ctx, job)
     runtime.renderer(ctx, fmt).rows(AuditEntry, entries)

@@ -16,9 +16,10 @@ from dashtam_cli.core.vault import db, schema
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from dashtam_cli.core.vault.vault import Vault
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
-__all__ = ["AuditWriter", "Fields", "list_audit", "record"]
+__all__ = ["AuditWriter", "Fields", "audit_listing", "list_audit", "record"]
 
 _MAX_DETAIL = 500
 
@@ -191,3 +192,25 @@ async def list_audit(
         )
         for row in rows
     ]
+
+
+async def audit_listing(
+    settings: Settings,
+    options: OpenOptions,
+    *,
+    connection: str | None = None,
+    since: dt.datetime | None = None,
+    limit: int | None = None,
+) -> list[AuditEntry]:
+    """`dashtam audit list`: open the vault and list its entries (see :func:`list_audit`).
+
+    Without a vault there is no connection: a name given is ``ConnectionNotFound``,
+    as in every command.
+    """
+    from dashtam_cli.core.connections import ConnectionNotFound
+    from dashtam_cli.core.vault.vault import open_vault
+
+    if connection is not None and not settings.paths.vault_file.exists():
+        raise ConnectionNotFound.named(connection)
+    async with open_vault(settings, options) as vault:
+        return await list_audit(vault, connection=connection, since=since, limit=limit)
