@@ -120,7 +120,7 @@ def core_only_imports(tree: ast.AST) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             names = [f"{node.module}.{alias.name}" for alias in node.names]
         found += [
-            f"{node.lineno}: {name}"
+            f"{getattr(node, 'lineno', 0)}: {name}"
             for name in names
             if any(name == c or name.startswith(c + ".") for c in _CORE_ONLY)
         ]
