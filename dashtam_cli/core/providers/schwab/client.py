@@ -14,32 +14,28 @@ import asyncio
 import datetime as dt
 import decimal
 import logging
-import time
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
+from dashtam_cli.core.calls import Caller
 from dashtam_cli.core.errors import ProviderError, ReauthRequired
 from dashtam_cli.core.http import (
     ACCOUNT_NUMBERS_BODY_LIMIT,
     ACCOUNTS_BODY_LIMIT,
-    ERROR_BODY_LIMIT,
     TRANSACTIONS_BODY_LIMIT,
     BadBody,
     BodyTooLarge,
-    certificate_failure,
     load_json,
-    read_body,
 )
+from dashtam_cli.core.oauth.bearer import BearerAuth
 from dashtam_cli.core.providers.base import CallRecord
 from dashtam_cli.core.redact import MASK, register_secret, sanitize
 from dashtam_cli.core.resilience import (
-    RETRY_STATUSES,
     Backoff,
     SlidingWindowLimiter,
     gather_all,
-    retry_after_seconds,
 )
 
 if TYPE_CHECKING:
@@ -170,132 +166,25 @@ def _error_summary(data: bytes) -> str:  # noqa: C901 - one branch per error sha
     return sanitize(" ".join(p for p in parts if p)) or "no detail"
 
 
-class SchwabClient:
-    """One connection's view of the Trader API.
+class _SchwabDialect:
+    """How the Trader API's answers read: its name, its errors, its correlation id."""
 
-    ``token`` returns a valid access token (the token manager's job);
-    ``refresh(rejected)`` replaces a token the API refused with 401. ``record`` receives one
-    ``CallRecord`` per request for the audit log. ``limiter`` keeps the
-    connection under 120 requests per minute however many accounts it has.
-    """
+    name = "Schwab"
+    setting = BASE_URL_ENV
+    max_retry_after = MAX_RETRY_AFTER
 
-    def __init__(  # noqa: PLR0913 - the seams are injected
-        self,
-        client: httpx.AsyncClient,
-        *,
-        base_url: str,
-        token: Callable[[], Awaitable[str]],
-        refresh: Callable[[str], Awaitable[str]],
-        record: Callable[[CallRecord], Awaitable[None]],
-        limiter: SlidingWindowLimiter | None = None,
-        backoff: Backoff | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        reauth_hint: str = "run: dashtam connect schwab",
-        max_in_flight: int = 16,
-    ) -> None:
-        """Talk to ``base_url`` + ``/trader/v1`` through ``client``."""
-        self._client = client
-        self._root = base_url.rstrip("/") + "/trader/v1"
-        self._token = token
-        self._refresh = refresh
-        self._record = record
-        self._limiter = limiter or SlidingWindowLimiter(RATE_LIMIT, RATE_WINDOW)
-        self._backoff = backoff or Backoff()
-        self._sleep = sleep
+    def __init__(self, reauth_hint: str) -> None:
         self._reauth_hint = reauth_hint
-        # Requests of this connection in flight at once (1: strictly one at a time).
-        self._gate = asyncio.Semaphore(max_in_flight)
-        self.requests = 0
 
-    async def _get(
-        self,
-        operation: str,
-        path: str,
-        query: Sequence[tuple[str, str]] = (),
-        *,
-        limit: int = ACCOUNTS_BODY_LIMIT,
-    ) -> Any:  # noqa: ANN401 - any JSON
-        """GET with retries (network, 429, 502-504), one refresh on 401, and an audit record.
+    def correlation(self, response: httpx.Response) -> str | None:
+        """Schwab's correlation id for the call, as untrusted text, or None."""
+        return _correlation(response)
 
-        The body is read streamed and refused past ``limit`` bytes; of an
-        error answer only the first ERROR_BODY_LIMIT bytes are read.
-        """
-        url = _url(self._root + path, query)
-        refreshed = False
-        attempt = 0
-        while True:
-            attempt += 1
-            token = await self._token()
-            try:
-                async with self._gate:
-                    # Counted as it leaves, not as it queues: a request that waited here
-                    # behind slow ones would otherwise crowd into the next minute.
-                    await self._limiter.acquire()
-                    started = time.monotonic()
-                    self.requests += 1
-                    async with self._client.stream(
-                        "GET",
-                        url,
-                        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-                    ) as response:
-                        data = await _read(response, operation, limit)
-            except (BodyTooLarge, BadBody) as exc:
-                elapsed = int((time.monotonic() - started) * 1000)
-                raise await self._unreadable(
-                    operation, exc, elapsed, _correlation(response)
-                ) from None
-            except (httpx.TransportError, httpx.TimeoutException) as exc:
-                duration = int((time.monotonic() - started) * 1000)
-                await self._transport_failure(operation, url, exc, attempt, duration)
-                continue
-            duration = int((time.monotonic() - started) * 1000)
-            status = response.status_code
-            correlation = _correlation(response)
-            if status == httpx.codes.OK:
-                try:
-                    body = _load_json(data, operation, status)
-                except BadBody as exc:
-                    raise await self._unreadable(operation, exc, duration, correlation) from None
-                await self._record(CallRecord(operation, "ok", status, duration, correlation))
-                return body
-            summary = _error_summary(data)
-            await self._record(
-                CallRecord(operation, "error", status, duration, correlation, summary)
-            )
-            if status == httpx.codes.UNAUTHORIZED and not refreshed:
-                refreshed = True
-                await self._refresh(token)
-                continue
-            if status in RETRY_STATUSES and attempt < self._backoff.attempts:
-                wait = retry_after_seconds(response.headers.get("Retry-After"))
-                if wait is None or wait <= MAX_RETRY_AFTER:
-                    await self._sleep(self._backoff.delay(attempt, wait))
-                    continue
-            raise self._final_error(operation, status, summary, correlation)
+    def summary(self, data: bytes) -> str:
+        """One line from Schwab's error shapes."""
+        return _error_summary(data)
 
-    async def _transport_failure(
-        self, operation: str, url: str, exc: httpx.HTTPError, attempt: int, duration: int
-    ) -> None:
-        """Audit a request that got no answer; wait before the next attempt, or raise.
-
-        A certificate that does not verify is raised at once, as what it is:
-        no retry changes it.
-        """
-        untrusted = certificate_failure(exc, url)
-        if untrusted is not None:
-            await self._record(CallRecord(operation, "certificate error", None, duration, None))
-            raise untrusted from None
-        kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection error"
-        await self._record(CallRecord(operation, kind, None, duration, None, type(exc).__name__))
-        if attempt < self._backoff.attempts:
-            await self._sleep(self._backoff.delay(attempt))
-            return
-        raise ApiError(
-            f"Schwab {operation}: {kind} after {attempt} attempts ({type(exc).__name__})",
-            hint="check your connection and DASHTAM_SCHWAB_BASE_URL, then retry",
-        ) from None
-
-    def _final_error(
+    def final_error(
         self, operation: str, status: int, summary: str, correlation: str | None
     ) -> ApiError | ReauthRequired:
         """The error for an answer no retry or refresh will change."""
@@ -323,24 +212,104 @@ class SchwabClient:
             correlation_id=correlation,
         )
 
-    async def _unreadable(
-        self,
-        operation: str,
-        exc: BodyTooLarge | BadBody,
-        duration: int,
-        correlation: str | None,
-    ) -> ApiError:
-        """Audit an answer that could not be read (too large, not JSON, too deep): no retry."""
-        outcome = "too large" if isinstance(exc, BodyTooLarge) else "bad body"
-        await self._record(CallRecord(operation, outcome, exc.http_status, duration, correlation))
+    def gave_up(self, operation: str, kind: str, attempts: int, exc: Exception) -> ApiError:
+        """Every attempt got no answer."""
+        return ApiError(
+            f"Schwab {operation}: {kind} after {attempts} attempts ({type(exc).__name__})",
+            hint="check your connection and DASHTAM_SCHWAB_BASE_URL, then retry",
+        )
+
+    def unreadable(self, exc: BodyTooLarge | BadBody, correlation: str | None) -> ApiError:
+        """An answer that could not be read: too large, not JSON, too deep."""
         where = f" (correlation id {correlation})" if correlation else ""
-        hint = exc.hint or "the API answered something unexpected; retry later"
         return ApiError(
             exc.message + where,
-            hint=hint,
+            hint=exc.hint or "the API answered something unexpected; retry later",
             http_status=exc.http_status,
             correlation_id=correlation,
         )
+
+
+class SchwabClient:
+    """One connection's view of the Trader API.
+
+    ``token`` returns a valid access token (the token manager's job);
+    ``refresh(rejected)`` replaces a token the API refused with 401: both go
+    into a :class:`BearerAuth` flow per call. ``record`` receives one
+    ``CallRecord`` per request for the audit log. Retries, the in-flight
+    gate and the rate limit (``limiter``: 120 requests per minute however
+    many accounts the connection has) are the shared :class:`Caller`'s.
+    """
+
+    def __init__(  # noqa: PLR0913 - the seams are injected
+        self,
+        client: httpx.AsyncClient,
+        *,
+        base_url: str,
+        token: Callable[[], Awaitable[str]],
+        refresh: Callable[[str], Awaitable[str]],
+        record: Callable[[CallRecord], Awaitable[None]],
+        limiter: SlidingWindowLimiter | None = None,
+        backoff: Backoff | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        reauth_hint: str = "run: dashtam connect schwab",
+        max_in_flight: int = 16,
+    ) -> None:
+        """Talk to ``base_url`` + ``/trader/v1`` through ``client``."""
+        self._root = base_url.rstrip("/") + "/trader/v1"
+        self._token = token
+        self._refresh = refresh
+        self._caller = Caller(
+            client,
+            _SchwabDialect(reauth_hint),
+            record=record,
+            limiter=limiter or SlidingWindowLimiter(RATE_LIMIT, RATE_WINDOW),
+            backoff=backoff,
+            sleep=sleep,
+            max_in_flight=max_in_flight,
+        )
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (each attempt counts)."""
+        return self._caller.requests
+
+    async def _get(
+        self,
+        operation: str,
+        path: str,
+        query: Sequence[tuple[str, str]] = (),
+        *,
+        limit: int = ACCOUNTS_BODY_LIMIT,
+    ) -> Any:  # noqa: ANN401 - any JSON
+        """GET and parse: the call layer retries and audits; the auth flow refreshes once on 401.
+
+        The body is read streamed and refused past ``limit`` bytes; of an
+        error answer only the first ERROR_BODY_LIMIT bytes are read.
+        """
+        caller = self._caller
+
+        async def refused(response: httpx.Response, started: float) -> None:
+            await caller.refused(operation, response, started)
+
+        auth = BearerAuth(self._token, self._refresh, refused=refused, leaving=caller.leaving)
+        answer = await caller.get(
+            operation,
+            _url(self._root + path, query),
+            limit=limit,
+            auth=auth,
+            headers={"Accept": "application/json"},
+        )
+        try:
+            body = _load_json(answer.data, operation, answer.status)
+        except BadBody as exc:
+            raise await caller.failed_read(
+                operation, exc, answer.duration_ms, answer.correlation
+            ) from None
+        await caller.record(
+            CallRecord(operation, "ok", answer.status, answer.duration_ms, answer.correlation)
+        )
+        return body
 
     async def account_numbers(self) -> list[tuple[str, str]]:
         """(account number, hash value) pairs."""
@@ -477,18 +446,6 @@ class SchwabClient:
                 # Only ids of a usable type de-duplicate; the mapping refuses the others.
                 seen[key if isinstance(key, int | str) else id(item)] = item
         return list(seen.values())
-
-
-async def _read(response: httpx.Response, operation: str, limit: int) -> bytes:
-    """The body of an answer: whole up to ``limit``, or the start of an error answer."""
-    ok = response.status_code == httpx.codes.OK
-    return await read_body(
-        response,
-        limit=limit if ok else ERROR_BODY_LIMIT,
-        what=f"Schwab {operation}",
-        truncate=not ok,
-        setting=BASE_URL_ENV,
-    )
 
 
 def _url(base: str, query: Sequence[tuple[str, str]]) -> str:
