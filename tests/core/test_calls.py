@@ -36,7 +36,8 @@ class Bank:
 
     def correlation(self, response: httpx.Response) -> str | None:
         """The bank's request id."""
-        return response.headers.get("X-Request-Id")
+        found: str | None = response.headers.get("X-Request-Id")
+        return found
 
     def summary(self, data: bytes) -> str:
         """The body's first 40 characters."""
@@ -57,9 +58,7 @@ class Bank:
         return ProviderError(exc.message)
 
 
-def _caller(
-    handler: httpx.MockTransport, records: list[CallRecord], slept: list[float]
-) -> Caller:
+def _caller(handler: httpx.MockTransport, records: list[CallRecord], slept: list[float]) -> Caller:
     async def record(call: CallRecord) -> None:
         records.append(call)
 
@@ -169,9 +168,7 @@ def test_bearer_refreshes_once_and_reads_a_hostile_401_only_to_its_limit() -> No
     assert refreshed == ["old-token"]
     assert caller.requests == 2
     assert sum(sent) <= ERROR_BODY_LIMIT + 16384
-    assert [(r.outcome, r.http_status, r.detail) for r in records] == [
-        ("error", 401, "x" * 40)
-    ]
+    assert [(r.outcome, r.http_status, r.detail) for r in records] == [("error", 401, "x" * 40)]
 
 
 def test_bearer_does_not_refresh_twice_in_one_call() -> None:
