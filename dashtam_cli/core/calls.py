@@ -124,10 +124,12 @@ class Caller:
         endless 401 must not be.
         """
         data = await self._read(response, operation, ERROR_BODY_LIMIT)
-        if isinstance(response.stream, httpx.AsyncByteStream):
-            await response.stream.aclose()
+        if not response.is_closed and isinstance(response.stream, httpx.AsyncByteStream):
+            await response.stream.aclose()  # a truncated read leaves the network stream open
+        # What httpx reads next is what was read here: it, and only it.
         response.stream = httpx.ByteStream(data)
         response.is_stream_consumed = False
+        response.is_closed = False
         await self.record(
             CallRecord(
                 operation,

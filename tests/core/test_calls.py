@@ -171,6 +171,44 @@ def test_bearer_refreshes_once_and_reads_a_hostile_401_only_to_its_limit() -> No
     assert [(r.outcome, r.http_status, r.detail) for r in records] == [("error", 401, "x" * 40)]
 
 
+def test_bearer_refreshes_after_a_small_streamed_401() -> None:
+    """A 401 whose short body streams in (read to its end, so httpx closed it): refreshed, resent.
+
+    As a real server's answer arrives: the body is read whole by the call
+    layer for the audit record, and httpx still gets what it reads after.
+    """
+    seen: list[str] = []
+
+    async def short() -> AsyncIterator[bytes]:
+        yield b'{"message": "token expired"}'
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers["Authorization"])
+        if len(seen) == 1:
+            return httpx.Response(401, content=short())
+        return httpx.Response(200, text="[]")
+
+    async def token() -> str:
+        return "old"
+
+    async def refresh(_rejected: str) -> str:
+        return "new"
+
+    records: list[CallRecord] = []
+    caller = _caller(httpx.MockTransport(handler), records, [])
+
+    async def call() -> bytes:
+        async def refused(response: httpx.Response, started: float) -> None:
+            await caller.refused("accounts", response, started)
+
+        auth = BearerAuth(token, refresh, refused=refused, leaving=caller.leaving)
+        return (await caller.get("accounts", URL, limit=1000, auth=auth)).data
+
+    assert asyncio.run(call()) == b"[]"
+    assert seen == ["Bearer old", "Bearer new"]
+    assert [r.detail for r in records] == ['{"message": "token expired"}']
+
+
 def test_bearer_does_not_refresh_twice_in_one_call() -> None:
     """401 again after the refresh: the second 401 is the answer (the dialect decides what it means)."""
     refreshed: list[str] = []
