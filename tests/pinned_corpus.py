@@ -39,7 +39,7 @@ def _single() -> dict[str, Any]:
     return item
 
 
-def _variants() -> list[dict[str, Any]]:
+def variants() -> list[dict[str, Any]]:
     """The single fixture changed one way each: forms live data and the spec allow."""
     out: list[dict[str, Any]] = []
 
@@ -107,7 +107,7 @@ def valid_items() -> list[dict[str, Any]]:
         seed=11, accounts=1, transactions_per_account=SANDBOX_COUNT, now=SANDBOX_NOW
     )
     items += sandbox.transactions
-    items += _variants()
+    items += variants()
     return items
 
 

@@ -46,6 +46,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_AMOUNT",
+    "MAX_ID_LENGTH",
     "MAX_TRANSACTIONS",
     "MAX_WINDOW",
     "TRANSACTION_TYPES",
@@ -534,7 +538,7 @@ def bad_field(what: str, field: str, expected: str, value: object) -> ApiError:
 
 # Amounts beyond this are not money but noise (and would break formatting).
 MAX_AMOUNT: Final = decimal.Decimal(10) ** 15
-_MAX_ID_LENGTH: Final = 64
+MAX_ID_LENGTH: Final = 64
 EARLIEST: Final = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 LATEST: Final = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
@@ -615,7 +619,7 @@ class Fields:
             return None
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return str(value)
-        if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable():
+        if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
             return value
         raise self._bad(key, "a number or short text", value)
 
