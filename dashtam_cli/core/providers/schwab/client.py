@@ -58,6 +58,7 @@ __all__ = [
     "Fields",
     "SchwabClient",
     "bad_field",
+    "encodable",
     "format_schwab_time",
     "parse_schwab_time",
 ]
@@ -606,9 +607,9 @@ class Fields:
         return result
 
     def text(self, key: str) -> str | None:
-        """A text field."""
+        """A text field, in Unicode that UTF-8 can hold (see :func:`encodable`)."""
         value = self._data.get(key)
-        if value is None or isinstance(value, str):
+        if value is None or (isinstance(value, str) and encodable(value)):
             return value
         raise self._bad(key, "text", value)
 
@@ -671,6 +672,21 @@ class Fields:
                 if EARLIEST <= moment < LATEST:
                     return moment
         raise self._bad(key, "a readable date-time", value)
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a JSON escape of half a surrogate pair does not.
+
+    Such text could be read but never stored or printed; ASCII, by far the
+    most text, is known good without encoding it.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _objects(what: str, body: list[Any]) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from dashtam_cli.core.providers.schwab.client import (
     ApiError,
     Fields,
     bad_field,
+    encodable,
     parse_schwab_time,
 )
 
@@ -246,7 +247,7 @@ _ZERO: Final = decimal.Decimal(0)
 
 
 def _text(value: object) -> str | None:
-    if value is None or type(value) is str:
+    if value is None or (type(value) is str and encodable(value)):
         return value
     raise _NotPlain
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import copy
 import decimal
 import random
+import re
 from typing import Any, Final
 
+import pytest
 from pinned_corpus import ACCOUNT_ID, MASKED, body, broken_items, variants
+from schwab_support import fixture_text
 
 from dashtam_cli.core.errors import DashtamError
 from dashtam_cli.core.providers.schwab import client, mapping
+from dashtam_cli.core.providers.schwab.client import ApiError
 
 # Values of every JSON type and of the forms the readers treat apart.
 _ODD: Final[tuple[Any, ...]] = (
@@ -18,6 +22,8 @@ _ODD: Final[tuple[Any, ...]] = (
     "",
     " ",
     "x",
+    "caf\u00e9",
+    "a\ud800b",
     "12.5",
     "NaN",
     "2025-01-17",
@@ -123,3 +129,25 @@ def test_any_field_set_to_any_odd_value_reads_the_same_both_ways() -> None:
                 mapping.checked_transaction, changed
             )
     assert checked > 1000
+
+
+def test_a_lone_surrogate_in_text_is_one_error_naming_the_field() -> None:
+    """Half a surrogate pair in a description or symbol: an ApiError naming it, no traceback."""
+    text = fixture_text("transaction_single.json")
+    for field, escaped in (
+        (
+            "description",
+            text.replace('"type": "TRADE"', '"type": "TRADE", "description": "a\\ud800"'),
+        ),
+        ("transferItems[0].instrument.symbol", text.replace("MRVL  250321C00155000", "M\\udfff")),
+    ):
+        raw = client._load_json(escaped.encode(), "transactions", 200)
+        with pytest.raises(
+            ApiError, match=rf"field {re.escape(field)} of activity \d+ should be text"
+        ):
+            mapping.transaction(ACCOUNT_ID, MASKED, raw)
+    # A surrogate pair is one character, as JSON means it: read and stored as it is.
+    paired = text.replace("MRVL  250321C00155000", "\\ud83d\\ude00")
+    record = mapping.transaction(ACCOUNT_ID, MASKED, client._load_json(paired.encode(), "t", 200))
+    assert record.symbol == "\U0001f600"
+    assert "\U0001f600" in record.model_dump_json()
