@@ -193,7 +193,10 @@ def transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transactio
         fields = _plain_fields(account_id, masked, raw)
     except _NotPlain:
         return checked_transaction(account_id, masked, raw)
-    return validated(f"transactions of {masked}", lambda: Transaction.model_validate(fields))
+    try:
+        return Transaction.model_validate(fields)
+    except pydantic.ValidationError:  # the same error as the readers' path gives
+        return validated(f"transactions of {masked}", lambda: Transaction.model_validate(fields))
 
 
 def checked_transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction:
@@ -247,7 +250,7 @@ _ZERO: Final = decimal.Decimal(0)
 
 
 def _text(value: object) -> str | None:
-    if value is None or (type(value) is str and encodable(value)):
+    if value is None or (type(value) is str and (value.isascii() or encodable(value))):
         return value
     raise _NotPlain
 
