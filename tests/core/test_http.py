@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import random
 import tracemalloc
 import zlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import pytest
@@ -207,3 +208,32 @@ def test_a_huge_token_answer_is_refused_in_bounded_memory(
     assert hostile.settled()
     assert hostile.sent["token"] < 64 * MiB
     assert TOKEN_BODY_LIMIT == 64 * 1024
+
+
+# Strings that look like structure once everything else is removed: brackets,
+# quotes and backslashes inside them, empty ones side by side.
+_TRICKY: Final = ("", "", "[", "]]", "{[", "}", '"', "\\", 'a\\"[', "[]", '""', "x")
+
+
+def _tricky_value(rng: random.Random, depth: int) -> object:
+    """A JSON value exactly ``depth`` levels deep, strings from _TRICKY as keys and values."""
+    if depth == 0:
+        return rng.choice(_TRICKY)
+    children = [_tricky_value(rng, depth - 1)] + [
+        _tricky_value(rng, rng.randint(0, min(depth - 1, 2))) for _ in range(rng.randint(0, 2))
+    ]
+    rng.shuffle(children)
+    if rng.random() < 0.5:  # lists and objects alike
+        return children
+    return {f"{rng.choice(_TRICKY)}{i}": child for i, child in enumerate(children)}
+
+
+def test_nesting_is_counted_outside_strings_only() -> None:
+    """At exactly MAX_JSON_DEPTH a value parses, one deeper it is refused, whatever its strings."""
+    rng = random.Random(12)  # noqa: S311 - test data
+    for _ in range(60):
+        deep = _tricky_value(rng, MAX_JSON_DEPTH)
+        assert load_json(json.dumps(deep).encode(), what="x") == deep
+        text = json.dumps(_tricky_value(rng, MAX_JSON_DEPTH + 1), separators=(",", ":"))
+        with pytest.raises(BadBody, match="nested more than"):
+            load_json(text.encode(), what="x")

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
 __all__ = [
+    "EARLIEST",
+    "LATEST",
+    "MAX_AMOUNT",
+    "MAX_ID_LENGTH",
     "MAX_TRANSACTIONS",
     "MAX_WINDOW",
     "TRANSACTION_TYPES",
@@ -50,6 +54,7 @@ __all__ = [
     "Fields",
     "SchwabClient",
     "bad_field",
+    "encodable",
     "format_schwab_time",
     "parse_schwab_time",
 ]
@@ -491,7 +496,7 @@ def bad_field(what: str, field: str, expected: str, value: object) -> ApiError:
 
 # Amounts beyond this are not money but noise (and would break formatting).
 MAX_AMOUNT: Final = decimal.Decimal(10) ** 15
-_MAX_ID_LENGTH: Final = 64
+MAX_ID_LENGTH: Final = 64
 EARLIEST: Final = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 LATEST: Final = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
 
@@ -559,9 +564,9 @@ class Fields:
         return result
 
     def text(self, key: str) -> str | None:
-        """A text field."""
+        """A text field, in Unicode that UTF-8 can hold (see :func:`encodable`)."""
         value = self._data.get(key)
-        if value is None or isinstance(value, str):
+        if value is None or (isinstance(value, str) and encodable(value)):
             return value
         raise self._bad(key, "text", value)
 
@@ -572,7 +577,7 @@ class Fields:
             return None
         if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             return str(value)
-        if isinstance(value, str) and 0 < len(value) <= _MAX_ID_LENGTH and value.isprintable():
+        if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
             return value
         raise self._bad(key, "a number or short text", value)
 
@@ -624,6 +629,21 @@ class Fields:
                 if EARLIEST <= moment < LATEST:
                     return moment
         raise self._bad(key, "a readable date-time", value)
+
+
+def encodable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8: a JSON escape of half a surrogate pair does not.
+
+    Such text could be read but never stored or printed; ASCII, by far the
+    most text, is known good without encoding it.
+    """
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _objects(what: str, body: list[Any]) -> list[dict[str, Any]]:
