@@ -115,18 +115,39 @@ def _cell(value: Any) -> str:  # noqa: ANN401
     return str(value)
 
 
-@dataclasses.dataclass(slots=True)
 class Renderer:
     """Prints data in one of the four formats; data goes to stdout only.
 
-    ``console`` is the rich console bound to stdout, used for tables only:
-    machine formats are written straight to ``stream`` so nothing wraps,
-    truncates or colours them.
+    ``console`` is the rich console bound to stdout, used for tables only
+    (made on first use, with ``color``, when not given): machine formats are
+    written straight to ``stream`` so nothing wraps, truncates or colours
+    them, and never import rich.
     """
 
-    fmt: str
-    console: Console
-    stream: TextIO = dataclasses.field(default_factory=lambda: sys.stdout)
+    __slots__ = ("_console", "color", "fmt", "stream")
+
+    def __init__(
+        self,
+        fmt: str,
+        console: Console | None = None,
+        stream: TextIO | None = None,
+        *,
+        color: bool = True,
+    ) -> None:
+        """Print in ``fmt`` to ``stream`` (stdout by default)."""
+        self.fmt = fmt
+        self._console = console
+        self.stream: TextIO = sys.stdout if stream is None else stream
+        self.color = color
+
+    @property
+    def console(self) -> Console:
+        """The rich console for tables, bound to stdout."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(no_color=not self.color, highlight=False)
+        return self._console
 
     def rows(
         self,

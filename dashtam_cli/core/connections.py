@@ -10,7 +10,6 @@ from sqlalchemy import delete, select
 
 from dashtam_cli.core.errors import DashtamError
 from dashtam_cli.core.models import ConnectionInfo, ConnectionState
-from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
 from dashtam_cli.core.vault.errors import RecordDamaged
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from dashtam_cli.core.oauth.tokens import TokenSet
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
@@ -270,6 +270,8 @@ async def set_status(vault: Vault, connection_id: str, status: ConnectionState) 
 
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
     """A connection and its tokens, opened."""
+    # Imported here: it brings httpx, which a query of the vault never needs.
+    from dashtam_cli.core.oauth.tokens import TokenSet
     from dashtam_cli.core.providers import relogin_command
 
     t = schema.tokens
