@@ -260,7 +260,10 @@ def transactions_list(
     opts = prompts.open_options()
     renderer = runtime.renderer(ctx, fmt)
     with renderer.streaming(Transaction) as emit:
-        result = runtime.run(ctx, lambda conf: query_transactions(conf, query, opts, emit))
+        # The stored records, printed without validating each (cli/output.py, _Plain).
+        result = runtime.run(
+            ctx, lambda conf: query_transactions(conf, query, opts, emit, records=True)
+        )
         # Inside the stream: a failure with nothing to show leaves stdout empty (no "[]").
         _before(ctx, result, account)
     _after(ctx, result, account, offline=offline)
