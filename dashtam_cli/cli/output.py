@@ -226,6 +226,7 @@ class _Plain:
 
 
 _time = dt.datetime.fromisoformat
+_date = dt.date.fromisoformat
 
 
 def _valid(form: re.Pattern[str], parse: Callable[[str], object], value: str) -> bool:
@@ -294,24 +295,25 @@ class _Line:
         match = self.pattern.fullmatch(text)
         if match is None:
             return None
+        group = match.group
         try:
-            for group in self.dates:
-                value = match.group(group)
+            for index in self.dates:
+                value = group(index)
                 if value[0] == '"':
-                    dt.date.fromisoformat(value[1:-1])  # a real date: no 30 February
+                    _date(value[1:-1])  # a real date: no 30 February
         except ValueError:
             return None
         pieces: list[str] = []
         done = 0
-        for group, money in self.edits:
-            value = match.group(group)
+        for index, money in self.edits:
+            value = group(index)
             if value[0] != '"':
                 continue  # null
             if money:
                 # Two decimal places at least: only zeros are added, before the closing quote.
                 dot = value.find(".")
                 if dot < 0 or len(value) - dot < 4:  # noqa: PLR2004 - '.', two digits, '"'
-                    end = match.end(group) - 1
+                    end = match.end(index) - 1
                     pieces += (text[done:end], ".00" if dot < 0 else "0")
                     done = end
                 continue
@@ -321,7 +323,7 @@ class _Line:
                 return None
             if value[-2] == "Z":
                 # datetime.isoformat writes UTC as +00:00.
-                end = match.end(group) - 1
+                end = match.end(index) - 1
                 pieces += (text[done : end - 1], "+00:00")
                 done = end
         if not pieces:
@@ -335,7 +337,7 @@ _LINE: dict[type[BaseModel], _Line | None] = {}
 
 def _text_line(model: type[BaseModel], text: object) -> str | None:
     """The JSON line of a record of ``model`` stored as ``text``, or None when not in that shape."""
-    if not isinstance(text, str):
+    if type(text) is not str:
         return None
     if model not in _LINE:
         plain = _PLAIN[model] if model in _PLAIN else _Plain.of(model)
@@ -343,6 +345,17 @@ def _text_line(model: type[BaseModel], text: object) -> str | None:
         _LINE[model] = None if plain is None else _Line.of(plain)
     converter = _LINE[model]
     return None if converter is None else converter.line(text)
+
+
+def _jsonl(
+    model: type[BaseModel],
+    fields: list[str],
+    item: BaseModel | dict[str, Any] | str,
+    encode: Callable[[dict[str, Any]], str],
+) -> str:
+    """One JSON line; a stored record's text, in the stored shape, is nearly its line already."""
+    text = _text_line(model, item)
+    return encode(_printed(model, fields, item)) if text is None else text
 
 
 def _printed(
@@ -456,7 +469,7 @@ class Renderer:
         self.stream.flush()
 
     @contextlib.contextmanager
-    def streaming(  # noqa: C901 - one writer per format, each a few lines
+    def streaming(
         self, model: type[BaseModel]
     ) -> Iterator[Callable[[Sequence[BaseModel | dict[str, Any] | str]], None]]:
         """Yield a function that prints records batch by batch, as they are read.
@@ -489,22 +502,16 @@ class Renderer:
             # The opening ("[" or the CSV header) waits for the first rows, so a
             # command that fails before any leaves stdout empty.
             nonlocal first
+            if self.fmt == "jsonl":
+                write("".join(f"{_jsonl(model, fields, item, line)}\n" for item in batch))
+                first = first and not batch
+                return
             for item in batch:
-                # A stored record's text, when in the stored shape, is nearly its line already.
-                text = _text_line(model, item) if self.fmt == "jsonl" else None
-                if text is not None:
-                    write(text)
-                    write("\n")
-                    first = False
-                    continue
                 row = _printed(model, fields, item)
                 if self.fmt == "csv":
                     if first:
                         writer.writeheader()
                     writer.writerow({k: _cell(v) for k, v in row.items()})
-                elif self.fmt == "jsonl":
-                    write(line(row))
-                    write("\n")
                 else:
                     write("[\n  " if first else ",\n  ")
                     write(json.dumps(row, ensure_ascii=False, indent=2).replace("\n", "\n  "))

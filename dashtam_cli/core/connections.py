@@ -79,14 +79,15 @@ def _relogin_hint(provider: str, name: str) -> str:
 def _info(row: Row[tuple[object, ...]], *, strict: bool = True) -> ConnectionInfo:
     """A connection's row and its token lifetimes; ``strict=False`` reads damaged times as None."""
     m = row._mapping  # noqa: SLF001 - SQLAlchemy's public row API
-    hint = _relogin_hint(str(m["provider"]), str(m["name"]))
 
     def when(table: str, row_id: str | None, field: str) -> dt.datetime | None:
         try:
-            return _stored_time(table, row_id, field, m[field], hint=hint)
+            return _stored_time(table, row_id, field, m[field], hint="")
         except RecordDamaged:
             if strict:
-                raise
+                # The hint names the provider's login: made (and its package loaded) only here.
+                hint = _relogin_hint(str(m["provider"]), str(m["name"]))
+                raise RecordDamaged(table, str(row_id), field, hint=hint) from None
             return None
 
     c, t = schema.connections.name, schema.tokens.name
