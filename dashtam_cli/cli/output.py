@@ -469,7 +469,7 @@ class Renderer:
         self.stream.flush()
 
     @contextlib.contextmanager
-    def streaming(
+    def streaming(  # noqa: C901 - one writer per format, each a few lines
         self, model: type[BaseModel]
     ) -> Iterator[Callable[[Sequence[BaseModel | dict[str, Any] | str]], None]]:
         """Yield a function that prints records batch by batch, as they are read.
@@ -503,7 +503,11 @@ class Renderer:
             # command that fails before any leaves stdout empty.
             nonlocal first
             if self.fmt == "jsonl":
-                write("".join(f"{_jsonl(model, fields, item, line)}\n" for item in batch))
+                # Line by line: a reader that goes away (`| head -1`) is seen as a
+                # broken pipe, where one large write can end as if delivered.
+                for item in batch:
+                    write(_jsonl(model, fields, item, line))
+                    write("\n")
                 first = first and not batch
                 return
             for item in batch:
