@@ -204,8 +204,8 @@ def test_the_detectors_catch_every_form() -> None:
     assert prints_or_exits(clean) == []
 
 
-def _run_entry(args: list[str]) -> tuple[int, str, set[str]]:
-    """Run the console script's entry with ``args`` in a fresh interpreter.
+def _run_entry(args: list[str], *, after: str = "") -> tuple[int, str, set[str]]:
+    """Run the console script's entry with ``args`` in a fresh interpreter (then ``after``).
 
     Returns the exit code, stdout and the top-level packages it loaded.
     """
@@ -219,10 +219,11 @@ def _run_entry(args: list[str]) -> tuple[int, str, set[str]]:
             main()
         except SystemExit as exc:
             code = exc.code or 0
+        # after
         sys.stdout.flush()
         sys.stderr.write(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
         """
-    )
+    ).replace("# after\n", f"{after}\n")
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
@@ -247,6 +248,62 @@ def test_version_does_not_even_load_typer() -> None:
     assert code == 0
     assert stdout.startswith("dashtam ")
     assert loaded & {"typer", "click", "rich"} == set()
+
+
+# What a query of a synced vault must not load: the network stack (httpx brings
+# rich, pygments and click with it when they are installed), the terminal UI
+# (machine formats print without it), and the OS keyring (the key is in the environment).
+QUERY_NEVER_LOADS = {
+    "httpx",
+    "httpcore",
+    "h11",
+    "anyio",
+    "rich",
+    "pygments",
+    "markdown_it",
+    "click",
+    "keyring",
+}
+
+
+@pytest.mark.usefixtures("master_key")
+def test_a_query_of_a_synced_vault_loads_no_network_or_ui_library(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`accounts list --format json --offline` on a synced vault: no httpx, rich or keyring.
+
+    Nor does pydantic scan the installed distributions for plugins: the
+    entry point turns them off before any model is built.
+    """
+    import respx
+    from schwab_support import BASE_URL, add_connection, mock_connection_api
+
+    monkeypatch.setenv("DASHTAM_SCHWAB_BASE_URL", BASE_URL)
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        add_connection("brokerage", "token-b")
+        mock_connection_api(router, "token-b", ["11111111", "22222222"])
+        code, _, _ = _run_in_process(["sync", "--quiet"])
+        assert code == 0
+    code, stdout, loaded = _run_entry(["accounts", "list", "--format", "json", "--offline"])
+    assert code == 0
+    assert sorted(row["number"] for row in json.loads(stdout)) == ["****1111", "****2222"]
+    assert loaded & QUERY_NEVER_LOADS == set()
+    assert {"sqlalchemy", "pydantic", "cryptography"} <= loaded  # the check is not blind
+    code, stdout, _ = _run_entry(
+        ["accounts", "list", "--format", "json", "--offline"],
+        after="from pydantic.plugin import _loader\nprint(_loader._plugins)",
+    )
+    assert code == 0
+    assert stdout.endswith("\nNone\n")  # never scanned
+
+
+def _run_in_process(args: list[str]) -> tuple[int, str, str]:
+    from typer.testing import CliRunner
+
+    from dashtam_cli.cli.app import app
+
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.stdout, result.stderr
 
 
 def test_the_import_check_sees_heavy_libraries_when_they_load() -> None:

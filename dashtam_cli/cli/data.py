@@ -95,9 +95,8 @@ def _after(
 
     from dashtam_cli.cli.sync import on_terminal, report_failures
 
-    err = runtime.stderr(ctx)
     if offline and result.never and account is None:
-        err.print(
+        runtime.stderr(ctx).print(
             f"note: never synced, so left out (--offline): {', '.join(result.never)};"
             " sync with: dashtam sync",
             markup=False,
@@ -109,7 +108,7 @@ def _after(
         if age > dt.timedelta(hours=conf.stale_after_hours):
             from dashtam_cli.core.tokens import describe_remaining
 
-            err.print(
+            runtime.stderr(ctx).print(
                 f"note: this data was synced {describe_remaining(-age)}; refresh it with:"
                 " dashtam sync",
                 markup=False,
@@ -261,7 +260,10 @@ def transactions_list(
     opts = prompts.open_options()
     renderer = runtime.renderer(ctx, fmt)
     with renderer.streaming(Transaction) as emit:
-        result = runtime.run(ctx, lambda conf: query_transactions(conf, query, opts, emit))
+        # The stored records, printed without validating each (cli/output.py, _Plain).
+        result = runtime.run(
+            ctx, lambda conf: query_transactions(conf, query, opts, emit, records=True)
+        )
         # Inside the stream: a failure with nothing to show leaves stdout empty (no "[]").
         _before(ctx, result, account)
     _after(ctx, result, account, offline=offline)

@@ -15,6 +15,10 @@ def main() -> None:
         return
     import os
 
+    # No pydantic plugin runs in dashtam: the loader would scan every installed
+    # distribution's entry points on first model use (a quarter of a second),
+    # and a third-party plugin sees every value validated, secrets included.
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from dashtam_cli.cli.app import app
 
     if os.environ.get("_DASHTAM_COMPLETE"):

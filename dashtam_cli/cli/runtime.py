@@ -72,22 +72,41 @@ def stderr(ctx: typer.Context) -> Console:
     return state.stderr_console
 
 
+class _StderrHandler(logging.Handler):
+    """Hands log records to rich's handler on stderr, built (and rich imported) on the first one.
+
+    Most commands log nothing at the default level: they do not pay for rich.
+    """
+
+    def __init__(self, ctx: typer.Context, *, show_time: bool) -> None:
+        super().__init__()
+        self._ctx = ctx
+        self._show_time = show_time
+        self._rich: logging.Handler | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Print ``record`` on the stderr console (the filters of this handler already ran)."""
+        if self._rich is None:
+            from rich.logging import RichHandler
+
+            self._rich = RichHandler(
+                console=stderr(self._ctx),
+                show_path=False,
+                show_time=self._show_time,
+                rich_tracebacks=False,
+                markup=False,
+            )
+        self._rich.emit(record)
+
+
 def _setup_logging(ctx: typer.Context) -> None:
     state = _state(ctx)
     if state.logging_ready:
         return
-    from rich.logging import RichHandler
-
     from dashtam_cli.core.redact import RedactingFilter
 
     level = {0: logging.WARNING, 1: logging.INFO}.get(state.verbose, logging.DEBUG)
-    handler = RichHandler(
-        console=stderr(ctx),
-        show_path=False,
-        show_time=state.verbose >= 2,  # noqa: PLR2004
-        rich_tracebacks=False,
-        markup=False,
-    )
+    handler = _StderrHandler(ctx, show_time=state.verbose >= 2)  # noqa: PLR2004
     handler.addFilter(RedactingFilter())
     handler.setLevel(level)
     pkg = logging.getLogger("dashtam_cli")
@@ -127,15 +146,15 @@ def forget_settings(ctx: typer.Context) -> None:
 
 
 def renderer(ctx: typer.Context, fmt: str | None = None) -> Renderer:
-    """A renderer for this command: ``--format`` given here, then settings, then a TTY check."""
-    from rich.console import Console
+    """A renderer for this command: ``--format`` given here, then settings, then a TTY check.
 
+    Its rich console is made only for a table: machine formats never import rich.
+    """
     from dashtam_cli.cli.output import Renderer
 
     conf = settings(ctx)
     chosen = fmt or conf.format or ("table" if sys.stdout.isatty() else "json")
-    console = Console(no_color=not conf.color, highlight=False)
-    return Renderer(fmt=chosen, console=console)
+    return Renderer(fmt=chosen, color=conf.color)
 
 
 def _print_traceback(console: Console, exc: BaseException) -> None:

@@ -10,7 +10,6 @@ from sqlalchemy import delete, select
 
 from dashtam_cli.core.errors import DashtamError
 from dashtam_cli.core.models import ConnectionInfo, ConnectionState
-from dashtam_cli.core.oauth.tokens import TokenSet
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
 from dashtam_cli.core.vault.errors import RecordDamaged
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Row
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from dashtam_cli.core.oauth.tokens import TokenSet
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
@@ -79,14 +79,15 @@ def _relogin_hint(provider: str, name: str) -> str:
 def _info(row: Row[tuple[object, ...]], *, strict: bool = True) -> ConnectionInfo:
     """A connection's row and its token lifetimes; ``strict=False`` reads damaged times as None."""
     m = row._mapping  # noqa: SLF001 - SQLAlchemy's public row API
-    hint = _relogin_hint(str(m["provider"]), str(m["name"]))
 
     def when(table: str, row_id: str | None, field: str) -> dt.datetime | None:
         try:
-            return _stored_time(table, row_id, field, m[field], hint=hint)
+            return _stored_time(table, row_id, field, m[field], hint="")
         except RecordDamaged:
             if strict:
-                raise
+                # The hint names the provider's login: made (and its package loaded) only here.
+                hint = _relogin_hint(str(m["provider"]), str(m["name"]))
+                raise RecordDamaged(table, str(row_id), field, hint=hint) from None
             return None
 
     c, t = schema.connections.name, schema.tokens.name
@@ -270,6 +271,8 @@ async def set_status(vault: Vault, connection_id: str, status: ConnectionState) 
 
 async def load_tokens(vault: Vault, name: str) -> tuple[ConnectionInfo, TokenSet]:
     """A connection and its tokens, opened."""
+    # Imported here: it brings httpx, which a query of the vault never needs.
+    from dashtam_cli.core.oauth.tokens import TokenSet
     from dashtam_cli.core.providers import relogin_command
 
     t = schema.tokens

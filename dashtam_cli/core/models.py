@@ -103,9 +103,13 @@ def option_label(symbol: str) -> str | None:
 
 
 class Record(BaseModel):
-    """Base of every record: immutable, and strict about unknown fields."""
+    """Base of every record: immutable, and strict about unknown fields.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Each model's validator is built on its first use, not when this module is
+    imported: a command pays only for the records it handles.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
     # The columns a table shows people; machine formats always carry every field.
     table_columns: ClassVar[tuple[str, ...] | None] = None
     # Table columns to leave out first, in this order, when the terminal is narrow.

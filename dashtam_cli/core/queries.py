@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
     import httpx
-    from sqlalchemy import ColumnClause, ColumnElement
+    from sqlalchemy import ColumnElement
 
     from dashtam_cli.core.models import ConnectionInfo
     from dashtam_cli.core.results import FetchResult
@@ -324,17 +324,27 @@ async def query_positions(
     return found, result
 
 
+def _opened(
+    vault: Vault,
+    row: Any,  # noqa: ANN401 - a result row
+) -> str | None:
+    """The opened text of one stored transaction, or None (with a warning) when its seal fails."""
+    table = schema.transactions
+    try:
+        return vault.unseal_text(table.name, row.id, "payload", row.payload, owner=row.account_id)
+    except RecordTampered as exc:
+        log.warning("a damaged transaction is left out (%s); `dashtam sync --full` fetches it", exc)
+        return None
+
+
 def _transaction(
     vault: Vault,
     row: Any,  # noqa: ANN401 - a result row
     providers: dict[str, str],
 ) -> Transaction | None:
     """One stored transaction, or None (with a warning) when its seal does not open."""
-    table = schema.transactions
-    try:
-        text = vault.unseal_text(table.name, row.id, "payload", row.payload, owner=row.account_id)
-    except RecordTampered as exc:
-        log.warning("a damaged transaction is left out (%s); `dashtam sync --full` fetches it", exc)
+    text = _opened(vault, row)
+    if text is None:
         return None
     if row.kind is None:
         # Stored before kinds existed: the kind is read from the provider's type.
@@ -342,6 +352,37 @@ def _transaction(
         record["kind"] = provider_named(providers[row.account_id]).kind_of(record.get("type", ""))
         return Transaction.model_validate(record)
     return Transaction.model_validate_json(text)
+
+
+def _record(
+    vault: Vault,
+    row: Any,  # noqa: ANN401 - a result row
+    providers: dict[str, str],
+    *,
+    parse: bool,
+) -> Transaction | dict[str, Any] | str | None:
+    """One stored transaction as it was stored, not validated: its JSON text, or that object.
+
+    Its seal is checked (AES-GCM, bound to the row and its account), so the
+    text is what dashtam's own ``model_dump_json`` wrote; the reader checks
+    its shape and validates it as a Transaction when it is not the expected
+    one. The text is handed on as it is unless ``parse`` (the record is to
+    be checked against a filter) or it was stored before kinds existed: then
+    it is parsed, and such a record gets its kind. Text that is not a JSON
+    object is validated here (and so refused as before).
+    """
+    text = _opened(vault, row)
+    if text is None:
+        return None
+    if not parse and row.kind is not None:
+        return text
+    record = json.loads(text)
+    if not isinstance(record, dict):
+        return Transaction.model_validate_json(text)
+    if row.kind is None:
+        kind_of = provider_named(providers[row.account_id]).kind_of
+        record["kind"] = kind_of(record.get("type", ""))
+    return record
 
 
 def _conditions(
@@ -352,7 +393,14 @@ def _conditions(
     Rows stored before kinds existed (no kind) are read and checked one by one.
     """
     table = schema.transactions
-    conditions: list[ColumnElement[bool]] = [table.c.account_id.in_([a.id for a in scope.accounts])]
+    ids = [a.id for a in scope.accounts]
+    # One account is found through its index; for several, SQLite would look up
+    # every row of each through the index and then sort them all: reading the
+    # table straight through is faster (a unary + keeps the index out).
+    account: ColumnElement[str] = (
+        table.c.account_id if len(ids) == 1 else literal_column("+transactions.account_id")
+    )
+    conditions: list[ColumnElement[bool]] = [account.in_(ids)]
     if options.since is not None:
         conditions.append(table.c.occurred_at >= db.utcnow_text(options.since))
     if options.until is not None:
@@ -373,13 +421,30 @@ class _Checks:
     provider_types: set[str]
     symbol: str | None
 
-    def __call__(self, txn: Transaction) -> bool:
-        """Whether the record is one the query asked for."""
+    @property
+    def active(self) -> bool:
+        """Whether any record can be left out."""
+        return bool(self.kinds or self.provider_types or self.symbol is not None)
+
+    def __call__(self, txn: Transaction | dict[str, Any] | str) -> bool:
+        """Whether the record (a model, or the stored JSON of one) is one asked for."""
+        kind: object
+        provider_type: object
+        symbol: object
+        if isinstance(txn, Transaction):
+            kind, provider_type, symbol = txn.kind.value, txn.type, txn.symbol
+        else:
+            record: Any = json.loads(txn) if isinstance(txn, str) else txn
+            if not isinstance(record, dict):
+                return True  # not an object: its reader refuses it
+            kind, provider_type, symbol = (record.get(k) for k in ("kind", "type", "symbol"))
         if (self.kinds or self.provider_types) and not (
-            txn.kind.value in self.kinds or txn.type in self.provider_types
+            kind in self.kinds or provider_type in self.provider_types
         ):
             return False
-        return self.symbol is None or (txn.symbol or "").upper() == self.symbol
+        return self.symbol is None or (symbol.upper() if isinstance(symbol, str) else "") == (
+            self.symbol
+        )
 
 
 async def _stream(  # noqa: PLR0913 - the query and where its rows go
@@ -389,40 +454,41 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
     conditions: Sequence[ColumnElement[bool]],
     wanted: _Checks,
     limit: int | None,
-    emit: Callable[[list[Transaction]], None],
+    emit: Callable[[list[Any]], None],
+    records: bool,
 ) -> int:
     """Read, open, check and hand on the rows in batches, newest first; return how many.
 
-    The order is read first, as row numbers only (one sort, small records),
-    and streamed; each batch of rows is then read by row number. Paging by
-    the last key instead sorted every remaining row again for each batch:
-    quadratic, since no index holds the order.
+    One query, sorted once and streamed: SQLite's sorter keeps what does not
+    fit its cache in temporary files, so memory does not grow with the rows
+    (the payloads it sorts are sealed). Paging by the last key instead
+    sorted every remaining row again for each batch (quadratic, since no
+    index holds the order); sorting row numbers and then reading each batch
+    by row number read every row twice, the second time out of order.
     """
     table = schema.transactions
-    rowid: ColumnClause[int] = literal_column("transactions.rowid")
-    order = select(rowid).where(*conditions).order_by(table.c.occurred_at.desc(), table.c.id.desc())
-    columns = select(
-        rowid.label("n"),
-        table.c.id,
-        table.c.account_id,
-        table.c.occurred_at,
-        table.c.kind,
-        table.c.payload,
+    query = (
+        select(table.c.id, table.c.account_id, table.c.kind, table.c.payload)
+        .where(*conditions)
+        .order_by(table.c.occurred_at.desc(), table.c.id.desc())
     )
     remaining = limit
     count = 0
+    checked = wanted.active
+
+    def decode(row: Any) -> Transaction | dict[str, Any] | str | None:  # noqa: ANN401 - a row
+        if records:
+            return _record(vault, row, scope.providers, parse=checked)
+        return _transaction(vault, row, scope.providers)
+
+    if limit is not None and not checked:
+        query = query.limit(limit)  # SQLite keeps only the newest while it sorts
     # One snapshot for the whole answer: a sync committing meanwhile is not half seen.
     async with vault.reading() as conn:
-        ordered = await conn.stream(order)
-        async for part in ordered.partitions(BATCH):
-            numbers = [n for (n,) in part]
-            found = {row.n: row for row in await conn.execute(columns.where(rowid.in_(numbers)))}
-            rows = [found[n] for n in numbers]
-            batch = [
-                txn
-                for txn in (_transaction(vault, row, scope.providers) for row in rows)
-                if txn is not None and wanted(txn)
-            ]
+        ordered = await conn.stream(query)
+        async for rows in ordered.partitions(BATCH):
+            opened = (decode(row) for row in rows)
+            batch = [txn for txn in opened if txn is not None and (not checked or wanted(txn))]
             if remaining is not None:
                 batch = batch[:remaining]
                 remaining -= len(batch)
@@ -439,13 +505,20 @@ async def query_transactions(
     settings: Settings,
     options: QueryOptions,
     open_options: OpenOptions,
-    emit: Callable[[list[Transaction]], None],
+    emit: Callable[[list[Any]], None],
+    *,
+    records: bool = False,
 ) -> QueryResult:
     """Hand the selected transactions to ``emit`` newest first, a batch at a time.
 
     Account, connection, dates and kinds are filtered in the database; a
     provider's type and the symbol (sealed with the rest of the record) as
     each batch is opened. ``limit`` stops after that many.
+
+    A batch holds :class:`Transaction` models; with ``records``, the stored
+    records instead, not validated: each the JSON text of a record with
+    every field, or a JSON object (see :func:`_record`), for a reader that
+    checks their shape itself and validates only what does not fit.
     """
     if options.since and options.until and options.since >= options.until:
         raise InputError("--since: must be before --until")
@@ -467,6 +540,7 @@ async def query_transactions(
                 wanted=wanted,
                 limit=options.limit,
                 emit=emit,
+                records=records,
             )
 
     return await _open(settings, options, open_options, answer)

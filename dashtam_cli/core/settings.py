@@ -176,8 +176,6 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     It can name the CA bundle that provider TLS trusts, so it is checked like
     the vault's files (owner and write permissions, through symbolic links).
     """
-    import tomllib
-
     from dashtam_cli.core.vault.errors import UnsafeFiles
     from dashtam_cli.core.vault.files import check_trusted
 
@@ -198,6 +196,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         ) from None
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {path} is over {MAX_CONFIG_BYTES} bytes", hint=hint)
+    import tomllib  # here: without a config file (the usual case) its parser is not loaded
+
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
