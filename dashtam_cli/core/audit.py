@@ -16,10 +16,12 @@ from dashtam_cli.core.vault import db, schema
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
+    from dashtam_cli.core.models import ConnectionInfo
+    from dashtam_cli.core.providers.base import CallRecord
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
-__all__ = ["AuditWriter", "Fields", "audit_listing", "list_audit", "record"]
+__all__ = ["AuditWriter", "Fields", "audit_listing", "call_fields", "list_audit", "record"]
 
 _MAX_DETAIL = 500
 
@@ -46,6 +48,21 @@ class Fields(TypedDict, total=False):
     correlation_id: str | None
     detail: str | None
     at: dt.datetime | None
+
+
+def call_fields(info: ConnectionInfo, call: CallRecord) -> Fields:
+    """The entry of one provider request of a connection (``schwab.accounts``, ...)."""
+    return Fields(
+        operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
+        outcome=call.outcome,
+        provider=info.provider,
+        connection_id=info.id,
+        connection_name=info.name,
+        http_status=call.http_status,
+        duration_ms=call.duration_ms,
+        correlation_id=call.correlation_id,
+        detail=call.detail,
+    )
 
 
 def _row(fields: Fields) -> dict[str, Any]:

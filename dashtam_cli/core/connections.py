@@ -386,14 +386,12 @@ async def _revoke(
     transport: httpx.AsyncBaseTransport | None,
 ) -> None:
     """Ask the connection's provider to forget the login; report, never raise, a failure."""
-    import datetime as dt
-
     from dashtam_cli.core import audit
     from dashtam_cli.core.errors import InputError
     from dashtam_cli.core.http import make_client
     from dashtam_cli.core.providers import provider
-    from dashtam_cli.core.providers.base import CallRecord, SessionContext
-    from dashtam_cli.core.store import load_secret
+    from dashtam_cli.core.providers.base import CallRecord
+    from dashtam_cli.core.sync import session_context
     from dashtam_cli.core.tokens import TokenManager
 
     try:
@@ -402,41 +400,12 @@ async def _revoke(
         return
 
     async def record(call: CallRecord) -> None:
-        await audit.record(
-            vault,
-            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
-            outcome=call.outcome,
-            provider=info.provider,
-            connection_id=info.id,
-            connection_name=info.name,
-            http_status=call.http_status,
-            duration_ms=call.duration_ms,
-            correlation_id=call.correlation_id,
-            detail=call.detail,
-        )
+        await audit.record(vault, **audit.call_fields(info, call))
 
     try:
         async with make_client(settings, transport=transport) as client:
             manager = TokenManager(vault, client=client, lock_dir=settings.paths.data_dir / "locks")
-
-            async def access_token() -> str:
-                return await manager.access_token(info.name)
-
-            async def replace_rejected(rejected: str) -> str:
-                return await manager.replace_rejected(info.name, rejected)
-
-            async def secret() -> str:
-                return await load_secret(vault, info)
-
-            context = SessionContext(
-                info=info,
-                client=client,
-                access_token=access_token,
-                replace_rejected=replace_rejected,
-                secret=secret,
-                record=record,
-                clock=lambda: dt.datetime.now(dt.UTC),
-            )
+            context = session_context(manager, info, record=record)
             revoked = await instance.session(context).revoke()
     except DashtamError as exc:  # the HTTP client's settings, the provider, the network
         await record(CallRecord("revoke", "failed", None, 0, None, exc.message))

@@ -26,7 +26,7 @@ from dashtam_cli.core.providers.base import SessionContext, SyncTarget
 from dashtam_cli.core.results import Failure, FetchResult
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import httpx
 
@@ -37,7 +37,14 @@ if TYPE_CHECKING:
     from dashtam_cli.core.tokens import TokenManager
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
 
-__all__ = ["Progress", "SyncOptions", "SyncResult", "connected_elsewhere", "sync"]
+__all__ = [
+    "Progress",
+    "SyncOptions",
+    "SyncResult",
+    "connected_elsewhere",
+    "session_context",
+    "sync",
+]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +122,39 @@ def _report(  # noqa: PLR0913 - the parts of one line of the summary
     )
 
 
+def session_context(  # noqa: PLR0913 - the seams a session gets
+    manager: TokenManager,
+    info: ConnectionInfo,
+    *,
+    record: Callable[[CallRecord], Awaitable[None]],
+    clock: Callable[[], dt.datetime] = _utcnow,
+    backoff: Backoff | None = None,
+    max_in_flight: int = 16,
+) -> SessionContext:
+    """A session's context for a stored connection: its tokens or its credential, from the vault."""
+
+    async def access_token() -> str:
+        return await manager.access_token(info.name)
+
+    async def replace_rejected(rejected: str) -> str:
+        return await manager.replace_rejected(info.name, rejected)
+
+    async def secret() -> str:
+        return await store.load_secret(manager.vault, info)
+
+    return SessionContext(
+        info=info,
+        client=manager.client,
+        access_token=access_token,
+        replace_rejected=replace_rejected,
+        secret=secret,
+        record=record,
+        clock=clock,
+        backoff=backoff,
+        max_in_flight=max_in_flight,
+    )
+
+
 class _ConnectionSync:
     """One connection's sync: accounts first, then transactions batch by batch."""
 
@@ -137,38 +177,13 @@ class _ConnectionSync:
         self.session = self.provider.session(self._context())
 
     def _context(self) -> SessionContext:
-        info, manager = self.info, self.manager
-        operation_prefix = info.provider
-
-        async def access_token() -> str:
-            return await manager.access_token(info.name)
-
-        async def replace_rejected(rejected: str) -> str:
-            return await manager.replace_rejected(info.name, rejected)
-
-        async def secret() -> str:
-            return await store.load_secret(manager.vault, info)
-
         async def record(call: CallRecord) -> None:
             # Queued, not awaited on the disk: the response goes on at once.
-            self.audit_log.add(
-                operation=f"{operation_prefix}.{call.operation.replace(' ', '_')}",
-                outcome=call.outcome,
-                provider=info.provider,
-                connection_id=info.id,
-                connection_name=info.name,
-                http_status=call.http_status,
-                duration_ms=call.duration_ms,
-                correlation_id=call.correlation_id,
-                detail=call.detail,
-            )
+            self.audit_log.add(**audit.call_fields(self.info, call))
 
-        return SessionContext(
-            info=info,
-            client=manager.client,
-            access_token=access_token,
-            replace_rejected=replace_rejected,
-            secret=secret,
+        return session_context(
+            self.manager,
+            self.info,
             record=record,
             clock=self.options.clock,
             backoff=self.options.backoff,
@@ -381,29 +396,18 @@ async def connected_elsewhere(
     async def refuse(_rejected: str) -> str:
         raise ReauthRequired("the new login's access token was refused")
 
-    async def no_secret() -> str:  # a pasted-token login's new credential record
+    async def new_secret() -> str:  # a pasted-token login's new credential record
         return access_token
 
     async def record(call: CallRecord) -> None:
-        await audit.record(
-            vault,
-            operation=f"{info.provider}.{call.operation.replace(' ', '_')}",
-            outcome=call.outcome,
-            provider=info.provider,
-            connection_id=info.id,
-            connection_name=info.name,
-            http_status=call.http_status,
-            duration_ms=call.duration_ms,
-            correlation_id=call.correlation_id,
-            detail=call.detail,
-        )
+        await audit.record(vault, **audit.call_fields(info, call))
 
     context = SessionContext(
         info=info,
         client=client,
         access_token=token,
         replace_rejected=refuse,
-        secret=no_secret,
+        secret=new_secret,
         record=record,
         clock=_utcnow,
         backoff=Backoff(attempts=1),  # a check after the login: never worth a wait
