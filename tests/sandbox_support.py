@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.login import connect
+from dashtam_cli.core.oauth.flow import LoginOptions
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
 

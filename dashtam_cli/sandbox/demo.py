@@ -93,7 +93,8 @@ async def run_demo(
     Call it inside :func:`demo_environment` so the settings and vault it uses
     are the temporary ones.
     """
-    from dashtam_cli.core.oauth.flow import LoginOptions, connect
+    from dashtam_cli.core.login import connect
+    from dashtam_cli.core.oauth.flow import LoginOptions
     from dashtam_cli.core.queries import (
         QueryOptions,
         query_accounts,

@@ -27,7 +27,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.login import connect
+from dashtam_cli.core.oauth.flow import LoginOptions
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import schema
 from dashtam_cli.core.vault.vault import open_vault

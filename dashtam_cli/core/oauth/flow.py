@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from dashtam_cli.core.models import ConnectionInfo
     from dashtam_cli.core.oauth.tokens import AppCredentials, TokenSet
     from dashtam_cli.core.providers.base import ProviderSpec
     from dashtam_cli.core.settings import Settings
@@ -46,7 +45,6 @@ __all__ = [
     "PendingAuthorization",
     "authorize",
     "check_name",
-    "connect",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,17 +261,6 @@ def _open_with_webbrowser(url: str) -> bool:
         return webbrowser.open(url, new=2)
     except webbrowser.Error:
         return False
-
-
-async def connect(settings: Settings, provider: str, options: LoginOptions) -> ConnectionInfo:
-    """Log in to ``provider`` and store the connection: :func:`dashtam_cli.core.login.connect`.
-
-    Kept here for callers of this older path; the login layer itself only
-    returns tokens (:func:`authorize`), and the caller saves them.
-    """
-    from dashtam_cli.core.login import connect as login_and_save
-
-    return await login_and_save(settings, provider, options)
 
 
 class AuditNote(Protocol):

@@ -23,6 +23,7 @@ from oauth_fixtures import listener_cert
 from dashtam_cli.core.audit import list_audit
 from dashtam_cli.core.connections import list_connections, load_tokens
 from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.login import connect
 from dashtam_cli.core.oauth import flow
 from dashtam_cli.core.oauth.errors import (
     AccessDenied,
@@ -32,7 +33,7 @@ from dashtam_cli.core.oauth.errors import (
     RedirectUriError,
     TokenExchangeFailed,
 )
-from dashtam_cli.core.oauth.flow import LoginOptions, connect
+from dashtam_cli.core.oauth.flow import LoginOptions
 from dashtam_cli.core.oauth.listener import parse_redirect_uri
 from dashtam_cli.core.oauth.tokens import AppCredentials
 from dashtam_cli.core.providers import get_provider
