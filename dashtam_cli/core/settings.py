@@ -65,19 +65,24 @@ def _parse_bool(raw: object) -> bool:
     raise ValueError(msg)
 
 
-def _parse_seconds(raw: object) -> float:
+def _parse_amount(raw: object, *, unit: str, high: int) -> float:
+    """A number of ``unit`` over 0 and up to ``high`` (booleans refused, text read as a number)."""
     if isinstance(raw, bool):
-        msg = f"{raw!r} is not a number of seconds"
+        msg = f"{raw!r} is not a number of {unit}"
         raise ValueError(msg)  # noqa: TRY004 - ValueError is what callers translate
     try:
         value = float(raw)  # type: ignore[arg-type]  # any value: float() raising is the check
     except (TypeError, ValueError):
-        msg = f"{raw!r} is not a number of seconds"
+        msg = f"{raw!r} is not a number of {unit}"
         raise ValueError(msg) from None
-    if not 0 < value <= 3600:  # noqa: PLR2004 - an hour is the sane upper bound
-        msg = f"{raw!r} is outside 0 to 3600 seconds"
+    if not 0 < value <= high:
+        msg = f"{raw!r} is outside 0 to {high} {unit}"
         raise ValueError(msg)
     return value
+
+
+def _parse_seconds(raw: object) -> float:
+    return _parse_amount(raw, unit="seconds", high=3600)  # an hour is the sane upper bound
 
 
 def _parse_days(raw: object, *, low: int, high: int) -> int:
@@ -104,18 +109,7 @@ def _parse_overlap(raw: object) -> int:
 
 
 def _parse_hours(raw: object) -> float:
-    if isinstance(raw, bool):
-        msg = f"{raw!r} is not a number of hours"
-        raise ValueError(msg)  # noqa: TRY004 - ValueError is what callers translate
-    try:
-        value = float(raw)  # type: ignore[arg-type]  # any value: float() raising is the check
-    except (TypeError, ValueError):
-        msg = f"{raw!r} is not a number of hours"
-        raise ValueError(msg) from None
-    if not 0 < value <= 24 * 365:
-        msg = f"{raw!r} is outside 0 to 8760 hours"
-        raise ValueError(msg)
-    return value
+    return _parse_amount(raw, unit="hours", high=24 * 365)
 
 
 def _parse_key_store(raw: object) -> str:
