@@ -16,13 +16,10 @@ no provider writes its own refresh logic. A refresh:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import fcntl
 import logging
-import os
 import signal
 import threading
 from typing import TYPE_CHECKING, Final
@@ -48,7 +45,6 @@ from dashtam_cli.core.models import (
 from dashtam_cli.core.oauth.errors import TokenExchangeFailed
 from dashtam_cli.core.oauth.tokens import TokenSet, UnusableTokens, post_token_request
 from dashtam_cli.core.providers import get_provider, provider, relogin_command
-from dashtam_cli.core.vault.files import ensure_private_dir
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -149,31 +145,17 @@ def hold_signals() -> Iterator[None]:
 @contextlib.asynccontextmanager
 async def _connection_lock(directory: Path, connection_id: str) -> AsyncIterator[None]:
     """An exclusive lock per connection, shared by every dashtam process on this machine."""
-    from dashtam_cli.core.vault.files import open_lock_file
+    from dashtam_cli.core.vault.locks import exclusive_file
 
-    ensure_private_dir(directory)
-    path = directory / f"{connection_id}.lock"
-    fd = open_lock_file(path)
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if loop.time() > deadline:
-                    raise RefreshFailed(
-                        "another dashtam process has been refreshing this connection for too long",
-                        hint="wait for it to finish, then try again",
-                    ) from None
-                await asyncio.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    async with exclusive_file(
+        directory / f"{connection_id}.lock",
+        timeout=LOCK_TIMEOUT,
+        waiting=None,  # a refresh takes a moment: waiting for another is not news
+        failure="another dashtam process has been refreshing this connection for too long",
+        hint="wait for it to finish, then try again",
+        error=RefreshFailed,
+    ):
+        yield
 
 
 class TokenManager:

@@ -39,9 +39,12 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
+    from dashtam_cli.core.errors import DashtamError
+
 __all__ = [
     "OPEN_WAIT_S",
     "ROTATE_WAIT_S",
+    "exclusive_file",
     "exclusive_use",
     "lock_files",
     "recovering",
@@ -76,11 +79,15 @@ async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
     operation: int,
     *,
     timeout: float,  # noqa: ASYNC109 - polled, not a blocking call with a timeout
-    waiting: str,
+    waiting: str | None,
     failure: str,
     hint: str,
+    error: type[DashtamError] = VaultBusy,
 ) -> None:
-    """Take ``flock(operation)`` on ``fd``, polling; log ``waiting`` once the wait is noticeable."""
+    """Take ``flock(operation)`` on ``fd``, polling; log ``waiting`` once the wait is noticeable.
+
+    Past ``timeout``, ``error(failure, hint=hint)``. A wait without ``waiting`` stays quiet.
+    """
     loop = asyncio.get_running_loop()
     start = loop.time()
     announced = False
@@ -94,8 +101,8 @@ async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
             return
         elapsed = loop.time() - start
         if elapsed > timeout:
-            raise VaultBusy(failure, hint=hint)
-        if not announced and elapsed >= _QUIET_S:
+            raise error(failure, hint=hint)
+        if waiting is not None and not announced and elapsed >= _QUIET_S:
             log.warning("%s (waiting up to %d s)", waiting, round(timeout))
             announced = True
         await asyncio.sleep(delay)
@@ -192,24 +199,32 @@ async def recovering(vault_file: Path, *, timeout: float = 60.0) -> AsyncIterato
 
 
 @contextlib.asynccontextmanager
-async def exclusive_file(
+async def exclusive_file(  # noqa: PLR0913 - the lock, what it waits for, and how it fails
     path: Path,
     *,
     timeout: float,  # noqa: ASYNC109 - polled, not a blocking call with a timeout
-    waiting: str,
+    waiting: str | None,
     failure: str,
     hint: str,
+    error: type[DashtamError] = VaultBusy,
 ) -> AsyncIterator[None]:
     """Hold an exclusive ``flock`` on the lock file ``path`` (0600, in a 0700 directory).
 
     Waits up to ``timeout`` seconds for another holder, saying ``waiting``
-    on stderr once the wait is noticeable; then a VaultBusy with ``failure``.
+    on stderr once the wait is noticeable (unless it is None); then
+    ``error`` (a VaultBusy by default) with ``failure``.
     """
     ensure_private_dir(path.parent)
     fd = open_lock_file(path)
     try:
         await _acquire(
-            fd, fcntl.LOCK_EX, timeout=timeout, waiting=waiting, failure=failure, hint=hint
+            fd,
+            fcntl.LOCK_EX,
+            timeout=timeout,
+            waiting=waiting,
+            failure=failure,
+            hint=hint,
+            error=error,
         )
         try:
             yield
