@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import enum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import datetime as dt
 
 __all__ = [
     "ConfigError",
@@ -12,6 +16,7 @@ __all__ = [
     "PartialFailure",
     "ProviderError",
     "ReauthRequired",
+    "RequestBudgetSpent",
 ]
 
 
@@ -84,3 +89,15 @@ class ReauthRequired(DashtamError):
     """The provider no longer accepts our tokens: the user must log in again."""
 
     exit_code = ExitCode.REAUTH
+
+
+class RequestBudgetSpent(DashtamError):
+    """A provider's daily request budget is spent: nothing more is sent until it resets."""
+
+    def __init__(
+        self, message: str, *, hint: str | None = None, limit: int, resets_at: dt.datetime
+    ) -> None:
+        """Keep the limit and when the budget resets (midnight UTC)."""
+        super().__init__(message, hint=hint)
+        self.limit = limit
+        self.resets_at = resets_at

@@ -245,7 +245,9 @@ async def _warn_if_connected_elsewhere(
 
     try:
         async with make_client(settings, transport=options.transport) as client:
-            shared = await connected_elsewhere(vault, client, info, credential)
+            shared = await connected_elsewhere(
+                vault, client, info, credential, options=settings.options_of(info.provider)
+            )
     except DashtamError as exc:
         log.info("could not compare this login's accounts with other connections: %s", exc)
         return

@@ -338,6 +338,9 @@ class Account(Record):
     fetched_at: datetime
     # When a sync last completed for this account (None: it never has).
     synced_at: datetime | None = None
+    # The institution that holds it, as the provider names it (an aggregator's
+    # accounts come from many), when the provider says.
+    institution: str | None = None
 
 
 class Balance(Record):
@@ -387,6 +390,8 @@ class SyncReport(Record):
     since: datetime | None
     until: datetime | None
     message: str | None
+    # Requests left in the provider's daily budget (None: it keeps none).
+    requests_left: int | None = None
 
 
 class Position(Record):

@@ -27,6 +27,7 @@ from typing import Final
 __all__ = [
     "MASK",
     "RedactingFilter",
+    "plain",
     "redact",
     "register_secret",
     "sanitize",
@@ -186,6 +187,19 @@ def _printable(text: str) -> str:
     if not text.isprintable():
         text = "".join(ch if ch.isprintable() else " " if ch.isspace() else "" for ch in text)
     return " ".join(text.split())
+
+
+def plain(text: str, *, limit: int) -> str:
+    """Untrusted text kept as data (a name, a description): one line, printable, at most ``limit``.
+
+    Escape sequences and control characters are removed and whitespace runs
+    made one space, as :func:`sanitize` does, but nothing is masked: digits in
+    a description are the description's. Only a bounded prefix is looked at.
+    """
+    flat = _printable(text[: 4 * limit + 64])
+    if len(flat) > limit:
+        return flat[: max(0, limit - 1)].rstrip() + _ELLIPSIS
+    return flat
 
 
 def sanitize(text: str | bytes | None, *, limit: int = DEFAULT_LIMIT) -> str:

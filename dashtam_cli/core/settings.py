@@ -43,6 +43,16 @@ class Settings:
     sync_overlap_days: int = 7
     stale_after_hours: float = 24.0
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Each provider's own settings, unparsed: ``{provider: {key: (value, where)}}``
+    # from the config file's ``[providers.NAME]`` table and ``DASHTAM_NAME_KEY``
+    # variables (which win). The provider parses its own and names ``where``.
+    provider_options: Mapping[str, Mapping[str, tuple[object, str]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def options_of(self, provider: str) -> Mapping[str, tuple[object, str]]:
+        """The settings of ``provider`` (none when it has none)."""
+        return self.provider_options.get(provider, {})
 
 
 def _parse_format(raw: object) -> str:
@@ -220,8 +230,9 @@ def load_settings(
     env = os.environ if environ is None else environ
     paths = resolve_paths(env)
     config = _read_config_file(paths.config_file)
-    for key in sorted(set(config) - set(_SPECS)):
+    for key in sorted(set(config) - set(_SPECS) - {"providers"}):
         log.warning("ignoring unknown key %r in %s", key, paths.config_file)
+    provider_options = _provider_options(config.get("providers"), env, paths.config_file)
 
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -251,4 +262,40 @@ def load_settings(
                 hint="docs/configuration.md lists every setting and its values",
             ) from None
         sources[name] = origin
-    return Settings(paths=paths, sources=sources, **values)
+    return Settings(paths=paths, sources=sources, provider_options=provider_options, **values)
+
+
+def _provider_options(
+    table: object, env: Mapping[str, str], config_file: Path
+) -> dict[str, dict[str, tuple[object, str]]]:
+    """Each provider's settings: ``[providers.NAME]`` keys, then ``DASHTAM_NAME_KEY`` variables.
+
+    Only the providers' names are known here, not their settings: a value is
+    kept as given, with where it came from, for its provider to parse.
+    """
+    from dashtam_cli.core.providers import provider_names
+
+    names = provider_names()
+    options: dict[str, dict[str, tuple[object, str]]] = {}
+    if table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"invalid value for 'providers' in config file {config_file}: "
+                "a table of provider tables expected, e.g. [providers.NAME]",
+                hint="docs/configuration.md lists every setting and its values",
+            )
+        for name, keys in sorted(table.items()):
+            if name not in names or not isinstance(keys, dict):
+                log.warning("ignoring unknown key 'providers.%s' in %s", name, config_file)
+                continue
+            options[name] = {
+                str(key): (value, f"config file {config_file} [providers.{name}]")
+                for key, value in keys.items()
+            }
+    for name in names:
+        prefix = f"DASHTAM_{name.upper()}_"
+        for variable, value in env.items():
+            if variable.startswith(prefix) and value.strip():
+                key = variable.removeprefix(prefix).lower()
+                options.setdefault(name, {})[key] = (value, f"environment variable {variable}")
+    return options

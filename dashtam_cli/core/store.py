@@ -40,6 +40,7 @@ __all__ = [
     "known_accounts",
     "load_secret",
     "mask_key",
+    "spend_request",
     "sync_points",
     "write_accounts",
     "write_changes",
@@ -528,6 +529,91 @@ async def write_changes(
                     delete(table).where(table.c.id.in_(chunk), table.c.account_id.in_(owned))
                 )
                 counts.removed += result.rowcount or 0
+        if changes.pending_from:
+            kept = set(texts) | set(changes.removed)
+            pending = {a: t for a, t in changes.pending_from.items() if a not in gone}
+            counts.removed += await _drop_stale_pending(vault, conn, pending, kept)
         if point_rows:
             await conn.execute(point_upsert, point_rows)
     return counts
+
+
+async def _drop_stale_pending(
+    vault: Vault,
+    conn: AsyncConnection,
+    pending_from: Mapping[str, dt.datetime],
+    kept: set[str],
+) -> int:
+    """Remove each account's stored pending transactions from its time on that are not in ``kept``.
+
+    Only rows outside the batch are opened (those a provider stopped listing:
+    few), so the cost is that of the transactions that went away.
+    """
+    from dashtam_cli.core.vault.errors import RecordTampered
+
+    table = schema.transactions
+    stale: list[str] = []
+    for account_id, since in pending_from.items():
+        rows = await conn.execute(
+            select(table.c.id, table.c.payload).where(
+                table.c.account_id == account_id, table.c.occurred_at >= _time_text(since)
+            )
+        )
+        for row in rows:
+            if row.id in kept:
+                continue
+            try:
+                text = vault.unseal_text(
+                    table.name, row.id, "payload", row.payload, owner=account_id
+                )
+                status = json.loads(text).get("status")
+            except (RecordTampered, ValueError, AttributeError):
+                continue  # unreadable: left for the integrity check to report, never guessed at
+            if status == "PENDING":
+                stale.append(row.id)
+    for chunk in _chunks(stale):
+        await conn.execute(delete(table).where(table.c.id.in_(chunk)))
+    return len(stale)
+
+
+_BUDGET_DAYS_KEPT: Final = 7
+
+
+async def spend_request(
+    vault: Vault, scope: str, limit: int, now: dt.datetime
+) -> tuple[int, dt.datetime]:
+    """Count one request against ``scope``'s budget for today (UTC): how many are left, and when.
+
+    Atomic across processes (one write transaction): two processes can never
+    both take the last request. Past ``limit`` nothing is counted and
+    :class:`~dashtam_cli.core.errors.RequestBudgetSpent` is raised. Counts
+    older than a week are dropped as it goes.
+    """
+    from sqlalchemy.dialects.sqlite import insert
+
+    from dashtam_cli.core.errors import RequestBudgetSpent
+
+    table = schema.request_budget
+    today = now.astimezone(dt.UTC).date()
+    resets_at = dt.datetime.combine(today + dt.timedelta(days=1), dt.time(), dt.UTC)
+    day = today.isoformat()
+    async with vault.writing() as conn:
+        used = (
+            await conn.execute(
+                select(table.c.used).where(table.c.scope == scope, table.c.day == day)
+            )
+        ).scalar_one_or_none() or 0
+        if used >= limit:
+            raise RequestBudgetSpent(
+                f"the daily budget of {limit} requests is spent ({used} sent today)",
+                limit=limit,
+                resets_at=resets_at,
+            )
+        upsert = insert(table).values(scope=scope, day=day, used=1)
+        upsert = upsert.on_conflict_do_update(
+            index_elements=["scope", "day"], set_={"used": table.c.used + 1}
+        )
+        await conn.execute(upsert)
+        oldest = (today - dt.timedelta(days=_BUDGET_DAYS_KEPT)).isoformat()
+        await conn.execute(delete(table).where(table.c.scope == scope, table.c.day < oldest))
+    return limit - used - 1, resets_at

@@ -26,7 +26,7 @@ from dashtam_cli.core.providers.base import SessionContext, SyncTarget
 from dashtam_cli.core.results import Failure, FetchResult
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     import httpx
 
@@ -103,6 +103,7 @@ def _report(  # noqa: PLR0913 - the parts of one line of the summary
     requests: int = 0,
     window: tuple[dt.datetime, dt.datetime] | None = None,
     message: str | None = None,
+    requests_left: int | None = None,
 ) -> SyncReport:
     counts = counts or store.Counts()
     return SyncReport(
@@ -119,6 +120,7 @@ def _report(  # noqa: PLR0913 - the parts of one line of the summary
         since=window[0] if window else None,
         until=window[1] if window else None,
         message=message,
+        requests_left=requests_left,
     )
 
 
@@ -130,8 +132,12 @@ def session_context(  # noqa: PLR0913 - the seams a session gets
     clock: Callable[[], dt.datetime] = _utcnow,
     backoff: Backoff | None = None,
     max_in_flight: int = 16,
+    options: Mapping[str, tuple[object, str]] | None = None,
 ) -> SessionContext:
-    """A session's context for a stored connection: its tokens or its credential, from the vault."""
+    """A session's context for a stored connection: its tokens or its credential, from the vault.
+
+    Its request budget (for providers that keep one) is counted in the vault.
+    """
 
     async def access_token() -> str:
         return await manager.access_token(info.name)
@@ -141,6 +147,10 @@ def session_context(  # noqa: PLR0913 - the seams a session gets
 
     async def secret() -> str:
         return await store.load_secret(manager.vault, info)
+
+    async def spend(scope: str, limit: int) -> int:
+        left, _ = await store.spend_request(manager.vault, scope, limit, clock())
+        return left
 
     return SessionContext(
         info=info,
@@ -152,6 +162,8 @@ def session_context(  # noqa: PLR0913 - the seams a session gets
         clock=clock,
         backoff=backoff,
         max_in_flight=max_in_flight,
+        spend=spend,
+        options=options or {},
     )
 
 
@@ -188,6 +200,7 @@ class _ConnectionSync:
             clock=self.options.clock,
             backoff=self.options.backoff,
             max_in_flight=self.options.max_in_flight,
+            options=self.settings.options_of(self.info.provider),
         )
 
     def _since(self, point: store.SyncPoint | None, now: dt.datetime) -> dt.datetime:
@@ -253,6 +266,7 @@ class _ConnectionSync:
                 progress.transactions += len(batch.transactions)
         window = (min(t.since for t in targets), now) if targets else None
         failed.extend(store.mask_key(k) for k in self.session.account_failures)
+        self.failures.extend(Failure(info.name, e) for e in self.session.connection_failures)
         result = "partial" if self.failures else "ok"
         message = "; ".join(f.described().message for f in self.failures) or None
         return _report(
@@ -264,6 +278,7 @@ class _ConnectionSync:
             requests=self.session.requests,
             window=window,
             message=message,
+            requests_left=self.session.requests_left,
         )
 
 
@@ -371,6 +386,8 @@ async def connected_elsewhere(
     client: httpx.AsyncClient,
     info: ConnectionInfo,
     access_token: str,
+    *,
+    options: Mapping[str, tuple[object, str]] | None = None,
 ) -> list[tuple[str, list[str]]]:
     """The other connections that hold accounts of this new login: (name, masked keys) each.
 
@@ -402,6 +419,10 @@ async def connected_elsewhere(
     async def record(call: CallRecord) -> None:
         await audit.record(vault, **audit.call_fields(info, call))
 
+    async def spend(scope: str, limit: int) -> int:
+        left, _ = await store.spend_request(vault, scope, limit, _utcnow())
+        return left
+
     context = SessionContext(
         info=info,
         client=client,
@@ -411,6 +432,8 @@ async def connected_elsewhere(
         record=record,
         clock=_utcnow,
         backoff=Backoff(attempts=1),  # a check after the login: never worth a wait
+        spend=spend,
+        options=options or {},
     )
     mine = set(await provider_named(info.provider).session(context).account_keys())
     return [

@@ -849,7 +849,7 @@ def test_configure_reads_the_secret_from_stdin_and_seals_it(cli: CliCall) -> Non
     assert client_id.encode() not in raw
 
     listed = cli("providers", "list", "--format", "json")
-    (schwab,) = json.loads(listed.stdout)
+    (schwab,) = [p for p in json.loads(listed.stdout) if p["name"] == "schwab"]
     assert (schwab["name"], schwab["credentials"]) == ("schwab", "vault")
     assert schwab["base_url"] == "https://api.schwabapi.com"
     assert ("provider.configure", "ok", None) in operations()
@@ -878,7 +878,7 @@ def test_environment_credentials_win_over_the_vault(
     )
     assert stored.exit_code == 0, stored.stderr
     listed = cli("providers", "list", "--format", "json")
-    (schwab,) = json.loads(listed.stdout)
+    (schwab,) = [p for p in json.loads(listed.stdout) if p["name"] == "schwab"]
     assert schwab["credentials"] == "environment"
     assert schwab["base_url"] == oauth.base_url  # DASHTAM_SCHWAB_BASE_URL
 

@@ -51,6 +51,7 @@ ACCOUNT_FIELDS = [
     "buying_power",
     "fetched_at",
     "synced_at",
+    "institution",
 ]
 POSITION_FIELDS = [
     "account_id",

@@ -235,17 +235,20 @@ def test_stored_credentials_are_sealed_on_disk() -> None:
 
 def test_list_providers_says_where_credentials_come_from_never_what_they_are() -> None:
     """None, then the vault, then the environment (which wins), and never a value."""
-    assert [p.credentials for p in asyncio.run(list_providers(None, {}))] == [None]
+    listed = asyncio.run(list_providers(None, {}))
+    assert [(p.name, p.credentials) for p in listed] == [("schwab", None), ("simplefin", None)]
     store_in_vault()
-    (stored,) = in_vault(lambda v: list_providers(v, {}))
+    stored, simplefin = in_vault(lambda v: list_providers(v, {}))
+    # A pasted-token login has no app credentials: nothing to say where they come from.
+    assert (simplefin.name, simplefin.credentials, simplefin.base_url) == ("simplefin", None, None)
     assert (stored.name, stored.display_name, stored.credentials) == (
         "schwab",
         "Charles Schwab",
         "vault",
     )
-    (env,) = in_vault(lambda v: list_providers(v, both()))
+    env, _ = in_vault(lambda v: list_providers(v, both()))
     assert env.credentials == "environment"
-    (half,) = in_vault(lambda v: list_providers(v, {"SCHWAB_API_KEY": ENV_ID}))
+    half, _ = in_vault(lambda v: list_providers(v, {"SCHWAB_API_KEY": ENV_ID}))
     assert half.credentials == "vault"
     dumped = env.model_dump_json()
     for secret in (ENV_ID, ENV_SECRET, VAULT_ID, VAULT_SECRET):
@@ -255,8 +258,8 @@ def test_list_providers_says_where_credentials_come_from_never_what_they_are() -
 def test_providers_without_a_vault_does_not_create_one() -> None:
     """Listing providers before any vault exists reports none stored and makes no vault."""
     settings = load_settings()
-    (info,) = asyncio.run(providers(settings, OpenOptions()))
-    assert info.credentials is None
+    infos = asyncio.run(providers(settings, OpenOptions()))
+    assert [(i.name, i.credentials) for i in infos] == [("schwab", None), ("simplefin", None)]
     assert not settings.paths.vault_file.exists()
 
 

@@ -69,7 +69,9 @@ def test_defaults() -> None:
 
 def test_every_setting_is_covered_here() -> None:
     """The precedence test below names every setting Settings has."""
-    names = {f.name for f in dataclasses.fields(load_settings())} - {"paths", "sources"}
+    names = {f.name for f in dataclasses.fields(load_settings())}
+    # Providers' own settings are tested apart (test_provider_options_*).
+    names -= {"paths", "sources", "provider_options"}
     assert names == {layer.name for layer in LAYERS}
 
 
@@ -283,3 +285,34 @@ def test_configuration_doc_example_loads_cleanly(
     assert caplog.records == []
     # The example shows every key, each one read from the file.
     assert settings.sources == dict.fromkeys(_SPECS, "config")
+
+
+def test_provider_options_come_from_their_table_and_their_variables(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[providers.NAME]`` keys are kept as given with where; ``DASHTAM_NAME_KEY`` wins over them."""
+    path = write_config(isolated_env, "[providers.simplefin]\ndaily_requests = 12\nother = 'x'\n")
+    options = load_settings().options_of("simplefin")
+    assert options["daily_requests"] == (12, f"config file {path} [providers.simplefin]")
+    assert options["other"][0] == "x"
+    monkeypatch.setenv("DASHTAM_SIMPLEFIN_DAILY_REQUESTS", "30")
+    options = load_settings().options_of("simplefin")
+    assert options["daily_requests"] == (
+        "30",
+        "environment variable DASHTAM_SIMPLEFIN_DAILY_REQUESTS",
+    )
+    assert load_settings().options_of("schwab") == {}
+
+
+def test_provider_tables_of_unknown_providers_warn_and_a_bad_providers_key_is_an_error(
+    isolated_env: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A table for a provider this dashtam lacks is a warning; ``providers = 3`` a ConfigError."""
+    write_config(isolated_env, "[providers.nosuch]\nx = 1\n")
+    with caplog.at_level(logging.WARNING, logger="dashtam_cli"):
+        settings = load_settings()
+    assert settings.provider_options == {}
+    assert any("'providers.nosuch'" in r.getMessage() for r in caplog.records)
+    write_config(isolated_env, "providers = 3\n")
+    with pytest.raises(ConfigError, match="a table of provider tables expected"):
+        load_settings()

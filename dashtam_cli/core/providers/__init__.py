@@ -25,7 +25,10 @@ __all__ = [
     "unregister",
 ]
 
-_MODULES: Final[dict[str, str]] = {"schwab": "dashtam_cli.core.providers.schwab"}
+_MODULES: Final[dict[str, str]] = {
+    "schwab": "dashtam_cli.core.providers.schwab",
+    "simplefin": "dashtam_cli.core.providers.simplefin",
+}
 # The built-in providers; provider_names() adds any registered at run time.
 PROVIDER_NAMES: Final = tuple(_MODULES)
 _REGISTERED: dict[str, Provider] = {}

@@ -143,6 +143,13 @@ class SessionContext:
     providers that refresh: single-flight across processes, crash safe);
     ``secret`` returns the connection's sealed credential record for those
     that do not. ``record`` queues one audit record per request.
+
+    ``spend(scope, limit)`` counts one request against ``scope``'s budget for
+    the day (UTC), kept in the vault across processes, and returns how many
+    are left; past ``limit`` it raises
+    :class:`~dashtam_cli.core.errors.RequestBudgetSpent` and counts nothing.
+    None: this context keeps no budget. ``options`` are the provider's own
+    settings as given (:meth:`Settings.options_of`), for it to parse.
     """
 
     info: ConnectionInfo
@@ -154,6 +161,8 @@ class SessionContext:
     clock: Callable[[], dt.datetime]
     backoff: Backoff | None = None
     max_in_flight: int = 16
+    spend: Callable[[str, int], Awaitable[int]] | None = None
+    options: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -200,12 +209,20 @@ class Changes:
     cursor to keep for it (None for providers that page by time): its sync
     point moves only when the batch is stored. ``failed`` are accounts that
     failed alone, with why; their sync points do not move.
+
+    ``pending_from`` is for providers that list what is pending but never
+    say what stopped being pending (a pending transaction that posts under a
+    new id): for each account it names, this batch holds every transaction
+    the provider still has from that time on, so a stored transaction of the
+    account from then on whose status is ``PENDING`` and that the batch does
+    not hold is removed.
     """
 
     transactions: Sequence[Transaction] = ()
     removed: Sequence[str] = ()
     completed: Mapping[str, str | None] = dataclasses.field(default_factory=dict)
     failed: Mapping[str, DashtamError] = dataclasses.field(default_factory=dict)
+    pending_from: Mapping[str, dt.datetime] = dataclasses.field(default_factory=dict)
 
 
 class ProviderSession(abc.ABC):
@@ -239,6 +256,21 @@ class ProviderSession(abc.ABC):
     def account_failures(self) -> Mapping[str, DashtamError]:
         """Accounts (by key) that :meth:`accounts` left out, and why."""
         return {}
+
+    @property
+    def connection_failures(self) -> Sequence[DashtamError]:
+        """Failures of part of the login that are no single account's, the rest synced all the same.
+
+        An aggregator's institution whose login must be renewed at the
+        aggregator, its accounts absent: the sync reports each (a
+        ReauthRequired exits 4) and stores everything else.
+        """
+        return ()
+
+    @property
+    def requests_left(self) -> int | None:
+        """Requests left in the provider's budget for today, for providers that keep one."""
+        return None
 
     async def revoke(self) -> bool:
         """Ask the provider to forget this login, before `dashtam disconnect` deletes it.

@@ -147,10 +147,24 @@ _V4: Final = (
     "CREATE INDEX ix_sync_points_connection ON sync_points (connection_id)",
 )
 
+_V5: Final = (
+    # Requests spent per day against a provider's daily budget (SimpleFIN's
+    # Bridge allows about 24 a day per access). ``scope`` is the provider's
+    # digest of what the budget belongs to, never a credential; ``day`` is the
+    # UTC date. Not sealed: a count says nothing about anyone's money.
+    """CREATE TABLE request_budget (
+        scope TEXT NOT NULL,
+        day TEXT NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (scope, day)
+    )""",
+)
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
     Migration(2, "accounts keep the provider's account reference, sealed", _V2),
     Migration(3, "sealed fields bound to their owner (sealing format 2)", _V3),
     Migration(4, "sync: kinds, balance snapshots, sync points, opaque credentials", _V4),
+    Migration(5, "daily request budgets of providers that have one", _V5),
 )
 LATEST: Final = MIGRATIONS[-1].version

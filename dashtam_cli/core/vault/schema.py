@@ -139,6 +139,14 @@ sync_points = Table(
     Index("ix_sync_points_connection", "connection_id"),
 )
 
+request_budget = Table(
+    "request_budget",
+    metadata,
+    Column("scope", Text, primary_key=True),
+    Column("day", Text, primary_key=True),
+    Column("used", Integer, nullable=False),
+)
+
 audit_log = Table(
     "audit_log",
     metadata,

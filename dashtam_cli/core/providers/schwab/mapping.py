@@ -130,6 +130,7 @@ def account_model(
             total_value=total,
             buying_power=buying_power,
             fetched_at=now,
+            institution="Charles Schwab",
         ),
     )
 
