@@ -6,7 +6,8 @@ authentication; access tokens last 30 minutes and refresh tokens 7 days;
 every Trader API call needs a valid bearer token; transactions need
 ``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``, or without the
 milliseconds) and ``types`` and
-cover at most a year; errors come in Schwab's shapes.
+cover at most a year; errors come in Schwab's shapes. Paths under
+``/simplefin/`` go to the SimpleFIN server (:mod:`dashtam_cli.sandbox.simplefin`).
 """
 
 from __future__ import annotations

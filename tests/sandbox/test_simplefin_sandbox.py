@@ -56,7 +56,8 @@ class Bridge:
         if access is not None:
             parts = urllib.parse.urlsplit(access)
             auth = (parts.username or "", parts.password or "")
-        return self.http.get(self.root + "/accounts", params=params or [], auth=auth)
+        query: list[tuple[str, str | int | float | bool | None]] = list(params or [])
+        return self.http.get(self.root + "/accounts", params=query, auth=auth)
 
     def account_set(
         self, access: str, params: list[tuple[str, str | int]] | None = None
