@@ -50,6 +50,7 @@ MAX_ITEMS: Final = 3000
 CODE_TTL: Final = 30.0
 SANDBOX_CLIENT_ID: Final = "dashtam-sandbox-app-key-00000000"  # 32 characters, like Schwab's
 SANDBOX_CLIENT_SECRET: Final = "sandbox-secret00"  # noqa: S105 - a public throwaway value
+SIMPLEFIN_CLAIM: Final = SIMPLEFIN_PREFIX + "/claim/"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -204,7 +205,10 @@ class Sandbox:
         """Answer one request, after the configured latency and maybe an injected fault."""
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
-        key = f"{request.method} {request.path}"
+        path = request.path
+        if path.startswith(SIMPLEFIN_CLAIM):  # a claim path holds a setup token: not kept
+            path = SIMPLEFIN_CLAIM + "*"
+        key = f"{request.method} {path}"
         self.counts[key] = self.counts.get(key, 0) + 1
         response = self._route(request)
         response.headers.setdefault("Schwab-Client-CorrelId", str(uuid.uuid4()))

@@ -165,6 +165,17 @@ def test_a_setup_token_is_claimed_once(bridge: Bridge) -> None:
     assert (other[1], other[2]) != (match[1], match[2])
 
 
+def test_the_request_counts_do_not_keep_setup_tokens(bridge: Bridge) -> None:
+    """The sandbox's per-path counts name claim paths without the token in them."""
+    claim_url = bridge.claim_url()
+    secret = claim_url.rsplit("/", 1)[1]
+    bridge.http.post(claim_url)
+    bridge.http.post(claim_url)
+    counts = bridge.running.sandbox.counts
+    assert counts["POST /simplefin/claim/*"] == 2
+    assert not [key for key in counts if secret in key]
+
+
 def test_accounts_need_the_access_urls_basic_credentials(bridge: Bridge) -> None:
     """/accounts is 403 without credentials, with a wrong password or user, and once revoked."""
     access = bridge.claim()
@@ -464,8 +475,10 @@ def test_two_years_of_history_with_stable_ids_for_the_same_seed(
     """The same seed gives the same ids and amounts; history reaches back about two years."""
     first, second = bridge_for(), bridge_for()
     now = _now(sandbox_clock)
+    # From 740 days back: the two sandboxes started a moment apart, so their oldest
+    # items may lie a second or two apart around 730 days.
     windows = [
-        (now - 730 * DAY + 90 * DAY * i, now - 730 * DAY + 90 * DAY * (i + 1)) for i in range(9)
+        (now - 740 * DAY + 90 * DAY * i, now - 740 * DAY + 90 * DAY * (i + 1)) for i in range(9)
     ]
     seen: list[dict[str, Any]] = []
     for bridge in (first, second):
