@@ -114,10 +114,12 @@ class _Transaction:
             "posted": 0 if pending else self.posted_at,
             "amount": str(int(amount)) if whole else _money(amount),
             "description": self.description,
-            "payee": self.payee,
-            "memo": self.memo,
             "transacted_at": self.transacted_at,
         }
+        if self.payee:
+            body["payee"] = self.payee
+        if self.memo:
+            body["memo"] = self.memo
         if pending:
             body["pending"] = True
         return body
@@ -163,9 +165,8 @@ class _Access:
 class _Generator:
     """Makes the accounts of one seed, relative to ``anchor`` (epoch seconds)."""
 
-    def __init__(self, seed: int, per_account: int, anchor: int) -> None:
+    def __init__(self, seed: int, anchor: int) -> None:
         self.seed = seed
-        self.per_account = per_account
         self.anchor = anchor
         self.rng = random.Random(f"simplefin:{seed}")  # noqa: S311 - test data, not security
 
@@ -278,7 +279,7 @@ def _brokerage(rng: random.Random) -> tuple[decimal.Decimal, str, str]:
 
 def generate(seed: int, per_account: int, anchor: int) -> list[_Account]:
     """The sandbox's SimpleFIN accounts, the same for the same seed and anchor."""
-    gen = _Generator(seed, per_account, anchor)
+    gen = _Generator(seed, anchor)
     connections = {
         "bank": _Connection(
             "bank",
