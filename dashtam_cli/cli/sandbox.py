@@ -68,6 +68,14 @@ def serve(
             help="Registered redirect URI (repeatable). Default https://127.0.0.1:8182.",
         ),
     ] = None,
+    simplefin_version: Annotated[
+        str,
+        typer.Option(
+            "--simplefin-version",
+            metavar="1|2",
+            help="SimpleFIN protocol version served under /simplefin (1 or 2).",
+        ),
+    ] = "2",
 ) -> None:
     """Serve the sandbox until Ctrl-C; it prints how to point dashtam at it."""
     import asyncio
@@ -87,6 +95,9 @@ def serve(
         access_ttl=int(bounded(access_ttl, option="--access-ttl", low=1, high=604_800)),
         auto_approve=auto_approve,
         redirect_uris=tuple(redirect_uri or ("https://127.0.0.1:8182",)),
+        simplefin_version=int(
+            bounded(simplefin_version, option="--simplefin-version", low=1, high=2)
+        ),
     )
     conf = runtime.settings(ctx)
     err = runtime.stderr(ctx)
@@ -103,6 +114,9 @@ def serve(
                 f"  export SCHWAB_API_KEY={config.client_id}",
                 f"  export SCHWAB_API_SECRET={config.client_secret}  # the sandbox's public one",
                 f"  export SCHWAB_REDIRECT_URI={config.redirect_uris[0]}",
+                f"SimpleFIN (version {config.simplefin_version}) at {sandbox.base_url}/simplefin:",
+                f"  open {sandbox.base_url}/simplefin/create for a setup token (one per visit)",
+                "  paste it into dashtam connect simplefin (DASHTAM_CA_BUNDLE exported as above)",
             ]
             for line in lines:
                 err.print(line, markup=False, highlight=False)

@@ -6,7 +6,8 @@ authentication; access tokens last 30 minutes and refresh tokens 7 days;
 every Trader API call needs a valid bearer token; transactions need
 ``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``, or without the
 milliseconds) and ``types`` and
-cover at most a year; errors come in Schwab's shapes.
+cover at most a year; errors come in Schwab's shapes. Paths under
+``/simplefin/`` go to the SimpleFIN server (:mod:`dashtam_cli.sandbox.simplefin`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from dashtam_cli.core.providers import provider
 from dashtam_cli.sandbox.data import SandboxAccount, generate_accounts
 from dashtam_cli.sandbox.http import HttpServer, Request, Response
+from dashtam_cli.sandbox.simplefin import PREFIX as SIMPLEFIN_PREFIX
+from dashtam_cli.sandbox.simplefin import SimpleFin
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -47,6 +50,7 @@ MAX_ITEMS: Final = 3000
 CODE_TTL: Final = 30.0
 SANDBOX_CLIENT_ID: Final = "dashtam-sandbox-app-key-00000000"  # 32 characters, like Schwab's
 SANDBOX_CLIENT_SECRET: Final = "sandbox-secret00"  # noqa: S105 - a public throwaway value
+SIMPLEFIN_CLAIM: Final = SIMPLEFIN_PREFIX + "/claim/"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +70,16 @@ class SandboxConfig:
     client_secret: str = dataclasses.field(default=SANDBOX_CLIENT_SECRET, repr=False)
     redirect_uris: tuple[str, ...] = ("https://127.0.0.1:8182",)
     now: dt.datetime | None = None
+    # SimpleFIN (see dashtam_cli.sandbox.simplefin): the protocol version served, the
+    # Bridge's daily request thresholds per access, and injected errors by key.
+    simplefin_version: int = 2
+    simplefin_budget_warn: int = 48
+    simplefin_budget_block: int = 96
+    simplefin_failed_accounts: tuple[str, ...] = ()
+    simplefin_missing_accounts: tuple[str, ...] = ()
+    simplefin_reauth_connections: tuple[str, ...] = ()
+    simplefin_access_failed: bool = False
+    simplefin_hostile: bool = False
 
 
 def _json(status: int, body: object, **headers: str) -> Response:
@@ -121,6 +135,13 @@ class Sandbox:
         self._pending: dict[str, dict[str, str]] = {}  # consent id -> authorize params
         self._faults = random.Random(config.seed + 1)  # noqa: S311 - fault injection, not security
         self.counts: dict[str, int] = {}
+        self.simplefin = SimpleFin(
+            config,
+            anchor=config.now or dt.datetime.fromtimestamp(int(clock()), dt.UTC),
+            root=lambda: self.base_url + SIMPLEFIN_PREFIX,
+            clock=clock,
+            fault=self._fault_status,
+        )
         self.ca_path: Path | None = None
         self._server: HttpServer | None = None
 
@@ -129,6 +150,10 @@ class Sandbox:
         """The origin to give dashtam as DASHTAM_SCHWAB_BASE_URL."""
         assert self._server is not None
         return f"https://127.0.0.1:{self._server.port}"
+
+    def simplefin_setup_token(self) -> str:
+        """A fresh SimpleFIN setup token, claimable once (the sandbox must be listening)."""
+        return self.simplefin.setup_token()
 
     async def __aenter__(self) -> Self:
         """Make the TLS material and start listening on 127.0.0.1.
@@ -180,7 +205,10 @@ class Sandbox:
         """Answer one request, after the configured latency and maybe an injected fault."""
         if self.config.latency_ms:
             await asyncio.sleep(self.config.latency_ms / 1000)
-        key = f"{request.method} {request.path}"
+        path = request.path
+        if path.startswith(SIMPLEFIN_CLAIM):  # a claim path holds a setup token: not kept
+            path = SIMPLEFIN_CLAIM + "*"
+        key = f"{request.method} {path}"
         self.counts[key] = self.counts.get(key, 0) + 1
         response = self._route(request)
         response.headers.setdefault("Schwab-Client-CorrelId", str(uuid.uuid4()))
@@ -188,6 +216,8 @@ class Sandbox:
 
     def _route(self, request: Request) -> Response:  # noqa: PLR0911 - one line per route
         path = request.path
+        if path.startswith(SIMPLEFIN_PREFIX + "/"):
+            return self.simplefin.route(request)
         if path == "/v1/oauth/authorize" and request.method == "GET":
             return self._authorize(request)
         if path == "/v1/oauth/authorize/decision" and request.method == "POST":
@@ -212,11 +242,18 @@ class Sandbox:
             return self._trader(request, path.removeprefix("/trader/v1"))
         return _trader_error(404, "Not found", f"no such path: {path}")
 
-    def _fault(self) -> Response | None:
+    def _fault_status(self) -> int | None:
+        """The status of an injected fault for this call (429, 500 or 503), or None."""
         rate = self.config.error_rate
         if rate <= 0 or self._faults.random() >= rate:
             return None
-        status = self._faults.choice((429, 500, 503))
+        status: int = self._faults.choice((429, 500, 503))
+        return status
+
+    def _fault(self) -> Response | None:
+        status = self._fault_status()
+        if status is None:
+            return None
         if status == 429:  # noqa: PLR2004
             response = _trader_error(429, "Too many requests", "rate limit exceeded")
             response.headers["Retry-After"] = "1"

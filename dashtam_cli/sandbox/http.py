@@ -26,6 +26,7 @@ _REASONS: Final = {
     302: "Found",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",

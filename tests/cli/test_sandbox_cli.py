@@ -152,6 +152,19 @@ class Serving:
         for line in stream:
             self.lines.put(line)
 
+    def line_matching(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        """Wait for a printed line matching ``pattern`` and return the match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                pytest.fail(f"the sandbox printed only: {self.seen}")
+            self.seen.append(line)
+            match = re.search(pattern, line)
+            if match:
+                return match
+
     def exports(self, count: int, timeout: float = 30) -> dict[str, str]:
         """Wait for ``count`` ``export NAME=value`` lines and return them."""
         found: dict[str, str] = {}
@@ -258,3 +271,68 @@ def test_sandbox_serve_on_a_port_in_use_says_so_and_changes_nothing(
     assert [p.name for p in ca_path.parent.iterdir() if p.name.startswith("starting-")] == []
     with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as client:
         assert client.get(f"{base_url}/trader/v1/accounts/accountNumbers").status_code == 401
+
+
+def test_sandbox_serve_says_how_to_connect_simplefin(serve: Serving) -> None:
+    """After the Schwab exports it names the SimpleFIN create page, which gives a setup token."""
+    exports = serve.exports(5)
+    base_url = exports["DASHTAM_SCHWAB_BASE_URL"]
+    ca_path = Path(exports["DASHTAM_CA_BUNDLE"])
+    version = serve.line_matching(r"SimpleFIN \(version (\d)\) at (\S+):")
+    assert version[1] == "2"
+    assert version[2] == f"{base_url}/simplefin"
+    create = serve.line_matching(r"open (\S+/simplefin/create) ")[1]
+    assert create == f"{base_url}/simplefin/create"
+    # The CA to trust is the one exported for Schwab (fails the test when not printed).
+    serve.line_matching(r"paste it into dashtam connect simplefin \(DASHTAM_CA_BUNDLE exported")
+    with httpx.Client(verify=ssl.create_default_context(cafile=ca_path)) as client:
+        page = client.get(create)
+        info = client.get(f"{base_url}/simplefin/info")
+    assert page.status_code == 200
+    assert "dashtam connect simplefin" in page.text
+    assert info.json() == {"versions": ["2.0"]}
+
+
+def test_sandbox_serve_simplefin_version_1(clean_env: dict[str, str], tmp_path: Path) -> None:
+    """--simplefin-version 1 serves version 1 and says so."""
+    process = subprocess.Popen(
+        [str(DASHTAM), "sandbox", "serve", "--port", "0", "--simplefin-version", "1"],
+        env={**clean_env, "DASHTAM_HOME": str(tmp_path / "v1-home")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    serving = Serving(process)
+    try:
+        exports = serving.exports(5)
+        assert serving.line_matching(r"SimpleFIN \(version (\d)\)")[1] == "1"
+        context = ssl.create_default_context(cafile=exports["DASHTAM_CA_BUNDLE"])
+        with httpx.Client(verify=context) as client:
+            info = client.get(exports["DASHTAM_SCHWAB_BASE_URL"] + "/simplefin/info")
+        assert info.json() == {"versions": ["1.0"]}
+    finally:
+        process.kill()
+        process.wait(10)
+        serving.reader.join(10)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+@pytest.mark.parametrize("value", ["3", "0", "two"])
+def test_sandbox_serve_refuses_another_simplefin_version(
+    clean_env: dict[str, str], tmp_path: Path, value: str
+) -> None:
+    """--simplefin-version other than 1 or 2: a one-line usage error, exit 2, nothing served."""
+    result = subprocess.run(
+        [str(DASHTAM), "sandbox", "serve", "--port", "0", "--simplefin-version", value],
+        env={**clean_env, "DASHTAM_HOME": str(tmp_path / "bad-home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--simplefin-version" in result.stderr
+    assert "from 1 to 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stderr
