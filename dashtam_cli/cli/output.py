@@ -677,14 +677,30 @@ _LABELS: dict[str, str] = {
 }
 
 
+def currency_label(currency: str) -> str:
+    """How a table names a currency: its code, or a custom currency's short name from its URL."""
+    if "/" not in currency:
+        return currency.upper()
+    name = currency.rstrip("/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:16]
+    return name or "units"
+
+
 def money_cell(value: decimal.Decimal, currency: str | None) -> str:
-    """Money for a table: rounded to its currency's decimal places (two for USD)."""
+    """Money for a table: rounded to its currency's places (two for USD), named unless USD.
+
+    An amount in another currency, or in a custom one (miles, points), says
+    which, so that no one reads it as dollars.
+    """
     places = _CURRENCY_PLACES.get((currency or "USD").upper(), 2)
     with decimal.localcontext() as context:
         context.prec = max(len(value.as_tuple().digits) + places + 2, 28)
-        return format(
+        text = format(
             value.quantize(decimal.Decimal(1).scaleb(-places), decimal.ROUND_HALF_UP), "f"
         )
+    if currency is None or currency.upper() == "USD":
+        return text
+    return f"{text} {currency_label(currency)}"
 
 
 @dataclasses.dataclass(slots=True)

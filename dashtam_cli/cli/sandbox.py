@@ -135,10 +135,12 @@ def demo(
     """See dashtam work end to end: no account, keyring or network needed.
 
     In a temporary DASHTAM_HOME with a throwaway master key, it starts the
-    sandbox, logs in through the real loopback listener, then shows accounts,
-    positions, recent transactions and token status (tables unless --format).
+    sandbox, logs in to its Schwab through the real loopback listener and to its
+    SimpleFIN Bridge with a setup token, syncs both, then shows the merged
+    accounts, positions, recent transactions and login status (tables unless
+    --format).
     """
-    from dashtam_cli.core.models import Account, Position, TokenStatus, Transaction
+    from dashtam_cli.core.models import Account, Position, SyncReport, TokenStatus, Transaction
     from dashtam_cli.sandbox.demo import demo_environment, run_demo
 
     home = Path(tempfile.mkdtemp(prefix="dashtam-demo-"))
@@ -159,6 +161,7 @@ def demo(
             say("")
             runtime.renderer(ctx, fmt or "table").document(
                 [
+                    ("synced", SyncReport, report.synced),
                     ("accounts", Account, report.accounts),
                     ("positions", Position, report.positions),
                     (
@@ -179,5 +182,6 @@ def demo(
             shutil.rmtree(home, ignore_errors=True)
     say(
         "\nThat was the real flow. With your own Schwab app: dashtam providers configure schwab "
-        "--client-id APP_KEY, then dashtam connect schwab (see docs/providers/schwab.md)."
+        "--client-id APP_KEY, then dashtam connect schwab (see docs/providers/schwab.md). With a "
+        "SimpleFIN Bridge setup token: dashtam connect simplefin (see docs/providers/simplefin.md)."
     )

@@ -2,8 +2,9 @@
 
 Nothing is faked on dashtam's side: the vault is real (with a throwaway
 master key), the login goes through the real loopback HTTPS listener with
-its self-signed certificate, and the data comes through the real Schwab
-client. Only the browser is replaced, by an HTTP client that approves at once.
+its self-signed certificate, and the data comes through the real Schwab and
+SimpleFIN clients (the SimpleFIN setup token is claimed as a pasted one is).
+Only the browser is replaced, by an HTTP client that approves at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from dashtam_cli.core.models import Account, Position, TokenStatus, Transaction
+    from dashtam_cli.core.models import Account, Position, SyncReport, TokenStatus, Transaction
 
 __all__ = ["DemoReport", "demo_environment", "run_demo"]
 
@@ -34,6 +35,7 @@ class DemoReport:
     """What the demo fetched, for the CLI to show."""
 
     home: Path
+    synced: list[SyncReport]
     accounts: list[Account]
     positions: list[Position]
     transactions: list[Transaction]
@@ -109,7 +111,10 @@ async def run_demo(
     redirect = f"https://127.0.0.1:{_free_port()}"
     cfg = config or SandboxConfig(auto_approve=True, redirect_uris=(redirect,))
     cfg = dataclasses.replace(cfg, auto_approve=True, redirect_uris=(redirect,))
-    say("1. Starting the sandbox institution: a local HTTPS server that speaks Schwab's API.")
+    say(
+        "1. Starting the sandbox institution: a local HTTPS server that speaks Schwab's API"
+        " and SimpleFIN's."
+    )
     async with Sandbox(cfg, home / "sandbox") as sandbox:
         assert sandbox.ca_path is not None
         os.environ.update(
@@ -133,29 +138,40 @@ async def run_demo(
         login = LoginOptions(name="schwab", open_browser=browser, timeout=60)
         info = await connect(settings, "schwab", login)
         say(f"   Connected as {info.name!r}; the vault is {settings.paths.vault_file}.")
+        token = sandbox.simplefin_setup_token()
+        say(
+            "3. Connecting banks and cards through SimpleFIN (`dashtam connect simplefin`): the"
+            " setup token the sandbox's Bridge page shows is claimed once for an access URL,"
+            " sealed in the vault."
+        )
+        banks = await connect(
+            settings, "simplefin", LoginOptions(name="banks", read_token=lambda: token)
+        )
+        say(f"   Connected as {banks.name!r}.")
         options = OpenOptions()
         say(
-            "3. Syncing it into the vault (`dashtam sync`): accounts, balances, positions and"
-            " two years of transactions, sealed."
+            "4. Syncing both at once into the vault (`dashtam sync`): accounts, balances,"
+            " positions and two years of transactions, sealed."
         )
         synced = await sync(settings, SyncOptions(), options)
         error = synced.outcome.outcome()
         if error is not None:
             raise error
         offline = QueryOptions(offline=True)
-        say("4. Reading accounts with balances from the vault (`dashtam accounts list`).")
+        say("5. Reading every account with balances from the vault (`dashtam accounts list`).")
         accounts, _ = await query_accounts(settings, offline, options)
-        say("5. Reading positions (`dashtam positions list`).")
+        say("6. Reading positions (`dashtam positions list`).")
         positions, _ = await query_positions(settings, offline, options)
-        say("6. Reading the latest transactions (`dashtam transactions list --limit 10`).")
+        say("7. Reading the latest transactions (`dashtam transactions list --limit 10`).")
         transactions: list[Transaction] = []
         await query_transactions(
             settings, dataclasses.replace(offline, limit=RECENT), options, transactions.extend
         )
-        say("7. Checking token lifetimes (`dashtam tokens status`).")
+        say("8. Checking logins (`dashtam tokens status`).")
         tokens = await status_report(settings, None, options)
     return DemoReport(
         home=home,
+        synced=synced.reports,
         accounts=accounts,
         positions=positions,
         transactions=transactions,

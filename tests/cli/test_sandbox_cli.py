@@ -7,6 +7,7 @@ every call, which proves the demo needs no keyring service.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import queue
@@ -93,17 +94,22 @@ def test_demo_runs_with_no_configuration_and_cleans_up(
 
 
 def test_demo_json_is_one_object(clean_env: dict[str, str], tmpdir_root: Path) -> None:
-    """`--format json` prints one JSON object: accounts, positions, transactions and tokens."""
+    """`--format json` prints one JSON object: both syncs, the merged accounts, positions and more."""
     result = run(clean_env, "demo", "--format", "json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"accounts", "positions", "transactions", "tokens"}
-    assert len(document["accounts"]) == 3
-    assert all(a["connection"] == "schwab" for a in document["accounts"])
+    assert set(document) == {"synced", "accounts", "positions", "transactions", "tokens"}
+    assert {(r["connection"], r["provider"], r["result"]) for r in document["synced"]} == {
+        ("schwab", "schwab", "ok"),
+        ("banks", "simplefin", "ok"),
+    }
+    by_connection = collections.Counter(a["connection"] for a in document["accounts"])
+    assert by_connection["schwab"] == 3
+    assert by_connection["banks"] >= 4  # the sandbox Bridge's bank, card, brokerage and miles
     assert all(isinstance(a["cash"], str) for a in document["accounts"])  # money as text
     assert any(" " in p["symbol"] for p in document["positions"])
     assert 0 < len(document["transactions"]) <= 10
-    assert [t["state"] for t in document["tokens"]] == ["ok"]
+    assert sorted(t["state"] for t in document["tokens"]) == ["ok", "ok"]
     assert demo_homes(tmpdir_root) == []
 
 
@@ -127,8 +133,8 @@ def test_demo_keep_leaves_a_vault_its_key_opens(
     report = json.loads(status.stdout)
     assert report["state"] == "ok"
     counts = report["counts"]
-    assert counts["connections"] == 1
-    assert counts["accounts"] == 3
+    assert counts["connections"] == 2  # Schwab and SimpleFIN
+    assert counts["accounts"] > 3
     assert counts["positions"] > 0
     assert counts["transactions"] > 0
     locked = run(env, "vault", "status", "--format", "json")  # the key is what opens it

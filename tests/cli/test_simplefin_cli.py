@@ -173,3 +173,49 @@ def test_the_access_url_is_sealed_and_never_shown(cli: CliCall, bridge: Bridge) 
     with contextlib.closing(sqlite3.connect(path)) as db:
         (blob,) = db.execute("SELECT secret FROM connections").fetchone()
     assert blob is not None
+
+
+def test_holdings_are_positions_and_a_custom_currency_is_kept_apart(
+    cli: CliCall, bridge: Bridge
+) -> None:
+    """A brokerage's holdings become positions (average = cost basis / shares, six places);
+    a miles account keeps its currency URL, is typed REWARDS, and says "miles" in a table.
+    """
+    broker = BridgeAccount("ACT-broker-0003", "Fidelity Individual", "12000.00", conn_id="CON-1")
+    broker.holdings = [
+        {
+            "id": "HOL-1",
+            "created": 1700000000,
+            "currency": "USD",
+            "cost_basis": "1000.00",
+            "description": "VANGUARD TOTAL STOCK",
+            "market_value": "1500.00",
+            "purchase_price": "333.33",
+            "shares": "3",
+            "symbol": "VTI",
+        }
+    ]
+    miles = BridgeAccount(
+        "ACT-miles-0004",
+        "SkyMiles",
+        "83997",
+        currency="https://bridge.simplefin.test/currency/miles",
+    )
+    bridge.accounts.extend([broker, miles])
+    _connect(cli, bridge)
+    assert cli("sync").exit_code == 0
+    (position,) = _json(cli("positions", "list", "-f", "json").stdout)
+    assert (position["symbol"], position["quantity"], position["market_value"]) == (
+        "VTI",
+        "3",
+        "1500.00",
+    )
+    assert position["average_price"] == "333.333333"
+    accounts = {a["name"]: a for a in _json(cli("accounts", "list", "-f", "json").stdout)}
+    assert accounts["Fidelity Individual"]["type"] == "INVESTMENT"
+    assert accounts["Fidelity Individual"]["market_value"] == "1500.00"
+    assert accounts["Fidelity Individual"]["cash"] == "10500.00"
+    assert accounts["SkyMiles"]["type"] == "REWARDS"
+    assert accounts["SkyMiles"]["currency"] == miles.currency
+    table = cli("accounts", "list", "-f", "table", env={"COLUMNS": "200"}).stdout
+    assert "83997.00 miles" in table

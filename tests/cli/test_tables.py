@@ -277,8 +277,19 @@ def test_money_uses_the_currencys_decimal_places() -> None:
     """An amount in yen has no decimal places in a table; JSON keeps it exact."""
     yen = ACCOUNTS[1].model_copy(update={"currency": "JPY", "cash": Decimal("1500.4")})
     lines = table(Account, [yen], 200)
-    assert re.search(r"\b1500\b", lines[-1])
+    assert re.search(r"\b1500 JPY\b", lines[-1])
     assert "1500.4" not in lines[-1]
+
+
+def test_amounts_in_a_custom_currency_say_which_never_passing_for_dollars() -> None:
+    """A SimpleFIN custom currency (a URL) shows its short name beside every amount; USD none."""
+    miles = ACCOUNTS[1].model_copy(
+        update={"currency": "https://bridge.example/currency/miles", "cash": Decimal(83997)}
+    )
+    lines = table(Account, [ACCOUNTS[0], miles], 200)
+    assert "83997.00 miles" in lines[-1]
+    assert "miles" not in lines[-2]
+    assert "USD" not in "\n".join(lines)
 
 
 def test_times_are_local_to_the_minute_with_the_zone_in_the_header() -> None:

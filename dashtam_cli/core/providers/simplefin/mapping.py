@@ -36,6 +36,8 @@ __all__ = [
 PROVIDER: Final = "simplefin"
 TRANSACTION_TYPES: Final = ("CREDIT", "DEBIT")
 PENDING: Final = "PENDING"
+# An average price worked out from a cost basis keeps this many places, not 28.
+AVERAGE_PLACES: Final = 6
 POSTED: Final = "POSTED"
 
 # Account types by words in the account's name, first match wins.
@@ -69,9 +71,11 @@ def masked(key: str) -> str:
 
 
 def account_type(item: SetAccount) -> str:
-    """A best guess: INVESTMENT with holdings, else from the name's words, else BANK."""
+    """A guess: INVESTMENT with holdings, REWARDS in a custom currency, else by name, else BANK."""
     if item.holdings:
         return "INVESTMENT"
+    if "/" in item.currency:  # miles or points: a custom currency's URL
+        return "REWARDS"
     for pattern, kind in _ACCOUNT_WORDS:
         if pattern.search(item.name):
             return kind
@@ -126,6 +130,9 @@ def positions(account: Account, item: SetAccount) -> list[Position]:
         average = None
         if holding.cost_basis is not None and holding.shares:
             average = holding.cost_basis / holding.shares
+            exponent = average.as_tuple().exponent
+            if isinstance(exponent, int) and exponent < -AVERAGE_PLACES:  # a long quotient
+                average = average.quantize(Decimal(1).scaleb(-AVERAGE_PLACES))
         result.append(
             Position(
                 account_id=account.id,
