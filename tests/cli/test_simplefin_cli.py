@@ -178,8 +178,10 @@ def test_the_access_url_is_sealed_and_never_shown(cli: CliCall, bridge: Bridge) 
 def test_holdings_are_positions_and_a_custom_currency_is_kept_apart(
     cli: CliCall, bridge: Bridge
 ) -> None:
-    """A brokerage's holdings become positions (average = cost basis / shares, six places);
-    a miles account keeps its currency URL, is typed REWARDS, and says "miles" in a table.
+    """Holdings become positions; a miles account keeps its currency URL and says "miles".
+
+    The average price is the cost basis over the shares, to six places; the
+    miles account is typed REWARDS.
     """
     broker = BridgeAccount("ACT-broker-0003", "Fidelity Individual", "12000.00", conn_id="CON-1")
     broker.holdings = [
