@@ -416,3 +416,5 @@ async def _revoke(
         return
     if revoked:
         notify(f"{instance.display_name} forgot the login of {info.name!r}")
+    elif instance.unrevoked_advice:
+        notify(instance.unrevoked_advice)

@@ -221,3 +221,15 @@ def test_holdings_are_positions_and_a_custom_currency_is_kept_apart(
     assert accounts["SkyMiles"]["currency"] == miles.currency
     table = cli("accounts", "list", "-f", "table", env={"COLUMNS": "200"}).stdout
     assert "83997.00 miles" in table
+
+
+def test_disconnect_forgets_the_access_and_says_to_disable_it_at_the_bridge(
+    cli: CliCall, bridge: Bridge
+) -> None:
+    """SimpleFIN cannot revoke: disconnect removes the connection and says where to disable it."""
+    _connect(cli, bridge)
+    removed = cli("disconnect", "banks", "--yes")
+    assert removed.exit_code == 0, removed.stderr
+    assert "disable it at the SimpleFIN Bridge" in removed.stderr
+    assert _json(cli("connections", "list", "-f", "json").stdout) == []
+    assert len(bridge.data_requests) == 0  # nothing was sent to revoke

@@ -294,6 +294,9 @@ class Provider(abc.ABC):
     spec: ProviderSpec | None = None
     # The provider's own transaction types, which `--type` accepts beside kinds.
     transaction_types: tuple[str, ...] = ()
+    # What to tell a user who disconnects when the login cannot be revoked from
+    # here (the credential still works at the provider until they disable it).
+    unrevoked_advice: str | None = None
 
     @abc.abstractmethod
     def kind_of(self, provider_type: str) -> Kind:

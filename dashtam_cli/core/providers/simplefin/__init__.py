@@ -23,6 +23,10 @@ class SimpleFINProvider(Provider):
     login = LoginKind.TOKEN
     refreshes = False
     transaction_types = ("CREDIT", "DEBIT")
+    unrevoked_advice = (
+        "note: SimpleFIN has no way to revoke an access from here; the access URL still works "
+        "until you disable it at the SimpleFIN Bridge (https://beta-bridge.simplefin.org)"
+    )
 
     def kind_of(self, provider_type: str) -> Kind:
         """The neutral kind of SimpleFIN's types (the sign of the amount)."""
