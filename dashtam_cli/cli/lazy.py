@@ -47,6 +47,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "accounts": ("dashtam_cli.cli.data", "accounts_app", "Accounts and balances."),
     "positions": ("dashtam_cli.cli.data", "positions_app", "Holdings."),
     "transactions": ("dashtam_cli.cli.data", "transactions_app", "Transactions."),
+    "export": (
+        "dashtam_cli.cli.export",
+        "export",
+        "Write the vault's data in the format of your books; it reads the vault only.",
+    ),
     "providers": (
         "dashtam_cli.cli.providers",
         "providers_app",

@@ -16,6 +16,7 @@ __all__ = [
     "Account",
     "AuditEntry",
     "Balance",
+    "BookAccountName",
     "ConnectionInfo",
     "ConnectionState",
     "KeyRotation",
@@ -468,3 +469,26 @@ class Transaction(Record):
     price: Decimal | None
     fees: Decimal
     status: str | None
+
+
+class BookAccountName(Record):
+    """An account and its name in exported books (`dashtam export --show-accounts`)."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "connection",
+        "number",
+        "name",
+        "book_account",
+        "source",
+    )
+    table_drop: ClassVar[tuple[str, ...]] = ("name", "connection")
+    table_text: ClassVar[frozenset[str]] = frozenset({"name"})
+
+    account_id: str
+    connection: str
+    number: str
+    name: str
+    institution: str
+    book_account: str
+    # ``default`` (from institution and account) or ``config`` ([export.accounts]).
+    source: str

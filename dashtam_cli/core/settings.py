@@ -49,6 +49,9 @@ class Settings:
     provider_options: Mapping[str, Mapping[str, tuple[object, str]]] = dataclasses.field(
         default_factory=dict
     )
+    # `dashtam export`: the config file's ``[export]`` table as given (account
+    # names, counter accounts), for the exporter to check; and where it is.
+    export: Mapping[str, object] = dataclasses.field(default_factory=dict)
 
     def options_of(self, provider: str) -> Mapping[str, tuple[object, str]]:
         """The settings of ``provider`` (none when it has none)."""
@@ -230,7 +233,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     paths = resolve_paths(env)
     config = _read_config_file(paths.config_file)
-    for key in sorted(set(config) - set(_SPECS) - {"providers"}):
+    for key in sorted(set(config) - set(_SPECS) - {"providers", "export"}):
         log.warning("ignoring unknown key %r in %s", key, paths.config_file)
     provider_options = _provider_options(config.get("providers"), env, paths.config_file)
 
@@ -262,7 +265,19 @@ def load_settings(
                 hint="docs/configuration.md lists every setting and its values",
             ) from None
         sources[name] = origin
-    return Settings(paths=paths, sources=sources, provider_options=provider_options, **values)
+    export = config.get("export", {})
+    if not isinstance(export, dict):
+        raise ConfigError(
+            f"invalid value for 'export' in config file {paths.config_file}: a table expected",
+            hint="docs/export.md shows the [export] table",
+        )
+    return Settings(
+        paths=paths,
+        sources=sources,
+        provider_options=provider_options,
+        export=export,
+        **values,
+    )
 
 
 def _provider_options(

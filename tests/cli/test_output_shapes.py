@@ -47,6 +47,7 @@ RECORDS: list[tuple[str, type[BaseModel]]] = [
     ("output.md", models.RefreshResult),
     ("output.md", models.SyncReport),
     ("data.md", models.Account),
+    ("export.md", models.BookAccountName),
     ("data.md", models.Position),
     ("data.md", models.Transaction),
 ]

@@ -1,0 +1,173 @@
+"""`dashtam export FORMAT`: the vault's data in the formats of people's books."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from dashtam_cli.cli import options, prompts, runtime
+from dashtam_cli.cli.completion import connection_names
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from dashtam_cli.core.export import Book
+
+
+def _write(ctx: typer.Context, pieces: Iterable[str], output: Path | None) -> None:
+    """To standard output, or to ``output`` (0600, replaced whole, with a note that it is clear)."""
+    import sys
+
+    if output is None:
+        for piece in pieces:
+            sys.stdout.write(piece)
+        sys.stdout.flush()
+        return
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.export.files import write_export
+
+    try:
+        write_export(output, pieces)
+    except OSError as exc:
+        runtime.fail(
+            ctx,
+            InputError(
+                f"cannot write {output}: {exc.strerror or exc.__class__.__name__}",
+                hint="choose a file in a directory you can write to",
+            ),
+        )
+    runtime.stderr(ctx).print(
+        f"note: {output} holds your financial data in the clear (mode 0600); keep it private",
+        markup=False,
+        highlight=False,
+    )
+
+
+def export(
+    ctx: typer.Context,
+    fmt: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="FORMAT",
+            help="beancount, ledger (also read by hledger), ofx, qif or csv.",
+            show_default=False,
+        ),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", metavar="DATE", help="Transactions from this date (YYYY-MM-DD)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", metavar="DATE", help="Transactions up to this date, included (YYYY-MM-DD)."
+        ),
+    ] = None,
+    account: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--account",
+            "-a",
+            help="Only this account: its id, masked number, last digits or name (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    connection: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--connection",
+            "-c",
+            help="Only this connection (repeatable; default: all).",
+            show_default=False,
+            autocompletion=connection_names,
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to FILE (mode 0600) instead of standard output.",
+            dir_okay=False,
+        ),
+    ] = None,
+    incremental: Annotated[
+        Path | None,
+        typer.Option(
+            "--incremental",
+            metavar="FILE",
+            help="Only transactions this beancount or ledger file does not hold yet.",
+            dir_okay=False,
+        ),
+    ] = None,
+    show_accounts: Annotated[
+        bool,
+        typer.Option("--show-accounts", help="Print each account's name in the books, and stop."),
+    ] = False,
+    table_fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Write the vault's data in the format of your books; it reads the vault only.
+
+    Pending transactions are left out (books keep what posted). Each
+    transaction carries dashtam's stable id, so a later export can be merged
+    without duplicates (see --incremental). Account names in the books come
+    from the institution and the account, or from [export.accounts] in
+    config.toml (see docs/export.md).
+    """
+    import dataclasses
+
+    from dashtam_cli.core.export import FORMATS, ExportOptions, known_ids, load_book, render
+
+    if fmt is not None and fmt not in FORMATS:
+        msg = f"{fmt!r} is not a format; choose one of: {', '.join(FORMATS)}"
+        raise typer.BadParameter(msg, param_hint="FORMAT")
+    if fmt is None and not show_accounts:
+        msg = f"give the format: {', '.join(FORMATS)} (or --show-accounts)"
+        raise typer.BadParameter(msg, param_hint="FORMAT")
+    if incremental is not None and fmt not in {"beancount", "ledger"}:
+        msg = "--incremental reads a beancount or ledger file: use it with those formats"
+        raise typer.BadParameter(msg, param_hint="--incremental")
+    first = options.parse_when(since, option="--since")
+    last = options.parse_when(until, option="--until")
+    job = ExportOptions(
+        since=first.date() if first else None,
+        until=last.date() if last else None,
+        accounts=tuple(account or ()),
+        connections=tuple(connection or ()),
+    )
+    opts = prompts.open_options()
+
+    async def load(conf: object) -> Book:
+        from dashtam_cli.core.settings import Settings
+
+        assert isinstance(conf, Settings)
+        settings_job = job
+        if incremental is not None:
+            settings_job = dataclasses.replace(
+                job, known_ids=known_ids(str(incremental)), incremental=True
+            )
+        return await load_book(conf, settings_job, opts)
+
+    book = runtime.run(ctx, load)
+    if show_accounts:
+        from dashtam_cli.core.models import BookAccountName
+
+        rows = [
+            BookAccountName(
+                account_id=item.account.id,
+                connection=item.account.connection,
+                number=item.account.number,
+                name=item.account.name,
+                institution=item.institution,
+                book_account=item.name,
+                source="config" if item.account.id in book.names.overridden else "default",
+            )
+            for item in book.accounts
+        ]
+        runtime.renderer(ctx, table_fmt).rows(BookAccountName, rows)
+        return
+    assert fmt is not None
+    _write(ctx, render(fmt, book), output)
