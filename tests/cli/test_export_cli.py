@@ -32,7 +32,7 @@ def _bridge() -> Bridge:
     checking.transactions = [
         BridgeTxn("c1", "2500.00", "PAYROLL ACME", NOW - 20 * DAY),
         BridgeTxn("c2", "-42.10", 'Grocer "Fresh", aisle; 3', NOW - 10 * DAY),
-        BridgeTxn("c3", "-7.05", "=HYPERLINK(\"http://evil\")", NOW - 5 * DAY),
+        BridgeTxn("c3", "-7.05", '=HYPERLINK("http://evil")', NOW - 5 * DAY),
         BridgeTxn("p1", "-9.99", "Pending coffee", None, NOW - DAY),
     ]
     card = BridgeAccount("ACT-card-2222", "Sapphire Visa", "-310.10", conn_id="CON-2")
@@ -73,7 +73,7 @@ def test_csv_is_one_stable_header_and_the_posted_transactions_oldest_first(cli: 
     assert [r["fees"] for r in rows] == ["0.00"] * 4
     assert rows[1]["description"] == 'Grocer "Fresh", aisle; 3'  # quoted by the CSV rules
     # A cell a spreadsheet would run as a formula is defused.
-    assert rows[2]["description"] == "'=HYPERLINK(\"http://evil\")"
+    assert rows[2]["description"] == '\'=HYPERLINK("http://evil")'
     assert {r["book_account"] for r in rows} == {
         "Assets:Chase:TotalChecking-1111",
         "Liabilities:ChaseCardServices:SapphireVisa-2222",
