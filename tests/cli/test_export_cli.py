@@ -119,9 +119,7 @@ def test_output_is_written_0600_whole_with_a_note(cli: CliCall, tmp_path: Path) 
 
 
 @pytest.mark.usefixtures("synced")
-def test_show_accounts_prints_the_mapping_and_config_overrides_it(
-    cli: CliCall, isolated_env: Path
-) -> None:
+def test_show_accounts_prints_the_mapping_and_config_overrides_it(cli: CliCall) -> None:
     """Defaults from institution and name; [export.accounts] by masked number wins and says so."""
     shown = json.loads(cli("export", "--show-accounts", "-f", "json").stdout)
     assert {(r["number"], r["book_account"], r["source"]) for r in shown} == {
@@ -158,9 +156,7 @@ def test_usage_errors_name_the_formats(cli: CliCall) -> None:
 
 
 @pytest.mark.usefixtures("synced")
-def test_the_opening_balance_leads_the_exported_transactions_to_the_latest_balance(
-    cli: CliCall,
-) -> None:
+def test_the_opening_balance_leads_the_exported_transactions_to_the_latest_balance() -> None:
     """Opening + every exported amount = the account's balance, whatever --since cuts off."""
     import asyncio
 
