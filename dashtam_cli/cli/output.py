@@ -674,6 +674,7 @@ _LABELS: dict[str, str] = {
     "access_expires": "access expires",
     "refresh_expires": "refresh expires",
     "created_at": "created",
+    "requests_left": "left today",
 }
 
 

@@ -372,9 +372,10 @@ class SyncReport(Record):
         "unchanged",
         "removed",
         "requests",
+        "requests_left",
         "message",
     )
-    table_drop: ClassVar[tuple[str, ...]] = ("requests", "removed", "unchanged")
+    table_drop: ClassVar[tuple[str, ...]] = ("requests_left", "requests", "removed", "unchanged")
     table_text: ClassVar[frozenset[str]] = frozenset({"message"})
 
     connection: str
