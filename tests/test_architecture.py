@@ -361,7 +361,10 @@ SANDBOX = (PACKAGE / "sandbox", PACKAGE / "cli" / "sandbox.py")
 # Exact strings generic modules may hold: the sandbox command's help, which the lazy
 # command group repeats so `dashtam --help` loads no command module.
 NAMED_ALLOWED = {
-    ("cli/lazy.py", "A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1."),
+    (
+        "cli/lazy.py",
+        "A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
+    ),
 }
 
 

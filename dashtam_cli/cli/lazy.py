@@ -71,7 +71,7 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "sandbox": (
         "dashtam_cli.cli.sandbox",
         "sandbox_app",
-        "A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1.",
+        "A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
     ),
     "paths": (
         "dashtam_cli.cli.paths",

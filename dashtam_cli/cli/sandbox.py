@@ -13,7 +13,7 @@ from dashtam_cli.cli import options, runtime
 
 sandbox_app = typer.Typer(
     name="sandbox",
-    help="A built-in sandbox institution that speaks Schwab's API, on 127.0.0.1.",
+    help="A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
     no_args_is_help=True,
 )
 

@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import shlex
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,27 @@ def test_the_budget_refuses_past_the_limit_and_says_when_it_resets(
     assert "budget of 10 requests a day is spent" in refused.stderr
     assert "resets at 00:00 UTC" in refused.stderr
     assert len(bridge.data_requests) == sent  # nothing was sent
+
+
+def test_an_institution_to_log_in_again_exits_4_with_a_sync_command_that_runs(
+    cli: CliCall, bridge: Bridge
+) -> None:
+    """con.auth: exit 4, the rest stored, and the hint's ``dashtam sync ...`` is a command that runs."""
+    _connect(cli, bridge)
+    bridge.errlist.append({"code": "con.auth", "msg": "Log in again", "conn_id": "CON-2"})
+    synced = cli("sync", "-f", "json")
+    assert synced.exit_code == 4, synced.stderr
+    (report,) = _json(synced.stdout)
+    assert report["result"] == "partial"
+    assert "Chase Card Services needs you to log in to it again" in synced.stderr
+    hint = [line for line in synced.stderr.splitlines() if line.startswith("hint:")][-1]
+    argv = shlex.split(hint.split("then run: ", 1)[1])
+    assert argv[0] == "dashtam"
+    bridge.errlist.clear()  # logged in again at the Bridge
+    again = cli(*argv[1:], "-f", "json")
+    assert again.exit_code == 0, again.stderr
+    (report,) = _json(again.stdout)
+    assert (report["connection"], report["result"]) == ("banks", "ok")
 
 
 def test_a_claimed_token_is_refused_with_the_compromise_warning(

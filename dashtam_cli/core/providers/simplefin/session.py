@@ -150,7 +150,7 @@ class SimpleFINSession(ProviderSession):
                         f"{institution} needs you to log in to it again at the SimpleFIN "
                         f"Bridge: {problem.message}",
                         hint=f"log in to {institution} again at {_BRIDGE_HINT}, then run: "
-                        f"dashtam sync {name}",
+                        f"dashtam sync --connection {name}",
                     )
                 )
             elif problem.account_failed:
