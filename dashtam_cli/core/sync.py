@@ -367,7 +367,15 @@ def _result(
     for job, outcome in zip(jobs, outcomes, strict=True):
         if isinstance(outcome, DashtamError):
             result = "reauth_required" if isinstance(outcome, ReauthRequired) else "failed"
-            reports.append(_report(job.info, result, message=outcome.message))
+            reports.append(
+                _report(
+                    job.info,
+                    result,
+                    message=outcome.message,
+                    requests=job.session.requests,
+                    requests_left=job.session.requests_left,
+                )
+            )
             failures.append(Failure(job.info.name, outcome))
         elif isinstance(outcome, BaseException):
             raise outcome

@@ -255,3 +255,18 @@ def test_disconnect_forgets_the_access_and_says_to_disable_it_at_the_bridge(
     assert "disable it at the SimpleFIN Bridge" in removed.stderr
     assert _json(cli("connections", "list", "-f", "json").stdout) == []
     assert len(bridge.data_requests) == 0  # nothing was sent to revoke
+
+
+def test_a_misspelt_setting_is_warned_about_and_a_failed_sync_still_counts_its_requests(
+    cli: CliCall, bridge: Bridge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DASHTAM_SIMPLEFIN_DAILY_REQUEST (no S) warns; a revoked access reports the request it sent."""
+    _connect(cli, bridge)
+    monkeypatch.setenv("DASHTAM_SIMPLEFIN_DAILY_REQUEST", "5")
+    bridge.revoked.update(bridge.users)
+    synced = cli("sync", "-f", "json")
+    assert synced.exit_code == 4
+    assert "ignoring unknown SimpleFIN setting 'daily_request'" in synced.stderr
+    (report,) = _json(synced.stdout)
+    assert report["result"] == "reauth_required"
+    assert (report["requests"], report["requests_left"]) == (1, 23)

@@ -71,6 +71,8 @@ MAX_WINDOW: Final = dt.timedelta(days=90)
 DEFAULT_DAILY_REQUESTS: Final = 24
 MAX_DAILY_REQUESTS: Final = 96
 BUDGET_SETTING: Final = "DASHTAM_SIMPLEFIN_DAILY_REQUESTS"
+# The settings of [providers.simplefin] (and DASHTAM_SIMPLEFIN_*).
+SETTINGS: Final = ("daily_requests",)
 # An Account Set of two years of a busy household is a few MiB.
 ACCOUNT_SET_LIMIT: Final = 64 * 1024 * 1024
 # Waiting longer than this for a Retry-After is not worth one of 24 requests.
@@ -256,7 +258,19 @@ async def claim(client: httpx.AsyncClient, token: str) -> str:
 
 
 def daily_limit(options: Mapping[str, tuple[object, str]]) -> int:
-    """The daily request budget: the ``daily_requests`` setting, 1 to 96, else 24."""
+    """The daily request budget: the ``daily_requests`` setting, 1 to 96, else 24.
+
+    A setting SimpleFIN does not have (a typo such as ``daily_request``) is
+    warned about, not silently ignored.
+    """
+    for key, (_, where) in sorted(options.items()):
+        if key not in SETTINGS:
+            log.warning(
+                "ignoring unknown SimpleFIN setting %r (%s); the settings are: %s",
+                key,
+                where,
+                ", ".join(SETTINGS),
+            )
     given = options.get("daily_requests")
     if given is None:
         return DEFAULT_DAILY_REQUESTS
