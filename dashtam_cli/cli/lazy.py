@@ -47,6 +47,16 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "accounts": ("dashtam_cli.cli.data", "accounts_app", "Accounts and balances."),
     "positions": ("dashtam_cli.cli.data", "positions_app", "Holdings."),
     "transactions": ("dashtam_cli.cli.data", "transactions_app", "Transactions."),
+    "networth": (
+        "dashtam_cli.cli.insights",
+        "networth_app",
+        "Net worth now (or --at a date), by group, per currency; it reads the vault only.",
+    ),
+    "cashflow": (
+        "dashtam_cli.cli.insights",
+        "cashflow",
+        "Money in and out per interval, from posted transactions; it reads the vault only.",
+    ),
     "export": (
         "dashtam_cli.cli.export",
         "export",

@@ -678,15 +678,6 @@ _LABELS: dict[str, str] = {
 }
 
 
-def currency_label(currency: str) -> str:
-    """How a table names a currency: its code, or a custom currency's short name from its URL."""
-    if "/" not in currency:
-        return currency.upper()
-    name = currency.rstrip("/").rsplit("/", 1)[-1]
-    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:16]
-    return name or "units"
-
-
 def money_cell(value: decimal.Decimal, currency: str | None) -> str:
     """Money for a table: rounded to its currency's places (two for USD), named unless USD.
 
@@ -701,6 +692,8 @@ def money_cell(value: decimal.Decimal, currency: str | None) -> str:
         )
     if currency is None or currency.upper() == "USD":
         return text
+    from dashtam_cli.core.models import currency_label
+
     return f"{text} {currency_label(currency)}"
 
 
@@ -725,7 +718,7 @@ class _Column:
             for item in items
         ]
         label = _LABELS.get(name, name.replace("_", " "))
-        if "datetime" in annotation:
+        if "datetime.datetime" in annotation:
             zones = sorted(
                 {v.astimezone().tzname() or "" for v in values if isinstance(v, dt.datetime)}
             )

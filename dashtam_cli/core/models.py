@@ -17,10 +17,13 @@ __all__ = [
     "AuditEntry",
     "Balance",
     "BookAccountName",
+    "CashFlow",
     "ConnectionInfo",
     "ConnectionState",
     "KeyRotation",
     "Kind",
+    "NetWorth",
+    "NetWorthPoint",
     "PathEntry",
     "Position",
     "ProviderInfo",
@@ -91,6 +94,23 @@ class RefreshState(enum.StrEnum):
 # An OCC option symbol: the root (up to 6 characters, padded with spaces), the
 # expiry YYMMDD, C or P, and the strike in thousandths on 8 digits.
 _OCC = re.compile(r"([A-Z0-9./]{1,6}) *(\d{2})(\d{2})(\d{2})([CP])(\d{8})")
+
+
+def currency_label(currency: str) -> str:
+    """How a table names a currency: its code, or a custom currency's short name from its URL."""
+    if "/" not in currency:
+        return currency.upper()
+    name = currency.rstrip("/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isalnum() or ch in "-_.")[:16]
+    return name or "units"
+
+
+class _ShortCurrency:
+    """A table shows a custom currency (a URL) by its short name; machine formats keep the URL."""
+
+    def table_value(self, name: str) -> object:
+        value = getattr(self, name)
+        return currency_label(value) if name == "currency" else value
 
 
 def option_label(symbol: str) -> str | None:
@@ -493,3 +513,60 @@ class BookAccountName(Record):
     book_account: str
     # ``default`` (from institution and account) or ``config`` ([export.accounts]).
     source: str
+
+
+class NetWorth(_ShortCurrency, Record):
+    """One group's worth in one currency (`dashtam networth`)."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = ("group", "currency", "total", "accounts")
+    money_fields: ClassVar[frozenset[str]] = frozenset({"total"})
+
+    group: str
+    currency: str
+    total: Decimal
+    accounts: int
+    # The newest balance counted (the accounts' last syncs, or the last snapshot by --at).
+    as_of: datetime | None
+
+
+class NetWorthPoint(_ShortCurrency, Record):
+    """One group's worth in one currency at the end of one interval (`dashtam networth history`)."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "period",
+        "group",
+        "currency",
+        "total",
+        "accounts",
+    )
+    money_fields: ClassVar[frozenset[str]] = frozenset({"total"})
+
+    period: date
+    group: str
+    currency: str
+    # None: no account of the group has a snapshot in the interval (a gap, not a zero).
+    total: Decimal | None
+    accounts: int
+
+
+class CashFlow(_ShortCurrency, Record):
+    """Money in and out of one group in one currency over one interval (`dashtam cashflow`)."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "period",
+        "group",
+        "currency",
+        "inflow",
+        "outflow",
+        "net",
+        "transactions",
+    )
+    money_fields: ClassVar[frozenset[str]] = frozenset({"inflow", "outflow", "net"})
+
+    period: date
+    group: str
+    currency: str
+    inflow: Decimal
+    outflow: Decimal
+    net: Decimal
+    transactions: int

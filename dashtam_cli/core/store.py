@@ -36,6 +36,8 @@ __all__ = [
     "Counts",
     "Known",
     "SyncPoint",
+    "account_keys",
+    "balance_snapshots",
     "has_synced",
     "known_accounts",
     "load_secret",
@@ -617,3 +619,55 @@ async def spend_request(
         oldest = (today - dt.timedelta(days=_BUDGET_DAYS_KEPT)).isoformat()
         await conn.execute(delete(table).where(table.c.scope == scope, table.c.day < oldest))
     return limit - used - 1, resets_at
+
+
+async def account_keys(vault: Vault) -> dict[str, tuple[str, str]]:
+    """Every stored account's provider and provider key, by account id (unreadable ones left out).
+
+    The same provider key under two connections is the same account reached
+    twice: totals count it once.
+    """
+    accounts, connections = schema.accounts, schema.connections
+    query = select(
+        accounts.c.id, accounts.c.connection_id, accounts.c.number, connections.c.provider
+    ).join(connections, accounts.c.connection_id == connections.c.id)
+    async with vault.reading() as conn:
+        rows = (await conn.execute(query)).all()
+    keys: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        key = _opened(vault, row.id, "number", row.number, row.connection_id)
+        if key is not None:
+            register_secret(key)
+            keys[row.id] = (row.provider, key)
+    return keys
+
+
+async def balance_snapshots(
+    vault: Vault, account_ids: Sequence[str], *, until: dt.datetime | None = None
+) -> list[Balance]:
+    """The balance snapshots of ``account_ids`` (up to ``until``), oldest first.
+
+    A snapshot whose seal does not open is left out with a warning.
+    """
+    from dashtam_cli.core.vault.errors import RecordTampered
+
+    table = schema.balances
+    found: list[Balance] = []
+    async with vault.reading() as conn:
+        for chunk in _chunks(list(account_ids)):
+            query = select(table.c.id, table.c.account_id, table.c.payload).where(
+                table.c.account_id.in_(chunk)
+            )
+            if until is not None:
+                query = query.where(table.c.at <= db.utcnow_text(until))
+            for row in (await conn.execute(query)).all():
+                try:
+                    text = vault.unseal_text(
+                        table.name, row.id, "payload", row.payload, owner=row.account_id
+                    )
+                except RecordTampered as exc:
+                    log.warning("a balance snapshot is left out: %s", exc.message)
+                    continue
+                found.append(Balance.model_validate_json(text))
+    found.sort(key=lambda b: (b.at, b.account_id))
+    return found

@@ -48,6 +48,9 @@ RECORDS: list[tuple[str, type[BaseModel]]] = [
     ("output.md", models.SyncReport),
     ("data.md", models.Account),
     ("export.md", models.BookAccountName),
+    ("insights.md", models.NetWorth),
+    ("insights.md", models.NetWorthPoint),
+    ("insights.md", models.CashFlow),
     ("data.md", models.Position),
     ("data.md", models.Transaction),
 ]
