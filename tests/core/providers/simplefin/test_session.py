@@ -27,6 +27,7 @@ from dashtam_cli.core.vault.vault import open_vault
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    import httpx
     from conftest import CliCall
 
     from dashtam_cli.core.models import SyncReport, Transaction
@@ -236,6 +237,46 @@ def test_a_failed_account_is_exit_3_and_keeps_what_was_stored_while_others_updat
     assert after["Rewards Visa"]["total_value"] == before["Rewards Visa"]["total_value"] == "-50.00"
     assert after["Everyday Checking"]["total_value"] == "900.00"
     assert sorted(t.description or "" for t in _stored()) == ["coffee", "flight", "lunch"]
+
+
+def test_an_account_failing_in_an_older_window_fails_alone_and_keeps_its_newest_window(
+    sfin: Fixture, cli: CliCall
+) -> None:
+    """``act.failed`` for the card only in the history windows: the card fails, checking completes."""
+    checking, card = sfin.bridge.accounts
+    checking.transactions = [BridgeTxn("c-old", "-1.00", "checking old", NOW - 150 * DAY)]
+    card.transactions = [
+        BridgeTxn("k-new", "-2.00", "card new", NOW - DAY),
+        BridgeTxn("k-old", "-3.00", "card old", NOW - 150 * DAY),
+    ]
+    answer = sfin.bridge._accounts
+    route = next(r for r in sfin.router.routes if r.side_effect == answer)
+
+    def older_windows_fail_the_card(request: httpx.Request) -> httpx.Response:
+        if "end-date" in request.url.params:
+            sfin.bridge.errlist = [
+                {"code": "act.failed", "msg": "timeout", "account_id": "ACT-card"}
+            ]
+        try:
+            return answer(request)
+        finally:
+            sfin.bridge.errlist = []
+
+    route.side_effect = older_windows_fail_the_card
+    _connect(cli, sfin.bridge)
+    report = sfin.report()
+    assert report.result == "partial"
+    assert "act.failed" in (report.message or "")
+    stored = _by_description()
+    assert sorted(stored) == ["card new", "checking old"]
+
+    async def points() -> list[str]:
+        async with open_vault(load_settings()) as vault:
+            (info,) = await list_connections(vault)
+            return list(await store.sync_points(vault, info.id))
+
+    # Checking's history is complete (its sync point set); the card's is not.
+    assert asyncio.run(points()) == [stored["checking old"].account_id]
 
 
 def test_a_403_on_accounts_is_exit_4(sfin: Fixture, cli: CliCall) -> None:
