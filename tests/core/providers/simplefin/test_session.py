@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import itertools
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -145,6 +146,23 @@ def test_windows_split_at_exactly_90_days_and_a_transaction_on_a_boundary_is_sto
     assert (report.new, report.changed, report.unchanged) == (len(moments), 0, 0)
     for name, when in moments.items():
         assert stored[name].time == when
+
+
+def test_a_clock_that_moves_during_the_sync_costs_no_extra_window(
+    sfin: Fixture, cli: CliCall
+) -> None:
+    """A clock a second later at each reading: 269 days are still 3 requests, no empty fourth."""
+    _connect(cli, sfin.bridge)
+    ticks = itertools.count()
+
+    def clock() -> dt.datetime:
+        return NOW + dt.timedelta(seconds=next(ticks))
+
+    (report,) = run_sync(sfin.router, clock=clock, backoff=NO_WAIT).reports
+    assert report.result == "ok", report.message
+    windows = _windows(sfin.bridge)
+    assert report.requests == len(windows) == 3
+    assert all(end is None or (start is not None and start < end) for start, end, _ in windows)
 
 
 def test_a_server_clock_hours_ahead_loses_nothing_at_the_start_of_the_newest_window(
