@@ -182,10 +182,11 @@ def test_the_access_url_is_sealed_and_never_shown(cli: CliCall, bridge: Bridge) 
     (user, password) = next(iter(bridge.users.items()))
     outputs = [
         cli("connections", "list", "-f", "json"),
-        cli("audit", "-f", "json"),
+        cli("audit", "list", "-f", "json"),
         cli("accounts", "list", "-f", "json"),
     ]
     for result in outputs:
+        assert result.exit_code == 0, result.stderr
         assert password not in result.stdout + result.stderr
         assert user not in result.stdout + result.stderr
     path = load_settings().paths.vault_file

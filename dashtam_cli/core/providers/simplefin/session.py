@@ -77,6 +77,10 @@ class SimpleFINSession(ProviderSession):
         self._connection_failures: list[DashtamError] = []
         self._warned: set[Problem] = set()
         self._relogin = f"run: {provider.relogin_command(context.info.name)}"
+        # The windows count back from this reading, taken before the sync reads the clock
+        # for where its history starts: from a later one, the last window would miss that
+        # start by the time in between, and cost one more request to cover a second.
+        self._anchor = context.clock()
 
     @property
     def requests(self) -> int:  # type: ignore[override] # the caller counts them
@@ -190,7 +194,7 @@ class SimpleFINSession(ProviderSession):
     async def accounts(self, account_id: Callable[[str], str]) -> list[FetchedAccount]:
         """Every account with balances and holdings, from one request for the last 90 days."""
         now = self._context.clock()
-        start = now - LATEST_SPAN
+        start = self._anchor - LATEST_SPAN
         answer = await self._fetch(start, None)
         self._latest = _Latest(start, now, answer)
         failed = self._account_problems(answer)
@@ -216,7 +220,7 @@ class SimpleFINSession(ProviderSession):
         now = self._context.clock()
         latest = self._latest
         if latest is None:
-            start = now - LATEST_SPAN
+            start = self._anchor - LATEST_SPAN
             latest = _Latest(start, now, await self._fetch(start, None))
         by_key = {t.key: t for t in targets}
         yield self._batch(latest.answer, by_key, latest.start, newest=True)
