@@ -11,6 +11,10 @@ from dashtam_cli.cli import options, prompts, runtime
 from dashtam_cli.cli.completion import connection_names, transaction_types
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from dashtam_cli.cli.output import Renderer
+    from dashtam_cli.core.models import Account, Position
     from dashtam_cli.core.queries import QueryResult
     from dashtam_cli.core.results import FetchResult
 
@@ -84,6 +88,32 @@ def _before(ctx: typer.Context, result: QueryResult, account: str | None = None)
             runtime.fail(ctx, error)
 
 
+def _totals(
+    ctx: typer.Context,
+    renderer: Renderer,
+    *,
+    accounts: Sequence[Account] = (),
+    positions: Sequence[Position] = (),
+) -> None:
+    """On a terminal, a table's last rows: the sum per currency, each account counted once."""
+    import sys
+
+    if renderer.fmt != "table" or not sys.stdout.isatty() or not (accounts or positions):
+        return
+    from dashtam_cli.core.insights import totals
+    from dashtam_cli.core.models import Total
+
+    opts = prompts.open_options()
+    insight = runtime.run(
+        ctx, lambda conf: totals(conf, opts, accounts=accounts, positions=positions)
+    )
+    rows = [t for t in insight.rows if isinstance(t, Total)]
+    renderer.rows(Total, rows)
+    err = runtime.stderr(ctx)
+    for note in insight.notes:
+        err.print(note, markup=False, highlight=False)
+
+
 def _after(
     ctx: typer.Context, result: QueryResult, account: str | None = None, *, offline: bool = False
 ) -> None:
@@ -136,7 +166,9 @@ def accounts_list(
     query = QueryOptions(connection=connection, offline=offline, sync_first=sync_first)
     items, result = runtime.run(ctx, lambda conf: query_accounts(conf, query, opts))
     _before(ctx, result)
-    runtime.renderer(ctx, fmt).rows(Account, items)
+    renderer = runtime.renderer(ctx, fmt)
+    renderer.rows(Account, items)
+    _totals(ctx, renderer, accounts=items)
     _after(ctx, result, offline=offline)
 
 
@@ -194,7 +226,9 @@ def positions_list(
     )
     items, result = runtime.run(ctx, lambda conf: query_positions(conf, query, opts))
     _before(ctx, result, account)
-    runtime.renderer(ctx, fmt).rows(Position, items)
+    renderer = runtime.renderer(ctx, fmt)
+    renderer.rows(Position, items)
+    _totals(ctx, renderer, positions=items)
     _after(ctx, result, account, offline=offline)
 
 

@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core.errors import InputError
-from dashtam_cli.core.models import CashFlow, Kind, NetWorth, NetWorthPoint
+from dashtam_cli.core.models import CashFlow, Kind, NetWorth, NetWorthPoint, Total
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +33,7 @@ __all__ = [
     "networth",
     "networth_history",
     "period_of",
+    "totals",
 ]
 
 NETWORTH_GROUPS: Final = ("connection", "institution", "account", "kind", "asset-type", "currency")
@@ -53,7 +54,7 @@ _TRANSFER_KINDS: Final = frozenset(
 class Insight:
     """An answer, and the notes for stderr (accounts counted once, ...)."""
 
-    rows: list[NetWorth] | list[NetWorthPoint] | list[CashFlow]
+    rows: list[NetWorth] | list[NetWorthPoint] | list[CashFlow] | list[Total]
     notes: list[str]
 
 
@@ -90,6 +91,11 @@ class _Vault:
     institutions: Mapping[str, str]
     notes: list[str]
     dropped: frozenset[str]
+    # The account ids each note is about.
+    note_ids: list[frozenset[str]] = dataclasses.field(default_factory=list)
+    # Each account id reached twice -> the id of the copy counted.
+    same: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    currencies: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
@@ -107,6 +113,8 @@ async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
         key = keys.get(account.id)
         copies[key or ("", account.id)].append(account)
     notes: list[str] = []
+    note_ids: list[frozenset[str]] = []
+    same: dict[str, str] = {}
     dropped: set[str] = set()
     for found in copies.values():
         if len(found) > 1:
@@ -118,6 +126,8 @@ async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
                 f"note: account {kept.number} is reached through {names}; counted once "
                 f"(from {kept.connection!r}, synced last)"
             )
+            note_ids.append(frozenset(a.id for a in found))
+            same.update((a.id, kept.id) for a in found)
 
     def institution(account: Account) -> str:
         if account.institution:
@@ -133,6 +143,9 @@ async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
         {a.id: institution(a) for a in kept_accounts},
         notes,
         frozenset(dropped),
+        note_ids,
+        same,
+        {a.id: a.currency for a in accounts},
     )
 
 
@@ -420,3 +433,64 @@ async def cashflow(
             )
         )
     return Insight(rows, data.notes)
+
+
+def _add(a: Decimal | None, b: Decimal | None) -> Decimal | None:
+    if b is None:
+        return a
+    return b if a is None else a + b
+
+
+async def totals(
+    settings: Settings,
+    open_options: OpenOptions,
+    *,
+    accounts: Sequence[Account] = (),
+    positions: Sequence[Position] = (),
+) -> Insight:
+    """Per currency, the sum of the accounts listed (or of the positions listed), each account once.
+
+    An account listed twice (reached through two connections) is summed from
+    its newest copy only, and a note says so; so are its positions.
+    """
+    data = await _accounts(settings, open_options)
+    per: dict[str, list[Decimal | None]] = {}
+    rows: dict[str, int] = collections.defaultdict(int)
+    counted: set[str] = set()
+    for account in accounts:
+        one = data.same.get(account.id, account.id)
+        if one in counted:
+            continue  # listed twice: through two connections
+        counted.add(one)
+        sums = per.setdefault(account.currency, [None, None, None, None])
+        sums[0] = _add(sums[0], account.cash)
+        sums[1] = _add(sums[1], account.market_value)
+        sums[2] = _add(sums[2], account.total_value)
+        rows[account.currency] += 1
+    holders: dict[str, str] = {}  # the account each position's holdings are counted from
+    for position in positions:
+        one = data.same.get(position.account_id, position.account_id)
+        if holders.setdefault(one, position.account_id) != position.account_id:
+            continue  # the same holdings listed through another connection
+        unit = data.currencies.get(position.account_id, "USD")
+        sums = per.setdefault(unit, [None, None, None, None])
+        sums[1] = _add(sums[1], position.market_value)
+        sums[3] = _add(sums[3], position.day_profit_loss)
+        rows[unit] += 1
+    result = [
+        Total(
+            label="total",
+            currency=unit,
+            cash=cash,
+            market_value=market,
+            total_value=total,
+            day_profit_loss=day,
+            rows=rows[unit],
+        )
+        for unit, (cash, market, total, day) in sorted(
+            per.items(), key=lambda i: ("/" in i[0], i[0])
+        )
+    ]
+    listed = {a.id for a in accounts} | {p.account_id for p in positions}
+    notes = [n for n, ids in zip(data.notes, data.note_ids, strict=True) if len(ids & listed) > 1]
+    return Insight(result, notes)

@@ -33,6 +33,7 @@ __all__ = [
     "SyncReport",
     "TokenState",
     "TokenStatus",
+    "Total",
     "Transaction",
     "VaultInit",
     "VaultStatus",
@@ -570,3 +571,29 @@ class CashFlow(_ShortCurrency, Record):
     outflow: Decimal
     net: Decimal
     transactions: int
+
+
+class Total(_ShortCurrency, Record):
+    """The sum of rows in one currency: `accounts list` and `positions list` end with it."""
+
+    table_columns: ClassVar[tuple[str, ...] | None] = (
+        "label",
+        "currency",
+        "cash",
+        "market_value",
+        "total_value",
+        "day_profit_loss",
+        "rows",
+    )
+    money_fields: ClassVar[frozenset[str]] = frozenset(
+        {"cash", "market_value", "total_value", "day_profit_loss"}
+    )
+
+    label: str
+    currency: str
+    cash: Decimal | None
+    market_value: Decimal | None
+    total_value: Decimal | None
+    day_profit_loss: Decimal | None
+    # The rows summed (an account reached twice is one).
+    rows: int

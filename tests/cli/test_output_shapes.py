@@ -51,6 +51,7 @@ RECORDS: list[tuple[str, type[BaseModel]]] = [
     ("insights.md", models.NetWorth),
     ("insights.md", models.NetWorthPoint),
     ("insights.md", models.CashFlow),
+    ("insights.md", models.Total),
     ("data.md", models.Position),
     ("data.md", models.Transaction),
 ]

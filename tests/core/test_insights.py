@@ -178,3 +178,32 @@ def test_cashflow_keeps_transfers_between_your_accounts_apart() -> None:
     groups = {g: (i, o) for _, g, c, i, o, _ in _rows(by_kind.rows) if c == "USD"}
     assert groups["purchase"] == (Decimal(0), Decimal("-80.25"))
     assert "transfers between your accounts" in groups
+
+
+def test_list_totals_count_an_account_reached_twice_once(bridge: Bridge, cli: CliCall) -> None:
+    """The totals under `accounts list` sum each currency apart, a twice-reached account once."""
+    from dashtam_cli.core.insights import totals
+    from dashtam_cli.core.models import Total
+    from dashtam_cli.core.queries import QueryOptions, query_accounts
+
+    token = bridge.setup_token()
+    assert cli("connect", "simplefin", "--name", "again", input=f"{token}\n").exit_code == 0
+    _sync_at(NOW + dt.timedelta(hours=1))
+    settings = load_settings()
+    accounts, _ = asyncio.run(query_accounts(settings, QueryOptions(offline=True), OpenOptions()))
+    assert len(accounts) == 6  # listed twice: both connections hold the three accounts
+    insight = asyncio.run(totals(settings, OpenOptions(), accounts=accounts))
+    rows = [t for t in insight.rows if isinstance(t, Total)]
+    assert [(t.currency, t.cash, t.total_value, t.rows) for t in rows] == [
+        ("USD", Decimal("750.00"), Decimal("750.00"), 2),
+        (MILES, Decimal(5000), Decimal(5000), 1),
+    ]
+    assert len(insight.notes) == 3
+    # Listing one connection only (the older copies): its own accounts are summed, no note.
+    only_banks = [a for a in accounts if a.connection == "banks"]
+    alone = asyncio.run(totals(settings, OpenOptions(), accounts=only_banks))
+    assert [(t.currency, t.total_value, t.rows) for t in alone.rows if isinstance(t, Total)] == [
+        ("USD", Decimal("750.00"), 2),
+        (MILES, Decimal(5000), 1),
+    ]
+    assert alone.notes == []
