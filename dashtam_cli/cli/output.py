@@ -675,6 +675,7 @@ _LABELS: dict[str, str] = {
     "refresh_expires": "refresh expires",
     "created_at": "created",
     "requests_left": "left today",
+    "unrealized_gain": "gain",
 }
 
 

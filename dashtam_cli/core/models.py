@@ -427,15 +427,19 @@ class Position(Record):
         "quantity",
         "average_price",
         "market_value",
+        "unrealized_gain",
         "day_profit_loss",
     )
     table_drop: ClassVar[tuple[str, ...]] = (
         "asset_type",
         "day_profit_loss",
         "average_price",
+        "unrealized_gain",
         "account",
     )
-    money_fields: ClassVar[frozenset[str]] = frozenset({"market_value", "day_profit_loss"})
+    money_fields: ClassVar[frozenset[str]] = frozenset(
+        {"market_value", "day_profit_loss", "cost_basis", "unrealized_gain"}
+    )
 
     def table_value(self, name: str) -> object:
         """An option shows what it is ("META 01/24/2027 $550 Call"), not its OCC symbol."""
@@ -452,6 +456,9 @@ class Position(Record):
     average_price: Decimal | None
     market_value: Decimal | None
     day_profit_loss: Decimal | None
+    # What the holding cost, and its market value less that, where the provider says.
+    cost_basis: Decimal | None = None
+    unrealized_gain: Decimal | None = None
 
 
 class Transaction(Record):

@@ -63,6 +63,8 @@ POSITION_FIELDS = [
     "average_price",
     "market_value",
     "day_profit_loss",
+    "cost_basis",
+    "unrealized_gain",
 ]
 TRANSACTION_FIELDS = [
     "id",
@@ -258,6 +260,9 @@ def test_positions_list_for_one_account(cli: CliCall) -> None:
     assert by_symbol[OPTION_SYMBOL]["quantity"] == "1.0"
     assert by_symbol["META  250131P00525000"]["average_price"] == "2.7733"
     assert by_symbol["META  250131P00525000"]["market_value"] == "-75.00"
+    # Short a put sold for 277.33 (2.7733 x 100), now -75.00: Schwab's open profit 202.33.
+    assert by_symbol["META  250131P00525000"]["unrealized_gain"] == "202.33"
+    assert by_symbol["META  250131P00525000"]["cost_basis"] == "-277.33"
     assert_no_json_numbers_for_money(stdout, ("quantity", "average_price", "market_value"))
 
     text = ok(cli, "positions", "list", "--account", "1111", "--format", "csv")

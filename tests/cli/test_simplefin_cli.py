@@ -236,6 +236,7 @@ def test_holdings_are_positions_and_a_custom_currency_is_kept_apart(
         "1500.00",
     )
     assert position["average_price"] == "333.333333"
+    assert (position["cost_basis"], position["unrealized_gain"]) == ("1000.00", "500.00")
     accounts = {a["name"]: a for a in _json(cli("accounts", "list", "-f", "json").stdout)}
     assert accounts["Fidelity Individual"]["type"] == "INVESTMENT"
     assert accounts["Fidelity Individual"]["market_value"] == "1500.00"

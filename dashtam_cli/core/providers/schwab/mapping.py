@@ -142,6 +142,11 @@ def positions(account: Account, raw: Fields) -> list[Position]:
         instrument = item.obj("instrument")
         long_q = item.money("longQuantity") or decimal.Decimal(0)
         short_q = item.money("shortQuantity") or decimal.Decimal(0)
+        market = item.money("marketValue")
+        open_long, open_short = item.money("longOpenProfitLoss"), item.money("shortOpenProfitLoss")
+        gain = None
+        if open_long is not None or open_short is not None:
+            gain = (open_long or decimal.Decimal(0)) + (open_short or decimal.Decimal(0))
         fields: dict[str, Any] = {
             "account_id": account.id,
             "account": account.number,
@@ -150,8 +155,12 @@ def positions(account: Account, raw: Fields) -> list[Position]:
             "asset_type": instrument.text("assetType") or "UNKNOWN",
             "quantity": long_q - short_q,
             "average_price": item.money("averagePrice"),
-            "market_value": item.money("marketValue"),
+            "market_value": market,
             "day_profit_loss": item.money("currentDayProfitLoss"),
+            # Schwab gives the open profit or loss; the cost follows from it without
+            # needing the contract's multiplier (an option's price is per share).
+            "cost_basis": None if gain is None or market is None else market - gain,
+            "unrealized_gain": gain,
         }
         result.append(validated("accounts", functools.partial(Position.model_validate, fields)))
     return result

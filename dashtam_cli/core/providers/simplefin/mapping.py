@@ -144,6 +144,12 @@ def positions(account: Account, item: SetAccount) -> list[Position]:
                 average_price=average,
                 market_value=holding.market_value,
                 day_profit_loss=None,
+                cost_basis=holding.cost_basis,
+                unrealized_gain=(
+                    None
+                    if holding.cost_basis is None or holding.market_value is None
+                    else holding.market_value - holding.cost_basis
+                ),
             )
         )
     return result
