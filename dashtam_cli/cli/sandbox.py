@@ -137,10 +137,17 @@ def demo(
     In a temporary DASHTAM_HOME with a throwaway master key, it starts the
     sandbox, logs in to its Schwab through the real loopback listener and to its
     SimpleFIN Bridge with a setup token, syncs both, then shows the merged
-    accounts, positions, recent transactions and login status (tables unless
-    --format).
+    accounts, positions, recent transactions, login status and net worth
+    (tables unless --format).
     """
-    from dashtam_cli.core.models import Account, Position, SyncReport, TokenStatus, Transaction
+    from dashtam_cli.core.models import (
+        Account,
+        NetWorth,
+        Position,
+        SyncReport,
+        TokenStatus,
+        Transaction,
+    )
     from dashtam_cli.sandbox.demo import demo_environment, run_demo
 
     home = Path(tempfile.mkdtemp(prefix="dashtam-demo-"))
@@ -170,6 +177,7 @@ def demo(
                         report.transactions,
                     ),
                     ("tokens", TokenStatus, report.tokens),
+                    ("networth", NetWorth, report.networth),
                 ]
             )
     finally:

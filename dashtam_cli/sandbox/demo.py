@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
     from pathlib import Path
 
-    from dashtam_cli.core.models import Account, Position, SyncReport, TokenStatus, Transaction
+    from dashtam_cli.core.models import (
+        Account,
+        NetWorth,
+        Position,
+        SyncReport,
+        TokenStatus,
+        Transaction,
+    )
 
 __all__ = ["DemoReport", "demo_environment", "run_demo"]
 
@@ -40,6 +47,7 @@ class DemoReport:
     positions: list[Position]
     transactions: list[Transaction]
     tokens: list[TokenStatus]
+    networth: list[NetWorth]
 
 
 def _free_port() -> int:
@@ -95,7 +103,9 @@ async def run_demo(
     Call it inside :func:`demo_environment` so the settings and vault it uses
     are the temporary ones.
     """
+    from dashtam_cli.core.insights import networth
     from dashtam_cli.core.login import connect
+    from dashtam_cli.core.models import NetWorth as NetWorthRow
     from dashtam_cli.core.oauth.flow import LoginOptions
     from dashtam_cli.core.queries import (
         QueryOptions,
@@ -169,6 +179,8 @@ async def run_demo(
         )
         say("8. Checking logins (`dashtam tokens status`).")
         tokens = await status_report(settings, None, options)
+        say("9. Adding it all up, per currency (`dashtam networth`).")
+        worth = await networth(settings, options)
     return DemoReport(
         home=home,
         synced=synced.reports,
@@ -176,4 +188,5 @@ async def run_demo(
         positions=positions,
         transactions=transactions,
         tokens=tokens,
+        networth=[row for row in worth.rows if isinstance(row, NetWorthRow)],
     )

@@ -8,6 +8,7 @@ every call, which proves the demo needs no keyring service.
 from __future__ import annotations
 
 import collections
+import decimal
 import json
 import os
 import queue
@@ -98,7 +99,23 @@ def test_demo_json_is_one_object(clean_env: dict[str, str], tmpdir_root: Path) -
     result = run(clean_env, "demo", "--format", "json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
-    assert set(document) == {"synced", "accounts", "positions", "transactions", "tokens"}
+    assert set(document) == {
+        "synced",
+        "accounts",
+        "positions",
+        "transactions",
+        "tokens",
+        "networth",
+    }
+    usd = next(row for row in document["networth"] if row["currency"] == "USD")
+    assert usd["accounts"] == sum(1 for a in document["accounts"] if a["currency"] == "USD")
+    assert usd["total"] == str(
+        sum(
+            decimal.Decimal(a["total_value"])
+            for a in document["accounts"]
+            if a["currency"] == "USD"
+        )
+    )
     assert {(r["connection"], r["provider"], r["result"]) for r in document["synced"]} == {
         ("schwab", "schwab", "ok"),
         ("banks", "simplefin", "ok"),
