@@ -129,7 +129,7 @@ def test_incremental_prints_only_the_new_and_the_file_plus_it_still_checks(
     increment = cli("export", fmt, "--incremental", str(path))
     assert increment.exit_code == 0, increment.stderr
     new = ID_LINE.findall(increment.stdout)
-    assert len(new) == 2  # noqa: PLR2004 - the two synced since
+    assert len(new) == 2  # the two synced since
     assert not set(new) & before
     assert "Opening balance" not in increment.stdout
     path.write_text(path.read_text(encoding="utf-8") + increment.stdout, encoding="utf-8")
@@ -150,6 +150,6 @@ def test_incremental_refuses_to_write_over_the_file_it_reads(
     assert cli("export", "beancount", "--output", str(path)).exit_code == 0
     kept = path.read_bytes()
     refused = cli("export", "beancount", "--incremental", str(path), "--output", str(path))
-    assert refused.exit_code == 2, refused.stderr  # noqa: PLR2004 - usage
+    assert refused.exit_code == 2, refused.stderr  # a usage error
     assert "--output" in refused.stderr
     assert path.read_bytes() == kept

@@ -98,6 +98,7 @@ def test_commodity_names_are_valid_and_told_apart() -> None:
     assert commodity_base(MILES_URL) == "FLIGHT-MILES"
     assert commodity_base("https://bank.example/miles") == "MILES"
     assert commodity_base("https://points.example/") == "POINTS"
+    assert commodity_base("META  270124C00550000") == "META270124C00550000"
     assert commodity_base("912828ZT0") == "X912828ZT0"
     assert commodity_base("brk/b ") == "BRK-B"
     assert commodity_base("Ünïcode") == "X-N-CODE"
