@@ -153,3 +153,17 @@ def test_incremental_refuses_to_write_over_the_file_it_reads(
     assert refused.exit_code == 2, refused.stderr  # a usage error
     assert "--output" in refused.stderr
     assert path.read_bytes() == kept
+
+
+def test_incremental_from_a_missing_file_is_a_one_line_error(
+    cli: CliCall, synced: tuple[Bridge, respx.MockRouter], tmp_path: Path
+) -> None:
+    """A FILE that cannot be read: exit 2 (bad input), its name and a hint, nothing on stdout."""
+    del synced
+    missing = tmp_path / "nowhere.journal"
+    failed = cli("export", "ledger", "--incremental", str(missing))
+    assert failed.exit_code == 2, failed.stderr  # an InputError
+    assert f"cannot read --incremental file {missing}" in failed.stderr
+    assert "earlier export" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert failed.stdout == ""
