@@ -251,7 +251,12 @@ async def load_book(settings: Settings, options: ExportOptions, open_options: Op
 
 # A book of many years is a few MiB; a file far larger is not one.
 MAX_BOOK_BYTES: Final = 256 * 1024 * 1024
-_ID: Final = r"dashtam-id:\s*\"?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+# At the start of an indented line (beancount metadata, a ledger tag comment): an id
+# quoted inside a description, which is never at the start of a line, is not one.
+_ID: Final = (
+    r"(?m)^[ \t]+(?:;[ \t]*)?dashtam-id:[ \t]*\"?"
+    r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+)
 
 
 _OPENED: Final = r"(?m)^(?:\d{4}-\d{2}-\d{2}[ \t]+open|account)[ \t]+([A-Z][^\s;]*)"

@@ -166,3 +166,12 @@ def test_incremental_opens_an_account_the_file_does_not_open(tmp_path: Path) -> 
     assert f"open {checking} USD" in increment
     assert increment.count(" open ") == 1  # the opening counter is open already
     assert increment.count("Opening balance") == 1
+
+
+def test_an_id_quoted_in_a_description_is_not_taken_for_one(tmp_path: Path) -> None:
+    """A description holding ``dashtam-id: <id>`` cannot hide that transaction from --incremental."""
+    later = txn(200, CHECKING, 29, "-20.00", Kind.PURCHASE, "Later")
+    fixed = book([f'dashtam-id: "{later.id}"', f"x\n  ; dashtam-id: {later.id}"])
+    path = tmp_path / "book.beancount"
+    path.write_text(_text(fixed), encoding="utf-8")
+    assert known_book(str(path)).ids == {t.id for t in fixed.transactions}

@@ -149,3 +149,12 @@ def test_incremental_adds_only_the_new_and_the_file_still_checks(tmp_path: Path)
     path.write_text(path.read_text(encoding="utf-8") + increment, encoding="utf-8")
     by_id = _ids(_checked(path))
     assert len(by_id) == len(first.transactions) + len(later)
+
+
+def test_an_id_quoted_in_a_description_is_not_taken_for_one(tmp_path: Path) -> None:
+    """A description holding ``dashtam-id: <id>`` cannot hide that transaction from --incremental."""
+    later = txn(200, CHECKING, 29, "-20.00", Kind.PURCHASE, "Later")
+    fixed = book([f'dashtam-id: "{later.id}"', f"x\n  ; dashtam-id: {later.id}"])
+    path = tmp_path / "book.journal"
+    path.write_text(_text(fixed), encoding="utf-8")
+    assert known_book(str(path)).ids == {t.id for t in fixed.transactions}
