@@ -31,10 +31,13 @@ FIRST = (dt.datetime.now(dt.UTC) - dt.timedelta(days=6)).replace(microsecond=0)
 SECOND = FIRST + dt.timedelta(days=3)
 DAY = dt.timedelta(days=1)
 MILES = "https://bank.example/currencies/miles"
-# The format, its file's name, and the command that checks a file (strict for hledger).
+# The format, its file's name, and the commands that check a file (strict, pedantic).
 CHECKERS = {
-    "beancount": ("book.beancount", ("bean-check",)),
-    "ledger": ("book.journal", ("hledger", "check", "--strict", "-f")),
+    "beancount": ("book.beancount", (("bean-check",),)),
+    "ledger": (
+        "book.journal",
+        (("hledger", "check", "--strict", "-f"), ("ledger", "--pedantic", "balance", "-f")),
+    ),
 }
 ID_LINE = re.compile(r"dashtam-id: \"?([0-9a-f-]{36})")
 
@@ -68,9 +71,10 @@ def synced(master_key: bytes, cli: CliCall) -> Iterator[tuple[Bridge, respx.Mock
 
 
 def _check(path: Path, fmt: str) -> None:
-    tool = CHECKERS[fmt][1]
-    checked = run_tool(*tool, str(path))
-    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for tool in CHECKERS[fmt][1]:
+        checked = run_tool(*tool, str(path))
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "Error" not in checked.stderr
 
 
 def _balances(cli: CliCall) -> dict[str, Decimal]:

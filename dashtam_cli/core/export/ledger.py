@@ -76,8 +76,8 @@ def _declarations(book: Book, names: Mapping[str, Commodity]) -> Iterator[str]:
         for c in counters_used(book, opening=any(a.opening for a in new_accounts))
         if c not in options.known_accounts
     ]
-    if new_accounts or counters:
-        yield "\n"
+    # The id's tag declared, for ledger --pedantic (a repeat is harmless in both tools).
+    yield "\ntag dashtam-id\n"
     for name in [a.name for a in new_accounts] + counters:
         yield f"account {name}\n"
 

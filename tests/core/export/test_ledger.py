@@ -23,12 +23,16 @@ def _text(book_: Book) -> str:
 
 
 def _checked(path: Path) -> list[dict[str, Any]]:
-    """``hledger check --strict`` passes on ``path``; its transactions, as hledger reads them.
+    """``hledger check --strict`` and ``ledger --pedantic`` pass on ``path``; hledger's reading.
 
-    Strict: every account and commodity declared, besides the assertions.
+    Strict and pedantic: every account, commodity and tag declared, besides
+    the balance assertions.
     """
     checked = run_tool("hledger", "-f", str(path), "check", "--strict")
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    ledger = run_tool("ledger", "-f", str(path), "--pedantic", "balance")
+    assert ledger.returncode == 0, ledger.stderr
+    assert ledger.stderr == ""
     printed = run_tool("hledger", "-f", str(path), "print", "-O", "json")
     assert printed.returncode == 0, printed.stderr
     read: list[dict[str, Any]] = json.loads(printed.stdout)
