@@ -45,6 +45,14 @@ def _write(ctx: typer.Context, pieces: Iterable[str], output: Path | None) -> No
     )
 
 
+def _same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file (the same path, a link to it, or the same inode)."""
+    try:
+        return one.resolve() == other.resolve() or one.samefile(other)
+    except OSError:
+        return False
+
+
 def export(
     ctx: typer.Context,
     fmt: Annotated[
@@ -119,7 +127,7 @@ def export(
     """
     import dataclasses
 
-    from dashtam_cli.core.export import FORMATS, ExportOptions, known_ids, load_book, render
+    from dashtam_cli.core.export import FORMATS, ExportOptions, known_book, load_book, render
 
     if fmt is not None and fmt not in FORMATS:
         msg = f"{fmt!r} is not a format; choose one of: {', '.join(FORMATS)}"
@@ -130,6 +138,12 @@ def export(
     if incremental is not None and fmt not in {"beancount", "ledger"}:
         msg = "--incremental reads a beancount or ledger file: use it with those formats"
         raise typer.BadParameter(msg, param_hint="--incremental")
+    if incremental is not None and output is not None and _same_file(incremental, output):
+        msg = (
+            "--output would replace the file --incremental reads with only what is new: "
+            "append instead (>> FILE), or write to another file"
+        )
+        raise typer.BadParameter(msg, param_hint="--output")
     first = options.parse_when(since, option="--since")
     last = options.parse_when(until, option="--until")
     job = ExportOptions(
@@ -146,8 +160,13 @@ def export(
         assert isinstance(conf, Settings)
         settings_job = job
         if incremental is not None:
+            known = known_book(str(incremental))
             settings_job = dataclasses.replace(
-                job, known_ids=known_ids(str(incremental)), incremental=True
+                job,
+                known_ids=known.ids,
+                known_accounts=known.accounts,
+                known_commodities=known.commodities,
+                incremental=True,
             )
         return await load_book(conf, settings_job, opts)
 

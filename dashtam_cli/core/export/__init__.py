@@ -30,6 +30,8 @@ __all__ = [
     "Book",
     "BookAccount",
     "ExportOptions",
+    "KnownBook",
+    "known_book",
     "known_ids",
     "load_book",
     "money_text",
@@ -58,6 +60,9 @@ class ExportOptions:
     # Only transactions whose ids this set does not hold (``--incremental``).
     known_ids: frozenset[str] = frozenset()
     incremental: bool = False
+    # What that file already declares: its accounts (opened) and commodities.
+    known_accounts: frozenset[str] = frozenset()
+    known_commodities: frozenset[str] = frozenset()
     clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
@@ -246,13 +251,28 @@ async def load_book(settings: Settings, options: ExportOptions, open_options: Op
 
 # A book of many years is a few MiB; a file far larger is not one.
 MAX_BOOK_BYTES: Final = 256 * 1024 * 1024
-_ID: Final = r"dashtam-id:\s*\"?([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+# At the start of an indented line (beancount metadata, a ledger tag comment): an id
+# quoted inside a description, which is never at the start of a line, is not one.
+_ID: Final = (
+    r"(?m)^[ \t]+(?:;[ \t]*)?dashtam-id:[ \t]*\"?"
+    r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+)
 
 
-def known_ids(path: str) -> frozenset[str]:
-    """The dashtam transaction ids a beancount or ledger file already holds (``dashtam-id``)."""
-    import re
+_OPENED: Final = r"(?m)^(?:\d{4}-\d{2}-\d{2}[ \t]+open|account)[ \t]+([A-Z][^\s;]*)"
+_COMMODITY: Final = r'(?m)^(?:\d{4}-\d{2}-\d{2}[ \t]+)?commodity[ \t]+(?:"([^"\n]+)"|([^\s;"]+))'
 
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KnownBook:
+    """What an earlier beancount or ledger export holds: transaction ids, accounts, commodities."""
+
+    ids: frozenset[str]
+    accounts: frozenset[str]
+    commodities: frozenset[str]
+
+
+def _read_book(path: str) -> str:
     try:
         with open(path, "rb") as handle:  # noqa: PTH123 - a bounded read of a user's file
             data = handle.read(MAX_BOOK_BYTES + 1)
@@ -266,8 +286,29 @@ def known_ids(path: str) -> frozenset[str]:
             f"--incremental file {path} is over {MAX_BOOK_BYTES // (1024 * 1024)} MiB",
             hint="give the beancount or ledger file an earlier export went into",
         )
-    text = data.decode("utf-8", "replace")
-    return frozenset(re.findall(_ID, text))
+    return data.decode("utf-8", "replace")
+
+
+def known_ids(path: str) -> frozenset[str]:
+    """The dashtam transaction ids a beancount or ledger file already holds (``dashtam-id``)."""
+    return known_book(path).ids
+
+
+def known_book(path: str) -> KnownBook:
+    """The ids (``dashtam-id``), opened accounts and commodities a beancount or ledger file holds.
+
+    Accounts are those of beancount ``open`` directives and ledger
+    ``account`` declarations; commodities those of ``commodity`` directives
+    (a ledger name in quotes without them).
+    """
+    import re
+
+    text = _read_book(path)
+    return KnownBook(
+        ids=frozenset(re.findall(_ID, text)),
+        accounts=frozenset(re.findall(_OPENED, text)),
+        commodities=frozenset(a or b for a, b in re.findall(_COMMODITY, text)),
+    )
 
 
 def render(fmt: str, book: Book) -> Iterator[str]:
