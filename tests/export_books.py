@@ -198,6 +198,13 @@ def book(
 def run_tool(*args: str) -> subprocess.CompletedProcess[str]:
     """Run a format's own checker (``bean-check``, ``hledger``), its output as text."""
     tool = shutil.which(args[0]) or str(Path(__file__).parent.parent / ".venv/bin" / args[0])
+    if not Path(tool).exists():
+        import pytest
+
+        pytest.fail(
+            f"{args[0]} is not installed: the export tests check their output with it "
+            "(sudo apt-get install hledger ledger; beancount comes with `uv sync`)"
+        )
     return subprocess.run(
         [tool, *args[1:]], capture_output=True, text=True, check=False, timeout=120
     )
