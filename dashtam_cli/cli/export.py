@@ -170,4 +170,18 @@ def export(
         runtime.renderer(ctx, table_fmt).rows(BookAccountName, rows)
         return
     assert fmt is not None
+    if fmt in {"ofx", "qif"}:
+        _left_out(ctx, fmt, book)
     _write(ctx, render(fmt, book), output)
+
+
+def _left_out(ctx: typer.Context, fmt: str, book: Book) -> None:
+    """Say on stderr which accounts OFX or QIF cannot hold (custom currencies, investments)."""
+    if fmt == "ofx":
+        from dashtam_cli.core.export.ofx import left_out
+    else:
+        from dashtam_cli.core.export.qif import left_out
+    for reason in left_out(book):
+        runtime.stderr(ctx).print(
+            f"note: left out of the {fmt.upper()} export: {reason}", markup=False, highlight=False
+        )
