@@ -151,3 +151,38 @@ def sample_book() -> Book:
         options=ExportOptions(clock=lambda: NOW),
         by_id={item.account.id: item for item in book_accounts},
     )
+
+
+def parse_qif(text: str) -> dict[str, tuple[str, list[dict[str, str]]]]:
+    """Each account's type and its entries (field letter -> value), as an importer reads them."""
+    accounts: dict[str, tuple[str, list[dict[str, str]]]] = {}
+    current: str | None = None
+    header: dict[str, str] = {}
+    entry: dict[str, str] = {}
+    section = ""
+    for line in text.split("\n"):
+        if not line:
+            continue
+        if line.startswith("!"):
+            section = line
+            if line.startswith("!Type:"):
+                assert current is not None
+                assert line == f"!Type:{accounts[current][0]}"
+            continue
+        if line == "^":
+            if section == "!Account":
+                current = header["N"]
+                accounts[current] = (header["T"], [])
+                header = {}
+            else:
+                assert current is not None
+                accounts[current][1].append(entry)
+                entry = {}
+            continue
+        code, value = line[0], line[1:]
+        target = header if section == "!Account" else entry
+        assert code not in target, f"field {code} twice"
+        target[code] = value
+    assert not entry
+    assert not header
+    return accounts

@@ -7,7 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from export_sample_book import BROKER, CARD, CHECKING, HOSTILE, MILES, sample_book
+from export_sample_book import BROKER, CARD, CHECKING, HOSTILE, MILES, parse_qif, sample_book
 
 from dashtam_cli.core.export import render
 from dashtam_cli.core.export.qif import PAYEE_MAX, left_out
@@ -20,41 +20,6 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "sample.qif"
 
 def _qif(book: Book) -> str:
     return "".join(render("qif", book))
-
-
-def parse_qif(text: str) -> dict[str, tuple[str, list[dict[str, str]]]]:
-    """Each account's type and its entries (field letter -> value), as an importer reads them."""
-    accounts: dict[str, tuple[str, list[dict[str, str]]]] = {}
-    current: str | None = None
-    header: dict[str, str] = {}
-    entry: dict[str, str] = {}
-    section = ""
-    for line in text.split("\n"):
-        if not line:
-            continue
-        if line.startswith("!"):
-            section = line
-            if line.startswith("!Type:"):
-                assert current is not None
-                assert line == f"!Type:{accounts[current][0]}"
-            continue
-        if line == "^":
-            if section == "!Account":
-                current = header["N"]
-                accounts[current] = (header["T"], [])
-                header = {}
-            else:
-                assert current is not None
-                accounts[current][1].append(entry)
-                entry = {}
-            continue
-        code, value = line[0], line[1:]
-        target = header if section == "!Account" else entry
-        assert code not in target, f"field {code} twice"
-        target[code] = value
-    assert not entry
-    assert not header
-    return accounts
 
 
 def test_the_sample_book_matches_its_reviewed_snapshot_byte_for_byte() -> None:
