@@ -146,7 +146,9 @@ def test_an_account_in_a_custom_currency_is_left_out_and_said_so() -> None:
 
 
 def test_an_export_without_accounts_is_a_sign_on_only_document() -> None:
-    """No account selected: the document still parses, with no statement."""
+    """No account selected: the sign-on alone, no empty message set; ofxtools reads it."""
     book = dataclasses.replace(sample_book(), accounts=[], transactions=[], positions=[])
-    ofx = _parsed(_ofx(book))
+    text = _ofx(book)
+    assert re.findall(r"<(\w+MSGSRSV1)>", text) == ["SIGNONMSGSRSV1"]
+    ofx = _parsed(text)
     assert ofx.statements == []
