@@ -172,3 +172,40 @@ def test_qif_export_sums_each_account_to_the_vaults_and_writes_a_private_file(
         total = sum((Decimal(e["T"]) for e in entries), Decimal(0))
         assert total == sum((Decimal(t["amount"]) for t in vault), Decimal(0))
         assert [e["N"] for e in entries] == [t["id"] for t in vault]
+
+
+@pytest.mark.usefixtures("synced")
+def test_ofx_type_writes_one_document_of_that_type_alone(cli: CliCall) -> None:
+    """``--ofx-type creditcard``: the card statement alone; ``investment``: the brokerage and its securities."""
+    accounts, txns = _vault(cli)
+    card = cli("export", "ofx", "--ofx-type", "creditcard")
+    assert card.exit_code == 0, card.stderr
+    assert re.findall(r"<(\w+MSGSRSV1)>", card.stdout) == ["SIGNONMSGSRSV1", "CREDITCARDMSGSRSV1"]
+    tree = OFXTree()
+    tree.parse(io.BytesIO(card.stdout.encode()))
+    (statement,) = tree.convert().statements
+    card_id = accounts["Sapphire Visa"]["id"]
+    assert statement.account.acctid == acctid(card_id)
+    assert [t.fitid for t in statement.transactions] == [t["id"] for t in txns[card_id]]
+    assert "left out" not in card.stderr  # the miles account is not a card: nothing to say
+    invest = cli("export", "ofx", "--ofx-type", "investment")
+    assert invest.exit_code == 0, invest.stderr
+    assert re.findall(r"<(\w+MSGSRSV1)>", invest.stdout) == [
+        "SIGNONMSGSRSV1",
+        "INVSTMTMSGSRSV1",
+        "SECLISTMSGSRSV1",
+    ]
+
+
+@pytest.mark.usefixtures("synced")
+@pytest.mark.parametrize(
+    "args",
+    [("ofx", "--ofx-type", "loans"), ("qif", "--ofx-type", "bank")],
+    ids=["unknown-type", "not-ofx"],
+)
+def test_a_wrong_ofx_type_is_a_usage_error(cli: CliCall, args: tuple[str, ...]) -> None:
+    """An unknown type, or --ofx-type with another format, exits 2 naming the option; nothing written."""
+    result = cli("export", *args)
+    assert result.exit_code == 2
+    assert "--ofx-type" in result.stderr
+    assert result.stdout == ""

@@ -13,6 +13,7 @@ a custom currency (airline miles) is left out, and :func:`left_out` says so.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from decimal import Decimal
@@ -27,7 +28,17 @@ if TYPE_CHECKING:
     from dashtam_cli.core.export import Book, BookAccount
     from dashtam_cli.core.models import Position, Transaction
 
-__all__ = ["BANKID", "BROKERID", "acctid", "left_out", "render", "statement_type", "trntype"]
+__all__ = [
+    "BANKID",
+    "BROKERID",
+    "STATEMENT_TYPES",
+    "acctid",
+    "left_out",
+    "only",
+    "render",
+    "statement_type",
+    "trntype",
+]
 
 # OFX needs a bank's routing number (BANKID) and a broker's domain (BROKERID);
 # dashtam has neither, so these fixed values stand in (never a real one).
@@ -47,6 +58,8 @@ _BANK_ACCTTYPES: Final = {
     "MORTGAGE": "CREDITLINE",
     "LINE_OF_CREDIT": "CREDITLINE",
 }
+# The statement types, in the order of their message sets (``--ofx-type``).
+STATEMENT_TYPES: Final = ("bank", "creditcard", "investment")
 _ISO_CURRENCY: Final = re.compile(r"[A-Z]{3}")
 # OFX's limits: NAME is 32 characters, MEMO 255, ACCTID 22, a security's name 120.
 NAME_MAX: Final = 32
@@ -80,6 +93,23 @@ def acctid(account_id: str) -> str:
     accounts, and is recognisable as the start of the id.
     """
     return re.sub(r"[^0-9A-Za-z]", "", account_id)[:ACCTID_MAX]
+
+
+def only(book: Book, kind: str) -> Book:
+    """``book`` with only the accounts whose statements are of ``kind`` (``--ofx-type``).
+
+    Several importers read the first statement of a file and no other, so
+    each type can be written in a document of its own.
+    """
+    accounts = [item for item in book.accounts if statement_type(item) == kind]
+    ids = {item.account.id for item in accounts}
+    return dataclasses.replace(
+        book,
+        accounts=accounts,
+        transactions=[t for t in book.transactions if t.account_id in ids],
+        positions=[p for p in book.positions if p.account_id in ids],
+        by_id={key: item for key, item in book.by_id.items() if key in ids},
+    )
 
 
 def left_out(book: Book) -> list[str]:
