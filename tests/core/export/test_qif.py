@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from decimal import Decimal
 from pathlib import Path
@@ -70,3 +71,13 @@ def test_investment_and_custom_currency_accounts_are_left_out_and_said_so() -> N
         f"{names[BROKER]}: an investment account (QIF holds bank and card accounts)",
         f"{names[MILES]}: QIF has no currency for https://bridge.simplefin.test/currency/miles",
     ]
+
+
+def test_control_characters_are_dropped_from_descriptions() -> None:
+    """A NUL, a bell or a DEL in a description does not reach the file."""
+    book = sample_book()
+    first = book.transactions[0].model_copy(update={"description": "PAY\x00ROLL\x07 AC\x7fME"})
+    book = dataclasses.replace(book, transactions=[first, *book.transactions[1:]])
+    text = _qif(book)
+    assert "PPAYROLL ACME\n" in text
+    assert not re.search("[\x00-\x08\x0e-\x1f\x7f]", text)
