@@ -30,6 +30,8 @@ __all__ = ["PAYEE_MAX", "left_out", "qif_type", "render"]
 PAYEE_MAX: Final = 64
 _ISO_CURRENCY: Final = re.compile(r"[A-Z]{3}")
 _LINE: Final = re.compile(r"\s+")
+# Control characters other than whitespace: no importer reads them in a text field.
+_CONTROL: Final = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 
 
 def qif_type(item: BookAccount) -> str | None:
@@ -56,8 +58,8 @@ def left_out(book: Book) -> list[str]:
 
 
 def _line(text: str | None) -> str:
-    """Text on one line: every run of whitespace (newlines included) is one space."""
-    return _LINE.sub(" ", text or "").strip()
+    """Text on one line: every run of whitespace (newlines included) is one space, no controls."""
+    return _LINE.sub(" ", _CONTROL.sub("", text or "")).strip()
 
 
 def render(book: Book) -> Iterator[str]:
