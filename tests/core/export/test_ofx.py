@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import re
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from export_sample_book import BROKER, CARD, CHECKING, HOSTILE, MILES, SHORT_HOSTILE, sample_book
 from ofxtools.Parser import OFXTree
 
 from dashtam_cli.core.export import render
-from dashtam_cli.core.export.ofx import BANKID, acctid, left_out
+from dashtam_cli.core.export.ofx import BANKID, acctid, left_out, trntype
+from dashtam_cli.core.models import Kind
 
 if TYPE_CHECKING:
     from dashtam_cli.core.export import Book
@@ -152,3 +155,64 @@ def test_an_export_without_accounts_is_a_sign_on_only_document() -> None:
     assert re.findall(r"<(\w+MSGSRSV1)>", text) == ["SIGNONMSGSRSV1"]
     ofx = _parsed(text)
     assert ofx.statements == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount", "provider_type", "description", "statement", "expected"),
+    [
+        (Kind.WITHDRAWAL, "-20", "DEBIT", "CHECK 1042", "bank", "CHECK"),
+        (Kind.WITHDRAWAL, "-20", "CHECK", "Rent", "bank", "CHECK"),
+        (Kind.WITHDRAWAL, "-20", "DEBIT", "atm 5th ave", "bank", "ATM"),
+        (Kind.WITHDRAWAL, "-20", "DEBIT", "Checkout Co", "bank", "DEBIT"),
+        (Kind.PURCHASE, "-20", "DEBIT", "Shop", "creditcard", "DEBIT"),
+        (Kind.PURCHASE, "5", "CREDIT", "Shop", "bank", "CREDIT"),
+        (Kind.FEE, "3", "CREDIT", "Fee refunded", "bank", "CREDIT"),
+        (Kind.TAX, "-3", "DEBIT", "Withholding", "investment", "DEBIT"),
+        (Kind.ADJUSTMENT, "1", "JOURNAL", "Sweep", "investment", "CREDIT"),
+        (Kind.OTHER, "1", "X", "?", "bank", "OTHER"),
+    ],
+)
+def test_trntype_follows_the_kind_then_the_words_then_the_sign(  # noqa: PLR0913, PLR0917 - the table's columns
+    kind: Kind, amount: str, provider_type: str, description: str, statement: str, expected: str
+) -> None:
+    """Checks and ATM withdrawals by their type or words; what has no OFX type goes by its sign."""
+    txn = (
+        sample_book()
+        .transactions[0]
+        .model_copy(
+            update={
+                "kind": kind,
+                "amount": Decimal(amount),
+                "type": provider_type,
+                "description": description,
+            }
+        )
+    )
+    assert trntype(txn, statement) == expected
+
+
+def test_an_export_window_is_each_statements_dtstart_and_dtend() -> None:
+    """With --since and --until the transaction lists span the window, the day after --until excluded."""
+    book = sample_book()
+    options = dataclasses.replace(
+        book.options, since=dt.date(2026, 11, 1), until=dt.date(2026, 11, 9)
+    )
+    ofx = _parsed(_ofx(dataclasses.replace(book, options=options)))
+    for statement in ofx.statements:
+        invest = type(statement).__name__ == "INVSTMTRS"
+        listed = statement.invtranlist if invest else statement.banktranlist
+        assert listed.dtstart == dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        assert listed.dtend == dt.datetime(2026, 11, 10, tzinfo=dt.UTC)
+
+
+def test_a_position_without_a_market_value_is_priced_at_its_average() -> None:
+    """No market value: UNITPRICE is the average price and MKTVAL units times it."""
+    book = sample_book()
+    fund = book.positions[0].model_copy(update={"market_value": None})
+    ofx = _parsed(_ofx(dataclasses.replace(book, positions=[fund])))
+    (broker,) = [s for s in ofx.statements if type(s).__name__ == "INVSTMTRS"]
+    (position,) = broker.positions
+    assert (position.invpos.unitprice, position.invpos.mktval) == (
+        Decimal("333.33"),
+        Decimal("999.99"),
+    )
