@@ -113,16 +113,26 @@ def only(book: Book, kind: str) -> Book:
 
 
 def left_out(book: Book) -> list[str]:
-    """Why each account the OFX export leaves out is left out (an ISO currency is needed)."""
-    return [
-        f"{item.name}: its currency {item.currency} is not an ISO 4217 code, which OFX needs"
-        for item in book.accounts
-        if not _exported(item)
-    ]
+    """Why each account the OFX export leaves out is left out (an ISO currency and a balance)."""
+    notes = []
+    for item in book.accounts:
+        if not _ISO_CURRENCY.fullmatch(item.currency):
+            code = item.currency
+            notes.append(
+                f"{item.name}: its currency {code} is not an ISO 4217 code, which OFX needs"
+            )
+        elif item.balance is None:
+            notes.append(f"{item.name}: no balance known, which an OFX statement needs")
+    return notes
 
 
 def _exported(item: BookAccount) -> bool:
-    return bool(_ISO_CURRENCY.fullmatch(item.currency))
+    return bool(_ISO_CURRENCY.fullmatch(item.currency)) and item.balance is not None
+
+
+def _balance_of(item: BookAccount) -> Decimal:
+    assert item.balance is not None  # _exported leaves out an account without one
+    return item.balance
 
 
 def trntype(txn: Transaction, statement: str) -> str:
@@ -248,7 +258,7 @@ def _bank_statement(item: BookAccount, txns: Sequence[Transaction], book: Book, 
         _el("DTEND", end),
         *(_stmttrn(t, kind) for t in txns),
         "</BANKTRANLIST>",
-        _balance("LEDGERBAL", item.balance or Decimal(0), item.balance_at),
+        _balance("LEDGERBAL", _balance_of(item), item.balance_at),
     ]
     if account.buying_power is not None:
         parts.append(_balance("AVAILBAL", account.buying_power, item.balance_at))
@@ -334,7 +344,7 @@ def _investment_statement(
     parts.extend(
         [
             "<INVBAL>",
-            _el("AVAILCASH", money_text(item.balance or Decimal(0))),
+            _el("AVAILCASH", money_text(_balance_of(item))),
             _el("MARGINBALANCE", "0.00"),
             _el("SHORTBALANCE", "0.00"),
             "</INVBAL>",

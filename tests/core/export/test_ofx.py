@@ -216,3 +216,14 @@ def test_a_position_without_a_market_value_is_priced_at_its_average() -> None:
         Decimal("333.33"),
         Decimal("999.99"),
     )
+
+
+def test_an_account_without_a_known_balance_is_left_out_not_written_as_zero() -> None:
+    """No balance synced: no statement with a made-up 0.00 balance; left_out says why."""
+    book = sample_book()
+    checking = dataclasses.replace(book.accounts[0], balance=None)
+    book = dataclasses.replace(book, accounts=[checking, *book.accounts[1:]])
+    text = _ofx(book)
+    assert acctid(CHECKING) not in text
+    assert "PAYROLL ACME" not in text
+    assert left_out(book)[0] == f"{checking.name}: no balance known, which an OFX statement needs"
