@@ -111,6 +111,15 @@ def export(
             dir_okay=False,
         ),
     ] = None,
+    ofx_type: Annotated[
+        str | None,
+        typer.Option(
+            "--ofx-type",
+            metavar="TYPE",
+            help="OFX: only the bank, creditcard or investment statements (default: all three).",
+            show_default=False,
+        ),
+    ] = None,
     show_accounts: Annotated[
         bool,
         typer.Option("--show-accounts", help="Print each account's name in the books, and stop."),
@@ -144,6 +153,11 @@ def export(
             "append instead (>> FILE), or write to another file"
         )
         raise typer.BadParameter(msg, param_hint="--output")
+    if ofx_type is not None and (
+        fmt != "ofx" or ofx_type not in {"bank", "creditcard", "investment"}
+    ):
+        msg = "--ofx-type is bank, creditcard or investment, with the format ofx"
+        raise typer.BadParameter(msg, param_hint="--ofx-type")
     first = options.parse_when(since, option="--since")
     last = options.parse_when(until, option="--until")
     job = ExportOptions(
@@ -189,4 +203,26 @@ def export(
         runtime.renderer(ctx, table_fmt).rows(BookAccountName, rows)
         return
     assert fmt is not None
+    if fmt in {"ofx", "qif"}:
+        book = _narrowed(ctx, fmt, book, ofx_type)
     _write(ctx, render(fmt, book), output)
+
+
+def _narrowed(ctx: typer.Context, fmt: str, book: Book, ofx_type: str | None) -> Book:
+    """Keep one OFX type if asked; say on stderr which accounts OFX or QIF cannot hold."""
+    err = runtime.stderr(ctx)
+    if ofx_type is not None:
+        from dashtam_cli.core.export.ofx import only
+
+        book = only(book, ofx_type)
+        if not book.accounts:
+            err.print(f"note: no {ofx_type} account to export", markup=False, highlight=False)
+    if fmt == "ofx":
+        from dashtam_cli.core.export.ofx import left_out
+    else:
+        from dashtam_cli.core.export.qif import left_out
+    for reason in left_out(book):
+        err.print(
+            f"note: left out of the {fmt.upper()} export: {reason}", markup=False, highlight=False
+        )
+    return book
