@@ -180,6 +180,7 @@ def test_only_get_and_head_are_answered() -> None:
 
     *refused, head = _ask(talk)
     assert [a.status_code for a in refused] == [405] * 4
+    assert all(a.text == "the dashboard is read-only\n" for a in refused)  # the guard, first
     assert all(a.headers["allow"] == "GET, HEAD" for a in refused)
     assert head.status_code == 200
     assert head.content == b""
