@@ -439,3 +439,18 @@ def test_no_other_command_imports_the_dashboard_libraries(vault: Path, tmp_path:
     code, _, loaded = _run_entry(["dashboard", "--export", str(tmp_path / "r.html")])
     assert code == 0
     assert {"jinja2", "pygal", "markupsafe"} <= loaded
+
+
+def test_a_vault_that_cannot_be_opened_is_a_page_saying_why(
+    vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key gone after the start: each page answers 500 with the core's message, no figure."""
+    del vault
+    monkeypatch.delenv("DASHTAM_MASTER_KEY")
+    overview, transactions = _pages("/", "/transactions")
+    for page in (overview, transactions):
+        assert page.status_code == 500
+        assert page.headers["content-security-policy"] == CSP
+        assert "key" in page.text.lower()
+        assert "1520.33" not in page.text
+        assert "Traceback" not in page.text
