@@ -57,6 +57,11 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
         "cashflow",
         "Money in and out per interval, from posted transactions; it reads the vault only.",
     ),
+    "dashboard": (
+        "dashtam_cli.cli.dashboard",
+        "dashboard",
+        "Net worth, cash flow, accounts, positions and transactions in your browser, read-only.",
+    ),
     "export": (
         "dashtam_cli.cli.export",
         "export",
