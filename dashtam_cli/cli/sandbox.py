@@ -184,7 +184,8 @@ def demo(
         if keep:
             say(
                 f"\nkept the demo's files in {home}; to look around: export DASHTAM_HOME={home} "
-                f'DASHTAM_MASTER_KEY="$(cat {home}/demo-master-key)"'
+                f'DASHTAM_MASTER_KEY="$(cat {home}/demo-master-key)"; then open the dashboard '
+                "on this data: dashtam dashboard"
             )
         else:
             shutil.rmtree(home, ignore_errors=True)
@@ -193,3 +194,5 @@ def demo(
         "--client-id APP_KEY, then dashtam connect schwab (see docs/providers/schwab.md). With a "
         "SimpleFIN Bridge setup token: dashtam connect simplefin (see docs/providers/simplefin.md)."
     )
+    if not keep:
+        say("To see this data in the local dashboard: dashtam demo --keep, then dashtam dashboard.")

@@ -136,6 +136,7 @@ def test_demo_keep_leaves_a_vault_its_key_opens(
     """`--keep`: the home stays with a 0600 key file, and `dashtam vault status` opens the vault."""
     result = run(clean_env, "demo", "--keep", "--format", "json")
     assert result.returncode == 0, result.stderr
+    assert "then open the dashboard on this data: dashtam dashboard" in result.stderr
     match = re.search(r"kept the demo's files in (\S+);", result.stderr)
     assert match is not None, result.stderr
     home = Path(match[1])
