@@ -72,7 +72,9 @@ def _clean(chart: Any) -> tuple[str, str]:  # noqa: ANN401 - pygal's charts are 
             if tag == "style":
                 css.append(child.text or "")
                 parent.remove(child)
-            elif tag == "script" or "tooltip" in (child.get("class") or ""):
+            elif tag == "script" or "tooltip" in (child.get("class") or "").split():
+                # The tooltip box itself; the bars and dots that would trigger it
+                # ("tooltip-trigger") are the chart and stay.
                 parent.remove(child)
         parent.attrib.pop("style", None)
     tree.attrib.pop("id", None)
