@@ -295,9 +295,9 @@ def test_transactions_come_in_pages_of_100_newest_first() -> None:
     assert [len(_rows(p)) for p in (first, second, third)] == [100, 100, 40]
     assert _rows(beyond) == ['<td colspan="9">No transactions.</td>']
     assert "240 transactions; page 1 of 3." in first.text
-    assert 'rel="next" href="/transactions?page=2&amp;q="' in first.text
+    assert 'rel="next" href="/transactions?page=2&amp;q=&amp;kind=&amp;account="' in first.text
     assert 'rel="prev"' not in first.text
-    assert 'rel="prev" href="/transactions?page=2&amp;q="' in third.text
+    assert 'rel="prev" href="/transactions?page=2&amp;q=&amp;kind=&amp;account="' in third.text
     assert 'rel="next"' not in third.text
     assert "Coffee shop 1<" in _rows(first)[0]  # newest first (the card's is a day older)
     assert "Coffee shop 239<" in _rows(third)[-1]
@@ -317,7 +317,7 @@ def test_the_search_finds_text_in_any_case_and_pages_its_matches() -> None:
         *(str(n) for n in range(120, 130)),
     }
     assert "239 transactions; page 2 of 3." in many.text
-    assert 'href="/transactions?page=3&amp;q=coffee"' in many.text
+    assert 'href="/transactions?page=3&amp;q=coffee&amp;kind=&amp;account="' in many.text
     assert _rows(none)[0].startswith('<td colspan="9">No transactions match')
     assert 'value="&lt;b&gt;nothing"' in none.text
 
@@ -454,3 +454,33 @@ def test_a_vault_that_cannot_be_opened_is_a_page_saying_why(
         assert "key" in page.text.lower()
         assert "1520.33" not in page.text
         assert "Traceback" not in page.text
+
+
+@pytest.mark.usefixtures("vault")
+def test_filters_by_kind_and_account_as_transactions_list_does(cli: CliCall) -> None:
+    """?kind= and ?account= give what `transactions list --type --account` gives, kept in links."""
+    purchases, card, both = _pages(
+        "/transactions?kind=purchase",
+        "/transactions?account=0002",
+        "/transactions?kind=withdrawal&account=0001",
+    )
+    listed = json.loads(
+        cli("transactions", "list", "--type", "purchase", "-f", "json", "--offline").stdout
+    )
+    assert f"{len(listed)} transaction" in purchases.text
+    assert 'value="purchase" selected' in purchases.text
+    (row,) = _rows(card)
+    assert "****0002" in row
+    assert f"{COFFEE} transactions; page 1 of 3." in both.text
+    assert "kind=withdrawal&amp;account=0001" in both.text
+
+
+@pytest.mark.usefixtures("vault")
+def test_the_overview_shows_the_allocation_and_each_positions_gain(cli: CliCall) -> None:
+    """The allocation table is `networth --by asset-type`; positions carry cost basis and gain."""
+    (page,) = _pages("/")
+    expected = json.loads(cli("networth", "--by", "asset-type", "-f", "json").stdout)
+    shown = re.findall(r'class="num allocation-total">([^<]*)<', page.text)
+    assert shown == [row["total"] for row in expected]
+    assert '<th class="num">Cost basis</th>' in page.text
+    assert 'id="allocation"' in page.text

@@ -60,6 +60,8 @@ def build_app(settings: Settings, open_options: OpenOptions, *, port: int, token
             open_options,
             page=_page_number(request.query_params.get("page")),
             query=request.query_params.get("q", ""),
+            kind=request.query_params.get("kind", ""),
+            account=request.query_params.get("account", ""),
         )
         return pages.render_transactions(found)
 

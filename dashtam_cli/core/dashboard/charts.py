@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from decimal import Decimal
 
-    from dashtam_cli.core.models import CashFlow, NetWorthPoint
+    from dashtam_cli.core.models import Account, CashFlow, NetWorth, NetWorthPoint, Position
 
-__all__ = ["cashflow_charts", "chart_css", "history_charts"]
+__all__ = ["allocation_charts", "cashflow_charts", "chart_css", "history_charts", "holding_charts"]
 
 SVG: Final = "http://www.w3.org/2000/svg"
 XLINK: Final = "http://www.w3.org/1999/xlink"
@@ -134,5 +134,53 @@ def cashflow_charts(flows: Sequence[CashFlow]) -> list[str]:
             label = "" if group == "total" else f" ({group})"
             chart.add(f"in{label}", inflow)
             chart.add(f"out{label}", outflow)
+        svgs.append(_clean(chart)[0])
+    return svgs
+
+
+# Holdings drawn one by one; the rest are summed as "other".
+TOP_HOLDINGS: Final = 10
+
+
+def allocation_charts(rows: Sequence[NetWorth]) -> list[str]:
+    """One pie per currency of `networth --by asset-type` (what is owed, negative, is left out)."""
+    from dashtam_cli.core.models import currency_label
+
+    by_currency: dict[str, list[NetWorth]] = {}
+    for row in rows:
+        if row.total > 0:
+            by_currency.setdefault(row.currency, []).append(row)
+    svgs = []
+    for currency, items in by_currency.items():
+        chart = _chart("Pie", f"Allocation by asset type ({currency_label(currency)})")
+        for row in sorted(items, key=lambda r: r.total, reverse=True):
+            chart.add(row.group, [_number(row.total)])
+        svgs.append(_clean(chart)[0])
+    return svgs
+
+
+def holding_charts(positions: Sequence[Position], accounts: Sequence[Account]) -> list[str]:
+    """One bar chart per currency of the largest holdings by market value, across accounts."""
+    from decimal import Decimal
+
+    from dashtam_cli.core.models import currency_label, option_label
+
+    currency = {a.id: a.currency for a in accounts}
+    sums: dict[str, dict[str, Decimal]] = {}
+    for position in positions:
+        if position.market_value is None or position.account_id not in currency:
+            continue
+        name = option_label(position.symbol) or position.symbol
+        held = sums.setdefault(currency[position.account_id], {})
+        held[name] = held.get(name, Decimal(0)) + position.market_value
+    svgs = []
+    for unit, held in sums.items():
+        ranked = sorted(held.items(), key=lambda item: item[1], reverse=True)
+        top, rest = ranked[:TOP_HOLDINGS], ranked[TOP_HOLDINGS:]
+        if rest:
+            top.append(("other", sum((v for _, v in rest), Decimal(0))))
+        chart = _chart("HorizontalBar", f"Largest holdings ({currency_label(unit)})")
+        for name, value in top:
+            chart.add(name, [_number(value)])
         svgs.append(_clean(chart)[0])
     return svgs

@@ -29,6 +29,8 @@ class Overview:
 
     networth: list[NetWorth]
     by_institution: list[NetWorth]
+    # `dashtam networth --by asset-type`: the positions by asset type, the rest as cash.
+    allocation: list[NetWorth]
     history: list[NetWorthPoint]
     cashflow: list[CashFlow]
     accounts: list[Account]
@@ -45,6 +47,8 @@ class TransactionsPage:
     pages: int
     matched: int
     query: str
+    kind: str = ""
+    account: str = ""
 
 
 async def overview(settings: Settings, open_options: OpenOptions) -> Overview:
@@ -55,6 +59,7 @@ async def overview(settings: Settings, open_options: OpenOptions) -> Overview:
 
     total = await networth(settings, open_options)
     by_institution = await networth(settings, open_options, by="institution")
+    allocation = await networth(settings, open_options, by="asset-type")
     history = await networth_history(settings, open_options, interval="month")
     flows = await cashflow(settings, open_options, interval="month")
     offline = QueryOptions(offline=True)
@@ -63,6 +68,7 @@ async def overview(settings: Settings, open_options: OpenOptions) -> Overview:
     return Overview(
         networth=[r for r in total.rows if isinstance(r, NetWorth)],
         by_institution=[r for r in by_institution.rows if isinstance(r, NetWorth)],
+        allocation=[r for r in allocation.rows if isinstance(r, NetWorth)],
         history=[r for r in history.rows if isinstance(r, NetWorthPoint)],
         cashflow=[r for r in flows.rows if isinstance(r, CashFlow)],
         accounts=accounts,
@@ -76,15 +82,20 @@ def _matches(txn: Transaction, needle: str) -> bool:
     return any(needle in field.casefold() for field in fields if field)
 
 
-async def transactions_page(
+async def transactions_page(  # noqa: PLR0913 - the page's filters, keyword-only
     settings: Settings,
     open_options: OpenOptions,
     *,
     page: int = 1,
     query: str = "",
+    kind: str = "",
+    account: str = "",
     page_size: int | None = PAGE_SIZE,
 ) -> TransactionsPage:
     """Page ``page`` (from 1) of the transactions whose text holds ``query`` (any case).
+
+    ``kind`` (a kind or a provider's type) and ``account`` (an id or the last
+    digits of a number) filter as `transactions list --type` and `--account` do.
 
     The transactions stream through in batches: only the page asked for is
     kept. ``page_size`` None: one page of them all (for an export).
@@ -106,6 +117,13 @@ async def transactions_page(
                 kept.append(txn)
             matched += 1
 
-    await query_transactions(settings, QueryOptions(offline=True), open_options, take)
+    options = QueryOptions(
+        offline=True,
+        types=(kind.strip(),) if kind.strip() else (),
+        account=account.strip() or None,
+    )
+    await query_transactions(settings, options, open_options, take)
     pages = 1 if page_size is None else max(1, -(-matched // page_size))
-    return TransactionsPage(kept, max(page, 1), pages, matched, query.strip())
+    return TransactionsPage(
+        kept, max(page, 1), pages, matched, query.strip(), kind.strip(), account.strip()
+    )

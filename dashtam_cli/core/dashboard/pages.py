@@ -51,13 +51,25 @@ def _render(template: str, **values: Any) -> str:  # noqa: ANN401 - template val
 def _overview_values(data: Overview) -> dict[str, Any]:
     from markupsafe import Markup
 
-    from dashtam_cli.core.dashboard.charts import cashflow_charts, history_charts
+    from dashtam_cli.core.dashboard.charts import (
+        allocation_charts,
+        cashflow_charts,
+        history_charts,
+        holding_charts,
+    )
+    from dashtam_cli.core.models import KINDS
 
     return {
         "data": data,
         # Our own SVG, built as an XML tree from numbers and dates: the only markup marked safe.
         "history_svgs": [Markup(s) for s in history_charts(data.history)],  # noqa: S704
         "cashflow_svgs": [Markup(s) for s in cashflow_charts(data.cashflow)],  # noqa: S704
+        "allocation_svgs": [Markup(s) for s in allocation_charts(data.allocation)],  # noqa: S704
+        "holding_svgs": [
+            Markup(s)  # noqa: S704
+            for s in holding_charts(data.positions, data.accounts)
+        ],
+        "kinds": KINDS,
     }
 
 
@@ -67,8 +79,10 @@ def render_overview(data: Overview) -> str:
 
 
 def render_transactions(page: TransactionsPage) -> str:
-    """A page of transactions, with the search form and the links to the other pages."""
-    return _render("transactions.html", inline_css=None, page=page)
+    """A page of transactions, with the search and filter form and the links to the other pages."""
+    from dashtam_cli.core.models import KINDS
+
+    return _render("transactions.html", inline_css=None, page=page, kinds=KINDS)
 
 
 def render_export(data: Overview, everything: TransactionsPage) -> str:
