@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from dashtam_cli.core.models import ConnectionInfo, Record
+    from dashtam_cli.core.models import ConnectionInfo, Record, Transaction
     from dashtam_cli.core.providers.base import Changes, FetchedAccount
     from dashtam_cli.core.vault.vault import Vault
 
@@ -469,6 +469,7 @@ async def write_changes(
     rows: list[tuple[str, str, str, str, bytes, str]] = []
     for tid, (txn, text) in texts.items():
         old = before.get(tid)
+        txn, text = _first_seen(txn, text, old)  # noqa: PLW2901 - the same transaction
         if old == text:
             counts.unchanged += 1
             continue
@@ -538,6 +539,26 @@ async def write_changes(
         if point_rows:
             await conn.execute(point_upsert, point_rows)
     return counts
+
+
+def _first_seen(txn: Transaction, text: str, old: str | None) -> tuple[Transaction, str]:
+    """A pending transaction the provider gives no date of its own keeps the time first stored.
+
+    Such a provider dates it when it is seen (SimpleFIN's ``posted: 0``
+    without ``transacted_at``): without this, each day's sync would move it
+    to that day and count it as changed.
+    """
+    if not old or old == text or txn.status != "PENDING" or txn.trade_date is not None:
+        return txn, text
+    try:
+        stored = json.loads(old)
+        first = dt.datetime.fromisoformat(stored["time"])
+    except (ValueError, KeyError, TypeError):
+        return txn, text
+    if stored.get("status") != "PENDING" or first == txn.time:
+        return txn, text
+    kept = txn.model_copy(update={"time": first})
+    return kept, _dumps(kept)
 
 
 async def _drop_stale_pending(

@@ -495,3 +495,28 @@ def test_pending_from_removes_only_the_pending_rows_of_that_account_from_that_ti
         "checking pending old",
         "checking posted new",
     ]
+
+
+def test_a_pending_transaction_without_a_date_keeps_the_day_it_was_first_seen(
+    master_key: bytes, cli: CliCall
+) -> None:
+    """No ``transacted_at``: stored at the first sync's day, and unchanged two days later."""
+    del master_key
+    first = dt.datetime(2026, 3, 10, 12, tzinfo=dt.UTC)
+    checking = BridgeAccount("ACT-chk-1111", "Checking", "100.00")
+    checking.transactions = [BridgeTxn("p1", "-9.99", "Pending coffee", None)]
+    bridge = Bridge(now=first, accounts=[checking])
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        bridge.install(router)
+        token = bridge.setup_token()
+        assert cli("connect", "simplefin", "--name", "banks", input=f"{token}\n").exit_code == 0
+        reports = []
+        for moment in (first, first + dt.timedelta(days=2)):
+            bridge.now = moment
+            result = run_sync(router, clock=lambda m=moment: m)
+            reports.extend(result.reports)
+    # (The mock Bridge lists a pending transaction in every window a sync asks for.)
+    assert [(r.new, r.changed) for r in reports] == [(1, 0), (0, 0)]
+    assert reports[1].unchanged == 1
+    (row,) = json.loads(cli("transactions", "list", "-f", "json", "--offline").stdout)
+    assert row["time"].startswith("2026-03-10")
