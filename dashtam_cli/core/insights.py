@@ -101,7 +101,7 @@ class _Vault:
 async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
     """Every stored account, each reached twice counted once (its newest copy)."""
     from dashtam_cli.core import store
-    from dashtam_cli.core.providers import provider
+    from dashtam_cli.core.providers import institution_of
     from dashtam_cli.core.queries import QueryOptions, query_accounts
     from dashtam_cli.core.vault.vault import open_vault
 
@@ -129,18 +129,10 @@ async def _accounts(settings: Settings, open_options: OpenOptions) -> _Vault:
             note_ids.append(frozenset(a.id for a in found))
             same.update((a.id, kept.id) for a in found)
 
-    def institution(account: Account) -> str:
-        if account.institution:
-            return account.institution
-        try:
-            return provider(account.provider).display_name
-        except InputError:
-            return account.provider
-
     kept_accounts = [a for a in accounts if a.id not in dropped]
     return _Vault(
         kept_accounts,
-        {a.id: institution(a) for a in kept_accounts},
+        {a.id: institution_of(a) for a in kept_accounts},
         notes,
         frozenset(dropped),
         note_ids,

@@ -170,7 +170,7 @@ def _opening(
 async def load_book(settings: Settings, options: ExportOptions, open_options: OpenOptions) -> Book:
     """Read what the export needs from the vault (offline: it never syncs)."""
     from dashtam_cli.core.export.names import LIABILITY_TYPES, book_names
-    from dashtam_cli.core.providers import provider
+    from dashtam_cli.core.providers import institution_of
     from dashtam_cli.core.queries import (
         QueryOptions,
         query_accounts,
@@ -204,15 +204,7 @@ async def load_book(settings: Settings, options: ExportOptions, open_options: Op
     found.sort(key=lambda t: (t.time, t.id))
     where = f"config file {settings.paths.config_file}"
 
-    def institution(account: Account) -> str:
-        if account.institution:
-            return account.institution
-        try:
-            return provider(account.provider).display_name
-        except InputError:
-            return account.provider
-
-    institutions = {a.id: institution(a) for a in accounts}
+    institutions = {a.id: institution_of(a) for a in accounts}
     names = book_names(accounts, settings.export, where=where, institutions=institutions)
     by_account: dict[str, list[Transaction]] = {a.id: [] for a in accounts}
     for txn in found:

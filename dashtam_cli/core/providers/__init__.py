@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING, Final
 from dashtam_cli.core.errors import InputError
 
 if TYPE_CHECKING:
+    from dashtam_cli.core.models import Account
     from dashtam_cli.core.providers.base import Provider, ProviderSpec
 
 __all__ = [
     "PROVIDER_NAMES",
     "get_provider",
+    "institution_of",
     "oauth_specs",
     "provider",
     "provider_names",
@@ -93,3 +95,13 @@ def relogin_command(provider_name: str, connection: str) -> str:
     except InputError:
         return f"dashtam connect {provider_name} --name {connection}"
     return instance.relogin_command(connection)
+
+
+def institution_of(account: Account) -> str:
+    """The institution holding ``account``: as its provider names it, else the provider's name."""
+    if account.institution:
+        return account.institution
+    try:
+        return provider(account.provider).display_name
+    except InputError:  # a provider not installed here
+        return account.provider
