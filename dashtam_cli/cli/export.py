@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
-from dashtam_cli.cli.completion import connection_names
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -82,16 +81,7 @@ def export(
             show_default=False,
         ),
     ] = None,
-    connection: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--connection",
-            "-c",
-            help="Only this connection (repeatable; default: all).",
-            show_default=False,
-            autocompletion=connection_names,
-        ),
-    ] = None,
+    connection: Annotated[list[str] | None, options.CONNECTIONS] = None,
     output: Annotated[
         Path | None,
         typer.Option(

@@ -9,6 +9,7 @@ import typer
 from dashtam_cli.cli import options, prompts, runtime
 
 if TYPE_CHECKING:
+    import datetime as dt
     from collections.abc import Sequence
 
     from dashtam_cli.core.insights import Insight
@@ -21,6 +22,8 @@ networth_app = typer.Typer(
 )
 
 BY_HELP = "Group by connection, institution, account, kind, asset-type or currency."
+SINCE = typer.Option("--since", metavar="DATE", help="From this date (YYYY-MM-DD).")
+INTERVAL = typer.Option("--interval", metavar="STEP", help="day, week or month.")
 BARS = "▁▂▃▄▅▆▇█"
 
 
@@ -30,7 +33,7 @@ def _notes(ctx: typer.Context, insight: Insight) -> None:
         err.print(note, markup=False, highlight=False)
 
 
-def _day(value: str | None, option: str) -> object:
+def _day(value: str | None, option: str) -> dt.date | None:
     moment = options.parse_when(value, option=option)
     return None if moment is None else moment.date()
 
@@ -91,12 +94,8 @@ def _chart(points: Sequence[NetWorthPoint]) -> list[str]:
 @networth_app.command("history")
 def history(
     ctx: typer.Context,
-    since: Annotated[
-        str | None, typer.Option("--since", metavar="DATE", help="From this date (YYYY-MM-DD).")
-    ] = None,
-    interval: Annotated[
-        str, typer.Option("--interval", metavar="STEP", help="day, week or month.")
-    ] = "month",
+    since: Annotated[str | None, SINCE] = None,
+    interval: Annotated[str, INTERVAL] = "month",
     by: Annotated[
         str | None,
         typer.Option(
@@ -112,14 +111,12 @@ def history(
     Each account's last snapshot in an interval counts; an interval with no
     snapshot is a gap (empty), never a zero. On a terminal a chart comes first.
     """
-    import datetime as dt
     import sys
 
     from dashtam_cli.core.insights import networth_history
     from dashtam_cli.core.models import NetWorthPoint
 
     first = _day(since, "--since")
-    assert first is None or isinstance(first, dt.date)
     opts = prompts.open_options()
     insight = runtime.run(
         ctx,
@@ -136,12 +133,8 @@ def history(
 
 def cashflow(
     ctx: typer.Context,
-    since: Annotated[
-        str | None, typer.Option("--since", metavar="DATE", help="From this date (YYYY-MM-DD).")
-    ] = None,
-    interval: Annotated[
-        str, typer.Option("--interval", metavar="STEP", help="day, week or month.")
-    ] = "month",
+    since: Annotated[str | None, SINCE] = None,
+    interval: Annotated[str, INTERVAL] = "month",
     by: Annotated[
         str | None, typer.Option("--by", metavar="KEY", help="Group by kind or account.")
     ] = None,
@@ -152,13 +145,10 @@ def cashflow(
     Transfers between two of your accounts (both sides found) and trades are
     shown apart, never as income or spending.
     """
-    import datetime as dt
-
     from dashtam_cli.core.insights import cashflow as work
     from dashtam_cli.core.models import CashFlow
 
     first = _day(since, "--since")
-    assert first is None or isinstance(first, dt.date)
     opts = prompts.open_options()
     insight = runtime.run(ctx, lambda conf: work(conf, opts, since=first, interval=interval, by=by))
     _notes(ctx, insight)

@@ -8,6 +8,8 @@ from typing import overload
 
 import typer
 
+from dashtam_cli.cli.completion import connection_names
+
 FORMATS = ("table", "json", "jsonl", "csv")
 
 
@@ -91,3 +93,13 @@ def parse_when(value: str | None, *, option: str, end_of_day: bool = False) -> d
         msg = f"{value!r} is outside the dates dashtam handles (1970-01-01 to 2099-12-31)"
         raise typer.BadParameter(msg, param_hint=option)
     return moment if moment.tzinfo else moment.astimezone()
+
+
+# A repeatable --connection: the commands that work on several connections at once.
+CONNECTIONS = typer.Option(
+    "--connection",
+    "-c",
+    help="Only this connection (repeatable; default: all).",
+    show_default=False,
+    autocompletion=connection_names,
+)

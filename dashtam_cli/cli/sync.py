@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
-from dashtam_cli.cli.completion import connection_names
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -63,16 +62,7 @@ def _live(ctx: typer.Context, progress: Progress) -> AbstractContextManager[obje
 
 def sync(
     ctx: typer.Context,
-    connection: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--connection",
-            "-c",
-            help="Only this connection (repeatable; default: all).",
-            show_default=False,
-            autocompletion=connection_names,
-        ),
-    ] = None,
+    connection: Annotated[list[str] | None, options.CONNECTIONS] = None,
     since: Annotated[
         str | None,
         typer.Option(

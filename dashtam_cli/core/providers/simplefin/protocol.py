@@ -252,8 +252,7 @@ async def claim(client: httpx.AsyncClient, token: str) -> str:
         text = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         text = ""
-    access = Access.parse(text)  # checks it, registers its parts as secrets
-    del access
+    Access.parse(text)  # checks it, and registers its parts as secrets
     return json.dumps({"version": 1, "access_url": text})
 
 
@@ -703,7 +702,8 @@ def parse_account_set(data: bytes) -> AccountSet:
         )
     problems, version = _problems(body)
     institutions: dict[str, str] = {}
-    for item in _list(body, "connections") if isinstance(body.get("connections"), list) else []:
+    connections = body.get("connections")
+    for item in connections if isinstance(connections, list) else []:
         if isinstance(item, dict) and isinstance(item.get("conn_id"), str):
             name = _text_or_none(item, "name") or _text_or_none(item, "org_url")
             if name:
