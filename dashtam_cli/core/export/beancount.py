@@ -16,6 +16,7 @@ from dashtam_cli.core.export.plaintext import (
     counters_used,
     first_day,
     flat,
+    header,
     is_custom,
     start_of,
 )
@@ -72,14 +73,7 @@ def render(book: Book) -> Iterator[str]:
     gets both.
     """
     names = commodities(book)
-    yield (
-        f"; dashtam export (beancount), generated {book.generated_at.isoformat()}\n"
-        "; It holds financial data in the clear (no credentials, no full account numbers).\n"
-        "; Each transaction's dashtam-id lets `dashtam export beancount --incremental FILE`\n"
-        "; print only what FILE does not hold yet.\n"
-    )
-    if book.options.incremental:
-        yield "; Incremental: the transactions and declarations FILE did not hold.\n"
+    yield header(book, "beancount")
     yield from _declarations(book, names)
 
     opening_counter = book.names.counters["opening"]

@@ -26,6 +26,7 @@ __all__ = [
     "counters_used",
     "first_day",
     "flat",
+    "header",
     "is_custom",
     "start_of",
 ]
@@ -137,3 +138,16 @@ def counters_used(book: Book, *, opening: bool) -> list[str]:
     if opening:
         used.add(book.names.counters["opening"])
     return sorted(used)
+
+
+def header(book: Book, fmt: str) -> str:
+    """The comment a beancount or ledger export starts with (both read ``;`` comments)."""
+    text = (
+        f"; dashtam export ({fmt}), generated {book.generated_at.isoformat()}\n"
+        "; It holds financial data in the clear (no credentials, no full account numbers).\n"
+        f"; Each transaction's dashtam-id lets `dashtam export {fmt} --incremental FILE`\n"
+        "; print only what FILE does not hold yet.\n"
+    )
+    if book.options.incremental:
+        text += "; Incremental: the transactions and declarations FILE did not hold.\n"
+    return text
