@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -16,11 +18,38 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 
+_SLICE = 500  # ports per xdist worker
+_FIRST = 20000  # below Linux's ephemeral range (32768-60999), which client sockets draw from
+
+
+def _worker_index() -> int:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    digits = worker.removeprefix("gw")
+    return int(digits) if digits.isdigit() else 0
+
+
+_candidates = itertools.cycle(
+    range(_FIRST + _SLICE * (_worker_index() % 24), _FIRST + _SLICE * (_worker_index() % 24 + 1))
+)
+
+
 def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on right now, and that nothing else will pick.
+
+    A port the kernel hands out for ``bind(0)`` comes from the ephemeral range, the same range
+    every outgoing connection on the machine draws its source port from: between choosing it
+    and a test binding it, another worker's HTTP client may take it (CI saw exactly that). So
+    the port comes from below that range, from a slice of its own for each xdist worker, and
+    successive calls in one worker go round the slice.
+    """
+    for port in itertools.islice(_candidates, _SLICE):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in this worker's slice of {_SLICE}")
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import base64
 import contextlib
 import dataclasses
 import os
+import random
 import socket
 import ssl
 from typing import TYPE_CHECKING, Final
@@ -51,7 +52,21 @@ class DemoReport:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
+    """A free port for the demo's login listener, chosen below the ephemeral range.
+
+    The port is chosen before the listener binds it (the sandbox must know the redirect URI
+    first). A port from ``bind(0)`` is one the kernel also hands to outgoing connections as
+    their source port, so one could take it in between; Linux's ephemeral range starts at
+    32768, and nothing draws from below it unasked.
+    """
+    for port in random.sample(range(20000, 32768), 64):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a machine with all 64 taken: fall back to the kernel's choice
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
