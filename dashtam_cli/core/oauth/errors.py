@@ -7,6 +7,7 @@ from dashtam_cli.core.errors import DashtamError, InputError, ProviderError
 __all__ = [
     "AccessDenied",
     "CallbackTimeout",
+    "LoginCancelled",
     "LoginError",
     "PortInUse",
     "RedirectUriError",
@@ -32,6 +33,10 @@ class CallbackTimeout(LoginError):
 
 class AccessDenied(LoginError):
     """The user declined, or the provider refused the authorization."""
+
+
+class LoginCancelled(LoginError):
+    """The person closed a hosted login page's widget before it finished."""
 
 
 class TokenExchangeFailed(ProviderError, LoginError):

@@ -15,15 +15,46 @@ the listener, on the page's own origin, with the state.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import TYPE_CHECKING
+import html
+import json
+import re
+import secrets
+import time
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final
+
+from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.oauth.errors import CallbackTimeout, LoginCancelled
+from dashtam_cli.core.oauth.listener import (
+    Answer,
+    LoopbackListener,
+    Request,
+    html_response,
+    http_response,
+    states_equal,
+)
+from dashtam_cli.core.redact import register_secret, sanitize
+from dashtam_cli.core.threads import in_daemon_thread
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from dashtam_cli.core.oauth.flow import AuditNote, LoginOptions
     from dashtam_cli.core.oauth.listener import RedirectTarget
     from dashtam_cli.core.settings import Settings
 
 __all__ = ["HostedPage", "hosted_login"]
+
+PAGE_PATH: Final = "/link"
+DONE_PATH: Final = "/link/done"
+MAX_RESULT: Final = 16 * 1024  # bytes of a result POST's body
+_MAX_MESSAGE: Final = 160  # characters of a cancel message kept for the error
+# A CSP source the page may name: an https URL or origin, nothing that could
+# end the directive (';' ','), quote a keyword or add another source (space).
+_SOURCE: Final = re.compile(r"https://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/%+]*)?")
+_JSON: Final = "application/json"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -39,7 +70,9 @@ class HostedPage:
     ``connect-src`` (the page's own origin is always allowed to be posted
     to). ``secrets`` are values in ``body`` that are never logged or audited
     (a link token). ``result_fields`` are the field names the page must hand
-    back on success; anything else is dropped.
+    back on success (each one required, a string); anything else is
+    dropped. ``setting`` names where the listener's address comes from (an
+    environment variable), for the hint when its port is taken.
     """
 
     title: str
@@ -49,9 +82,225 @@ class HostedPage:
     connect_sources: tuple[str, ...] = ()
     secrets: tuple[str, ...] = ()
     result_fields: tuple[str, ...] = ()
+    setting: str = "the redirect URI"
 
 
-async def hosted_login(
+_SCRIPT = """(function () {
+  "use strict";
+  var state = __STATE__;
+  var sent = false;
+  function show(text) {
+    document.getElementById("dashtam-status").textContent = text;
+  }
+  function post(payload, doneText) {
+    if (sent) { return Promise.resolve(false); }
+    sent = true;
+    return fetch("__DONE__", {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      redirect: "error",
+      referrerPolicy: "no-referrer",
+      headers: {"Content-Type": "application/json"},
+      body: JSON.stringify(payload)
+    }).then(function (response) {
+      return response.json().then(function (answer) {
+        if (response.ok && answer.ok) { show(doneText); return true; }
+        show("dashtam refused the result: " + (answer.error || response.status));
+        sent = false;
+        return false;
+      });
+    }).catch(function (error) {
+      show("Could not reach dashtam: " + error);
+      sent = false;
+      return false;
+    });
+  }
+  window.dashtamFinish = function (fields) {
+    return post({state: state, fields: fields}, "Done: you can close this window");
+  };
+  window.dashtamCancel = function (message) {
+    return post(
+      {state: state, cancelled: true, message: String(message || "")},
+      "Cancelled: you can close this window"
+    );
+  };
+})();"""
+
+_DOCUMENT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style nonce="{nonce}">body {{ font-family: system-ui, sans-serif; margin: 3em; }}</style>
+<script nonce="{nonce}">{script}</script>
+</head>
+<body>
+<h1>{title}</h1>
+<p id="dashtam-status" role="status"></p>
+{body}
+</body></html>
+"""
+
+
+def _origin(target: RedirectTarget) -> tuple[str, str]:
+    """The listener's ``Host`` header value and its origin, as a browser writes them."""
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    authority = host if target.port == 443 else f"{host}:{target.port}"  # noqa: PLR2004 - https
+    return authority, f"https://{authority}"
+
+
+def _check_sources(page: HostedPage) -> None:
+    for source in (*page.script_sources, *page.frame_sources, *page.connect_sources):
+        if not _SOURCE.fullmatch(source):
+            raise InputError(
+                f"the login page may only load https addresses, not {sanitize(source, limit=80)!r}",
+                hint="check the provider's base URL setting (an https origin without spaces)",
+            )
+
+
+def content_security_policy(page: HostedPage, nonce: str) -> str:
+    """The page's policy: nothing but its nonce'd script and style, and the widget's sources."""
+    frames = " ".join(page.frame_sources) or "'none'"
+    return "; ".join(
+        [
+            "default-src 'none'",
+            " ".join(["script-src", f"'nonce-{nonce}'", *page.script_sources]),
+            f"frame-src {frames}",
+            " ".join(["connect-src", "'self'", *page.connect_sources]),
+            f"style-src 'nonce-{nonce}'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+def render_page(page: HostedPage, *, state: str, nonce: str) -> bytes:
+    """The whole HTML document: the title escaped, the provider's body as given, nonces filled."""
+    script = _SCRIPT.replace("__STATE__", json.dumps(state)).replace("__DONE__", DONE_PATH)
+    return _DOCUMENT.format(
+        title=html.escape(page.title),
+        nonce=nonce,
+        script=script,
+        body=page.body.replace("{{nonce}}", nonce),
+    ).encode()
+
+
+def _json(status: int, reason: str, payload: dict[str, Any]) -> bytes:
+    return http_response(
+        status, reason, json.dumps(payload).encode(), content_type="application/json"
+    )
+
+
+class _HostedRoute:
+    """Answers the listener's requests for one hosted login: the page, and its one result."""
+
+    def __init__(self, target: RedirectTarget, page: HostedPage, state: str, nonce: str) -> None:
+        self._fields = page.result_fields
+        self._check_state = states_equal(state)
+        self._host, self._origin = _origin(target)
+        csp = content_security_policy(page, nonce)
+        self._page = http_response(
+            200,
+            "OK",
+            render_page(page, state=state, nonce=nonce),
+            csp=csp,
+            extra=(("X-Frame-Options", "DENY"),),
+        )
+        self.served = asyncio.Event()
+        self.finished = False
+
+    def __call__(self, request: Request) -> Answer[dict[str, str]]:
+        url = urllib.parse.urlsplit(request.target)
+        if url.path not in {PAGE_PATH, DONE_PATH}:
+            return Answer(html_response(404, "Not Found", "Not found", ""), rejected="wrong path")
+        wanted = "GET" if url.path == PAGE_PATH else "POST"
+        if request.method != wanted:
+            return Answer(
+                html_response(405, "Method Not Allowed", "Method not allowed", ""),
+                rejected="method not allowed",
+            )
+        hosts = request.values("host")
+        if len(hosts) != 1 or hosts[0].lower() != self._host:
+            return Answer(
+                html_response(421, "Misdirected Request", "Wrong address", ""),
+                rejected="wrong Host",
+            )
+        if url.path == PAGE_PATH:
+            return self._page_answer(url.query)
+        return self._result(request)
+
+    def _page_answer(self, query: str) -> Answer[dict[str, str]]:
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        states = params.get("state", [])
+        if len(states) != 1 or not self._check_state(states[0]):
+            page = html_response(
+                400,
+                "Bad Request",
+                "This is not the login dashtam is waiting for",
+                "Start the login again.",
+            )
+            return Answer(page, rejected="missing or wrong state")
+        if self.finished:
+            gone = html_response(410, "Gone", "Already done", "This login was already completed.")
+            return Answer(gone, rejected="login already finished")
+        self.served.set()
+        return Answer(self._page)
+
+    def _result(self, request: Request) -> Answer[dict[str, str]]:  # noqa: PLR0911
+        origins = request.values("origin")
+        if origins and (len(origins) != 1 or origins[0].lower() != self._origin):
+            return _refuse(403, "Forbidden", "another site's page", "wrong Origin")
+        types = request.values("content-type")
+        media = types[0].split(";", 1)[0].strip().lower() if len(types) == 1 else ""
+        if media != _JSON:
+            return _refuse(415, "Unsupported Media Type", "not JSON", "wrong Content-Type")
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            return _refuse(400, "Bad Request", "not JSON", "body not JSON")
+        if not isinstance(payload, dict):
+            return _refuse(400, "Bad Request", "not a JSON object", "body not an object")
+        state = payload.get("state")
+        if not isinstance(state, str) or not self._check_state(state):
+            return _refuse(400, "Bad Request", "not this login", "missing or wrong state")
+        if self.finished:
+            return _refuse(410, "Gone", "already done", "login already finished")
+        if payload.get("cancelled") is True:
+            self.finished = True
+            return Answer(_json(200, "OK", {"ok": True}), outcome=_cancelled(payload))
+        return self._fields_of(payload.get("fields"))
+
+    def _fields_of(self, fields: object) -> Answer[dict[str, str]]:
+        """The result fields the page handed back, or why they are refused."""
+        if not isinstance(fields, dict):
+            return _refuse(400, "Bad Request", "no fields", "fields not an object")
+        kept = {name: fields[name] for name in self._fields if name in fields}
+        if len(kept) != len(self._fields):
+            return _refuse(400, "Bad Request", "a field is missing", "missing field")
+        result: dict[str, str] = {}
+        for name, value in kept.items():
+            if not isinstance(value, str):
+                return _refuse(400, "Bad Request", "a field is not text", "field not a string")
+            result[name] = value
+        self.finished = True
+        return Answer(_json(200, "OK", {"ok": True}), outcome=result)
+
+
+def _refuse(status: int, reason: str, error: str, why: str) -> Answer[dict[str, str]]:
+    return Answer(_json(status, reason, {"error": error}), rejected=why)
+
+
+def _cancelled(payload: dict[str, Any]) -> LoginCancelled:
+    said = payload.get("message")
+    text = sanitize(said, limit=_MAX_MESSAGE) if isinstance(said, str) else ""
+    message = "the login was closed before it finished"
+    return LoginCancelled(
+        f"{message} ({text})" if text else message, hint="run the same command again"
+    )
+
+
+async def hosted_login(  # noqa: C901, PLR0915 - one login, step by step, as flow.authorize
     settings: Settings,
     target: RedirectTarget,
     page: HostedPage,
@@ -65,4 +314,108 @@ async def hosted_login(
     ``options.timeout``, and the listener's errors (port in use) as the OAuth
     login does.
     """
-    raise NotImplementedError  # the contract: built on the plaid-link branch
+    if options.mode == "manual":
+        raise InputError(
+            "a hosted-page login cannot be pasted back: the page must reach dashtam's "
+            "listener on this machine",
+            hint="run it without --manual (--no-browser prints the address to open here)",
+        )
+    if options.mode not in {"browser", "print"}:
+        raise InputError(f"unknown login mode {options.mode!r}", hint="use browser or print")
+    _check_sources(page)
+    for secret in page.secrets:
+        register_secret(secret)
+    state = secrets.token_urlsafe(32)
+    register_secret(state)
+    nonce = secrets.token_urlsafe(18)
+    route = _HostedRoute(target, page, state, nonce)
+    _, origin = _origin(target)
+    url = f"{origin}{PAGE_PATH}?state={state}"
+    notify = options.notify
+
+    from dashtam_cli.core.oauth.tls import listener_ssl_context
+
+    context, cert_path = listener_ssl_context(settings.paths.data_dir / "tls")
+    listener = LoopbackListener(
+        target,
+        ssl_context=context,
+        route=route,
+        max_body=MAX_RESULT,
+        setting=page.setting,
+    )
+    started = time.monotonic()
+    async with listener:
+
+        async def page_served() -> None:
+            await route.served.wait()
+            await note("login.page", "served")
+
+        watcher = asyncio.ensure_future(page_served())
+
+        async def settle_watcher() -> None:
+            # The page's record comes before the login's end, when the page was served.
+            if route.served.is_set():
+                await asyncio.shield(watcher)
+            else:
+                watcher.cancel()
+
+        notify(
+            f"Waiting for the login on {origin}. dashtam's certificate there is "
+            f"self-signed ({cert_path}), so the browser will warn about it: that is expected, "
+            "continue to the page to finish."
+        )
+        result = asyncio.ensure_future(listener.wait())
+        opening: asyncio.Future[bool] | None = None
+        try:
+            async with asyncio.timeout(options.timeout):
+                opened = False
+                if options.mode == "browser":
+                    opener: Callable[[str], bool] = options.open_browser or _open_with_webbrowser
+                    notify(f"Opening your browser to log in to {page.title}...")
+                    opening = in_daemon_thread(lambda: opener(url), name="login")
+                    either: set[asyncio.Future[Any]] = {opening, result}
+                    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+                    opened = not opening.done() or opening.result()
+                if not opened:
+                    notify(
+                        "Open this address in a browser on this machine to log in to "
+                        f"{page.title}:\n\n  {url}\n"
+                    )
+                fields = await result
+        except TimeoutError:
+            await settle_watcher()
+            await note("login.done", "timeout")
+            raise CallbackTimeout(
+                f"the login page was not completed within {options.timeout:g} s",
+                hint="run the command again (--timeout gives more time)",
+            ) from None
+        except LoginCancelled as exc:
+            await settle_watcher()
+            await note("login.cancelled", "cancelled", detail=exc.message)
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            watcher.cancel()
+            await asyncio.shield(note("login.done", "interrupted"))
+            raise
+        except DashtamError as exc:
+            await settle_watcher()
+            await note("login.done", "failed", detail=exc.message)
+            raise
+        finally:
+            result.cancel()
+            if opening is not None:
+                opening.cancel()
+        for value in fields.values():
+            register_secret(value)
+        await settle_watcher()
+        await note("login.done", "ok", duration_ms=int((time.monotonic() - started) * 1000))
+    return fields
+
+
+def _open_with_webbrowser(url: str) -> bool:
+    import webbrowser
+
+    try:
+        return webbrowser.open(url, new=2)
+    except webbrowser.Error:
+        return False

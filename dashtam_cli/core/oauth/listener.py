@@ -24,7 +24,7 @@ import logging
 import socket
 import ssl
 import urllib.parse
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final, Generic, Self, TypeVar, cast, overload
 
 from dashtam_cli.core.oauth.errors import (
     AccessDenied,
@@ -36,7 +36,18 @@ from dashtam_cli.core.oauth.errors import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
 
-__all__ = ["Callback", "LoopbackListener", "RedirectTarget", "parse_redirect_uri"]
+__all__ = [
+    "Answer",
+    "Callback",
+    "LoopbackListener",
+    "RedirectTarget",
+    "Request",
+    "html_response",
+    "http_response",
+    "parse_redirect_uri",
+]
+
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -140,34 +151,107 @@ _PAGE = """<!doctype html>
 <body style="font-family: system-ui, sans-serif; margin: 3em">
 <h1>{title}</h1><p>{body}</p></body></html>
 """
+_ERROR_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'"
 
 
-def _response(status: int, reason: str, title: str, body: str) -> bytes:
-    page = _PAGE.format(title=title, body=body).encode()
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
-        "Content-Type: text/html; charset=utf-8\r\n"
-        f"Content-Length: {len(page)}\r\n"
-        "Cache-Control: no-store\r\n"
-        "Referrer-Policy: no-referrer\r\n"
-        "Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
-        "X-Content-Type-Options: nosniff\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    return head.encode() + page
+def http_response(  # noqa: PLR0913 - the parts of an answer
+    status: int,
+    reason: str,
+    body: bytes,
+    *,
+    content_type: str = "text/html; charset=utf-8",
+    csp: str = _ERROR_CSP,
+    extra: tuple[tuple[str, str], ...] = (),
+) -> bytes:
+    """A whole HTTP/1.1 answer with the listener's hardening headers; the connection then closes."""
+    lines = [
+        f"HTTP/1.1 {status} {reason}",
+        f"Content-Type: {content_type}",
+        f"Content-Length: {len(body)}",
+        "Cache-Control: no-store",
+        "Referrer-Policy: no-referrer",
+        f"Content-Security-Policy: {csp}",
+        "X-Content-Type-Options: nosniff",
+        *(f"{name}: {value}" for name, value in extra),
+        "Connection: close",
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
-class LoopbackListener:
+def html_response(status: int, reason: str, title: str, body: str) -> bytes:
+    """The listener's small HTML answer; ``title`` and ``body`` are trusted text."""
+    return http_response(status, reason, _PAGE.format(title=title, body=body).encode())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Request:
+    """One whole request as the listener read it, for a route (see :class:`LoopbackListener`).
+
+    ``headers`` holds every header line in order, names lowercased; ``body``
+    is the body as sent (at most the listener's ``max_body`` bytes).
+    """
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes = b""
+
+    def values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in order."""
+        wanted = name.lower()
+        return [value for key, value in self.headers if key == wanted]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Answer(Generic[R]):
+    """A route's reply: the bytes to send, what it settles (if anything), why it refused."""
+
+    response: bytes
+    outcome: R | BaseException | None = None
+    rejected: str | None = None
+
+
+if TYPE_CHECKING:
+    # What a route does with one whole request (the hosted-page login has one).
+    Route = Callable[[Request], Answer[R]]
+
+
+def _parse_head(head: bytes) -> Request | str:
+    """The request line and headers of ``head``, or why they are malformed."""
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):  # noqa: PLR2004
+        return "malformed request line"
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, colon, value = line.partition(":")
+        if not colon or not name or name != name.strip() or " " in name:
+            return "malformed header"
+        headers.append((name.lower(), value.strip(" \t")))
+    return Request(method=parts[0], target=parts[1], headers=tuple(headers))
+
+
+class LoopbackListener(Generic[R]):
     """Listens on the redirect URI's host and port until the real callback arrives.
 
     ``check_state`` compares a received state with the one the flow made (in
     constant time); the listener itself holds no secret. At most
     ``max_waiting`` connections that have not yet sent a whole request are
     kept; a new one beyond that drops the oldest.
+
+    Given a ``route`` instead of ``check_state``, the listener answers every
+    whole request with it (the hosted-page login): the listener still does
+    the TLS, the deadlines, the shedding, malformed heads and bodies (a body
+    needs a ``Content-Length`` of at most ``max_body`` bytes); the route
+    decides the rest, and the first :class:`Answer` with an outcome ends
+    the wait.
     """
 
-    def __init__(  # noqa: PLR0913 - each is one setting of the listener
-        self,
+    @overload
+    def __init__(
+        self: LoopbackListener[Callback],
         target: RedirectTarget,
         *,
         ssl_context: ssl.SSLContext,
@@ -175,11 +259,39 @@ class LoopbackListener:
         idle_timeout: float = 15.0,
         max_waiting: int = 64,
         setting: str = "the redirect URI",
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        target: RedirectTarget,
+        *,
+        ssl_context: ssl.SSLContext,
+        route: Route[R],
+        max_body: int,
+        idle_timeout: float = 15.0,
+        max_waiting: int = 64,
+        setting: str = "the redirect URI",
+    ) -> None: ...
+
+    def __init__(  # noqa: PLR0913 - each is one setting of the listener
+        self,
+        target: RedirectTarget,
+        *,
+        ssl_context: ssl.SSLContext,
+        check_state: Callable[[str], bool] | None = None,
+        route: Route[R] | None = None,
+        max_body: int = 0,
+        idle_timeout: float = 15.0,
+        max_waiting: int = 64,
+        setting: str = "the redirect URI",
     ) -> None:
         """Prepare to listen; nothing is bound until the listener is entered."""
         self.target = target
         self._ssl = ssl_context
-        self._check_state = check_state
+        self._check_state = check_state or _no_state
+        self._route = route
+        self._max_body = max(0, max_body)
         self._idle = idle_timeout
         self._max_waiting = max(1, max_waiting)
         self._setting = setting
@@ -189,7 +301,7 @@ class LoopbackListener:
         # Connections with no whole request yet, oldest first (dicts keep order).
         self._waiting: dict[asyncio.Task[None], None] = {}
         self._closing = False
-        self._result: asyncio.Future[Callback] | None = None
+        self._result: asyncio.Future[R] | None = None
         self._claimed = False
         self.rejected: list[str] = []
         self.dropped = 0  # waiting connections shed to make room
@@ -237,8 +349,8 @@ class LoopbackListener:
         """The port actually bound."""
         return int(self._sockets[0].getsockname()[1])
 
-    async def wait(self) -> Callback:
-        """Wait for the real callback; raise AccessDenied if the user declined."""
+    async def wait(self) -> R:
+        """Wait for the real callback (or a route's outcome); AccessDenied if the user declined."""
         assert self._result is not None, "enter the listener first"
         return await asyncio.shield(self._result)
 
@@ -333,7 +445,7 @@ class LoopbackListener:
                 self._reject("plain HTTP on the TLS port")
                 await loop.sock_sendall(
                     conn,
-                    _response(
+                    html_response(
                         400,
                         "Bad Request",
                         "This address speaks HTTPS",
@@ -353,14 +465,17 @@ class LoopbackListener:
             except (asyncio.LimitOverrunError, ValueError):
                 self._reject("request head too large")
                 writer.write(
-                    _response(431, "Request Header Fields Too Large", "Request too large", "")
+                    html_response(431, "Request Header Fields Too Large", "Request too large", "")
                 )
                 await writer.drain()
                 return
             except TimeoutError:
                 self._reject("request not completed in time")
-                writer.write(_response(408, "Request Timeout", "Request timeout", ""))
+                writer.write(html_response(408, "Request Timeout", "Request timeout", ""))
                 await writer.drain()
+                return
+            if self._route is not None:
+                await self._answer_route(head, reader, writer, me)
                 return
             self._no_longer_waiting(me)  # a whole request: answered at once, never shed
             response, outcome = self._handle(head)
@@ -372,7 +487,8 @@ class LoopbackListener:
                 # listener as soon as it has its answer.
                 if outcome is not None:
                     self._answering.add(me)
-                    self._settle(outcome)
+                    # Without a route the listener is a LoopbackListener[Callback].
+                    self._settle(cast("R | BaseException", outcome))
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ssl.SSLError, OSError):
             # Idle clients, dropped connections and failed handshakes (a browser
             # that has not accepted the certificate yet) are simply closed.
@@ -418,7 +534,76 @@ class LoopbackListener:
         self.rejected.append(why)
         log.info("login listener rejected a request: %s", why)
 
-    def _settle(self, outcome: Callback | BaseException) -> None:
+    async def _answer_route(
+        self,
+        head: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        me: asyncio.Task[None],
+    ) -> None:
+        """Read the body a route's request declares, then send the route's answer."""
+        assert self._route is not None
+        request = _parse_head(head)
+        if isinstance(request, str):
+            self._no_longer_waiting(me)
+            self._reject(request)
+            writer.write(html_response(400, "Bad Request", "Bad request", ""))
+            await writer.drain()
+            return
+        answer = await self._read_body(request, reader, writer)
+        if answer is None:
+            return
+        self._no_longer_waiting(me)  # a whole request: answered at once, never shed
+        if isinstance(answer, Request):
+            answer = self._route(answer)
+        if answer.rejected is not None:
+            self._reject(answer.rejected)
+        try:
+            writer.write(answer.response)
+            await writer.drain()
+        finally:
+            if answer.outcome is not None:
+                self._answering.add(me)
+                self._settle(answer.outcome)
+
+    async def _read_body(
+        self, request: Request, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> Request | Answer[R] | None:
+        """The request with its body; or the refusal of a body that is unbounded or too large.
+
+        None when the client did not send the body it declared in time (it
+        was answered 408).
+        """
+        if request.values("transfer-encoding"):
+            return Answer(
+                html_response(411, "Length Required", "A body needs a Content-Length", ""),
+                rejected="body without a Content-Length",
+            )
+        lengths = request.values("content-length")
+        if not lengths:
+            return request
+        if len(lengths) != 1 or not lengths[0].isascii() or not lengths[0].isdigit():
+            return Answer(
+                html_response(400, "Bad Request", "Bad request", ""),
+                rejected="malformed Content-Length",
+            )
+        size = int(lengths[0])
+        if size > self._max_body:
+            self._reject("body too large")
+            writer.write(html_response(413, "Content Too Large", "Request too large", ""))
+            await writer.drain()
+            await _discard(reader, min(size, 64 * self._max_body + MAX_HEAD))
+            return None
+        try:
+            body = await asyncio.wait_for(reader.readexactly(size), self._idle)
+        except TimeoutError:
+            self._reject("request not completed in time")
+            writer.write(html_response(408, "Request Timeout", "Request timeout", ""))
+            await writer.drain()
+            return None
+        return dataclasses.replace(request, body=body)
+
+    def _settle(self, outcome: R | BaseException) -> None:
         assert self._result is not None
         if self._result.done():
             return
@@ -432,19 +617,19 @@ class LoopbackListener:
         parts = request_line.split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):  # noqa: PLR2004
             self._reject("malformed request line")
-            return _response(400, "Bad Request", "Bad request", ""), None
+            return html_response(400, "Bad Request", "Bad request", ""), None
         method, target, _version = parts
         if method != "GET":
             self._reject("method not allowed")
-            return _response(405, "Method Not Allowed", "Method not allowed", ""), None
+            return html_response(405, "Method Not Allowed", "Method not allowed", ""), None
         url = urllib.parse.urlsplit(target)
         if url.path != self.target.path:
             self._reject("wrong path")
-            return _response(404, "Not Found", "Not found", ""), None
+            return html_response(404, "Not Found", "Not found", ""), None
         outcome = interpret_query(url.query, self._check_state)
         if isinstance(outcome, str):
             self._reject(outcome)
-            page = _response(
+            page = html_response(
                 400,
                 "Bad Request",
                 "This is not the login dashtam is waiting for",
@@ -453,17 +638,19 @@ class LoopbackListener:
             return page, None
         if self._claimed:
             self._reject("callback already received")
-            return _response(410, "Gone", "Already done", "This login was already completed."), None
+            return html_response(
+                410, "Gone", "Already done", "This login was already completed."
+            ), None
         self._claimed = True
         if isinstance(outcome, AccessDenied):
-            page = _response(
+            page = html_response(
                 200,
                 "OK",
                 "Login cancelled",
                 "dashtam was not given access. You can close this tab.",
             )
             return page, outcome
-        page = _response(
+        page = html_response(
             200,
             "OK",
             "Login complete",
@@ -474,6 +661,22 @@ class LoopbackListener:
 
 def _close_socket(conn: socket.socket, _task: object) -> None:
     conn.close()
+
+
+def _no_state(_received: str) -> bool:
+    return False
+
+
+async def _discard(reader: asyncio.StreamReader, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes (for at most a second), so that closing does not reset.
+
+    A connection closed with its request unread is reset, and the client
+    could lose the answer already sent.
+    """
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError, asyncio.IncompleteReadError):
+        async with asyncio.timeout(1.0):
+            while limit > 0 and (chunk := await reader.read(min(limit, 65536))):
+                limit -= len(chunk)
 
 
 def interpret_query(

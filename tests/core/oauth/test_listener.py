@@ -10,10 +10,20 @@ import ssl
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from listener_support import (
+    CALLBACK_REASONS,
+    CALLBACK_REJECTIONS,
+    GOOD,
+    STATE,
+    get,
+    request,
+    status,
+)
 from oauth_fixtures import free_port
 
 from dashtam_cli.core.oauth.errors import AccessDenied, LoginError, PortInUse, RedirectUriError
 from dashtam_cli.core.oauth.listener import (
+    Callback,
     LoopbackListener,
     RedirectTarget,
     parse_redirect_uri,
@@ -25,35 +35,11 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from pathlib import Path
 
-STATE = "s" * 43
-GOOD = f"/?code=C0.abc%40&session=x&state={STATE}"
-
-
-async def request(port: int, cert: Path, raw: bytes) -> bytes:
-    """Send raw bytes over verified TLS and return the whole answer."""
-    context = ssl.create_default_context(cafile=cert)
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", port, ssl=context, server_hostname="127.0.0.1"), 10
-    )
-    writer.write(raw)
-    await writer.drain()
-    answer = await asyncio.wait_for(reader.read(), 10)
-    writer.close()
-    return answer
-
-
-def get(path: str) -> bytes:
-    """A minimal GET request."""
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
-
-
-def status(answer: bytes) -> int:
-    """The status code of an answer."""
-    return int(answer.split(b" ", 2)[1])
-
 
 def scenario(
-    tmp_path: Path, body: Callable[[LoopbackListener, int, Path], Awaitable[None]], **kw: Any
+    tmp_path: Path,
+    body: Callable[[LoopbackListener[Callback], int, Path], Awaitable[None]],
+    **kw: Any,
 ) -> None:
     """Run ``body`` with a listener on a free port; it must leave the real callback to end the wait."""
     target = parse_redirect_uri(f"https://127.0.0.1:{free_port()}", setting="SCHWAB_REDIRECT_URI")
@@ -68,23 +54,11 @@ def scenario(
     asyncio.run(run())
 
 
-@pytest.mark.parametrize(
-    ("raw", "code"),
-    [
-        (get(f"/wrong?code=c&state={STATE}"), 404),
-        (get("/favicon.ico"), 404),
-        (get("/?code=c"), 400),
-        (get("/?code=c&state=forged"), 400),
-        (get(f"/?state={STATE}"), 400),
-        (f"POST {GOOD} HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode(), 405),
-        (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 9000 + b"\r\n\r\n", 431),
-    ],
-)
+@pytest.mark.parametrize(("raw", "code"), CALLBACK_REJECTIONS)
 def test_rejections_then_the_real_callback(tmp_path: Path, raw: bytes, code: int) -> None:
     """Each bad request gets its status; the listener keeps waiting and takes the real code after."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         assert status(await request(port, cert, raw)) == code
         assert listener._result is not None
         assert not listener._result.done()
@@ -101,7 +75,7 @@ def test_rejections_then_the_real_callback(tmp_path: Path, raw: bytes, code: int
 def test_plain_http_and_silent_clients_do_not_block(tmp_path: Path) -> None:
     """Plain HTTP gets a plain 400; 20 idle sockets and a half-sent request hold nothing up."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         plain_r, plain_w = await asyncio.open_connection("127.0.0.1", port)
         plain_w.write(get(GOOD))
         await plain_w.drain()
@@ -133,7 +107,7 @@ def test_plain_http_and_silent_clients_do_not_block(tmp_path: Path) -> None:
 def test_access_denied_ends_the_wait_only_with_the_right_state(tmp_path: Path) -> None:
     """error=access_denied with a forged state is ignored; with the real one it ends the login."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         assert status(await request(port, cert, get("/?error=access_denied&state=forged"))) == 400
         assert listener._result is not None
         assert not listener._result.done()
@@ -223,23 +197,13 @@ def test_localhost_is_refused_with_the_address_to_use(uri: str, suggested: str) 
     )
 
 
-@pytest.mark.parametrize(
-    ("raw", "code", "reason"),
-    [
-        (b"GARBAGE\r\n\r\n", 400, "malformed request line"),
-        (get(f"/?code=c&state={STATE}&state={STATE}"), 400, "missing or wrong state"),
-        (get("/?code=c&state="), 400, "missing or wrong state"),
-        (get(f"/?code=&state={STATE}"), 400, "callback without a code"),
-        (f"HEAD {GOOD} HTTP/1.1\r\n\r\n".encode(), 405, "method not allowed"),
-        (get(f"/favicon.ico?code=c&state={STATE}"), 404, "wrong path"),
-    ],
-)
+@pytest.mark.parametrize(("raw", "code", "reason"), CALLBACK_REASONS)
 def test_more_rejections_name_their_reason_and_keep_waiting(
     tmp_path: Path, raw: bytes, code: int, reason: str
 ) -> None:
     """A malformed line, a doubled or empty state, an empty code, HEAD: refused, then the code lands."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         answer = await request(port, cert, raw)
         assert status(answer) == code
         assert b"Login complete" not in answer
@@ -253,7 +217,7 @@ def test_more_rejections_name_their_reason_and_keep_waiting(
 def test_favicon_then_callback_then_a_second_callback(tmp_path: Path) -> None:
     """/favicon.ico gets 404 without using the one-shot; the callback wins; a repeat gets 410."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         for _ in range(3):  # browsers ask for it more than once
             assert status(await request(port, cert, get("/favicon.ico"))) == 404
         first = await request(port, cert, get(GOOD))
@@ -273,7 +237,7 @@ def test_clients_that_send_nothing_are_dropped_and_the_callback_still_lands(
 ) -> None:
     """Silent TCP clients are closed after the idle timeout; a silent TLS client gets 408."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         closed_at_once = socket.create_connection(("127.0.0.1", port))
         closed_at_once.close()  # connects and leaves without a byte
         silent_reader, silent_writer = await asyncio.open_connection("127.0.0.1", port)
@@ -514,7 +478,7 @@ def test_leaving_right_after_the_callback_still_delivers_the_page(tmp_path: Path
 def test_waiting_connections_beyond_the_limit_are_dropped_oldest_first(tmp_path: Path) -> None:
     """With max_waiting=5, 20 silent clients: the 15 oldest are hung up on, the callback lands."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         loop = asyncio.get_running_loop()
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
         try:
@@ -569,7 +533,7 @@ def test_transient_accept_errors_do_not_stop_the_listener(tmp_path: Path, code: 
     """accept() failing with a transient error (three times) leaves the loop running: the code lands."""
     flaky = FlakySocket([code] * 3)
 
-    async def body(listener: LoopbackListener, _port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], _port: int, cert: Path) -> None:
         listener._spawn(listener._accept(flaky))
         port = flaky.getsockname()[1]
         assert status(await request(port, cert, get(GOOD))) == 200
@@ -586,7 +550,7 @@ def test_a_lasting_accept_error_ends_the_login_with_a_clear_error(tmp_path: Path
     """accept() failing with an error that will not pass (EBADF) ends the wait at once, exit 1."""
     flaky = FlakySocket([errno.EBADF])
 
-    async def body(listener: LoopbackListener, _port: int, _cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], _port: int, _cert: Path) -> None:
         listener._spawn(listener._accept(flaky))
         with pytest.raises(LoginError) as caught:
             await asyncio.wait_for(listener.wait(), 5)
@@ -604,7 +568,7 @@ def test_an_accept_error_after_the_callback_does_not_undo_the_login(tmp_path: Pa
     """Once the callback has landed, a later lasting accept error leaves the login's result as is."""
     flaky = FlakySocket([errno.EBADF])
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         assert status(await request(port, cert, get(GOOD))) == 200
         assert (await asyncio.wait_for(listener.wait(), 5)).code == "C0.abc@"
         await asyncio.wait_for(listener._spawn(listener._accept(flaky)), 5)
@@ -650,7 +614,7 @@ def test_a_bind_refused_for_another_reason_names_that_reason(
 def test_the_listener_reports_the_port_it_bound(tmp_path: Path) -> None:
     """``port`` is the port actually listened on, the one the redirect URI names."""
 
-    async def body(listener: LoopbackListener, port: int, cert: Path) -> None:
+    async def body(listener: LoopbackListener[Callback], port: int, cert: Path) -> None:
         assert listener.port == port
         assert status(await request(port, cert, get(GOOD))) == 200
 
