@@ -53,7 +53,9 @@ MAX_RESULT: Final = 16 * 1024  # bytes of a result POST's body
 _MAX_MESSAGE: Final = 160  # characters of a cancel message kept for the error
 # A CSP source the page may name: an https URL or origin, nothing that could
 # end the directive (';' ','), quote a keyword or add another source (space).
-_SOURCE: Final = re.compile(r"https://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/%+]*)?")
+_SOURCE: Final = re.compile(
+    r"https://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/%+]*)?"
+)
 _JSON: Final = "application/json"
 
 

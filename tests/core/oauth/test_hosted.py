@@ -37,7 +37,7 @@ PAGE = HostedPage(
     body=BODY,
     script_sources=("https://cdn.example.test/link/v2/stable/link-initialize.js",),
     frame_sources=("https://cdn.example.test",),
-    connect_sources=("https://127.0.0.1:9443",),
+    connect_sources=("https://127.0.0.1:9443", "https://[::1]:9443"),
     secrets=(LINK_TOKEN,),
     result_fields=("public_token", "institution"),
     setting="EXAMPLE_LINK_URI",
@@ -598,8 +598,9 @@ def test_a_source_that_would_widen_the_policy_is_refused(tmp_path: Path, source:
     del tmp_path
     target = parse_redirect_uri(f"https://127.0.0.1:{free_port()}", setting="X")
     page = HostedPage(title="t", body="", connect_sources=(source,))
+    options = LoginOptions(mode="print", timeout=2)
     with pytest.raises(InputError) as caught:
-        asyncio.run(hosted_login(load_settings(), target, page, LoginOptions(), Notes()))
+        asyncio.run(hosted_login(load_settings(), target, page, options, Notes()))
     assert "only load https addresses" in caught.value.message
 
 
