@@ -124,7 +124,7 @@ class Login:
             "Content-Length": str(len(body)),
         } | {name.replace("_", "-"): value for name, value in headers.items()}
         head = "".join(f"{name}: {value}\r\n" for name, value in values.items())
-        return f"POST /link/done HTTP/1.1\r\n{head}\r\n".encode() + body
+        return f"POST /link/done HTTP/1.1\r\n{head}\r\n".encode("latin-1") + body
 
     def good_body(self) -> bytes:
         """The JSON body of the good result."""
@@ -390,10 +390,12 @@ REFUSED_POSTS: list[tuple[str, Callable[[Login], bytes], int]] = [
         411,
     ),
     ("bad length", lambda lg: lg.raw_post(lg.good_body(), Content_Length="12abc"), 400),
+    # A latin-1 digit that str.isdigit() accepts and int() does not.
+    ("superscript length", lambda lg: lg.raw_post(b"{}", Content_Length="\xb2"), 400),
     (
         "two lengths",
         lambda lg: lg.raw_post(lg.good_body()).replace(
-            b"Content-Type", b"Content-Length: 3\r\nContent-Type"
+            b"Content-Type", f"Content-Length: {len(lg.good_body())}\r\nContent-Type".encode()
         ),
         400,
     ),
@@ -480,6 +482,36 @@ def test_plain_http_idle_and_half_sent_clients_do_not_block(tmp_path: Path) -> N
             half.close()
 
     assert run(tmp_path, act) == FIELDS
+
+
+def test_after_the_result_every_request_of_the_login_is_gone() -> None:
+    """One-shot: once a result (or a cancel) is taken, the page and any other result get 410."""
+    from dashtam_cli.core.oauth.hosted import _HostedRoute
+    from dashtam_cli.core.oauth.listener import Request
+
+    target = parse_redirect_uri("https://127.0.0.1:8182", setting="X")
+    state = "t" * 43
+    route = _HostedRoute(target, PAGE, state, "n" * 24)
+    host = (("host", "127.0.0.1:8182"),)
+    json_post = (*host, ("content-type", "application/json"))
+
+    def post(payload: object) -> Request:
+        return Request("POST", "/link/done", json_post, json.dumps(payload).encode())
+
+    page = Request("GET", f"/link?state={state}", host)
+    assert status(route(page).response) == 200
+    first = route(post({"state": state, "fields": FIELDS}))
+    assert status(first.response) == 200
+    assert first.outcome == FIELDS
+    for late in (
+        post({"state": state, "fields": {**FIELDS, "public_token": "other-token"}}),
+        post({"state": state, "cancelled": True}),
+        page,
+    ):
+        answer = route(late)
+        assert status(answer.response) == 410
+        assert answer.outcome is None
+        assert answer.rejected == "login already finished"
 
 
 def test_cancel_ends_the_login_with_exit_1(tmp_path: Path) -> None:
@@ -639,7 +671,9 @@ def test_no_secret_in_logs_or_audit(tmp_path: Path, caplog: pytest.LogCaptureFix
 
     async def act(login: Login) -> None:
         states.append(login.state)
+        wrong_host = f"GET /link?state={login.state} HTTP/1.1\r\nHost: evil.example\r\n\r\n"
         for raw in (
+            wrong_host.encode(),
             login.raw_post(json.dumps({"state": login.state + "x", "fields": FIELDS}).encode()),
             login.raw_post(login.good_body(), Origin="https://evil.example"),
             login.raw_post(json.dumps({"state": login.state, "fields": {"x": 1}}).encode()),
