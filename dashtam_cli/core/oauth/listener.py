@@ -10,6 +10,10 @@ local user cannot starve the browser's. Only a request
 on the redirect path with the expected ``state`` and a ``code`` (or an
 ``error``) ends the wait; everything else gets an error status and the
 listener keeps waiting. Nothing here logs a URL, a code or a state.
+
+Given a route instead (the hosted-page login, :mod:`.hosted`), the listener
+keeps all of the above, reads a bounded body, and lets the route answer each
+whole request; the route's first outcome ends the wait.
 """
 
 from __future__ import annotations
