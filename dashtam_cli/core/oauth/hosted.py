@@ -151,7 +151,16 @@ def _origin(target: RedirectTarget) -> tuple[str, str]:
     return authority, f"https://{authority}"
 
 
-def _check_sources(page: HostedPage) -> None:
+def _check(page: HostedPage, options: LoginOptions) -> None:
+    """Refuse a mode the page cannot work in, and a source that would widen its policy."""
+    if options.mode == "manual":
+        raise InputError(
+            "a hosted-page login cannot be pasted back: the page must reach dashtam's "
+            "listener on this machine",
+            hint="run it without --manual (--no-browser prints the address to open here)",
+        )
+    if options.mode not in {"browser", "print"}:
+        raise InputError(f"unknown login mode {options.mode!r}", hint="use browser or print")
     for source in (*page.script_sources, *page.frame_sources, *page.connect_sources):
         if not _SOURCE.fullmatch(source):
             raise InputError(
@@ -302,7 +311,7 @@ def _cancelled(payload: dict[str, Any]) -> LoginCancelled:
     )
 
 
-async def hosted_login(  # noqa: C901, PLR0915 - one login, step by step, as flow.authorize
+async def hosted_login(
     settings: Settings,
     target: RedirectTarget,
     page: HostedPage,
@@ -314,53 +323,77 @@ async def hosted_login(  # noqa: C901, PLR0915 - one login, step by step, as flo
     Raises :class:`~dashtam_cli.core.oauth.errors.LoginCancelled` (exit 1) when
     the person closes the widget, :class:`CallbackTimeout` after
     ``options.timeout``, and the listener's errors (port in use) as the OAuth
-    login does.
+    login does. Each step goes through ``note`` (the audit hook), never with
+    the state, the page's secrets or the returned values.
     """
-    if options.mode == "manual":
-        raise InputError(
-            "a hosted-page login cannot be pasted back: the page must reach dashtam's "
-            "listener on this machine",
-            hint="run it without --manual (--no-browser prints the address to open here)",
-        )
-    if options.mode not in {"browser", "print"}:
-        raise InputError(f"unknown login mode {options.mode!r}", hint="use browser or print")
-    _check_sources(page)
+    _check(page, options)
     for secret in page.secrets:
         register_secret(secret)
     state = secrets.token_urlsafe(32)
     register_secret(state)
-    nonce = secrets.token_urlsafe(18)
-    route = _HostedRoute(target, page, state, nonce)
+    route = _HostedRoute(target, page, state, secrets.token_urlsafe(18))
+
+    async def page_served() -> None:
+        await route.served.wait()
+        await note("login.page", "served")
+
+    watcher = asyncio.ensure_future(page_served())
+
+    async def page_noted() -> None:
+        # The page's record comes before the login's end, when the page was served.
+        if route.served.is_set():
+            await asyncio.shield(watcher)
+        else:
+            watcher.cancel()
+
+    started = time.monotonic()
+    try:
+        fields = await _serve(
+            settings, target=target, page=page, options=options, route=route, state=state
+        )
+    except CallbackTimeout:
+        await page_noted()
+        await note("login.done", "timeout")
+        raise
+    except LoginCancelled as exc:
+        await page_noted()
+        await note("login.cancelled", "cancelled", detail=exc.message)
+        raise
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        watcher.cancel()
+        await asyncio.shield(note("login.done", "interrupted"))
+        raise
+    except DashtamError as exc:
+        await page_noted()
+        await note("login.done", "failed", detail=exc.message)
+        raise
+    for value in fields.values():
+        register_secret(value)
+    await page_noted()
+    await note("login.done", "ok", duration_ms=int((time.monotonic() - started) * 1000))
+    return fields
+
+
+async def _serve(  # noqa: PLR0913 - one login's parts
+    settings: Settings,
+    *,
+    target: RedirectTarget,
+    page: HostedPage,
+    options: LoginOptions,
+    route: _HostedRoute,
+    state: str,
+) -> dict[str, str]:
+    """Listen, send the browser to the page, and wait for its result (as flow._obtain_code)."""
+    from dashtam_cli.core.oauth.tls import listener_ssl_context
+
     _, origin = _origin(target)
     url = f"{origin}{PAGE_PATH}?state={state}"
     notify = options.notify
-
-    from dashtam_cli.core.oauth.tls import listener_ssl_context
-
     context, cert_path = listener_ssl_context(settings.paths.data_dir / "tls")
     listener = LoopbackListener(
-        target,
-        ssl_context=context,
-        route=route,
-        max_body=MAX_RESULT,
-        setting=page.setting,
+        target, ssl_context=context, route=route, max_body=MAX_RESULT, setting=page.setting
     )
-    started = time.monotonic()
     async with listener:
-
-        async def page_served() -> None:
-            await route.served.wait()
-            await note("login.page", "served")
-
-        watcher = asyncio.ensure_future(page_served())
-
-        async def settle_watcher() -> None:
-            # The page's record comes before the login's end, when the page was served.
-            if route.served.is_set():
-                await asyncio.shield(watcher)
-            else:
-                watcher.cancel()
-
         notify(
             f"Waiting for the login on {origin}. dashtam's certificate there is "
             f"self-signed ({cert_path}), so the browser will warn about it: that is expected, "
@@ -374,6 +407,7 @@ async def hosted_login(  # noqa: C901, PLR0915 - one login, step by step, as flo
                 if options.mode == "browser":
                     opener: Callable[[str], bool] = options.open_browser or _open_with_webbrowser
                     notify(f"Opening your browser to log in to {page.title}...")
+                    # A $BROWSER command may run until that browser is closed.
                     opening = in_daemon_thread(lambda: opener(url), name="login")
                     either: set[asyncio.Future[Any]] = {opening, result}
                     await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -383,35 +417,16 @@ async def hosted_login(  # noqa: C901, PLR0915 - one login, step by step, as flo
                         "Open this address in a browser on this machine to log in to "
                         f"{page.title}:\n\n  {url}\n"
                     )
-                fields = await result
+                return await result
         except TimeoutError:
-            await settle_watcher()
-            await note("login.done", "timeout")
             raise CallbackTimeout(
                 f"the login page was not completed within {options.timeout:g} s",
                 hint="run the command again (--timeout gives more time)",
             ) from None
-        except LoginCancelled as exc:
-            await settle_watcher()
-            await note("login.cancelled", "cancelled", detail=exc.message)
-            raise
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            watcher.cancel()
-            await asyncio.shield(note("login.done", "interrupted"))
-            raise
-        except DashtamError as exc:
-            await settle_watcher()
-            await note("login.done", "failed", detail=exc.message)
-            raise
         finally:
             result.cancel()
             if opening is not None:
                 opening.cancel()
-        for value in fields.values():
-            register_secret(value)
-        await settle_watcher()
-        await note("login.done", "ok", duration_ms=int((time.monotonic() - started) * 1000))
-    return fields
 
 
 def _open_with_webbrowser(url: str) -> bool:

@@ -572,19 +572,21 @@ def test_timeout(tmp_path: Path) -> None:
 
 
 def test_port_in_use_names_the_setting(tmp_path: Path) -> None:
-    """A taken port: PortInUse (exit 1) naming the port and, in its hint, the page's setting."""
+    """A taken port: PortInUse (exit 1) naming the port and, in its hint, the page's setting; audited."""
     del tmp_path
     port = free_port()
     target = parse_redirect_uri(f"https://127.0.0.1:{port}", setting="EXAMPLE_LINK_URI")
     blocker = socket.create_server(("127.0.0.1", port))
+    notes = Notes()
     try:
         with pytest.raises(PortInUse) as caught:
-            asyncio.run(hosted_login(load_settings(), target, PAGE, LoginOptions(), Notes()))
+            asyncio.run(hosted_login(load_settings(), target, PAGE, LoginOptions(), notes))
     finally:
         blocker.close()
     assert f"port {port}" in caught.value.message
     assert caught.value.exit_code == 1
     assert "EXAMPLE_LINK_URI" in (caught.value.hint or "")
+    assert notes.steps() == [("login.done", "failed")]
 
 
 def test_no_browser_prints_the_url(tmp_path: Path) -> None:
