@@ -23,7 +23,7 @@ from dashtam_cli.core.oauth.listener import RedirectTarget, parse_redirect_uri
 from dashtam_cli.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
     from pathlib import Path
 
 LINK_TOKEN = "link-sandbox-0b5e3c1d-9f7a-4c2e-8d61-5a0f4e2b7c93"
@@ -665,9 +665,29 @@ def test_interrupted_login_is_audited_and_releases_the_port(tmp_path: Path) -> N
     socket.create_server(("127.0.0.1", port)).close()
 
 
-def test_no_secret_in_logs_or_audit(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The state, the link token and the result never reach a log record or an audit note."""
+@pytest.fixture
+def dashtam_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """Every record of dashtam's loggers at DEBUG, unfiltered (no RedactingFilter in the way).
+
+    An earlier in-process CLI run may have given dashtam's logger its own
+    handler without propagation: undo that for this test, and put it back after.
+    """
+    logger = logging.getLogger("dashtam_cli")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    logger.handlers[:] = []
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
     caplog.set_level(logging.DEBUG)
+    try:
+        yield caplog
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[1]
+        logger.setLevel(saved[2])
+
+
+def test_no_secret_in_logs_or_audit(tmp_path: Path, dashtam_logs: pytest.LogCaptureFixture) -> None:
+    """The state, the link token and the result never reach a log record or an audit note."""
+    caplog = dashtam_logs
     notes = Notes()
     states: list[str] = []
 
