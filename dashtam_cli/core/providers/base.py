@@ -404,10 +404,10 @@ class Provider(abc.ABC):
         client: httpx.AsyncClient,
         keys: AppKeys,
         fields: Mapping[str, str],
+        request: LinkRequest,
         *,
         record: Callable[[CallRecord], Awaitable[None]],
         environ: Mapping[str, str] | None = None,
-        products: Sequence[str] = (),
     ) -> str:
         """Turn what the hosted page handed back into the credential record to seal."""
         msg = f"{self.display_name} does not log in with a hosted page"

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Final
 from dashtam_cli.core.providers.base import KeySpec, LoginKind, Provider
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Mapping
 
     import httpx
 
@@ -143,6 +143,21 @@ class PlaidProvider(Provider):
         from dashtam_cli.core.providers.plaid.session import Item
         from dashtam_cli.core.redact import register_secret
 
+        unknown = sorted(set(request.products) - set(PRODUCTS))
+        if unknown:
+            from dashtam_cli.core.errors import InputError
+
+            raise InputError(
+                f"--products: Plaid product {unknown[0]!r} is not one dashtam syncs",
+                hint=f"choose from: {', '.join(PRODUCTS)}",
+            )
+        if request.update is not None and request.products:
+            from dashtam_cli.core.errors import InputError
+
+            raise InputError(
+                "--products does not apply to --update: the item keeps its products",
+                hint="drop --products",
+            )
         body: dict[str, object] = {
             "client_name": "dashtam",
             "user": {"client_user_id": request.user_id},
@@ -193,10 +208,10 @@ class PlaidProvider(Provider):
         client: httpx.AsyncClient,
         keys: AppKeys,
         fields: Mapping[str, str],
+        request: LinkRequest,
         *,
         record: Callable[[CallRecord], Awaitable[None]],
         environ: Mapping[str, str] | None = None,
-        products: Sequence[str] = (),
     ) -> str:
         """``/item/public_token/exchange``: the item's record to seal (its access token, id)."""
         from dashtam_cli.core.errors import InputError, ProviderError
@@ -231,8 +246,9 @@ class PlaidProvider(Provider):
             access_token=token,
             item_id=item_id,
             environment=keys.environment,
-            products=tuple(products or ("transactions",)),
+            products=tuple(request.products or ("transactions",)),
             institution=plain(institution, limit=200) if institution else None,
+            user_id=request.user_id,
         ).record()
 
 

@@ -80,6 +80,7 @@ class Item:
     environment: str
     products: tuple[str, ...]
     institution: str | None = None
+    user_id: str | None = None
 
     @classmethod
     def read(cls, record: str) -> Item:
@@ -106,6 +107,7 @@ class Item:
             if isinstance(products, list)
             else (),
             institution=institution if isinstance(institution, str) and institution else None,
+            user_id=data.get("user_id") if isinstance(data.get("user_id"), str) else None,
         )
 
     def record(self) -> str:
@@ -118,6 +120,7 @@ class Item:
                 "environment": self.environment,
                 "products": list(self.products),
                 "institution": self.institution,
+                "user_id": self.user_id,
             }
         )
 
