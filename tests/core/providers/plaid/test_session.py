@@ -283,12 +283,18 @@ def test_modified_and_removed_apply_and_a_posted_transaction_replaces_its_pendin
     assert report.removed == 2
 
 
-def test_an_added_then_removed_transaction_in_one_loop_is_not_stored(plaid: Fixture) -> None:
-    """A change log that adds then removes within one loop leaves nothing of it."""
+def test_an_added_then_removed_transaction_in_one_loop_is_not_stored(
+    plaid: Fixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A change log that adds then removes within one loop: the batch holds it only as removed."""
     plaid.item.add(txn("t-1", "1.00", "keep"), txn("t-2", "2.00", "gone"))
     plaid.item.remove("t-2")
     plaid.connect()
+    batches = _batches(monkeypatch)
     assert plaid.report().result == "ok"
+    (batch,) = batches
+    assert [t.description for t in batch.transactions] == ["keep"]
+    assert len(batch.removed) == 1
     assert sorted(_stored()) == ["keep"]
 
 
