@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core.providers.base import KeySpec, LoginKind, Provider
@@ -60,6 +61,7 @@ TRANSACTION_TYPES: Final = (
 # The products `dashtam connect plaid --products` accepts; transactions by default.
 PRODUCTS: Final = ("transactions", "investments")
 DEFAULT_COUNTRIES: Final = ("US",)
+SCRIPT_ORIGIN: Final = "https://cdn.plaid.com"
 # The page's script: Plaid's Link, started with the link token; its result handed to the listener.
 _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
 <script nonce="{{nonce}}">
@@ -191,14 +193,17 @@ class PlaidProvider(Provider):
             )
         register_secret(token)
         script = script_url(environ)
-        overridden = not script.startswith("https://cdn.plaid.com/")
-        origin = script.rsplit("/link/v2/", 1)[0] if overridden else "https://cdn.plaid.com"
+        api = urllib.parse.urlsplit(base_url(environment, environ))
+        api_origin = f"{api.scheme}://{api.netloc}"
+        overridden = not script.startswith(f"{SCRIPT_ORIGIN}/")
         return HostedPage(
             title="Connect an institution with Plaid",
             body=link_body(token),
             script_sources=(script,),
-            frame_sources=(origin,),
-            connect_sources=(origin,) if overridden else ("https://*.plaid.com",),
+            # Plaid's guidance: Link runs in a frame from its CDN and calls the API host.
+            # A stand-in (the base URL overridden) runs in the page and calls its own origin.
+            frame_sources=() if overridden else (SCRIPT_ORIGIN,),
+            connect_sources=(api_origin,),
             secrets=(token,),
             result_fields=("public_token", "institution"),
         )
