@@ -192,6 +192,20 @@ def test_keys_configured_in_the_vault_are_used_and_listed(
     assert cli("connect", "plaid", "--no-browser").exit_code == 0
     assert cli("sync").exit_code == 0
     assert link.plaid.requests[-1].headers["PLAID-SECRET"] == SECRET
+    doctor = cli("doctor", "-f", "json")
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "plaid keys"]
+    assert (check["status"], check["verdict"]) == ("ok", "stored in the vault")
+    assert SECRET not in doctor.stdout
+
+
+def test_doctor_says_the_keys_come_from_the_environment(link: Link, cli: CliCall) -> None:
+    """`dashtam doctor`: the Plaid keys' source and environment, never their values."""
+    del link
+    assert cli("vault", "init").exit_code == 0
+    doctor = cli("doctor", "-f", "json")
+    (check,) = [c for c in json.loads(doctor.stdout) if c["check"] == "plaid keys"]
+    assert check["verdict"] == "from PLAID_CLIENT_ID and PLAID_SECRET (sandbox)"
+    assert SECRET not in doctor.stdout
 
 
 def test_an_environment_plaid_does_not_have_is_refused(link: Link, cli: CliCall) -> None:
