@@ -320,6 +320,7 @@ async def _link(  # noqa: PLR0913 - one login's parts
         products=options.products,
         update=record,
         redirect_uri=keys.redirect_uri,
+        options=settings.options_of(instance.name),
     )
     async with make_client(settings, transport=options.transport) as client:
         page = await instance.hosted_page(client, keys, request, record=audited, environ=env)

@@ -136,13 +136,15 @@ class LinkRequest:
     about the person); ``products`` what the login grants (empty: the
     provider's default); ``update`` the stored credential record of the
     connection to log in to again (update mode), None for a new login;
-    ``redirect_uri`` the configured listener address, when one is.
+    ``redirect_uri`` the configured listener address, when one is;
+    ``options`` the provider's own settings (:meth:`Settings.options_of`).
     """
 
     user_id: str
     products: tuple[str, ...] = ()
     update: str | None = dataclasses.field(default=None, repr=False)
     redirect_uri: str | None = None
+    options: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
 
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})

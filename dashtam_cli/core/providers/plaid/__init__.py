@@ -60,7 +60,6 @@ TRANSACTION_TYPES: Final = (
 
 # The products `dashtam connect plaid --products` accepts; transactions by default.
 PRODUCTS: Final = ("transactions", "investments")
-DEFAULT_COUNTRIES: Final = ("US",)
 SCRIPT_ORIGIN: Final = "https://cdn.plaid.com"
 # The page's script: Plaid's Link, started with the link token; its result handed to the listener.
 _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
@@ -142,7 +141,7 @@ class PlaidProvider(Provider):
             base_url,
             script_url,
         )
-        from dashtam_cli.core.providers.plaid.session import Item
+        from dashtam_cli.core.providers.plaid.session import Item, country_codes
         from dashtam_cli.core.redact import register_secret
 
         unknown = sorted(set(request.products) - set(PRODUCTS))
@@ -163,7 +162,7 @@ class PlaidProvider(Provider):
         body: dict[str, object] = {
             "client_name": "dashtam",
             "user": {"client_user_id": request.user_id},
-            "country_codes": list(DEFAULT_COUNTRIES),
+            "country_codes": list(country_codes(request.options)),
             "language": "en",
         }
         environment = keys.environment

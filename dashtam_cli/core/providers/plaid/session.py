@@ -43,7 +43,14 @@ if TYPE_CHECKING:
     from dashtam_cli.core.providers.base import SessionContext, SyncTarget
     from dashtam_cli.core.providers.plaid import PlaidProvider
 
-__all__ = ["MAX_RESTARTS", "PAGE_SIZE", "Item", "PlaidSession", "realtime_balances"]
+__all__ = [
+    "MAX_RESTARTS",
+    "PAGE_SIZE",
+    "Item",
+    "PlaidSession",
+    "country_codes",
+    "realtime_balances",
+]
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +139,36 @@ def _flag(raw: object) -> bool | None:
     return {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}.get(text)
 
 
+def _warn_unknown(options: Mapping[str, tuple[object, str]]) -> None:
+    for key, (_, where) in sorted(options.items()):
+        if key not in SETTINGS:
+            log.warning(
+                "ignoring unknown Plaid setting %r (%s); the settings are: %s",
+                key,
+                where,
+                ", ".join(SETTINGS),
+            )
+
+
+def country_codes(options: Mapping[str, tuple[object, str]]) -> tuple[str, ...]:
+    """The ``country_codes`` setting for Link (a list, or text split at commas): else US."""
+    given = options.get("country_codes")
+    if given is None:
+        return ("US",)
+    raw, where = given
+    items = raw if isinstance(raw, list) else str(raw).split(",")
+    codes = tuple(str(item).strip().upper() for item in items if str(item).strip())
+    if not codes or not all(len(c) == 2 and c.isascii() and c.isalpha() for c in codes):  # noqa: PLR2004
+        raise ConfigError(
+            f"invalid value for 'country_codes' in {where}: two-letter country codes expected",
+            hint='for example: country_codes = ["US", "CA"]',
+        )
+    return codes
+
+
 def realtime_balances(options: Mapping[str, tuple[object, str]]) -> bool:
     """The ``realtime_balances`` setting (billed per call in production): False unless set."""
+    _warn_unknown(options)
     given = options.get("realtime_balances")
     if given is None:
         return False

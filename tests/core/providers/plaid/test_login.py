@@ -124,6 +124,15 @@ def test_products_and_a_configured_redirect_uri_reach_the_link_token(
     assert link.targets[0].port == 8765
 
 
+def test_country_codes_come_from_the_providers_settings(
+    link: Link, cli: CliCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[providers.plaid] country_codes`` (here its variable): Link is asked for those countries."""
+    monkeypatch.setenv("DASHTAM_PLAID_COUNTRY_CODES", "us, ca")
+    assert cli("connect", "plaid", "--no-browser").exit_code == 0
+    assert link.plaid.link_bodies[0]["country_codes"] == ["US", "CA"]
+
+
 def test_an_unknown_product_is_a_usage_error(link: Link, cli: CliCall) -> None:
     """``--products auth``: exit 2 naming the products dashtam syncs; no link token made."""
     refused = cli("connect", "plaid", "--products", "auth", "--no-browser")
