@@ -94,8 +94,8 @@ def connect(
         typer.Option(
             "--products",
             metavar="LIST",
-            help="For providers that log in with a hosted page (Plaid): what to grant, "
-            "comma-separated (default: transactions; e.g. transactions,investments).",
+            help="For providers that log in with a hosted page: what the login grants, "
+            "comma-separated (default: the provider's; see docs/providers/).",
             show_default=False,
         ),
     ] = None,
@@ -104,7 +104,7 @@ def connect(
         typer.Option(
             "--update",
             metavar="NAME",
-            help="For providers that log in with a hosted page (Plaid): log in again to the "
+            help="For providers that log in with a hosted page: log in again to the "
             "connection NAME; its stored data stays.",
             show_default=False,
             autocompletion=connection_names,

@@ -54,8 +54,8 @@ def configure(
         typer.Option(
             "--environment",
             metavar="ENV",
-            help="For providers whose keys belong to one environment (Plaid: sandbox or "
-            "production; default sandbox).",
+            help="For providers whose keys belong to one of their environments (its first "
+            "by default; see docs/providers/).",
             show_default=False,
         ),
     ] = None,

@@ -102,7 +102,8 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
     """
     instance = provider_named(provider)
     _check_options(instance, options)
-    name = check_name(options.update or options.name or instance.name)
+    name = options.update if options.update is not None else options.name
+    name = check_name(instance.name if name is None else name)
     vault_options = OpenOptions(
         create=True, prompt=options.passphrase_prompt, environ=options.environ
     )
