@@ -89,6 +89,27 @@ def connect(
             show_default=False,
         ),
     ] = None,
+    products: Annotated[
+        str | None,
+        typer.Option(
+            "--products",
+            metavar="LIST",
+            help="For providers that log in with a hosted page: what the login grants, "
+            "comma-separated (default: the provider's; see docs/providers/).",
+            show_default=False,
+        ),
+    ] = None,
+    update: Annotated[
+        str | None,
+        typer.Option(
+            "--update",
+            metavar="NAME",
+            help="For providers that log in with a hosted page: log in again to the "
+            "connection NAME; its stored data stays.",
+            show_default=False,
+            autocompletion=connection_names,
+        ),
+    ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
     """Log in to a provider and keep its credentials, sealed, in the vault.
@@ -98,13 +119,17 @@ def connect(
     certificate is self-signed, so the browser warns once: that is expected.
     A provider that gives a token to paste reads it from a hidden prompt, from
     stdin when it is not a terminal, or from --token-file; never from the
-    command line.
+    command line. A provider with a hosted page (Plaid Link) is served on the
+    same listener; --update NAME logs in again to a connection that needs it.
     """
     from dashtam_cli.core.login import connect
     from dashtam_cli.core.oauth.flow import LoginOptions
 
     if no_browser and manual:
         raise typer.BadParameter("choose one of --no-browser and --manual", param_hint="--manual")
+    chosen = tuple(p.strip().lower() for p in (products or "").split(",") if p.strip())
+    if products is not None and not chosen:
+        raise typer.BadParameter("give at least one product", param_hint="--products")
     seconds = options.bounded(timeout, option="--timeout", low=1, high=MAX_TIMEOUT, whole=False)
     err = runtime.stderr(ctx)
 
@@ -133,10 +158,14 @@ def connect(
         notify=notify,
         read_pasted_url=read_pasted_url,
         # On a terminal, ask before replacing; scripts are not asked.
-        confirm_replace=confirm_replace if prompts.interactive() and not manual else None,
+        confirm_replace=(
+            confirm_replace if prompts.interactive() and not manual and update is None else None
+        ),
         passphrase_prompt=prompts.passphrase_prompt(),
         read_token=_read_token,
         token_file=token_file,
+        products=chosen,
+        update=update,
     )
     info = runtime.run(ctx, lambda conf: connect(conf, provider, login))
     err.print(f"connected {info.provider} as {info.name!r}", markup=False, highlight=False)

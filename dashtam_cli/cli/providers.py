@@ -49,6 +49,16 @@ def configure(
             "localhost (default https://127.0.0.1:8182).",
         ),
     ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--environment",
+            metavar="ENV",
+            help="For providers whose keys belong to one of their environments (its first "
+            "by default; see docs/providers/).",
+            show_default=False,
+        ),
+    ] = None,
     fmt: Annotated[str | None, options.FORMAT] = None,
 ) -> None:
     """Store a provider app's credentials, sealed in the vault.
@@ -56,7 +66,8 @@ def configure(
     The secret is never taken from the command line: it is asked for with a
     hidden prompt, or read from the first line of stdin when stdin is not a
     terminal (for example: dashtam providers configure schwab --client-id ID < secret.txt).
-    Environment variables (SCHWAB_API_KEY, SCHWAB_API_SECRET) win over the vault.
+    Environment variables (SCHWAB_API_KEY, SCHWAB_API_SECRET; PLAID_CLIENT_ID,
+    PLAID_SECRET, PLAID_ENV) win over the vault.
     """
     from dashtam_cli.core.credentials import configure as store
 
@@ -79,6 +90,7 @@ def configure(
             client_secret=secret,
             redirect_uri=redirect_uri,
             options=opts,
+            environment=environment,
         ),
     )
     runtime.stderr(ctx).print(

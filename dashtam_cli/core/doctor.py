@@ -254,6 +254,43 @@ async def _providers(
                     )
                 )
         checks.append(_redirect_check(spec, env, stored.get(name)))
+    return checks + _key_checks(env, stored, used)
+
+
+def _key_checks(
+    env: Mapping[str, str], stored: dict[str, str | None], used: set[str]
+) -> list[Check]:
+    """Where the app keys of providers without OAuth (Plaid) come from, never their values."""
+    from dashtam_cli.core.credentials import _keys_from_env
+    from dashtam_cli.core.providers import PROVIDER_NAMES, provider
+
+    checks: list[Check] = []
+    for name in PROVIDER_NAMES:
+        instance = provider(name)
+        keys = instance.keys
+        if keys is None or instance.spec is not None:
+            continue
+        label = f"{name} keys"
+        try:
+            from_env = _keys_from_env(name, keys, env)
+        except DashtamError as exc:
+            checks.append(_failed(label, exc))
+            continue
+        if from_env is not None:
+            verdict = f"from {keys.client_id_env} and {keys.secret_env} ({from_env[2]})"
+            checks.append(Check(check=label, status="ok", verdict=verdict))
+        elif name in stored:
+            checks.append(Check(check=label, status="ok", verdict="stored in the vault"))
+        elif name in used:  # a provider not used and not configured is no one's concern
+            checks.append(
+                Check(
+                    check=label,
+                    status="broken",
+                    verdict=f"no app keys for {instance.display_name}",
+                    fix=f"dashtam providers configure {name} --client-id ID --environment ENV, "
+                    f"or set {keys.client_id_env}, {keys.secret_env} and {keys.environment_env}",
+                )
+            )
     return checks
 
 

@@ -100,27 +100,17 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
     Every step goes to the audit log. Under an existing name, the old
     credentials are replaced only once the new ones are in hand.
     """
-    if options.mode not in MODES:
-        raise InputError(f"unknown login mode {options.mode!r}")
     instance = provider_named(provider)
-    if options.token_file is not None and instance.login is not LoginKind.TOKEN:
-        raise InputError(
-            f"{instance.display_name} does not log in with a pasted token",
-            hint=f"drop --token-file: {instance.relogin_command(options.name or instance.name)}",
-        )
-    if instance.login is LoginKind.TOKEN and options.mode != "browser":
-        raise InputError(
-            f"{instance.display_name} logs in with a pasted token, not in a browser",
-            hint="drop --no-browser and --manual; paste the token, or use --token-file",
-        )
-    if instance.login is LoginKind.LINK:
-        raise InputError(f"{instance.display_name} logs in with a hosted page, not supported yet")
-    name = check_name(instance.name if options.name is None else options.name)
+    _check_options(instance, options)
+    name = options.update if options.update is not None else options.name
+    name = check_name(instance.name if name is None else name)
     vault_options = OpenOptions(
         create=True, prompt=options.passphrase_prompt, environ=options.environ
     )
     async with open_vault(settings, vault_options) as vault:
-        if await connection_exists(vault, name) and options.confirm_replace is not None:
+        if options.update is not None:
+            await _check_update(vault, instance, name)
+        elif await connection_exists(vault, name) and options.confirm_replace is not None:
             confirm = options.confirm_replace
             if not await asyncio.to_thread(confirm, name):
                 raise DashtamError(
@@ -131,6 +121,21 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
             info, credential = await _oauth(
                 settings, vault, instance, name=name, options=options, note=note
             )
+        elif instance.login is LoginKind.LINK:
+            info, credential = await _link(
+                settings, vault, instance, name=name, options=options, note=note
+            )
+            if options.update is not None:
+                await audit.record(
+                    vault,
+                    operation="connection.update",
+                    outcome="ok",
+                    provider=instance.name,
+                    connection_id=info.id,
+                    connection_name=name,
+                )
+                log.info("logged in again to %s as %r", instance.display_name, name)
+                return info
         else:
             info, credential = await _token(
                 settings, vault, instance, name=name, options=options, note=note
@@ -146,6 +151,35 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
         log.info("connected %s as %r", instance.display_name, name)
         await _warn_if_connected_elsewhere(settings, vault, info, credential, options)
         return info
+
+
+def _check_options(instance: Provider, options: LoginOptions) -> None:
+    """Refuse the options that do not apply to how ``instance`` logs in."""
+    if options.mode not in MODES:
+        raise InputError(f"unknown login mode {options.mode!r}")
+    if options.token_file is not None and instance.login is not LoginKind.TOKEN:
+        raise InputError(
+            f"{instance.display_name} does not log in with a pasted token",
+            hint=f"drop --token-file: {instance.relogin_command(options.name or instance.name)}",
+        )
+    if instance.login is LoginKind.TOKEN and options.mode != "browser":
+        raise InputError(
+            f"{instance.display_name} logs in with a pasted token, not in a browser",
+            hint="drop --no-browser and --manual; paste the token, or use --token-file",
+        )
+    if instance.login is not LoginKind.LINK and (options.update or options.products):
+        raise InputError(
+            f"{instance.display_name} has no --update or --products",
+            hint=f"log in again with: {instance.relogin_command(options.name or instance.name)}",
+        )
+    if instance.login is LoginKind.LINK and options.mode == "manual":
+        raise InputError(
+            f"{instance.display_name} logs in on a page this machine serves: --manual does not "
+            "apply",
+            hint="use --no-browser to print the page's address instead",
+        )
+    if options.update is not None and options.name is not None and options.name != options.update:
+        raise InputError("--update names the connection: drop --name", hint="--update NAME")
 
 
 def _note(vault: Vault, provider: str, name: str) -> AuditNote:
@@ -199,6 +233,121 @@ async def _oauth(  # noqa: PLR0913 - one login's parts
     tokens = await authorize(settings, pending, options, note)
     info = await save_login(vault, provider=instance.name, name=name, tokens=tokens)
     return info, tokens.access_token
+
+
+async def _check_update(vault: Vault, instance: Provider, name: str) -> None:
+    """``--update NAME``: the connection must exist, and be this provider's."""
+    from dashtam_cli.core.connections import list_connections
+
+    found = await list_connections(vault, name=name) if await connection_exists(vault, name) else []
+    if not found:
+        raise InputError(
+            f"there is no connection named {name!r} to log in to again",
+            hint=f"list them with: dashtam connections list; or connect a new one: "
+            f"dashtam connect {instance.name} --name {name}",
+        )
+    if found[0].provider != instance.name:
+        raise InputError(
+            f"the connection {name!r} is a {found[0].provider} connection, not "
+            f"{instance.display_name}",
+            hint=f"log in to it again with: dashtam connect {found[0].provider} --name {name}",
+        )
+
+
+def _link_user_id(record: str | None) -> str:
+    """The connection's random id at the provider: kept in its record, else a new one (no PII)."""
+    import json
+    import secrets
+
+    if record is not None:
+        try:
+            kept = json.loads(record).get("user_id")
+        except (ValueError, AttributeError):
+            kept = None
+        if isinstance(kept, str) and kept:
+            return kept
+    return f"dashtam-{secrets.token_hex(16)}"
+
+
+async def _link(  # noqa: PLR0913 - one login's parts
+    settings: Settings,
+    vault: Vault,
+    instance: Provider,
+    *,
+    name: str,
+    options: LoginOptions,
+    note: AuditNote,
+) -> tuple[ConnectionInfo, str]:
+    """The hosted-page login: the provider's page on the listener, its result made a credential.
+
+    In update mode (``options.update``) the stored credential stays: the
+    page only renews the login at the provider, and nothing is exchanged.
+    """
+    from dashtam_cli.core import store
+    from dashtam_cli.core.connections import list_connections, set_status
+    from dashtam_cli.core.credentials import resolve_app_keys
+    from dashtam_cli.core.http import make_client
+    from dashtam_cli.core.models import ConnectionState
+    from dashtam_cli.core.oauth import hosted
+    from dashtam_cli.core.oauth.listener import parse_redirect_uri
+    from dashtam_cli.core.providers.base import CallRecord, LinkRequest
+
+    keys_spec = instance.keys
+    if keys_spec is None:  # a provider's declaration error, not the user's
+        raise DashtamError(f"{instance.display_name} declares a hosted login but no app keys")
+    env = os.environ if options.environ is None else options.environ
+    keys = await resolve_app_keys(vault, instance.name, env)
+    target = parse_redirect_uri(
+        keys.redirect_uri or keys_spec.default_redirect_uri, setting=keys_spec.redirect_uri_env
+    )
+    existing = None
+    record: str | None = None
+    if options.update is not None:
+        (existing,) = await list_connections(vault, name=name)
+        record = await store.load_secret(vault, existing)
+
+    async def audited(call: CallRecord) -> None:
+        await note(
+            f"login.{call.operation}",
+            call.outcome,
+            http_status=call.http_status,
+            duration_ms=call.duration_ms,
+            correlation_id=call.correlation_id,
+            detail=call.detail,
+        )
+
+    request = LinkRequest(
+        user_id=_link_user_id(record),
+        products=options.products,
+        update=record,
+        redirect_uri=keys.redirect_uri,
+        options=settings.options_of(instance.name),
+    )
+    async with make_client(settings, transport=options.transport) as client:
+        page = await instance.hosted_page(client, keys, request, record=audited, environ=env)
+        for secret in page.secrets:
+            register_secret(secret)
+        await note("login.page", "started")
+        try:
+            fields = await hosted.hosted_login(settings, target, page, options, note)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            await asyncio.shield(note("login.page", "interrupted"))
+            raise
+        except DashtamError as exc:
+            await note("login.page", "failed", detail=exc.message)
+            raise
+        register_secret(fields.get("public_token"))
+        await note("login.page", "ok")
+        if existing is not None and record is not None:
+            await set_status(vault, existing.id, ConnectionState.ACTIVE)
+            (info,) = await list_connections(vault, name=name)
+            return info, record
+        secret = await instance.complete_hosted(
+            client, keys, fields, request, record=audited, environ=env
+        )
+    register_secret(secret)
+    info = await save_secret_login(vault, provider=instance.name, name=name, secret=secret)
+    return info, secret
 
 
 async def _token(  # noqa: PLR0913 - one login's parts

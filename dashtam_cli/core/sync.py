@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import httpx
 
     from dashtam_cli.core.models import ConnectionInfo
-    from dashtam_cli.core.providers.base import CallRecord, FetchedAccount
+    from dashtam_cli.core.providers.base import AppKeys, CallRecord, FetchedAccount
     from dashtam_cli.core.resilience import Backoff
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.tokens import TokenManager
@@ -152,6 +152,11 @@ def session_context(  # noqa: PLR0913 - the seams a session gets
         left, _ = await store.spend_request(manager.vault, scope, limit, clock())
         return left
 
+    async def app_keys() -> AppKeys:
+        from dashtam_cli.core.credentials import resolve_app_keys
+
+        return await resolve_app_keys(manager.vault, info.provider)
+
     return SessionContext(
         info=info,
         client=manager.client,
@@ -164,6 +169,7 @@ def session_context(  # noqa: PLR0913 - the seams a session gets
         max_in_flight=max_in_flight,
         spend=spend,
         options=options or {},
+        app_keys=app_keys,
     )
 
 

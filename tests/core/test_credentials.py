@@ -236,9 +236,13 @@ def test_stored_credentials_are_sealed_on_disk() -> None:
 def test_list_providers_says_where_credentials_come_from_never_what_they_are() -> None:
     """None, then the vault, then the environment (which wins), and never a value."""
     listed = asyncio.run(list_providers(None, {}))
-    assert [(p.name, p.credentials) for p in listed] == [("schwab", None), ("simplefin", None)]
+    assert [(p.name, p.credentials) for p in listed] == [
+        ("schwab", None),
+        ("simplefin", None),
+        ("plaid", None),
+    ]
     store_in_vault()
-    stored, simplefin = in_vault(lambda v: list_providers(v, {}))
+    stored, simplefin, _ = in_vault(lambda v: list_providers(v, {}))
     # A pasted-token login has no app credentials: nothing to say where they come from.
     assert (simplefin.name, simplefin.credentials, simplefin.base_url) == ("simplefin", None, None)
     assert (stored.name, stored.display_name, stored.credentials) == (
@@ -246,9 +250,9 @@ def test_list_providers_says_where_credentials_come_from_never_what_they_are() -
         "Charles Schwab",
         "vault",
     )
-    env, _ = in_vault(lambda v: list_providers(v, both()))
+    env, _, _ = in_vault(lambda v: list_providers(v, both()))
     assert env.credentials == "environment"
-    half, _ = in_vault(lambda v: list_providers(v, {"SCHWAB_API_KEY": ENV_ID}))
+    half, _, _ = in_vault(lambda v: list_providers(v, {"SCHWAB_API_KEY": ENV_ID}))
     assert half.credentials == "vault"
     dumped = env.model_dump_json()
     for secret in (ENV_ID, ENV_SECRET, VAULT_ID, VAULT_SECRET):
@@ -259,7 +263,11 @@ def test_providers_without_a_vault_does_not_create_one() -> None:
     """Listing providers before any vault exists reports none stored and makes no vault."""
     settings = load_settings()
     infos = asyncio.run(providers(settings, OpenOptions()))
-    assert [(i.name, i.credentials) for i in infos] == [("schwab", None), ("simplefin", None)]
+    assert [(i.name, i.credentials) for i in infos] == [
+        ("schwab", None),
+        ("simplefin", None),
+        ("plaid", None),
+    ]
     assert not settings.paths.vault_file.exists()
 
 

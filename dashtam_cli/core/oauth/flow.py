@@ -72,6 +72,10 @@ class LoginOptions:
     ``token_file`` when given, else from ``read_token`` (a hidden prompt, or
     standard input when it is not a terminal; it raises ``EOFError`` when
     its input ends). The browser options do not apply to them.
+
+    For providers that log in with a hosted page, ``products`` are what the
+    login asks for (empty: the provider's default) and ``update`` names a
+    stored connection to log in to again (its data and credential stay).
     """
 
     name: str | None = None
@@ -86,6 +90,8 @@ class LoginOptions:
     token_file: Path | None = None
     transport: httpx.AsyncBaseTransport | None = None
     environ: Mapping[str, str] | None = None
+    products: tuple[str, ...] = ()
+    update: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

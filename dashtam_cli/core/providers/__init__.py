@@ -30,6 +30,7 @@ __all__ = [
 _MODULES: Final[dict[str, str]] = {
     "schwab": "dashtam_cli.core.providers.schwab",
     "simplefin": "dashtam_cli.core.providers.simplefin",
+    "plaid": "dashtam_cli.core.providers.plaid",
 }
 # The built-in providers; provider_names() adds any registered at run time.
 PROVIDER_NAMES: Final = tuple(_MODULES)

@@ -26,12 +26,16 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.errors import DashtamError
     from dashtam_cli.core.models import Account, ConnectionInfo, Kind, Position, Transaction
+    from dashtam_cli.core.oauth.hosted import HostedPage
     from dashtam_cli.core.resilience import Backoff
 
 __all__ = [
+    "AppKeys",
     "CallRecord",
     "Changes",
     "FetchedAccount",
+    "KeySpec",
+    "LinkRequest",
     "LoginKind",
     "Provider",
     "ProviderSession",
@@ -68,19 +72,79 @@ class ProviderSpec:
         loopback, for a local test server), with no user or password, query or
         fragment; anything else is a ConfigError that does not repeat the value.
         """
-        import os
+        return overridden_url(self.base_url_env, self.default_base_url, environ)
 
-        env = os.environ if environ is None else environ
-        raw = env.get(self.base_url_env, "").strip()
-        if not raw:
-            return self.default_base_url
-        problem = _url_problem(raw)
-        if problem is not None:
-            raise ConfigError(
-                f"{self.base_url_env} is not a usable provider URL: {problem}",
-                hint=f"give an origin like {self.default_base_url}, or unset {self.base_url_env}",
-            )
-        return raw.rstrip("/")
+
+def overridden_url(setting: str, default: str, environ: Mapping[str, str] | None = None) -> str:
+    """``setting``'s URL from the environment (checked), else ``default``; no trailing slash.
+
+    The checks are :meth:`ProviderSpec.base_url`'s.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    raw = env.get(setting, "").strip()
+    if not raw:
+        return default
+    problem = _url_problem(raw)
+    if problem is not None:
+        raise ConfigError(
+            f"{setting} is not a usable provider URL: {problem}",
+            hint=f"give an origin like {default}, or unset {setting}",
+        )
+    return raw.rstrip("/")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class KeySpec:
+    """The names of a provider's app keys when it does not log in with OAuth (Plaid's).
+
+    A client id and a secret, and the provider's environment they belong to
+    (``environments``, the first the default); each from its variable in
+    the environment, else stored sealed by ``dashtam providers configure``.
+    ``redirect_uri_env`` names the listener's address for a hosted login.
+    """
+
+    client_id_env: str
+    secret_env: str
+    environment_env: str
+    environments: tuple[str, ...]
+    redirect_uri_env: str
+    default_redirect_uri: str
+    portal: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AppKeys:
+    """A provider's app keys as resolved: where they came from, never shown.
+
+    ``redirect_uri`` is None unless one was configured (environment or vault).
+    """
+
+    client_id: str = dataclasses.field(repr=False)
+    secret: str = dataclasses.field(repr=False)
+    environment: str
+    redirect_uri: str | None
+    source: str  # "environment" or "vault"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LinkRequest:
+    """What a hosted-page login asks the provider for.
+
+    ``user_id`` is a random id stable for the connection (never anything
+    about the person); ``products`` what the login grants (empty: the
+    provider's default); ``update`` the stored credential record of the
+    connection to log in to again (update mode), None for a new login;
+    ``redirect_uri`` the configured listener address, when one is;
+    ``options`` the provider's own settings (:meth:`Settings.options_of`).
+    """
+
+    user_id: str
+    products: tuple[str, ...] = ()
+    update: str | None = dataclasses.field(default=None, repr=False)
+    redirect_uri: str | None = None
+    options: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
 
 
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -150,6 +214,8 @@ class SessionContext:
     :class:`~dashtam_cli.core.errors.RequestBudgetSpent` and counts nothing.
     None: this context keeps no budget. ``options`` are the provider's own
     settings as given (:meth:`Settings.options_of`), for it to parse.
+    ``app_keys`` resolves the provider's app keys (for providers with a
+    :class:`KeySpec`): the environment first, then the vault.
     """
 
     info: ConnectionInfo
@@ -163,6 +229,7 @@ class SessionContext:
     max_in_flight: int = 16
     spend: Callable[[str, int], Awaitable[int]] | None = None
     options: Mapping[str, tuple[object, str]] = dataclasses.field(default_factory=dict)
+    app_keys: Callable[[], Awaitable[AppKeys]] | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -292,6 +359,8 @@ class Provider(abc.ABC):
     refreshes: bool
     # The OAuth settings, for providers that log in with OAuth.
     spec: ProviderSpec | None = None
+    # The app keys' settings, for providers with app keys but no OAuth login.
+    keys: KeySpec | None = None
     # The provider's own transaction types, which `--type` accepts beside kinds.
     transaction_types: tuple[str, ...] = ()
     # What to tell a user who disconnects when the login cannot be revoked from
@@ -306,6 +375,10 @@ class Provider(abc.ABC):
     def session(self, context: SessionContext) -> ProviderSession:
         """A session for one connection."""
 
+    def base_url(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """Where the provider's calls go, as its settings say (None: it does not say)."""
+        return None if self.spec is None else self.spec.base_url(environ)
+
     def relogin_command(self, connection: str) -> str:
         """The command that logs in again to ``connection``."""
         return f"dashtam connect {self.name} --name {connection}"
@@ -313,6 +386,33 @@ class Provider(abc.ABC):
     async def claim(self, client: httpx.AsyncClient, token: str) -> str:
         """Turn a pasted token into the credential record to seal (``TOKEN`` logins)."""
         msg = f"{self.display_name} does not log in with a pasted token"
+        raise NotImplementedError(msg)
+
+    async def hosted_page(
+        self,
+        client: httpx.AsyncClient,
+        keys: AppKeys,
+        request: LinkRequest,
+        *,
+        record: Callable[[CallRecord], Awaitable[None]],
+        environ: Mapping[str, str] | None = None,
+    ) -> HostedPage:
+        """The page a hosted-page login serves (``LINK`` logins), its secrets registered."""
+        msg = f"{self.display_name} does not log in with a hosted page"
+        raise NotImplementedError(msg)
+
+    async def complete_hosted(  # noqa: PLR0913 - one login's parts
+        self,
+        client: httpx.AsyncClient,
+        keys: AppKeys,
+        fields: Mapping[str, str],
+        request: LinkRequest,
+        *,
+        record: Callable[[CallRecord], Awaitable[None]],
+        environ: Mapping[str, str] | None = None,
+    ) -> str:
+        """Turn what the hosted page handed back into the credential record to seal."""
+        msg = f"{self.display_name} does not log in with a hosted page"
         raise NotImplementedError(msg)
 
 
