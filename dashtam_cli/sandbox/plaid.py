@@ -418,7 +418,14 @@ def _generate(seed: int, item: str, per_account: int, anchor: int) -> _Data:  # 
     # The next morning the bank also corrects an amount and withdraws a duplicate.
     for acct, kind in ((checking, "modified"), (card, "removed")):
         newest = max(
-            (e for e in events if e.account_id == acct.id and e.time < anchor and e.body),
+            (
+                e
+                for e in events
+                if e.account_id == acct.id
+                and e.time < anchor
+                and e.body is not None
+                and not e.body["pending"]
+            ),
             key=lambda e: (e.time, e.seq),
             default=None,
         )
