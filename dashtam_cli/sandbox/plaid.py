@@ -637,7 +637,8 @@ class Plaid:
             institution_id,
             products,
             data,
-            faults=[f for f in self.config.plaid_faults if f != "mutation"],
+            # rate-limit first, then server-error, whatever order they were given in
+            faults=[f for f in FAULTS if f in self.config.plaid_faults and f != "mutation"],
         )
         self.items[item_id] = item
         self._by_token[item.access_token] = item

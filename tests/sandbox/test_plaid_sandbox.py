@@ -291,7 +291,7 @@ def test_rate_limit_and_server_error_faults_come_once_each(
     plaid_for: Callable[..., PlaidApi],
 ) -> None:
     """``rate-limit`` answers 429 RATE_LIMIT_EXCEEDED, ``server-error`` 500 API_ERROR, then data."""
-    plaid = plaid_for(transactions_per_account=5, plaid_faults=("rate-limit", "server-error"))
+    plaid = plaid_for(transactions_per_account=5, plaid_faults=("server-error", "rate-limit"))
     token, _item = plaid.link()
     limited = plaid.error("/accounts/get", {"access_token": token}, "RATE_LIMIT_EXCEEDED", 429)
     assert limited["error_type"] == "RATE_LIMIT_EXCEEDED"
