@@ -150,7 +150,7 @@ def _error(code: str, error_type: str, message: str, display: str | None = None)
 
 
 def _stable_id(*parts: object) -> str:
-    """A Plaid-looking id (37 characters of base62-ish text), the same for the same parts."""
+    """A Plaid-looking id (37 lower-case letters and digits), the same for the same parts."""
     digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
     return base64.b32encode(digest).decode().rstrip("=").lower()[:37]
 
