@@ -474,10 +474,10 @@ def test_stand_in_script_defines_plaid_create_and_loads_nothing_else(plaid: Plai
         assert loader not in script
 
 
-def test_complete_link_drives_a_hosted_page_without_a_browser(
-    plaid: PlaidApi, tmp_path: Any
-) -> None:
-    """complete_link GETs the page, makes a public token and posts state and fields to /link/done."""
+def _drive(
+    plaid: PlaidApi, tmp_path: Any, page: bytes, *, update: bool = False
+) -> tuple[dict[str, Any], list[tuple[str, str, bytes]]]:
+    """complete_link against a stand-in listener serving ``page``: its result and the requests."""
     import asyncio
     import threading
 
@@ -490,11 +490,7 @@ def test_complete_link_drives_a_hosted_page_without_a_browser(
     async def listener(request: Any) -> Response:
         seen.append((request.method, request.path, request.body))
         if request.method == "GET":
-            return Response(
-                200,
-                b"<html>Plaid.create({token: 'link-sandbox-00'})</html>",
-                content_type="text/html",
-            )
+            return Response(200, page, content_type="text/html")
         return Response(200, b'{"ok":true}')
 
     loop = asyncio.new_event_loop()
@@ -511,12 +507,21 @@ def test_complete_link_drives_a_hosted_page_without_a_browser(
             secret=plaid.running.config.plaid_secret,
             sandbox_verify=ssl.create_default_context(cafile=plaid.running.ca_path),
             listener_verify=ssl.create_default_context(cafile=ca),
+            update=update,
         )
     finally:
         asyncio.run_coroutine_threadsafe(server.close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+    return result, seen
+
+
+def test_complete_link_drives_a_hosted_page_without_a_browser(
+    plaid: PlaidApi, tmp_path: Any
+) -> None:
+    """complete_link GETs the page, makes a public token and posts state and fields to /link/done."""
+    result, seen = _drive(plaid, tmp_path, b"<html>Plaid.create({token: 'link-sandbox-00'})</html>")
     assert result == {"status": 200, "ok": True}
     assert [(m, p) for m, p, _ in seen] == [("GET", "/link"), ("POST", "/link/done")]
     posted = json.loads(seen[1][2])
@@ -526,3 +531,18 @@ def test_complete_link_drives_a_hosted_page_without_a_browser(
         "/item/public_token/exchange", {"public_token": posted["fields"]["public_token"]}
     )
     assert exchanged["access_token"].startswith("access-sandbox-")
+
+
+def test_complete_link_in_update_mode_repairs_the_items_login(
+    plaid: PlaidApi, tmp_path: Any
+) -> None:
+    """With update, complete_link uses the page's link token: the item answers data calls again."""
+    token, item_id = plaid.link()
+    plaid.call("/sandbox/item/reset_login", {"access_token": token})
+    link = _link_token(plaid, access_token=token, products=None)
+    page = f"<html><script>Plaid.create({{token: {json.dumps(link)}}})</script></html>"
+    result, seen = _drive(plaid, tmp_path, page.encode(), update=True)
+    assert result == {"status": 200, "ok": True}
+    assert json.loads(seen[1][2])["state"] == "S-123"
+    assert plaid.call("/accounts/get", {"access_token": token})["item"]["item_id"] == item_id
+    assert len(plaid.running.sandbox.plaid.items) == 1  # repaired, not a second item
