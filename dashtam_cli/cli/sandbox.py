@@ -76,12 +76,26 @@ def serve(
             help="SimpleFIN protocol version served under /simplefin (1 or 2).",
         ),
     ] = "2",
+    plaid_fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plaid-fault",
+            metavar="NAME",
+            help="A fault each Plaid item meets once (repeatable): rate-limit, server-error, "
+            "mutation.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the sandbox until Ctrl-C; it prints how to point dashtam at it."""
     import asyncio
 
     from dashtam_cli.sandbox.app import Sandbox, SandboxConfig
+    from dashtam_cli.sandbox.plaid import FAULTS
 
+    for fault in plaid_fault or ():
+        if fault not in FAULTS:
+            msg = f"must be one of {', '.join(FAULTS)}, not {fault[:40]!r}"
+            raise typer.BadParameter(msg, param_hint="--plaid-fault")
     bounded = options.bounded
     config = SandboxConfig(
         port=int(bounded(port, option="--port", low=0, high=65535)),
@@ -98,6 +112,7 @@ def serve(
         simplefin_version=int(
             bounded(simplefin_version, option="--simplefin-version", low=1, high=2)
         ),
+        plaid_faults=tuple(dict.fromkeys(plaid_fault or ())),
     )
     conf = runtime.settings(ctx)
     err = runtime.stderr(ctx)
@@ -117,6 +132,12 @@ def serve(
                 f"SimpleFIN (version {config.simplefin_version}) at {sandbox.base_url}/simplefin:",
                 f"  open {sandbox.base_url}/simplefin/create for a setup token (one per visit)",
                 "  paste it into dashtam connect simplefin (DASHTAM_CA_BUNDLE exported as above)",
+                f"Plaid at {sandbox.base_url}/plaid (stand-in Link login: user_good / pass_good):",
+                f"  export DASHTAM_PLAID_BASE_URL={sandbox.base_url}/plaid",
+                f"  export PLAID_CLIENT_ID={config.plaid_client_id}",
+                f"  export PLAID_SECRET={config.plaid_secret}  # the sandbox's public one",
+                "  export PLAID_ENV=sandbox",
+                "  then dashtam connect plaid (DASHTAM_CA_BUNDLE exported as above)",
             ]
             for line in lines:
                 err.print(line, markup=False, highlight=False)

@@ -7,7 +7,8 @@ every Trader API call needs a valid bearer token; transactions need
 ``startDate``, ``endDate`` (``yyyy-MM-dd'T'HH:mm:ss.SSSZ``, or without the
 milliseconds) and ``types`` and
 cover at most a year; errors come in Schwab's shapes. Paths under
-``/simplefin/`` go to the SimpleFIN server (:mod:`dashtam_cli.sandbox.simplefin`).
+``/simplefin/`` go to the SimpleFIN server (:mod:`dashtam_cli.sandbox.simplefin`),
+paths under ``/plaid/`` to the Plaid server (:mod:`dashtam_cli.sandbox.plaid`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from dashtam_cli.core.providers import provider
 from dashtam_cli.sandbox.data import SandboxAccount, generate_accounts
 from dashtam_cli.sandbox.http import HttpServer, Request, Response
+from dashtam_cli.sandbox.plaid import PREFIX as PLAID_PREFIX
+from dashtam_cli.sandbox.plaid import SANDBOX_PLAID_CLIENT_ID, SANDBOX_PLAID_SECRET, Plaid
 from dashtam_cli.sandbox.simplefin import PREFIX as SIMPLEFIN_PREFIX
 from dashtam_cli.sandbox.simplefin import SimpleFin
 
@@ -80,6 +83,11 @@ class SandboxConfig:
     simplefin_reauth_connections: tuple[str, ...] = ()
     simplefin_access_failed: bool = False
     simplefin_hostile: bool = False
+    # Plaid (see dashtam_cli.sandbox.plaid): the app's public keys, and faults injected once
+    # per item ("rate-limit", "server-error", "mutation").
+    plaid_client_id: str = SANDBOX_PLAID_CLIENT_ID
+    plaid_secret: str = dataclasses.field(default=SANDBOX_PLAID_SECRET, repr=False)
+    plaid_faults: tuple[str, ...] = ()
 
 
 def _json(status: int, body: object, **headers: str) -> Response:
@@ -139,6 +147,13 @@ class Sandbox:
             config,
             anchor=config.now or dt.datetime.fromtimestamp(int(clock()), dt.UTC),
             root=lambda: self.base_url + SIMPLEFIN_PREFIX,
+            clock=clock,
+            fault=self._fault_status,
+        )
+        self.plaid = Plaid(
+            config,
+            anchor=config.now or dt.datetime.fromtimestamp(int(clock()), dt.UTC),
+            root=lambda: self.base_url + PLAID_PREFIX,
             clock=clock,
             fault=self._fault_status,
         )
@@ -218,6 +233,8 @@ class Sandbox:
         path = request.path
         if path.startswith(SIMPLEFIN_PREFIX + "/"):
             return self.simplefin.route(request)
+        if path.startswith(PLAID_PREFIX + "/"):
+            return self.plaid.route(request)
         if path == "/v1/oauth/authorize" and request.method == "GET":
             return self._authorize(request)
         if path == "/v1/oauth/authorize/decision" and request.method == "POST":

@@ -360,3 +360,44 @@ def test_sandbox_serve_refuses_another_simplefin_version(
     assert "from 1 to 2" in result.stderr
     assert "Traceback" not in result.stderr
     assert "listening" not in result.stderr
+
+
+def test_sandbox_serve_prints_the_plaid_exports_and_serves_plaid(serve: Serving) -> None:
+    """It prints DASHTAM_PLAID_BASE_URL and the sandbox's Plaid keys, which work there."""
+    exports = serve.exports(9)
+    plaid = exports["DASHTAM_PLAID_BASE_URL"]
+    assert plaid == exports["DASHTAM_SCHWAB_BASE_URL"] + "/plaid"
+    assert exports["PLAID_ENV"] == "sandbox"
+    context = ssl.create_default_context(cafile=exports["DASHTAM_CA_BUNDLE"])
+    with httpx.Client(verify=context) as client:
+        answer = client.post(
+            plaid + "/sandbox/public_token/create",
+            json={
+                "client_id": exports["PLAID_CLIENT_ID"],
+                "secret": exports["PLAID_SECRET"],
+                "institution_id": "ins_109508",
+                "initial_products": ["transactions"],
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["public_token"].startswith("public-sandbox-")
+
+
+@pytest.mark.parametrize("value", ["mutations", "", "RATE-LIMIT"])
+def test_sandbox_serve_refuses_an_unknown_plaid_fault(
+    clean_env: dict[str, str], tmp_path: Path, value: str
+) -> None:
+    """--plaid-fault other than rate-limit, server-error or mutation: usage error, exit 2."""
+    result = subprocess.run(
+        [str(DASHTAM), "sandbox", "serve", "--port", "0", "--plaid-fault", value],
+        env={**clean_env, "DASHTAM_HOME": str(tmp_path / "bad-home")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "--plaid-fault" in result.stderr
+    assert "rate-limit, server-error, mutation" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "listening" not in result.stderr
