@@ -251,3 +251,83 @@ def test_cancel_in_the_stand_in_link_reaches_the_page(plaid: PlaidApi, tmp_path:
         done = _wait(listener)
     assert done == {"state": "S-2", "cancelled": True, "message": "closed"}
     assert plaid.running.sandbox.plaid.items == {}
+
+
+def _log_in(driver: Any, url: str, seen: dict[str, Any]) -> bool:
+    """A person in the browser: open ``url``, log in to the stand-in Link; what it saw in ``seen``."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(url)
+    driver.find_element(By.NAME, "username").send_keys("user_good")
+    driver.find_element(By.NAME, "password").send_keys("pass_good")
+    driver.find_element(By.ID, "plaid-stand-in-submit").click()
+    status = driver.find_element(By.ID, "dashtam-status")
+    deadline = time.monotonic() + 20
+    while "close this window" not in status.text and time.monotonic() < deadline:
+        time.sleep(0.1)
+    seen["status"] = status.text
+    seen["requested"] = _requested(driver)
+    seen["console"] = driver.get_log("browser")
+    return True
+
+
+def test_dashtams_real_hosted_page_with_the_stand_in_link_in_chromium(
+    start_sandbox: Any,
+    cli: Any,
+    redirect_uri: str,
+    master_key: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dashtam connect plaid` end to end in Chromium: the parts of the three Plaid pieces fit.
+
+    The page is the one dashtam's listener really serves (``hosted_login``
+    with the Plaid provider's body and its Content-Security-Policy); it loads
+    the sandbox's stand-in Link script, the browser logs in with
+    user_good / pass_good, the stand-in posts to the sandbox, the page hands
+    the public token to ``/link/done``, and dashtam exchanges it and stores
+    the item. Nothing is requested from anywhere but the listener and the
+    sandbox, and the browser reports no CSP violation.
+    """
+    import webbrowser
+
+    del master_key
+    running: RunningSandbox = start_sandbox(transactions_per_account=5)
+    monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", running.base_url + "/plaid")
+    monkeypatch.setenv("SSL_CERT_FILE", str(running.ca_path))
+    monkeypatch.setenv("PLAID_CLIENT_ID", running.config.plaid_client_id)
+    monkeypatch.setenv("PLAID_SECRET", running.config.plaid_secret)
+    monkeypatch.setenv("PLAID_ENV", "sandbox")
+    monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri)
+    seen: dict[str, Any] = {}
+    finished = threading.Event()
+    with _browser() as driver:
+
+        def person(url: str, new: int = 0, autoraise: bool = True) -> bool:  # noqa: FBT002 - webbrowser.open's signature
+            del new, autoraise
+            try:
+                return _log_in(driver, url, seen)
+            finally:
+                finished.set()
+
+        monkeypatch.setattr(webbrowser, "open", person)
+        done = cli("connect", "plaid", "--name", "bank", "--timeout", "60")
+        # dashtam stops waiting once the result is in; the browser's side is read to its end.
+        assert finished.wait(30)
+    assert done.exit_code == 0, done.stdout + done.stderr
+
+    assert seen["status"] == "Done: you can close this window"
+    (item,) = running.sandbox.plaid.items.values()
+    assert item.institution_id == "ins_109508"
+    listed = cli("connections", "list", "-f", "json")
+    assert json.loads(listed.stdout)[0]["name"] == "bank"
+    requested = seen["requested"]
+    assert any(u.endswith("/plaid/link/v2/stable/link-initialize.js") for u in requested)
+    assert any(u.endswith("/plaid/link/stand-in/complete") for u in requested)
+    elsewhere = [
+        u for u in requested if not u.startswith((f"{redirect_uri}/", f"{running.base_url}/"))
+    ]
+    assert elsewhere == []
+    violations = [
+        e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
+    ]
+    assert violations == []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import urllib.parse
 from typing import TYPE_CHECKING, Final
 
@@ -61,8 +63,10 @@ TRANSACTION_TYPES: Final = (
 # The products `dashtam connect plaid --products` accepts; transactions by default.
 PRODUCTS: Final = ("transactions", "investments")
 SCRIPT_ORIGIN: Final = "https://cdn.plaid.com"
-# The page's script: Plaid's Link, started with the link token; its result handed to the listener.
+# The page's scripts: Plaid's Link script loaded (from the page's only script source), then
+# Link started with the link token; its result handed to the listener.
 _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
+<script nonce="{{nonce}}" src="%SCRIPT%"></script>
 <script nonce="{{nonce}}">
 (function () {
   var handler = Plaid.create({
@@ -84,10 +88,16 @@ _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
 """
 
 
-def link_body(link_token: str) -> str:
-    """The page's body for ``link_token`` (a JSON string literal, escaped for a script element)."""
+def link_body(link_token: str, script: str) -> str:
+    """The page's body: Link's ``script`` loaded, then started with ``link_token``.
+
+    The token goes in as a JSON string literal escaped for a script element;
+    the script's URL as an HTML attribute value.
+    """
     literal = json.dumps(link_token).replace("<", "\\u003c").replace(">", "\\u003e")
-    return _BODY.replace("%s", literal, 1)
+    values = {"%SCRIPT%": html.escape(script, quote=True), "%s": literal}
+    # One pass, so neither value is searched for the other's placeholder.
+    return re.sub("%SCRIPT%|%s", lambda found: values[found[0]], _BODY)
 
 
 class PlaidProvider(Provider):
@@ -197,7 +207,7 @@ class PlaidProvider(Provider):
         overridden = not script.startswith(f"{SCRIPT_ORIGIN}/")
         return HostedPage(
             title="Connect an institution with Plaid",
-            body=link_body(token),
+            body=link_body(token, script),
             script_sources=(script,),
             # Plaid's guidance: Link runs in a frame from its CDN and calls the API host.
             # A stand-in (the base URL overridden) runs in the page and calls its own origin.
@@ -205,6 +215,7 @@ class PlaidProvider(Provider):
             connect_sources=(api_origin,),
             secrets=(token,),
             result_fields=("public_token", "institution"),
+            setting=KEYS.redirect_uri_env,
         )
 
     async def complete_hosted(  # noqa: PLR0913 - one login's parts

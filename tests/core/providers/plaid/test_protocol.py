@@ -178,3 +178,23 @@ def test_an_overridden_base_url_serves_the_stand_in_and_connects_to_its_origin_o
     )
     assert page.connect_sources == ("https://127.0.0.1:9443",)
     assert page.frame_sources == ()
+    assert (
+        '<script nonce="{{nonce}}" '
+        'src="https://127.0.0.1:9443/plaid/link/v2/stable/link-initialize.js"></script>'
+    ) in page.body
+
+
+def test_the_link_page_loads_the_script_before_starting_link_and_names_its_setting() -> None:
+    """The body loads Link's script (the page itself adds none), then calls Plaid.create.
+
+    And a port in use is blamed on ``PLAID_REDIRECT_URI``, where the listener's
+    address comes from.
+    """
+    page = _page({})
+    loaded = page.body.find(
+        '<script nonce="{{nonce}}" '
+        'src="https://cdn.plaid.com/link/v2/stable/link-initialize.js"></script>'
+    )
+    assert loaded != -1
+    assert loaded < page.body.index("Plaid.create(")
+    assert page.setting == "PLAID_REDIRECT_URI"
