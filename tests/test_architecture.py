@@ -363,7 +363,7 @@ SANDBOX = (PACKAGE / "sandbox", PACKAGE / "cli" / "sandbox.py")
 NAMED_ALLOWED = {
     (
         "cli/lazy.py",
-        "A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
+        "A built-in sandbox institution that speaks Schwab's API, SimpleFIN and Plaid, on 127.0.0.1.",
     ),
 }
 

@@ -86,7 +86,10 @@ COMMANDS: Final[dict[str, tuple[str, str, str]]] = {
     "sandbox": (
         "dashtam_cli.cli.sandbox",
         "sandbox_app",
-        "A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
+        (
+            "A built-in sandbox institution that speaks Schwab's API, SimpleFIN and Plaid, on "
+            "127.0.0.1."
+        ),
     ),
     "paths": (
         "dashtam_cli.cli.paths",

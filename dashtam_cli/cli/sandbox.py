@@ -13,7 +13,8 @@ from dashtam_cli.cli import options, runtime
 
 sandbox_app = typer.Typer(
     name="sandbox",
-    help="A built-in sandbox institution that speaks Schwab's API and SimpleFIN, on 127.0.0.1.",
+    help="A built-in sandbox institution that speaks Schwab's API, SimpleFIN and Plaid, on "
+    "127.0.0.1.",
     no_args_is_help=True,
 )
 
@@ -156,10 +157,11 @@ def demo(
     """See dashtam work end to end: no account, keyring or network needed.
 
     In a temporary DASHTAM_HOME with a throwaway master key, it starts the
-    sandbox, logs in to its Schwab through the real loopback listener and to its
-    SimpleFIN Bridge with a setup token, syncs both, then shows the merged
-    accounts, positions, recent transactions, login status and net worth
-    (tables unless --format).
+    sandbox, logs in to its Schwab through the real loopback listener, to its
+    SimpleFIN Bridge with a setup token and to its Plaid through the Link page
+    on the listener, syncs all three, then shows the merged accounts,
+    positions, recent transactions, login status and net worth (tables unless
+    --format).
     """
     from dashtam_cli.core.models import (
         Account,
@@ -214,6 +216,8 @@ def demo(
         "\nThat was the real flow. With your own Schwab app: dashtam providers configure schwab "
         "--client-id APP_KEY, then dashtam connect schwab (see docs/providers/schwab.md). With a "
         "SimpleFIN Bridge setup token: dashtam connect simplefin (see docs/providers/simplefin.md)."
+        " With your own Plaid keys: dashtam providers configure plaid --client-id ID --environment "
+        "ENV, then dashtam connect plaid (see docs/providers/plaid.md)."
     )
     if not keep:
         say("To see this data in the local dashboard: dashtam demo --keep, then dashtam dashboard.")

@@ -1,1 +1,1 @@
-"""A built-in sandbox institution that speaks Schwab's OAuth and Trader API, for demos and tests."""
+"""A built-in sandbox institution (Schwab's Trader API, SimpleFIN, Plaid) for demos and tests."""

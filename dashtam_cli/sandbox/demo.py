@@ -2,9 +2,11 @@
 
 Nothing is faked on dashtam's side: the vault is real (with a throwaway
 master key), the login goes through the real loopback HTTPS listener with
-its self-signed certificate, and the data comes through the real Schwab and
-SimpleFIN clients (the SimpleFIN setup token is claimed as a pasted one is).
-Only the browser is replaced, by an HTTP client that approves at once.
+its self-signed certificate, and the data comes through the real Schwab,
+SimpleFIN and Plaid clients (the SimpleFIN setup token is claimed as a pasted
+one is; Plaid's Link page is served by the listener as for a person). Only
+the browser is replaced: by an HTTP client that approves at once, and for
+Plaid by the sandbox's ``complete_link``, which does what a person in Link does.
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ if TYPE_CHECKING:
 
     from dashtam_cli.core.models import (
         Account,
+        ConnectionInfo,
         NetWorth,
         Position,
         SyncReport,
         TokenStatus,
         Transaction,
     )
+    from dashtam_cli.core.settings import Settings
 
 __all__ = ["DemoReport", "demo_environment", "run_demo"]
 
 RECENT: Final = 10
+PLAID_PRODUCTS: Final = ("transactions", "investments")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -75,12 +80,15 @@ def _free_port() -> int:
 def demo_environment(home: Path) -> Iterator[dict[str, str]]:
     """Point dashtam at ``home`` with a throwaway master key, restoring the environment after.
 
-    Variables that would send the demo elsewhere (the user's Schwab app, CA,
-    config file) are removed for its duration.
+    Variables that would send the demo elsewhere (the user's Schwab app,
+    Plaid keys, CA, config file) are removed for its duration.
     """
     saved = dict(os.environ)
     for name in list(os.environ):
-        if name.startswith(("DASHTAM_", "SCHWAB_")) or name in {"SSL_CERT_FILE", "SSL_CERT_DIR"}:
+        if name.startswith(("DASHTAM_", "SCHWAB_", "PLAID_")) or name in {
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+        }:
             del os.environ[name]
     os.environ["DASHTAM_HOME"] = str(home)
     os.environ["DASHTAM_MASTER_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
@@ -108,6 +116,58 @@ def _approving_browser(sandbox_ca: Path, listener_cert: Path) -> Callable[[str],
         return True
 
     return open_url
+
+
+def _linking_browser(
+    sandbox: Sandbox, config: SandboxConfig, listener_cert: Path
+) -> Callable[[str], bool]:
+    """Stands in for a person in Plaid Link: the sandbox's ``complete_link`` on the page."""
+
+    def open_url(url: str) -> bool:
+        from dashtam_cli.sandbox.plaid import complete_link
+
+        assert sandbox.ca_path is not None
+        answer = complete_link(
+            url,
+            plaid_url=sandbox.base_url + "/plaid",
+            client_id=config.plaid_client_id,
+            secret=config.plaid_secret,
+            sandbox_verify=ssl.create_default_context(cafile=sandbox.ca_path),
+            # The listener's certificate is self-signed: trust exactly it, nothing else.
+            listener_verify=ssl.create_default_context(cafile=listener_cert),
+            products=PLAID_PRODUCTS,
+        )
+        return answer.get("ok") is True
+
+    return open_url
+
+
+async def _connect_plaid(
+    sandbox: Sandbox, cfg: SandboxConfig, settings: Settings, say: Callable[[str], None]
+) -> ConnectionInfo:
+    """`dashtam connect plaid` against the sandbox's Plaid, Link completed by ``complete_link``."""
+    from dashtam_cli.core.login import connect
+    from dashtam_cli.core.oauth.flow import LoginOptions
+
+    plaid_listener = f"https://127.0.0.1:{_free_port()}"
+    os.environ.update(
+        {
+            "DASHTAM_PLAID_BASE_URL": sandbox.base_url + "/plaid",
+            "PLAID_CLIENT_ID": cfg.plaid_client_id,
+            "PLAID_SECRET": cfg.plaid_secret,
+            "PLAID_ENV": "sandbox",
+            "PLAID_REDIRECT_URI": plaid_listener,
+        }
+    )
+    say(
+        "4. Connecting an institution through Plaid Link (`dashtam connect plaid --products"
+        " transactions,investments`): a link token from the sandbox's Plaid, the Link page"
+        f" served on the loopback listener ({plaid_listener}), the public token it hands back"
+        " exchanged for the item's access token, sealed in the vault."
+    )
+    linker = _linking_browser(sandbox, cfg, settings.paths.data_dir / "tls" / "listener-cert.pem")
+    options = LoginOptions(name="plaid", open_browser=linker, timeout=60, products=PLAID_PRODUCTS)
+    return await connect(settings, "plaid", options)
 
 
 async def run_demo(
@@ -138,7 +198,7 @@ async def run_demo(
     cfg = dataclasses.replace(cfg, auto_approve=True, redirect_uris=(redirect,))
     say(
         "1. Starting the sandbox institution: a local HTTPS server that speaks Schwab's API"
-        " and SimpleFIN's."
+        ", SimpleFIN's and Plaid's."
     )
     async with Sandbox(cfg, home / "sandbox") as sandbox:
         assert sandbox.ca_path is not None
@@ -173,9 +233,11 @@ async def run_demo(
             settings, "simplefin", LoginOptions(name="banks", read_token=lambda: token)
         )
         say(f"   Connected as {banks.name!r}.")
+        item = await _connect_plaid(sandbox, cfg, settings, say)
+        say(f"   Connected as {item.name!r}.")
         options = OpenOptions()
         say(
-            "4. Syncing both at once into the vault (`dashtam sync`): accounts, balances,"
+            "5. Syncing all three at once into the vault (`dashtam sync`): accounts, balances,"
             " positions and two years of transactions, sealed."
         )
         synced = await sync(settings, SyncOptions(), options)
@@ -183,18 +245,18 @@ async def run_demo(
         if error is not None:
             raise error
         offline = QueryOptions(offline=True)
-        say("5. Reading every account with balances from the vault (`dashtam accounts list`).")
+        say("6. Reading every account with balances from the vault (`dashtam accounts list`).")
         accounts, _ = await query_accounts(settings, offline, options)
-        say("6. Reading positions (`dashtam positions list`).")
+        say("7. Reading positions (`dashtam positions list`).")
         positions, _ = await query_positions(settings, offline, options)
-        say("7. Reading the latest transactions (`dashtam transactions list --limit 10`).")
+        say("8. Reading the latest transactions (`dashtam transactions list --limit 10`).")
         transactions: list[Transaction] = []
         await query_transactions(
             settings, dataclasses.replace(offline, limit=RECENT), options, transactions.extend
         )
-        say("8. Checking logins (`dashtam tokens status`).")
+        say("9. Checking logins (`dashtam tokens status`).")
         tokens = await status_report(settings, None, options)
-        say("9. Adding it all up, per currency (`dashtam networth`).")
+        say("10. Adding it all up, per currency (`dashtam networth`).")
         worth = await networth(settings, options)
     return DemoReport(
         home=home,

@@ -194,13 +194,13 @@ def test_help_lists_the_commands_and_global_options(cli: CliCall) -> None:
     assert "completion" in helped.stdout  # the command; typer's own options are not offered
 
 
-def test_the_sandbox_help_names_both_institutions_it_serves(cli: CliCall) -> None:
-    """`dashtam --help` and `dashtam sandbox --help` say the sandbox speaks Schwab's API and SimpleFIN."""
+def test_the_sandbox_help_names_the_institutions_it_serves(cli: CliCall) -> None:
+    """`dashtam --help` and `dashtam sandbox --help` name Schwab's API, SimpleFIN and Plaid."""
     for args in (("--help",), ("sandbox", "--help")):
         helped = cli(*args)
         assert helped.exit_code == 0
         text = " ".join(helped.stdout.split())  # the help wraps lines
-        assert "sandbox institution that speaks Schwab's API and SimpleFIN" in text, args
+        assert "sandbox institution that speaks Schwab's API, SimpleFIN and Plaid" in text, args
 
 
 def test_no_arguments_shows_help(cli: CliCall) -> None:

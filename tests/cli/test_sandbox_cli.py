@@ -83,8 +83,9 @@ def test_demo_runs_with_no_configuration_and_cleans_up(
     assert re.search(r"\*\*\*\*\d{4}", result.stdout)
     # An option as people write it, whole: "META 01/24/2027 $550 Call".
     assert re.search(r"[A-Z]{1,5} \d\d/\d\d/\d{4} \$[\d.]+ (Call|Put)", result.stdout)
-    for step in range(1, 7):
-        assert f"{step}. " in result.stderr
+    for step in range(1, 11):
+        assert f"\n{step}. " in "\n" + result.stderr
+    assert "Connected as 'plaid'" in result.stderr
     assert "1. Starting the sandbox" not in result.stdout
     match = re.search(r"the vault is (\S+)\.\n", result.stderr)
     assert match is not None, result.stderr
@@ -119,14 +120,21 @@ def test_demo_json_is_one_object(clean_env: dict[str, str], tmpdir_root: Path) -
     assert {(r["connection"], r["provider"], r["result"]) for r in document["synced"]} == {
         ("schwab", "schwab", "ok"),
         ("banks", "simplefin", "ok"),
+        ("plaid", "plaid", "ok"),
     }
     by_connection = collections.Counter(a["connection"] for a in document["accounts"])
     assert by_connection["schwab"] == 3
     assert by_connection["banks"] >= 4  # the sandbox Bridge's bank, card, brokerage and miles
+    # The sandbox Plaid item's checking, savings, card, euro, crypto and brokerage accounts.
+    assert by_connection["plaid"] == 6
+    plaid_card = next(
+        a for a in document["accounts"] if a["connection"] == "plaid" and a["type"] == "CREDIT_CARD"
+    )
+    assert plaid_card["total_value"] != "0.00"
     assert all(isinstance(a["cash"], str) for a in document["accounts"])  # money as text
     assert any(" " in p["symbol"] for p in document["positions"])
     assert 0 < len(document["transactions"]) <= 10
-    assert sorted(t["state"] for t in document["tokens"]) == ["ok", "ok"]
+    assert sorted(t["state"] for t in document["tokens"]) == ["ok", "ok", "ok"]
     assert demo_homes(tmpdir_root) == []
 
 
@@ -151,7 +159,7 @@ def test_demo_keep_leaves_a_vault_its_key_opens(
     report = json.loads(status.stdout)
     assert report["state"] == "ok"
     counts = report["counts"]
-    assert counts["connections"] == 2  # Schwab and SimpleFIN
+    assert counts["connections"] == 3  # Schwab, SimpleFIN and Plaid
     assert counts["accounts"] > 3
     assert counts["positions"] > 0
     assert counts["transactions"] > 0
