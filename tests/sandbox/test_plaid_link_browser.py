@@ -331,3 +331,40 @@ def test_dashtams_real_hosted_page_with_the_stand_in_link_in_chromium(
         e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
     ]
     assert violations == []
+
+
+@pytest.mark.parametrize(
+    ("metadata", "institution"),
+    [
+        ({"institution": {"name": "First Platypus Bank", "institution_id": "ins_109508"}},
+         "First Platypus Bank"),
+        ({"institution": {"institution_id": "ins_109508"}}, ""),
+        ({"institution": {"name": None, "institution_id": "ins_109508"}}, ""),
+        ({"institution": None}, ""),
+        ({}, ""),
+        (None, ""),
+    ],
+)  # fmt: skip
+def test_the_plaid_pages_script_hands_back_the_institution_as_text_whatever_link_says(
+    metadata: Any, institution: str
+) -> None:
+    """The Plaid provider's page script, run in Chromium with a Link that answers ``metadata``.
+
+    The listener refuses a result whose fields are not all strings (and keeps
+    waiting), so a missing or null institution name must come back as "".
+    """
+    from dashtam_cli.core.providers.plaid import link_body
+
+    body = link_body("link-sandbox-0123", "https://cdn.plaid.com/link/v2/stable/link-initialize.js")
+    script = body.split('<script nonce="{{nonce}}">', 1)[1].split("</script>", 1)[0]
+    harness = (
+        "var metadata = arguments[0];"
+        "window.dashtamFinish = function (fields) { window.got = fields; };"
+        "window.dashtamCancel = function (message) { window.got = {cancelled: message}; };"
+        "window.Plaid = {create: function (config) { return {open: function () {"
+        "  config.onSuccess('public-sandbox-1', metadata); }}; }};"
+        f"{script}; return window.got;"
+    )
+    with _browser() as driver:
+        got = driver.execute_script(harness, metadata)
+    assert got == {"public_token": "public-sandbox-1", "institution": institution}

@@ -72,9 +72,11 @@ _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
   var handler = Plaid.create({
     token: %s,
     onSuccess: function (public_token, metadata) {
+      // Every field must be text: the listener refuses a missing or null one.
+      var institution = metadata && metadata.institution ? metadata.institution.name : "";
       dashtamFinish({
-        public_token: public_token,
-        institution: metadata && metadata.institution ? metadata.institution.name : ""
+        public_token: String(public_token),
+        institution: institution ? String(institution) : ""
       });
     },
     onExit: function (err, metadata) {
