@@ -231,7 +231,7 @@ def _check_the_queries(
     brokerage = next(a["id"] for a in mine if a["type"] == "INVESTMENT")
     assert any(r["account_id"] == brokerage for r in rows)  # investment transactions too
 
-    # Net worth: per currency, the accounts' totals (the card's negative one included).
+    # Net worth: per currency, the accounts' totals (the card's, in dashtam's sign, included).
     worth = cli("networth", "-f", "json")
     assert worth.exit_code == 0, worth.stderr
     totals = {g["currency"]: decimal.Decimal(g["total"]) for g in _json(worth.stdout)}
