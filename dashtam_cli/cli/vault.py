@@ -55,10 +55,15 @@ def init(
     opts = prompts.open_options(key_store=key_store, weak_passphrase=weak_passphrase)
     result = runtime.run(ctx, lambda conf: service.init(conf, opts))
     err = runtime.stderr(ctx)
+    place = (
+        f"the shared vault at {result.database}"
+        if result.database
+        else f"the vault at {result.path}"
+    )
     if result.created:
-        err.print(f"created the vault at {result.path} (key in {result.key_source})", markup=False)
+        err.print(f"created {place} (key in {result.key_source})", markup=False)
     else:
-        err.print(f"a vault already exists at {result.path}; nothing changed", markup=False)
+        err.print(f"{place} already exists; nothing changed", markup=False)
     runtime.renderer(ctx, fmt).one(result)
 
 
@@ -129,14 +134,20 @@ def destroy(
 ) -> None:
     """Delete the vault and its master key, for good."""
     from dashtam_cli.core.vault import service
+    from dashtam_cli.core.vault.vault import vault_absent, where
 
     conf = runtime.settings(ctx)
     path = conf.paths.vault_file
     err = runtime.stderr(ctx)
-    if not path.exists():
-        err.print(f"there is no vault at {path}; nothing to destroy", markup=False)
+    if runtime.run(ctx, vault_absent):
+        place = where(conf).replace("the shared vault at", "the shared database at")
+        absent = (
+            f"there is no vault in {place}" if conf.database_url else f"there is no vault at {path}"
+        )
+        err.print(f"{absent}; nothing to destroy", markup=False)
         return
-    prompts.confirm(f"Delete the vault at {path} and its key? Everything in it is lost.", yes=yes)
+    shared = " (every machine that shares it loses it)" if conf.database_url else ""
+    prompts.confirm(f"Delete {where(conf)} and its key{shared}? Everything in it is lost.", yes=yes)
     removed = runtime.run(ctx, service.destroy)
     for item in removed:
         err.print(f"removed {item}", markup=False)

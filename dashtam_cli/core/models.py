@@ -189,7 +189,8 @@ class VaultStatus(Record):
     """What `dashtam vault status` reports; ``state`` is ok, absent or error."""
 
     state: str
-    path: Path
+    path: Path | None
+    database: str | None
     size_bytes: int | None
     schema_version: int | None
     vault_id: str | None
@@ -206,7 +207,8 @@ class VaultInit(Record):
     """The outcome of `dashtam vault init`."""
 
     created: bool
-    path: Path
+    path: Path | None
+    database: str | None
     vault_id: str
     key_source: str
     key_id: str

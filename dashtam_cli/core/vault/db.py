@@ -1,4 +1,8 @@
-"""The vault's SQLite engine: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writes."""
+"""The vault's engine and its transactions, on SQLite or on a shared vault's PostgreSQL.
+
+SQLite: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writes.
+PostgreSQL: an advisory lock for writes, REPEATABLE READ snapshots for reads.
+"""
 
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ if TYPE_CHECKING:
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "create_engine",
+    "describe",
+    "insert",
     "migrate",
     "read_schema_version",
     "reading",
@@ -41,6 +47,25 @@ WAIT_NOTICE_AFTER_S: Final = 2.0
 WAIT_NOTICE_EVERY_S: Final = 5.0
 _last_notice: weakref.WeakKeyDictionary[AsyncEngine, float] = weakref.WeakKeyDictionary()
 _WRITE: Final = "dashtam_write"
+# What each shared vault's engine is called in messages (its URL, password masked).
+_labels: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+
+
+def describe(engine: AsyncEngine, label: str) -> AsyncEngine:
+    """Name ``engine`` for error messages (a shared vault's masked URL); returns it."""
+    _labels[engine] = label
+    return engine
+
+
+def insert(bind: AsyncConnection | AsyncEngine, table: Any) -> Any:  # noqa: ANN401 - a dialect's Insert
+    """An INSERT that takes ``on_conflict_do_update``, in the dialect of ``bind``."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def utcnow_text(now: dt.datetime | None = None) -> str:
@@ -102,9 +127,31 @@ def _ensure_wal(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
             return
 
 
+def _is_server_error(exc: BaseException) -> bool:
+    """An error from the PostgreSQL driver, or a connection to its server that failed."""
+    return type(exc).__module__.startswith("asyncpg") or isinstance(
+        exc, (OSError, asyncio.TimeoutError)
+    )
+
+
 @contextlib.contextmanager
-def translate_errors() -> Any:  # noqa: ANN401 - a context manager
-    """Turn SQLite's errors into vault errors with a hint."""
+def translate_errors(engine: AsyncEngine | None = None) -> Any:  # noqa: ANN401 - a context manager
+    """Turn the database's errors into vault errors with a hint."""
+    label = None if engine is None else _labels.get(engine)
+    if label is not None:
+        try:
+            yield
+        except DBAPIError as exc:
+            from dashtam_cli.core.vault.database import unreachable
+
+            raise unreachable(label, exc.orig if exc.orig is not None else exc) from None
+        except Exception as exc:
+            if not _is_server_error(exc):
+                raise
+            from dashtam_cli.core.vault.database import unreachable
+
+            raise unreachable(label, exc) from None
+        return
     try:
         yield
     except OperationalError as exc:
@@ -157,12 +204,19 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     while another process writes; a wait longer than a moment is logged as a
     warning, so the user sees why the command stands still.
     """
-    with translate_errors():
+    with translate_errors(engine):
         async with engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             notice = asyncio.ensure_future(_say_while_waiting(engine, time.monotonic()))
             try:
                 async with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        from dashtam_cli.core.vault.database import WRITE
+
+                        # The shared vault's BEGIN IMMEDIATE: one writer at a time,
+                        # on every machine; READ COMMITTED, so what it reads after
+                        # the lock is what the last writer committed.
+                        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE})
                     notice.cancel()
                     yield conn
             finally:
@@ -172,23 +226,32 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @contextlib.asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read transaction: a consistent snapshot, no write lock."""
-    with translate_errors():
-        async with engine.connect() as conn, conn.begin():
-            yield conn
+    with translate_errors(engine):
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
 
 
 async def read_schema_version(conn: AsyncConnection) -> int:
     """Return the schema version of the vault, 0 for an empty database."""
-    exists = await conn.scalar(
-        text("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
-    )
+    if conn.dialect.name == "postgresql":
+        exists = await conn.scalar(text("SELECT to_regclass('schema_version') IS NOT NULL"))
+    else:
+        exists = await conn.scalar(
+            text(
+                "SELECT count(*) FROM sqlite_master "
+                "WHERE type = 'table' AND name = 'schema_version'"
+            )
+        )
     if not exists:
         return 0
     version = await conn.scalar(text("SELECT max(version) FROM schema_version"))
     return int(version or 0)
 
 
-def check_not_too_new(version: int, path: Path) -> None:
+def check_not_too_new(version: int, path: Path | str) -> None:
     """Refuse a vault written by a newer dashtam, before anything touches it."""
     if version > LATEST:
         raise SchemaTooNew(
@@ -199,7 +262,7 @@ def check_not_too_new(version: int, path: Path) -> None:
 
 async def migrate(
     engine: AsyncEngine,
-    path: Path,
+    path: Path | str,
     migrations: Sequence[Migration] = MIGRATIONS,
 ) -> list[int]:
     """Apply every migration newer than the vault, each in its own write transaction.
@@ -224,6 +287,8 @@ async def migrate(
             if version >= migration.version:
                 continue
             for statement in migration.statements:
+                if conn.dialect.name == "postgresql":
+                    statement = statement.replace("BLOB", "BYTEA")  # noqa: PLW2901
                 await conn.exec_driver_sql(statement)
             await conn.execute(
                 text(

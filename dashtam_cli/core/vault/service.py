@@ -22,11 +22,21 @@ if TYPE_CHECKING:
 __all__ = ["change_passphrase", "destroy", "init", "rotate_key", "status"]
 
 
+def _database(settings: Settings) -> str | None:
+    """The shared vault's URL with its password masked; None for the local vault."""
+    if settings.database_url is None:
+        return None
+    from dashtam_cli.core.vault.database import masked_url
+
+    return masked_url(settings.database_url)
+
+
 async def init(settings: Settings, options: OpenOptions) -> VaultInit:
     """Create the vault and its key; on an existing vault, change nothing and say so."""
-    path = settings.paths.vault_file
+    shared = settings.database_url is not None
+    path = None if shared else settings.paths.vault_file
     existed = False
-    if path.exists():
+    if shared or settings.paths.vault_file.exists():
         with contextlib.suppress(DashtamError):
             _, meta, _ = await read_plain_meta(settings)
             existed = "key_id" in meta
@@ -35,6 +45,7 @@ async def init(settings: Settings, options: OpenOptions) -> VaultInit:
         return VaultInit(
             created=not existed,
             path=path,
+            database=_database(settings),
             vault_id=vault.vault_id,
             key_source=vault.key_source.description,
             key_id=vault.key_id,
@@ -43,16 +54,25 @@ async def init(settings: Settings, options: OpenOptions) -> VaultInit:
 
 async def status(settings: Settings, options: OpenOptions) -> VaultStatus:
     """Report on the vault without changing it; problems are reported, not raised."""
+    shared = settings.database_url is not None
     path = settings.paths.vault_file
     fields: dict[str, object] = dict.fromkeys(VaultStatus.model_fields)
-    fields.update(path=path, state="absent")
-    if not path.exists():
+    fields.update(path=None if shared else path, database=_database(settings), state="absent")
+    if not shared and not path.exists():
         fields["hint"] = "create one with: dashtam vault init"
         return VaultStatus.model_validate(fields)
-    fields["size_bytes"] = sum(f.stat().st_size for f in files.sidecar_files(path) if f.exists())
+    if not shared:
+        fields["size_bytes"] = sum(
+            f.stat().st_size for f in files.sidecar_files(path) if f.exists()
+        )
     try:
-        version, meta, counts = await read_plain_meta(settings)
+        version, meta, counts = await read_plain_meta(settings, size=shared)
+        if shared and not version:
+            fields["hint"] = "create one with: dashtam vault init"
+            return VaultStatus.model_validate(fields)
         fields.update(schema_version=version, counts=counts)
+        if "size_bytes" in meta:
+            fields["size_bytes"] = int(meta["size_bytes"])
         if "vault_id" in meta:
             fields["vault_id"] = meta["vault_id"].decode()
         if "key_store" in meta:
@@ -101,7 +121,7 @@ async def change_passphrase(
             f"the master key comes from {ENV_KEY}, which has no passphrase to change",
             hint=f"{only_key_files}; unset {ENV_KEY} to change the key file's passphrase",
         )
-    if settings.paths.vault_file.exists():
+    if settings.database_url is None and settings.paths.vault_file.exists():
         _, meta, _ = await read_plain_meta(settings)
         kind = meta.get("key_store", b"").decode()
         if kind and kind != "passphrase":

@@ -11,7 +11,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from dashtam_cli.core.vault import crypto, db, files, locks, schema
 from dashtam_cli.core.vault.errors import (
@@ -46,6 +46,8 @@ __all__ = [
     "check_key",
     "destroy_vault",
     "open_vault",
+    "vault_absent",
+    "where",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,53 @@ _META_KEY_CHECK: Final = "key_check"
 _META_KEY_STORE: Final = "key_store"
 _META_CREATED: Final = "created_at"
 _META_SEAL_FORMAT: Final = "seal_format"
+
+
+def where(settings: Settings) -> str:
+    """The vault, for messages: its file, or the shared vault's URL with the password masked."""
+    if settings.database_url is not None:
+        from dashtam_cli.core.vault.database import masked_url
+
+        return f"the shared vault at {masked_url(settings.database_url)}"
+    return f"the vault at {settings.paths.vault_file}"
+
+
+async def vault_absent(settings: Settings) -> bool:
+    """Whether there is no vault yet: no local file, or a shared database with no vault in it.
+
+    The commands that only read answer "nothing yet" then, rather than make one.
+    """
+    if settings.database_url is None:
+        return not settings.paths.vault_file.exists()
+    version, meta, _ = await read_plain_meta(settings)
+    return version == 0 or _META_KEY_ID not in meta
+
+
+def _engine(settings: Settings) -> AsyncEngine:
+    """An engine on the vault's database: the shared vault's, or the local file's."""
+    if settings.database_url is not None:
+        from dashtam_cli.core.redact import register_secret
+        from dashtam_cli.core.vault.database import create_pg_engine, masked_url, password_of
+
+        secret = password_of(settings.database_url)
+        if secret:
+            register_secret(secret)
+        engine = create_pg_engine(settings.database_url)
+        return db.describe(engine, f"the shared vault at {masked_url(settings.database_url)}")
+    return db.create_engine(settings.paths.vault_file)
+
+
+def _store_kind(meta: Mapping[str, bytes], settings: Settings, options: OpenOptions) -> str:
+    """Where this machine keeps the vault's key.
+
+    A local vault records it. A shared vault's key is kept by each machine
+    in its own store (its keyring, or a key file), so the machine's setting says.
+    """
+    if settings.database_url is not None:
+        return options.key_store or settings.key_store
+    return meta.get(_META_KEY_STORE, b"keyring").decode()
+
+
 # The sealing format of every field: 2 binds each field to its row's owner.
 # A vault without the entry was sealed in format 1 and is upgraded on open.
 SEAL_FORMAT: Final = 2
@@ -107,10 +156,9 @@ async def _read_meta(conn: AsyncConnection) -> dict[str, bytes]:
 
 
 async def _write_meta(conn: AsyncConnection, values: Mapping[str, bytes]) -> None:
-    from sqlalchemy.dialects.sqlite import insert
 
     for key, value in values.items():
-        stmt = insert(schema.vault_meta).values(key=key, value=value)
+        stmt = db.insert(conn, schema.vault_meta).values(key=key, value=value)
         await conn.execute(
             stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value})
         )
@@ -549,6 +597,24 @@ async def _discard_failed_creation(path: Path, attempt: _Attempt) -> None:
         os.close(fd)
 
 
+async def _discard_failed_shared_creation(settings: Settings, attempt: _Attempt) -> None:
+    """Take back the key a failed creation of a shared vault stored, if the vault records none.
+
+    The database itself is the administrator's and stays; only a key this
+    attempt made, for a vault that never recorded it, is deleted.
+    """
+    if attempt.new_key is None:
+        return
+    try:
+        _, meta, _ = await read_plain_meta(settings)
+    except VaultError:
+        return
+    if _META_KEY_ID in meta:
+        return
+    with contextlib.suppress(Exception):
+        await attempt.new_key.delete()
+
+
 async def _unlock(
     engine: AsyncEngine,
     settings: Settings,
@@ -557,19 +623,18 @@ async def _unlock(
     attempt: _Attempt | None = None,
 ) -> tuple[str, crypto.Sealer, KeySource]:
     """Find and verify the vault's key, creating it for a new vault (never over an old one)."""
-    path = settings.paths.vault_file
     async with db.reading(engine) as conn:
         meta = await _read_meta(conn)
     if _META_KEY_ID not in meta:
         if not options.create:
             raise VaultNotFound(
-                f"the vault at {path} was never initialised",
+                f"{where(settings)} was never initialised",
                 hint="run: dashtam vault init",
             )
         return await _initialise(engine, settings, options, env, attempt or _Attempt())
 
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    kind = _store_kind(meta, settings, options)
     source = _key_source(kind, vault_id, settings, options, env)
     expected = meta[_META_KEY_ID].decode()
     key = await source.load()
@@ -579,7 +644,7 @@ async def _unlock(
         # is running: a pending key is what a stopped one left behind. Decide
         # under the recovery lock, on a fresh reading of the vault and the store,
         # so two openers never act on what the other has just changed.
-        async with locks.recovering(path):
+        async with _recovering(settings, engine):
             async with db.reading(engine) as conn:
                 meta = await _read_meta(conn)
             expected = meta[_META_KEY_ID].decode()
@@ -590,7 +655,7 @@ async def _unlock(
                 key,
                 pending,
                 expected=expected,
-                path=path,
+                where=where(settings),
                 hint=_restore_hint(kind, vault_id, settings),
             )
     sealer = crypto.Sealer(key)
@@ -599,13 +664,23 @@ async def _unlock(
     return vault_id, sealer, source
 
 
+def _recovering(
+    settings: Settings, engine: AsyncEngine
+) -> contextlib.AbstractAsyncContextManager[None]:
+    if settings.database_url is not None:
+        from dashtam_cli.core.vault import database
+
+        return database.recovering(engine)
+    return locks.recovering(settings.paths.vault_file)
+
+
 async def _settle_pending(  # noqa: PLR0913 - keyword-only: the state being settled
     source: KeySource,
     key: bytes | None,
     pending: bytes | None,
     *,
     expected: str,
-    path: Path,
+    where: str,
     hint: str,
 ) -> bytes:
     """Return the key the vault is sealed with, finishing or discarding a stopped rotation."""
@@ -627,7 +702,7 @@ async def _settle_pending(  # noqa: PLR0913 - keyword-only: the state being sett
         return pending
     if key is None:
         raise KeyMissing(
-            f"the vault at {path} holds data but its master key is not in {source.description}",
+            f"{where} holds data but its master key is not in {source.description}",
             hint=hint,
         )
     raise WrongKey(
@@ -643,6 +718,12 @@ def _restore_hint(kind: str, vault_id: str, settings: Settings) -> str:
         "passphrase": f"the key file {settings.paths.key_file}",
         "env": ENV_KEY,
     }.get(kind, kind)
+    if settings.database_url is not None:
+        return (
+            "bring the shared vault's key to this machine: `dashtam vault export-key` on a "
+            "machine that opens it, then `dashtam vault import-key` here (after a key rotation, "
+            "again); dashtam never makes a new key over a vault that has one"
+        )
     return (
         f"restore the key to {where} from your backup, or set {ENV_KEY} to it; "
         "dashtam never makes a new key over a vault that has one"
@@ -728,7 +809,8 @@ async def _opened(
 ) -> AsyncIterator[tuple[Vault, bool]]:
     """Open the vault under its lock; yield it and whether it still needs the owner upgrade."""
     path = settings.paths.vault_file
-    attempt = _Attempt(created_file=_prepare_files(path, create=opts.create))
+    shared = settings.database_url is not None
+    attempt = _Attempt(created_file=not shared and _prepare_files(path, create=opts.create))
     opened = False
     try:
         async with _opened_locked(settings, opts, env, attempt) as result:
@@ -738,7 +820,10 @@ async def _opened(
         # A creation that failed (a refused keyring, an unanswered prompt, a
         # Ctrl-C, a full disk) leaves no half-made vault behind.
         if not opened:
-            await _discard_failed_creation(path, attempt)
+            if shared:
+                await _discard_failed_shared_creation(settings, attempt)
+            else:
+                await _discard_failed_creation(path, attempt)
         raise
 
 
@@ -748,62 +833,90 @@ async def _opened_locked(
 ) -> AsyncIterator[tuple[Vault, bool]]:
     """The body of :func:`_opened`, once the files are prepared."""
     path = settings.paths.vault_file
-    use = locks.exclusive_use(path) if opts.exclusive else locks.shared_use(path)
-    async with use:
-        engine = db.create_engine(path)
-        try:
-            async with db.reading(engine) as conn:
-                version = await db.read_schema_version(conn)
-            db.check_not_too_new(version, path)
-            if version == 0:
-                if not opts.create:
-                    raise VaultNotFound(
-                        f"the vault at {path} was never initialised",
-                        hint="run: dashtam vault init",
-                    )
-                await db.migrate(engine, path)
-                vault_id, sealer, source = await _unlock(engine, settings, opts, env, attempt)
-            else:
-                # The key is verified before any migration writes to an existing vault.
-                vault_id, sealer, source = await _unlock(engine, settings, opts, env)
-                applied = await db.migrate(engine, path)
-                if applied:
-                    log.info("vault schema migrated to version %d", applied[-1])
-            vault = Vault(
-                path=path,
-                engine=engine,
-                vault_id=vault_id,
-                sealer=sealer,
-                key_source=source,
-                exclusive=opts.exclusive,
+    label = where(settings).removeprefix("the vault at ").removeprefix("the shared vault at ")
+    async with _in_use(settings, exclusive=opts.exclusive) as engine:
+        async with db.reading(engine) as conn:
+            version = await db.read_schema_version(conn)
+        db.check_not_too_new(version, label)
+        if version == 0:
+            if not opts.create:
+                raise VaultNotFound(
+                    f"{where(settings)} was never initialised",
+                    hint="run: dashtam vault init",
+                )
+            await db.migrate(engine, label)
+            vault_id, sealer, source = await _unlock(engine, settings, opts, env, attempt)
+        else:
+            # The key is verified before any migration writes to an existing vault.
+            vault_id, sealer, source = await _unlock(engine, settings, opts, env)
+            applied = await db.migrate(engine, label)
+            if applied:
+                log.info("vault schema migrated to version %d", applied[-1])
+        vault = Vault(
+            path=path,
+            engine=engine,
+            vault_id=vault_id,
+            sealer=sealer,
+            key_source=source,
+            exclusive=opts.exclusive,
+        )
+        needs_upgrade = await vault.seal_format() < SEAL_FORMAT
+        if needs_upgrade and opts.exclusive:
+            await vault.upgrade_seal_format()
+            needs_upgrade = False
+        yield vault, needs_upgrade
+
+
+@contextlib.asynccontextmanager
+async def _in_use(settings: Settings, *, exclusive: bool) -> AsyncIterator[AsyncEngine]:
+    """An engine on the vault, held in shared (or exclusive) use for the block (:mod:`.locks`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.database_url is not None:
+            from dashtam_cli.core.vault import database
+
+            engine = _engine(settings)
+            stack.push_async_callback(engine.dispose)
+            await stack.enter_async_context(
+                database.vault_use(
+                    engine,
+                    exclusive=exclusive,
+                    open_wait=locks.OPEN_WAIT_S,
+                    rotate_wait=locks.ROTATE_WAIT_S,
+                )
             )
-            needs_upgrade = await vault.seal_format() < SEAL_FORMAT
-            if needs_upgrade and opts.exclusive:
-                await vault.upgrade_seal_format()
-                needs_upgrade = False
-            yield vault, needs_upgrade
-        finally:
-            await engine.dispose()
+        else:
+            path = settings.paths.vault_file
+            use = locks.exclusive_use(path) if exclusive else locks.shared_use(path)
+            await stack.enter_async_context(use)
+            engine = _engine(settings)
+            stack.push_async_callback(engine.dispose)
+        yield engine
 
 
 async def read_plain_meta(
-    settings: Settings, *, modes: bool = True
+    settings: Settings, *, modes: bool = True, size: bool = False
 ) -> tuple[int, dict[str, bytes], dict[str, int]]:
     """Read what needs no key: schema version, plain metadata and row counts.
 
     ``modes=False`` reads a vault whose files have loose permissions (for
     destroy, which removes them anyway); links and other owners stay refused.
+    ``size=True`` adds a shared vault's database size to the metadata (``size_bytes``).
     """
     path = settings.paths.vault_file
-    files.check_private(path.parent, directory=True, modes=modes)
-    for file in files.sidecar_files(path):
-        files.check_private(file, modes=modes)
-    engine = db.create_engine(path)
+    if settings.database_url is None:
+        files.check_private(path.parent, directory=True, modes=modes)
+        for file in files.sidecar_files(path):
+            files.check_private(file, modes=modes)
+    engine = _engine(settings)
+    label = where(settings).removeprefix("the vault at ").removeprefix("the shared vault at ")
     try:
         async with db.reading(engine) as conn:
             version = await db.read_schema_version(conn)
-            db.check_not_too_new(version, path)
+            db.check_not_too_new(version, label)
             meta = await _read_meta(conn) if version else {}
+            if size and conn.dialect.name == "postgresql":
+                total = await conn.scalar(text("SELECT pg_database_size(current_database())"))
+                meta["size_bytes"] = str(int(total or 0)).encode()
         counts = await _counts(engine) if version else {}
     finally:
         await engine.dispose()
@@ -821,11 +934,11 @@ async def check_key(settings: Settings, options: OpenOptions | None = None) -> s
     _, meta, _ = await read_plain_meta(settings)
     if _META_KEY_ID not in meta:
         raise VaultNotFound(
-            f"the vault at {settings.paths.vault_file} was never initialised",
+            f"{where(settings)} was never initialised",
             hint="run: dashtam vault init",
         )
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    kind = _store_kind(meta, settings, opts)
     source = _key_source(kind, vault_id, settings, opts, env)
     key = await source.load()
     expected = meta[_META_KEY_ID].decode()
@@ -851,6 +964,8 @@ async def destroy_vault(settings: Settings) -> list[str]:
     It waits for the vault to be free (no rotation, no other command using
     it), so a running rotation cannot store a key for a vault already gone.
     """
+    if settings.database_url is not None:
+        return await _destroy_shared(settings)
     path = settings.paths.vault_file
     async with contextlib.AsyncExitStack() as stack:
         if path.parent.is_dir():
@@ -863,8 +978,47 @@ async def destroy_vault(settings: Settings) -> list[str]:
     raise AssertionError  # pragma: no cover - the block above always returns (for mypy)
 
 
+async def _destroy_shared(settings: Settings) -> list[str]:
+    """Drop the shared vault's tables (holding it alone), then this machine's copy of its key.
+
+    Other machines keep their copies of the key, which open nothing once the
+    tables are gone; the database itself, and its roles, are the administrator's.
+    """
+    from sqlalchemy import MetaData
+
+    from dashtam_cli.core.vault.database import schema_names
+
+    removed: list[str] = []
+    meta: dict[str, bytes] = {}
+    async with _in_use(settings, exclusive=True) as engine:
+        with contextlib.suppress(VaultError):
+            async with db.reading(engine) as conn:
+                meta = await _read_meta(conn)
+        async with db.writing(engine) as conn:
+            names = set(await conn.run_sync(schema_names))
+            known = [t for t in schema.metadata.sorted_tables if t.name in names]
+            others = sorted(names & {"schema_version", "alembic_version"})
+            for table in reversed(known):
+                await conn.run_sync(table.drop)
+            if others:
+                extra = MetaData()
+                await conn.run_sync(lambda c: extra.reflect(c, only=others))
+                await conn.run_sync(extra.drop_all)
+        if known:
+            removed.append(f"{len(known)} table(s) of {where(settings)}")
+    removed.extend(await _delete_keyring_key(settings, meta))
+    for key_file in (
+        settings.paths.key_file,
+        settings.paths.key_file.with_name("vault.key.pending"),
+    ):
+        if key_file.exists():
+            key_file.unlink()
+            removed.append(str(key_file))
+    return removed
+
+
 async def _delete_keyring_key(settings: Settings, meta: Mapping[str, bytes]) -> list[str]:
-    if _META_VAULT_ID not in meta or meta.get(_META_KEY_STORE, b"keyring") != b"keyring":
+    if _META_VAULT_ID not in meta or _store_kind(meta, settings, OpenOptions()) != "keyring":
         return []
     vault_id = meta[_META_VAULT_ID].decode()
     source = KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
