@@ -287,10 +287,5 @@ async def migrate(
 
 
 def _head_of(revisions: Path) -> int:
-    """The version of the newest revision in the folder ``revisions``."""
-    head = migrations.script_directory(revisions).get_current_head()
-    number = migrations.version_of(head or "")
-    if number is None:
-        msg = f"the revisions in {revisions} do not end in a numbered revision"
-        raise ValueError(msg)
-    return number
+    """The version of the newest revision in the folder ``revisions`` (another folder: tests)."""
+    return int(migrations.script_directory(revisions).get_current_head() or 0)

@@ -8,8 +8,9 @@ them all yields the tables ``schema.py`` declares. Their ids are "0001",
 ``doctor``). They use SQLAlchemy's generic types, so one set serves SQLite
 and PostgreSQL alike.
 
-Alembic is imported only here, and only inside :func:`upgrade_one`: opening
-an up-to-date vault (the usual case) never loads it.
+Alembic is imported only here, and only inside the functions that need it
+(:func:`stamp`, :func:`upgrade_one`): opening an up-to-date vault, the usual
+case, never loads it (a test checks, in a fresh interpreter).
 """
 
 from __future__ import annotations

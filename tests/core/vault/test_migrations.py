@@ -512,6 +512,28 @@ def test_two_upgraders_apply_each_revision_once(
         ]
 
 
+@pytest.mark.usefixtures("master_key")
+def test_a_vault_an_older_dashtam_upgraded_is_stamped_again_not_upgraded_again() -> None:
+    """Alembic's table behind schema_version (a dashtam before Alembic upgraded it): caught up.
+
+    The vault's tables are those of schema_version's version, so nothing is
+    re-run (it would fail on columns already there); Alembic's table is moved
+    up to that version, so the next revision starts from the right place.
+    """
+    path, seeded = _create()
+    with _db(path) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0003'")
+
+    async def reopen() -> None:
+        async with open_vault(load_settings()) as vault:
+            await assert_reads_back(vault, seeded)
+
+    asyncio.run(reopen())
+    with _db(path) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5]
+
+
 _OPEN_AND_LIST_MODULES = """
 import asyncio, json, sys
 from dashtam_cli.core.settings import load_settings
