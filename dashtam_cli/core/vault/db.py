@@ -9,21 +9,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from dashtam_cli.core.vault import migrations
 from dashtam_cli.core.vault.errors import SchemaTooNew, VaultBusy, VaultCorrupt, VaultError
-from dashtam_cli.core.vault.migrations import LATEST, MIGRATIONS, Migration
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 __all__ = [
@@ -234,7 +235,34 @@ async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
                 yield conn
 
 
+async def _has_table(conn: AsyncConnection, name: str) -> bool:
+    return await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+
+
+async def _read_versions(conn: AsyncConnection) -> tuple[int | None, int]:
+    """The version Alembic's table records (None without one) and the one ``schema_version`` does.
+
+    A revision that is not one of dashtam's ids is refused as too new.
+    """
+    stamped: int | None = None
+    if await _has_table(conn, "alembic_version"):
+        for (revision,) in await conn.execute(text("SELECT version_num FROM alembic_version")):
+            number = migrations.version_of(revision)
+            if number is None:
+                raise SchemaTooNew(
+                    f"the vault is at schema revision {revision!r}, which this dashtam does "
+                    f"not know (it knows up to {migrations.HEAD})",
+                    hint=_TOO_NEW_HINT,
+                )
+            stamped = max(stamped or 0, number)
+    legacy = 0
+    if await _has_table(conn, "schema_version"):
+        legacy = int(await conn.scalar(text("SELECT max(version) FROM schema_version")) or 0)
+    return stamped, legacy
+
+
 async def read_schema_version(conn: AsyncConnection) -> int:
+<<<<<<< HEAD
     """Return the schema version of the vault, 0 for an empty database."""
     if conn.dialect.name == "postgresql":
         exists = await conn.scalar(text("SELECT to_regclass('schema_version') IS NOT NULL"))
@@ -252,35 +280,65 @@ async def read_schema_version(conn: AsyncConnection) -> int:
 
 
 def check_not_too_new(version: int, path: Path | str) -> None:
+=======
+    """Return the schema version of the vault, 0 for an empty database.
+
+    Alembic's ``alembic_version`` holds it ("0005" is 5). A vault from before
+    Alembic has only ``schema_version``, whose highest row is its version. The
+    two are kept in step, and the higher counts: a vault either table says is
+    newer than this dashtam is refused, and one a dashtam from before Alembic
+    upgraded (``schema_version`` only) is not upgraded again.
+    """
+    stamped, legacy = await _read_versions(conn)
+    return max(stamped or 0, legacy)
+
+
+_TOO_NEW_HINT: Final = "upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched"
+
+
+def check_not_too_new(version: int, path: Path, latest: int = migrations.LATEST) -> None:
+>>>>>>> alembic
     """Refuse a vault written by a newer dashtam, before anything touches it."""
-    if version > LATEST:
+    if version > latest:
         raise SchemaTooNew(
-            f"the vault at {path} has schema version {version}; this dashtam knows up to {LATEST}",
-            hint="upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched",
+            f"the vault at {path} has schema version {version}; this dashtam knows up to {latest}",
+            hint=_TOO_NEW_HINT,
         )
 
 
 async def migrate(
     engine: AsyncEngine,
+<<<<<<< HEAD
     path: Path | str,
     migrations: Sequence[Migration] = MIGRATIONS,
+=======
+    path: Path,
+    *,
+    revisions: Path | None = None,
+>>>>>>> alembic
 ) -> list[int]:
-    """Apply every migration newer than the vault, each in its own write transaction.
+    """Apply every schema revision newer than the vault, each in its own write transaction.
 
-    Returns the versions applied. A failing migration rolls back whole
-    (SQLite's DDL is transactional), leaving the vault at the previous version.
+    Returns the versions applied. Each step takes the write lock (BEGIN
+    IMMEDIATE) and reads the version again under it, so two processes
+    upgrading one vault apply each revision once; a failing revision rolls
+    back whole (SQLite's DDL is transactional), leaving the vault at the
+    previous version. A vault from before Alembic is stamped at its version
+    in the first step's transaction. ``revisions`` (tests) is another folder
+    of revisions; Alembic is imported only when there is something to do.
     """
     applied: list[int] = []
-    latest = migrations[-1].version if migrations else 0
+    folder = migrations.REVISIONS if revisions is None else revisions
+    latest = migrations.LATEST if revisions is None else _head_of(revisions)
     async with reading(engine) as conn:
-        version = await read_schema_version(conn)
-    if version > latest:
-        check_not_too_new(version, path)
-    if version >= latest:
-        # Up to date (the usual case): no write lock taken just to find that out.
+        stamped, legacy = await _read_versions(conn)
+    check_not_too_new(max(stamped or 0, legacy), path, latest)
+    if stamped == latest:
+        # Up to date (the usual case): no write lock taken, no Alembic imported.
         return applied
-    for migration in migrations:
+    while True:
         async with writing(engine) as conn:
+<<<<<<< HEAD
             version = await read_schema_version(conn)
             if version > latest:
                 check_not_too_new(version, path)
@@ -290,12 +348,38 @@ async def migrate(
                 if conn.dialect.name == "postgresql":
                     statement = statement.replace("BLOB", "BYTEA")  # noqa: PLW2901
                 await conn.exec_driver_sql(statement)
+=======
+            stamped, legacy = await _read_versions(conn)
+            version = max(stamped or 0, legacy)
+            check_not_too_new(version, path, latest)
+            if version and stamped != version:
+                # A vault from before Alembic (or one a dashtam from before
+                # Alembic upgraded since): Alembic's table catches up first.
+                await conn.run_sync(
+                    functools.partial(migrations.stamp, version=version, revisions=folder)
+                )
+            if version == latest:
+                return applied
+            done, description = await conn.run_sync(
+                functools.partial(
+                    migrations.upgrade_one,
+                    current=version,
+                    revisions=folder,
+                )
+            )
+            # Kept in step with Alembic's table, so a dashtam from before
+            # Alembic still reads the version (and refuses a newer vault).
+>>>>>>> alembic
             await conn.execute(
                 text(
                     "INSERT INTO schema_version (version, description, applied_at) "
                     "VALUES (:v, :d, :t)"
                 ),
-                {"v": migration.version, "d": migration.description, "t": utcnow_text()},
+                {"v": done, "d": description, "t": utcnow_text()},
             )
-            applied.append(migration.version)
-    return applied
+            applied.append(done)
+
+
+def _head_of(revisions: Path) -> int:
+    """The version of the newest revision in the folder ``revisions`` (another folder: tests)."""
+    return int(migrations.script_directory(revisions).get_current_head() or 0)
