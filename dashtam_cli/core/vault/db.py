@@ -262,25 +262,6 @@ async def _read_versions(conn: AsyncConnection) -> tuple[int | None, int]:
 
 
 async def read_schema_version(conn: AsyncConnection) -> int:
-<<<<<<< HEAD
-    """Return the schema version of the vault, 0 for an empty database."""
-    if conn.dialect.name == "postgresql":
-        exists = await conn.scalar(text("SELECT to_regclass('schema_version') IS NOT NULL"))
-    else:
-        exists = await conn.scalar(
-            text(
-                "SELECT count(*) FROM sqlite_master "
-                "WHERE type = 'table' AND name = 'schema_version'"
-            )
-        )
-    if not exists:
-        return 0
-    version = await conn.scalar(text("SELECT max(version) FROM schema_version"))
-    return int(version or 0)
-
-
-def check_not_too_new(version: int, path: Path | str) -> None:
-=======
     """Return the schema version of the vault, 0 for an empty database.
 
     Alembic's ``alembic_version`` holds it ("0005" is 5). A vault from before
@@ -296,8 +277,7 @@ def check_not_too_new(version: int, path: Path | str) -> None:
 _TOO_NEW_HINT: Final = "upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched"
 
 
-def check_not_too_new(version: int, path: Path, latest: int = migrations.LATEST) -> None:
->>>>>>> alembic
+def check_not_too_new(version: int, path: Path | str, latest: int = migrations.LATEST) -> None:
     """Refuse a vault written by a newer dashtam, before anything touches it."""
     if version > latest:
         raise SchemaTooNew(
@@ -308,14 +288,9 @@ def check_not_too_new(version: int, path: Path, latest: int = migrations.LATEST)
 
 async def migrate(
     engine: AsyncEngine,
-<<<<<<< HEAD
     path: Path | str,
-    migrations: Sequence[Migration] = MIGRATIONS,
-=======
-    path: Path,
     *,
     revisions: Path | None = None,
->>>>>>> alembic
 ) -> list[int]:
     """Apply every schema revision newer than the vault, each in its own write transaction.
 
@@ -338,17 +313,6 @@ async def migrate(
         return applied
     while True:
         async with writing(engine) as conn:
-<<<<<<< HEAD
-            version = await read_schema_version(conn)
-            if version > latest:
-                check_not_too_new(version, path)
-            if version >= migration.version:
-                continue
-            for statement in migration.statements:
-                if conn.dialect.name == "postgresql":
-                    statement = statement.replace("BLOB", "BYTEA")  # noqa: PLW2901
-                await conn.exec_driver_sql(statement)
-=======
             stamped, legacy = await _read_versions(conn)
             version = max(stamped or 0, legacy)
             check_not_too_new(version, path, latest)
@@ -369,7 +333,6 @@ async def migrate(
             )
             # Kept in step with Alembic's table, so a dashtam from before
             # Alembic still reads the version (and refuses a newer vault).
->>>>>>> alembic
             await conn.execute(
                 text(
                     "INSERT INTO schema_version (version, description, applied_at) "
