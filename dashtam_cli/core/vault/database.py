@@ -155,9 +155,13 @@ def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     extra = {} if password is None else {"password": password}
 
     async def connect() -> asyncpg.Connection:
-        return await asyncpg.connect(
-            dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
-        )
+        try:
+            return await asyncpg.connect(
+                dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
+            )
+        except (OSError, TimeoutError) as exc:
+            # Refused, unresolvable, timed out: said once, with the masked URL.
+            raise unreachable(f"the shared vault at {masked_url(url)}", exc) from None
 
     # NullPool: a session-level advisory lock must end with the connection that
     # took it, never ride on into a pooled connection another holder checks out.

@@ -129,10 +129,8 @@ def _ensure_wal(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
 
 
 def _is_server_error(exc: BaseException) -> bool:
-    """An error from the PostgreSQL driver, or a connection to its server that failed."""
-    return type(exc).__module__.startswith("asyncpg") or isinstance(
-        exc, (OSError, asyncio.TimeoutError)
-    )
+    """An error from the PostgreSQL driver (a refused login, a server gone away)."""
+    return type(exc).__module__.startswith("asyncpg")
 
 
 @contextlib.contextmanager

@@ -121,9 +121,12 @@ async def change_passphrase(
             f"the master key comes from {ENV_KEY}, which has no passphrase to change",
             hint=f"{only_key_files}; unset {ENV_KEY} to change the key file's passphrase",
         )
-    if settings.database_url is None and settings.paths.vault_file.exists():
+    if settings.database_url is not None or settings.paths.vault_file.exists():
         _, meta, _ = await read_plain_meta(settings)
+        # A shared vault's key is kept as this machine's setting says.
         kind = meta.get("key_store", b"").decode()
+        if settings.database_url is not None and "key_store" in settings.sources:
+            kind = settings.key_store
         if kind and kind != "passphrase":
             where = {"keyring": "the OS keyring", "env": ENV_KEY}.get(kind, kind)
             raise VaultError(

@@ -98,11 +98,16 @@ def _store_kind(meta: Mapping[str, bytes], settings: Settings, options: OpenOpti
     """Where this machine keeps the vault's key.
 
     A local vault records it. A shared vault's key is kept by each machine
-    in its own store (its keyring, or a key file), so the machine's setting says.
+    in its own store (its keyring, or a key file): the machine's ``key_store``
+    setting says, when it is set; otherwise the store the vault was made with.
     """
+    recorded = meta.get(_META_KEY_STORE, b"keyring").decode()
     if settings.database_url is not None:
-        return options.key_store or settings.key_store
-    return meta.get(_META_KEY_STORE, b"keyring").decode()
+        if options.key_store:
+            return options.key_store
+        if "key_store" in settings.sources:
+            return settings.key_store
+    return recorded
 
 
 # The sealing format of every field: 2 binds each field to its row's owner.
@@ -720,9 +725,9 @@ def _restore_hint(kind: str, vault_id: str, settings: Settings) -> str:
     }.get(kind, kind)
     if settings.database_url is not None:
         return (
-            "bring the shared vault's key to this machine: `dashtam vault export-key` on a "
-            "machine that opens it, then `dashtam vault import-key` here (after a key rotation, "
-            "again); dashtam never makes a new key over a vault that has one"
+            f"bring the shared vault's key to {where} on this machine: `dashtam vault export-key` "
+            "on a machine that opens the vault, then `dashtam vault import-key` here (after a key "
+            "rotation, again); dashtam never makes a new key over a vault that has one"
         )
     return (
         f"restore the key to {where} from your backup, or set {ENV_KEY} to it; "
@@ -810,6 +815,9 @@ async def _opened(
     """Open the vault under its lock; yield it and whether it still needs the owner upgrade."""
     path = settings.paths.vault_file
     shared = settings.database_url is not None
+    if shared and opts.create:
+        # This machine's copy of a shared vault's key may go in a key file here.
+        files.ensure_private_dir(path.parent)
     attempt = _Attempt(created_file=not shared and _prepare_files(path, create=opts.create))
     opened = False
     try:
@@ -840,6 +848,12 @@ async def _opened_locked(
         db.check_not_too_new(version, label)
         if version == 0:
             if not opts.create:
+                if settings.database_url is not None:
+                    place = where(settings).replace("shared vault", "shared database")
+                    raise VaultNotFound(
+                        f"there is no vault in {place} yet",
+                        hint="create one with: dashtam vault init",
+                    )
                 raise VaultNotFound(
                     f"{where(settings)} was never initialised",
                     hint="run: dashtam vault init",
@@ -997,7 +1011,7 @@ async def _destroy_shared(settings: Settings) -> list[str]:
         async with db.writing(engine) as conn:
             names = set(await conn.run_sync(schema_names))
             known = [t for t in schema.metadata.sorted_tables if t.name in names]
-            others = sorted(names & {"schema_version", "alembic_version"})
+            others = sorted(names & {"alembic_version"} - {t.name for t in known})
             for table in reversed(known):
                 await conn.run_sync(table.drop)
             if others:

@@ -28,6 +28,9 @@ from dashtam_cli.core.vault import crypto, db, migrations, schema
 from dashtam_cli.core.vault.errors import SchemaTooNew, VaultError
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
+# Local vault only: vaults built with the old code's SQLite schema.
+pytestmark = pytest.mark.sqlite_only
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -154,6 +154,7 @@ def raw_sql(settings: Settings, statement: str, *params: Any) -> list[Any]:
     return rows
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_no_secret_or_amount_in_the_raw_files(master_key: bytes) -> None:
     """Known secrets, account number and amounts appear nowhere in the database or its WAL."""
     settings = load_settings()
@@ -189,6 +190,7 @@ def test_reopen_reads_back() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_wrong_key_is_refused_and_named(monkeypatch: pytest.MonkeyPatch) -> None:
     """Another key is 'the wrong key' (not tampering), names its source, and changes nothing."""
     settings = load_settings()
@@ -233,6 +235,7 @@ def test_keyring_holds_the_key_under_the_vault_id(memory_keyring: MemoryKeyring)
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_tampered_record_is_named_and_the_rest_still_works() -> None:
     """A flipped byte fails that record only, naming table, row and field, never the contents."""
     settings = load_settings()
@@ -258,6 +261,7 @@ def test_tampered_record_is_named_and_the_rest_still_works() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_ciphertext_swapped_between_rows_fails() -> None:
     """A transaction's sealed payload copied onto another transaction does not open there."""
     settings = load_settings()
@@ -282,6 +286,7 @@ def test_ciphertext_swapped_between_rows_fails() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_tampered_key_check_is_not_called_a_wrong_key() -> None:
     """With the right key but an altered key-check value, the error is integrity, not wrong key."""
     settings = load_settings()
@@ -297,6 +302,7 @@ def test_tampered_key_check_is_not_called_a_wrong_key() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_newer_schema_is_refused_untouched() -> None:
     """A vault from a newer dashtam is refused with an upgrade hint, and not one byte changes."""
     settings = load_settings()
@@ -312,6 +318,7 @@ def test_newer_schema_is_refused_untouched() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_migrations_replayed_match_the_declared_schema() -> None:
     """Every table and column of schema.py exists after the migrations, and no other."""
     settings = load_settings()
@@ -341,6 +348,7 @@ def test_every_sealed_column_is_registered() -> None:
 
 
 @pytest.mark.usefixtures("master_key")
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_a_version_1_vault_gains_the_account_reference_column_and_keeps_its_data() -> None:
     """Migration 2 on a vault as version 1 left it: the column appears, nothing is lost."""
     settings = load_settings()
