@@ -225,6 +225,22 @@ class KeyRotation(Record):
     key_source: str
 
 
+class KeyExport(Record):
+    """The outcome of `dashtam vault export-key`: where the key went (never the key)."""
+
+    path: Path
+    vault_id: str
+    key_id: str
+
+
+class KeyImport(Record):
+    """The outcome of `dashtam vault import-key`: the key, proved to open the vault, stored here."""
+
+    vault_id: str
+    key_id: str
+    key_source: str
+
+
 class PassphraseChange(Record):
     """The outcome of `dashtam vault change-passphrase`: the same key, wrapped anew."""
 

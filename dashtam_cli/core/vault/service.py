@@ -8,7 +8,14 @@ import os
 from typing import TYPE_CHECKING
 
 from dashtam_cli.core.errors import DashtamError
-from dashtam_cli.core.models import KeyRotation, PassphraseChange, VaultInit, VaultStatus
+from dashtam_cli.core.models import (
+    KeyExport,
+    KeyImport,
+    KeyRotation,
+    PassphraseChange,
+    VaultInit,
+    VaultStatus,
+)
 from dashtam_cli.core.vault import files
 from dashtam_cli.core.vault.errors import VaultError
 from dashtam_cli.core.vault.keys import ENV_KEY, ENV_NEW_PASSPHRASE, PassphraseKeySource
@@ -16,10 +23,19 @@ from dashtam_cli.core.vault.vault import OpenOptions, destroy_vault, open_vault,
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["change_passphrase", "destroy", "init", "rotate_key", "status"]
+__all__ = [
+    "change_passphrase",
+    "destroy",
+    "export_key",
+    "import_key",
+    "init",
+    "rotate_key",
+    "status",
+]
 
 
 def _database(settings: Settings) -> str | None:
@@ -150,3 +166,42 @@ async def change_passphrase(
 async def destroy(settings: Settings) -> list[str]:
     """Delete the vault and its key."""
     return await destroy_vault(settings)
+
+
+async def export_key(settings: Settings, options: OpenOptions, destination: Path) -> KeyExport:
+    """Write the vault's key, proved to open it, to a new 0600 file (never to standard output).
+
+    The file is created exclusively: an existing file is never overwritten.
+    """
+    from dashtam_cli.core.vault.vault import export_key as read_key
+    from dashtam_cli.core.vault.vault import key_text
+
+    vault_id, key_id, key = await read_key(settings, options)
+    line = key_text(vault_id, key) + "\n"
+    try:
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise VaultError(
+            f"{destination} exists already; the key was not written",
+            hint="give a new file to --output (dashtam never overwrites one with a key)",
+        ) from None
+    except OSError as exc:
+        raise VaultError(
+            f"cannot create {destination}: {exc.strerror or exc.__class__.__name__}",
+            hint="give --output a file in a directory you can write",
+        ) from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return KeyExport(path=destination, vault_id=vault_id, key_id=key_id)
+
+
+async def import_key(settings: Settings, options: OpenOptions, text: str) -> KeyImport:
+    """Store an exported key here once it is proved to open the vault (else nothing is written)."""
+    from dashtam_cli.core.vault.vault import import_key as store_key
+
+    vault_id, key_id, source = await store_key(settings, options, text)
+    return KeyImport(vault_id=vault_id, key_id=key_id, key_source=source)

@@ -1070,3 +1070,95 @@ async def _destroy(settings: Settings) -> list[str]:
         if not lock_file.is_symlink():
             lock_file.unlink(missing_ok=True)
     return removed
+
+
+_KEY_PREFIX: Final = "dashtam-vault-key:v1"
+
+
+def key_text(vault_id: str, key: bytes) -> str:
+    """A vault key as one line of text (for export-key): the vault it opens, and the key."""
+    import base64
+
+    encoded = base64.urlsafe_b64encode(key).decode().rstrip("=")
+    return f"{_KEY_PREFIX}:{vault_id}:{encoded}"
+
+
+def parse_key_text(text: str) -> tuple[str, bytes]:
+    """The vault id and key of an exported key line; an InputError that never repeats it."""
+    import base64
+    import binascii
+
+    from dashtam_cli.core.errors import InputError
+
+    hint = "give the whole line `dashtam vault export-key` wrote (dashtam-vault-key:...)"
+        "give the whole line `dashtam vault export-key` wrote (it starts with dashtam-vault-key:)"
+    )
+    parts = text.strip().split(":")
+    if len(parts) != 4 or ":".join(parts[:2]) != _KEY_PREFIX:  # noqa: PLR2004 - prefix, version, id, key
+        raise InputError("that is not a key exported by `dashtam vault export-key`", hint=hint)
+    vault_id, encoded = parts[2], parts[3]
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        raise InputError("the exported key is damaged (not base64)", hint=hint) from None
+    if len(key) != crypto.KEY_BYTES:
+        raise InputError("the exported key is damaged (wrong length)", hint=hint)
+    return vault_id, key
+
+
+async def export_key(settings: Settings, options: OpenOptions) -> tuple[str, str, bytes]:
+    """The open vault's id, key id and key, proved to open it (for `dashtam vault export-key`)."""
+    async with open_vault(settings, dataclasses.replace(options, create=False)) as vault:
+        key = await vault.key_source.load()
+        if key is None or crypto.key_id_of(key).hex() != vault.key_id:  # pragma: no cover
+            raise VaultError("the vault's key could not be read back from its store")
+        return vault.vault_id, vault.key_id, key
+
+
+async def import_key(settings: Settings, options: OpenOptions, text: str) -> tuple[str, str, str]:
+    """Store an exported key in this machine's key store, once it is proved to open the vault.
+
+    The key must name this vault and open its key check; otherwise nothing is
+    written. Returns the vault id, the key id and where the key now is.
+    """
+    from dashtam_cli.core.redact import register_secret
+
+    register_secret(text.strip())
+    vault_id, key = parse_key_text(text)
+    _, meta, _ = await read_plain_meta(settings)
+    if _META_KEY_ID not in meta:
+        raise VaultNotFound(
+            f"{where(settings)} holds no vault yet, so no key can be checked against it",
+            hint="create it on one machine with: dashtam vault init",
+        )
+    own_id = meta[_META_VAULT_ID].decode()
+    if vault_id != own_id:
+        raise WrongKey(
+            f"that key belongs to another vault ({vault_id}); {where(settings)} is {own_id}",
+            hint="export the key on a machine that opens this vault",
+        )
+    sealer = crypto.Sealer(key)
+    if sealer.key_id.hex() != meta[_META_KEY_ID].decode() or not sealer.verify_key_check(
+        own_id, meta.get(_META_KEY_CHECK, b"")
+    ):
+        raise WrongKey(
+            "that key does not open this vault (it was rotated since it was exported?); "
+            "nothing was written",
+            hint="export the key again on a machine that opens the vault now",
+        )
+    env = os.environ if options.environ is None else options.environ
+    kind = _store_kind(meta, settings, options)
+    if kind == "env" or env.get(ENV_KEY, "").strip():
+        raise VaultError(
+            f"the key comes from {ENV_KEY} on this machine, which dashtam cannot write",
+            hint=f"set {ENV_KEY} to the key instead, or unset it and use the keyring "
+            "(DASHTAM_KEY_STORE=keyring)",
+        )
+    source = _key_source(kind, own_id, settings, options, env)
+    await source.save(key)
+    stored = await source.load()
+    if stored != key:
+        raise VaultError(
+            f"{source.description} did not keep the key", hint="check the key store and retry"
+        )
+    return own_id, sealer.key_id.hex(), source.description
