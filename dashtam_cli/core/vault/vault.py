@@ -1091,8 +1091,6 @@ def parse_key_text(text: str) -> tuple[str, bytes]:
     from dashtam_cli.core.errors import InputError
 
     hint = "give the whole line `dashtam vault export-key` wrote (dashtam-vault-key:...)"
-        "give the whole line `dashtam vault export-key` wrote (it starts with dashtam-vault-key:)"
-    )
     parts = text.strip().split(":")
     if len(parts) != 4 or ":".join(parts[:2]) != _KEY_PREFIX:  # noqa: PLR2004 - prefix, version, id, key
         raise InputError("that is not a key exported by `dashtam vault export-key`", hint=hint)
