@@ -112,6 +112,37 @@ def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = 
     runtime.renderer(ctx, fmt).one(result)
 
 
+@vault_app.command("copy")
+def copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="postgresql+asyncpg://USER@HOST/DATABASE (an empty database; the password in "
+            "~/.pgpass, never here), or a new .../vault.sqlite3 file.",
+        ),
+    ],
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Copy the vault to an empty PostgreSQL database or a new SQLite file, sealed as it is.
+
+    Every row goes across unopened, then the row counts are compared and the
+    copy is opened with the same key. Point DASHTAM_DATABASE_URL (or
+    [database] url) at the copy to use it.
+    """
+    from dashtam_cli.core.vault import service
+
+    opts = prompts.open_options()
+    result = runtime.run(ctx, lambda conf: service.copy(conf, opts, to))
+    rows = sum(result.counts.values())
+    runtime.stderr(ctx).print(
+        f"copied {rows} rows from {result.source} to {result.destination}; counts match",
+        markup=False,
+    )
+    runtime.renderer(ctx, fmt).one(result)
+
+
 @vault_app.command("export-key")
 def export_key(
     ctx: typer.Context,

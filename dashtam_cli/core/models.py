@@ -233,6 +233,14 @@ class KeyExport(Record):
     key_id: str
 
 
+class VaultCopy(Record):
+    """The outcome of `dashtam vault copy`: from where, to where, and the rows of each table."""
+
+    source: str
+    destination: str
+    counts: dict[str, int]
+
+
 class KeyImport(Record):
     """The outcome of `dashtam vault import-key`: the key, proved to open the vault, stored here."""
 

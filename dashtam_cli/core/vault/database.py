@@ -291,7 +291,7 @@ def unreachable(where: str, exc: BaseException) -> VaultError:
     return VaultError(
         f"cannot use {where}: {detail}",
         hint="check that the server runs and the URL's host, port, user and database; "
-        "a password comes from the URL, ~/.pgpass (or PGPASSFILE) or the keyring",
+        "a password comes from the URL or ~/.pgpass (or the file PGPASSFILE names)",
     )
 
 

@@ -13,6 +13,7 @@ from dashtam_cli.core.models import (
     KeyImport,
     KeyRotation,
     PassphraseChange,
+    VaultCopy,
     VaultInit,
     VaultStatus,
 )
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "change_passphrase",
+    "copy",
     "destroy",
     "export_key",
     "import_key",
@@ -205,3 +207,11 @@ async def import_key(settings: Settings, options: OpenOptions, text: str) -> Key
 
     vault_id, key_id, source = await store_key(settings, options, text)
     return KeyImport(vault_id=vault_id, key_id=key_id, key_source=source)
+
+
+async def copy(settings: Settings, options: OpenOptions, target: str) -> VaultCopy:
+    """Copy the vault, sealed as it is, to an empty PostgreSQL database or a new SQLite file."""
+    from dashtam_cli.core.vault.vault import copy_vault
+
+    source, destination, counts = await copy_vault(settings, options, target)
+    return VaultCopy(source=source, destination=destination, counts=counts)

@@ -1160,3 +1160,122 @@ async def import_key(settings: Settings, options: OpenOptions, text: str) -> tup
             f"{source.description} did not keep the key", hint="check the key store and retry"
         )
     return own_id, sealer.key_id.hex(), source.description
+
+
+def _copy_target(settings: Settings, target: str) -> Settings:
+    """The settings that name the copy's destination: a PostgreSQL URL, or an SQLite file."""
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.vault.database import check_database_url, password_of
+
+    if target.startswith(("postgresql", "postgres:")):
+        try:
+            check_database_url(target)
+        except ValueError as exc:
+            raise InputError(
+                f"invalid --to URL: {exc}", hint="postgresql+asyncpg://USER@HOST/DATABASE"
+            ) from None
+        if password_of(target):
+            raise InputError(
+                "the --to URL holds a password, which would be seen in the process list",
+                hint="put the password in ~/.pgpass (or the file PGPASSFILE names) and leave it "
+                "out of the URL",
+            )
+        return dataclasses.replace(settings, database_url=target)
+    from pathlib import Path
+
+    raw = target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target
+    path = Path(raw).expanduser().absolute()
+    if path.suffix not in {".sqlite3", ".sqlite", ".db"}:
+        raise InputError(
+            f"--to {target!r} is neither a PostgreSQL URL nor an SQLite file (.sqlite3)",
+            hint="give postgresql+asyncpg://USER@HOST/DATABASE, or a path ending in .sqlite3",
+        )
+    paths = dataclasses.replace(settings.paths, data_dir=path.parent)
+    if path.name != paths.vault_file.name:
+        raise InputError(
+            f"an SQLite copy is named {paths.vault_file.name}, not {path.name}",
+            hint=f"give a directory's {paths.vault_file.name}, e.g. ~/vault-copy/vault.sqlite3",
+        )
+    return dataclasses.replace(settings, database_url=None, paths=paths)
+
+
+_COPY_BATCH: Final = 500
+
+
+def _prepare_copy_file(destination: Settings) -> None:
+    """A new 0600 file in a 0700 directory for an SQLite copy; an existing one is refused."""
+    if destination.database_url is not None:
+        return
+    path = destination.paths.vault_file
+    if path.exists() and path.stat().st_size > 0:
+        raise VaultError(
+            f"there is a file at {path} already; nothing was copied",
+            hint="give a new file (dashtam never writes over one)",
+        )
+    files.ensure_private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        files.create_private_file(path)
+
+
+async def _check_counts(engine: AsyncEngine, counts: Mapping[str, int]) -> None:
+    """Every copied table holds as many rows as were read."""
+    async with db.reading(engine) as conn:
+        for name, expected in counts.items():
+            table = schema.metadata.tables[name]
+            found = int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+            if found != expected:
+                raise VaultError(
+                    f"the copy of {name} holds {found} rows, not {expected}; do not use it",
+                    hint="drop the destination's tables and copy again",
+                )
+
+
+async def copy_vault(
+    settings: Settings, options: OpenOptions, target: str
+) -> tuple[str, str, dict[str, int]]:
+    """Copy every row of the vault, sealed as it is, into an empty vault elsewhere.
+
+    The source is read in one snapshot; the destination gets the same schema
+    (its migrations), then every table's rows in one write transaction, then
+    the row counts are compared. The same key opens the copy (it has the same
+    vault id), and opening it is part of the check. A destination that holds
+    a vault already is refused untouched. Returns the two places and the counts.
+    """
+    destination = _copy_target(settings, target)
+    if where(destination) == where(settings):
+        raise VaultError("the copy's destination is the vault itself", hint="give another --to")
+    opts = dataclasses.replace(options, create=False)
+    async with open_vault(settings, opts) as source:
+        counts: dict[str, int] = {}
+        _prepare_copy_file(destination)
+        label = where(destination)
+        engine = _engine(destination)
+        try:
+            async with db.reading(engine) as conn:
+                version = await db.read_schema_version(conn)
+            if version:
+                raise VaultError(
+                    f"{label} holds a vault already; nothing was copied",
+                    hint="copy into an empty database (or drop its tables first)",
+                )
+            await db.migrate(
+                engine, label.removeprefix("the vault at ").removeprefix("the shared vault at ")
+            )
+            async with source.reading() as reader, db.writing(engine) as writer:
+                for table in schema.metadata.sorted_tables:
+                    if table.name == "schema_version":
+                        continue  # written by the destination's own migrations
+                    result = await reader.stream(select(table))
+                    copied = 0
+                    async for batch in result.mappings().partitions(_COPY_BATCH):
+                        await writer.execute(table.insert(), [dict(row) for row in batch])
+                        copied += len(batch)
+                    counts[table.name] = copied
+            await _check_counts(engine, counts)
+        finally:
+            await engine.dispose()
+    # The copy opens with the same key: proof that every sealed value came across whole.
+    async with open_vault(destination, opts) as copy:
+        if copy.vault_id != source.vault_id:  # pragma: no cover - copied with vault_meta
+            raise VaultError("the copy is not the same vault")
+    return where(settings), label, counts
