@@ -218,7 +218,10 @@ def server() -> Iterator[Server | str]:
 
 
 def _ensure_password_role(found: Server) -> None:
-    query = f"SELECT 1 FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}'"  # noqa: S608 - a constant
-    exists = found.psql(query).strip()
-    verb = "ALTER" if exists else "CREATE"
-    found.psql(f"{verb} ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
+    """Create the password role once (each xdist worker may try at the same moment)."""
+    found.psql(
+        "DO $$ BEGIN "
+        f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'; "
+        "EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; "
+        "END $$"
+    )
