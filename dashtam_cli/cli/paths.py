@@ -26,4 +26,12 @@ def paths(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = None)
             ("log_dir", p.log_dir),
         )
     ]
+    if conf.database_url is not None:
+        from dashtam_cli.core.vault.vault import where
+
+        runtime.stderr(ctx).print(
+            f"the vault is {where(conf)} (DASHTAM_DATABASE_URL or [database] url); "
+            "the vault file above is not used",
+            markup=False,
+        )
     runtime.renderer(ctx, fmt).rows(PathEntry, entries)

@@ -1,12 +1,19 @@
-"""`dashtam vault ...`: create, inspect, re-key and destroy the local encrypted vault."""
+"""`dashtam vault ...`: create, inspect, re-key and destroy the encrypted vault; move its key."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from dashtam_cli.cli import options, prompts, runtime
+
+if TYPE_CHECKING:
+    from dashtam_cli.core.models import KeyImport
+    from dashtam_cli.core.settings import Settings
+    from dashtam_cli.core.vault.vault import OpenOptions
 
 vault_app = typer.Typer(
     name="vault",
@@ -55,10 +62,15 @@ def init(
     opts = prompts.open_options(key_store=key_store, weak_passphrase=weak_passphrase)
     result = runtime.run(ctx, lambda conf: service.init(conf, opts))
     err = runtime.stderr(ctx)
+    place = (
+        f"the shared vault at {result.database}"
+        if result.database
+        else f"the vault at {result.path}"
+    )
     if result.created:
-        err.print(f"created the vault at {result.path} (key in {result.key_source})", markup=False)
+        err.print(f"created {place} (key in {result.key_source})", markup=False)
     else:
-        err.print(f"a vault already exists at {result.path}; nothing changed", markup=False)
+        err.print(f"{place} already exists; nothing changed", markup=False)
     runtime.renderer(ctx, fmt).one(result)
 
 
@@ -100,6 +112,126 @@ def rotate_key(ctx: typer.Context, fmt: Annotated[str | None, options.FORMAT] = 
     runtime.renderer(ctx, fmt).one(result)
 
 
+@vault_app.command("copy")
+def copy(
+    ctx: typer.Context,
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="postgresql+asyncpg://USER@HOST/DATABASE (an empty database; the password in "
+            "~/.pgpass, never here), or a new .../vault.sqlite3 file.",
+        ),
+    ],
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Copy the vault to an empty PostgreSQL database or a new SQLite file, sealed as it is.
+
+    Every row goes across unopened, then the row counts are compared and the
+    copy is opened with the same key. Point DASHTAM_DATABASE_URL (or
+    [database] url) at the copy to use it.
+    """
+    from dashtam_cli.core.vault import service
+
+    opts = prompts.open_options()
+    result = runtime.run(ctx, lambda conf: service.copy(conf, opts, to))
+    rows = sum(result.counts.values())
+    runtime.stderr(ctx).print(
+        f"copied {rows} rows from {result.source} to {result.destination}; counts match",
+        markup=False,
+    )
+    runtime.renderer(ctx, fmt).one(result)
+
+
+@vault_app.command("export-key")
+def export_key(
+    ctx: typer.Context,
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output",
+            "-o",
+            help="The new file to write the key to (0600; an existing file is never overwritten).",
+        ),
+    ],
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Write the vault's master key to a new file, to bring it to another machine.
+
+    For a shared vault: copy the file to the other machine by a private way,
+    run `dashtam vault import-key --input FILE` there, then delete both copies.
+    The key never goes to the screen or standard output.
+    """
+    from dashtam_cli.core.vault import service
+
+    opts = prompts.open_options()
+    result = runtime.run(ctx, lambda conf: service.export_key(conf, opts, output))
+    runtime.stderr(ctx).print(
+        f"wrote the vault's key to {result.path}: it opens the vault, so keep it private, "
+        "import it on the other machine, then delete it",
+        markup=False,
+    )
+    runtime.renderer(ctx, fmt).one(result)
+
+
+def _read_key(source: Path | None) -> str:
+    """The exported key line: from --input, a hidden prompt, or standard input (never argv)."""
+    from dashtam_cli.core.errors import InputError
+
+    if source is not None:
+        try:
+            with source.open("rb") as handle:
+                return handle.read(4096).decode("utf-8", "replace")
+        except OSError as exc:
+            raise InputError(
+                f"cannot read {source}: {exc.strerror or exc.__class__.__name__}",
+                hint="give --input the file `dashtam vault export-key` wrote",
+            ) from None
+    if prompts.interactive():
+        try:
+            value: str = typer.prompt("Exported key (input hidden)", hide_input=True, err=True)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        return value
+    return sys.stdin.read(4096)
+
+
+@vault_app.command("import-key")
+def import_key(
+    ctx: typer.Context,
+    source: Annotated[
+        Path | None,
+        typer.Option(
+            "--input",
+            "-i",
+            help="The file `dashtam vault export-key` wrote (else a hidden prompt, or stdin).",
+        ),
+    ] = None,
+    fmt: Annotated[str | None, options.FORMAT] = None,
+) -> None:
+    """Store a key exported on another machine here, once it is proved to open the vault.
+
+    A key that is not this vault's, or no longer opens it, is refused and nothing is written.
+    It goes to this machine's key store (DASHTAM_KEY_STORE: the keyring, or a key file).
+    """
+    opts = prompts.open_options()
+    result = runtime.run(ctx, lambda conf: _import(conf, opts, source))
+    runtime.stderr(ctx).print(
+        f"stored the vault's key in {result.key_source}; delete the exported file now",
+        markup=False,
+    )
+    runtime.renderer(ctx, fmt).one(result)
+
+
+async def _import(conf: Settings, opts: OpenOptions, source: Path | None) -> KeyImport:
+    import asyncio
+
+    from dashtam_cli.core.vault import service
+
+    text = await asyncio.to_thread(_read_key, source)
+    return await service.import_key(conf, opts, text)
+
+
 @vault_app.command("change-passphrase")
 def change_passphrase(
     ctx: typer.Context,
@@ -129,14 +261,20 @@ def destroy(
 ) -> None:
     """Delete the vault and its master key, for good."""
     from dashtam_cli.core.vault import service
+    from dashtam_cli.core.vault.vault import vault_absent, where
 
     conf = runtime.settings(ctx)
     path = conf.paths.vault_file
     err = runtime.stderr(ctx)
-    if not path.exists():
-        err.print(f"there is no vault at {path}; nothing to destroy", markup=False)
+    if runtime.run(ctx, vault_absent):
+        place = where(conf).replace("the shared vault at", "the shared database at")
+        absent = (
+            f"there is no vault in {place}" if conf.database_url else f"there is no vault at {path}"
+        )
+        err.print(f"{absent}; nothing to destroy", markup=False)
         return
-    prompts.confirm(f"Delete the vault at {path} and its key? Everything in it is lost.", yes=yes)
+    shared = " (every machine that shares it loses it)" if conf.database_url else ""
+    prompts.confirm(f"Delete {where(conf)} and its key{shared}? Everything in it is lost.", yes=yes)
     removed = runtime.run(ctx, service.destroy)
     for item in removed:
         err.print(f"removed {item}", markup=False)

@@ -225,9 +225,9 @@ async def audit_listing(
     as in every command.
     """
     from dashtam_cli.core.connections import ConnectionNotFound
-    from dashtam_cli.core.vault.vault import open_vault
+    from dashtam_cli.core.vault.vault import open_vault, vault_absent
 
-    if connection is not None and not settings.paths.vault_file.exists():
+    if connection is not None and await vault_absent(settings):
         raise ConnectionNotFound.named(connection)
     async with open_vault(settings, options) as vault:
         return await list_audit(vault, connection=connection, since=since, limit=limit)

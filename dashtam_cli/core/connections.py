@@ -13,7 +13,7 @@ from dashtam_cli.core.models import ConnectionInfo, ConnectionState
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
 from dashtam_cli.core.vault.errors import RecordDamaged
-from dashtam_cli.core.vault.vault import open_vault
+from dashtam_cli.core.vault.vault import open_vault, vault_absent
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -153,7 +153,6 @@ async def connection_exists(vault: Vault, name: str) -> bool:
 async def _write_tokens(
     vault: Vault, conn: AsyncConnection, connection_id: str, tokens: TokenSet
 ) -> None:
-    from sqlalchemy.dialects.sqlite import insert
 
     table = schema.tokens
     existing = await conn.scalar(select(table.c.id).where(table.c.connection_id == connection_id))
@@ -177,7 +176,7 @@ async def _write_tokens(
         ),
         "updated_at": db.utcnow_text(),
     }
-    stmt = insert(table).values(id=row_id, connection_id=connection_id, **values)
+    stmt = db.insert(conn, table).values(id=row_id, connection_id=connection_id, **values)
     await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
@@ -336,7 +335,7 @@ async def remove_connection(vault: Vault, name: str) -> ConnectionInfo:
 
 async def listing(settings: Settings, options: OpenOptions) -> list[ConnectionInfo]:
     """Every connection; none when there is no vault yet."""
-    if not settings.paths.vault_file.exists():
+    if await vault_absent(settings):
         return []
     async with open_vault(settings, options) as vault:
         return await list_connections(vault)
@@ -362,7 +361,7 @@ async def disconnect(
     """
     from dashtam_cli.core import audit
 
-    if not settings.paths.vault_file.exists():
+    if await vault_absent(settings):
         raise ConnectionNotFound.named(name)  # no vault, no connection of any name
     async with open_vault(settings, options) as vault:
         await _revoke(settings, vault, await _find(vault, name), notify, transport)

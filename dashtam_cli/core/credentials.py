@@ -225,8 +225,6 @@ async def store_credentials(
     redirect_uri: str | None,
 ) -> None:
     """Store (or replace) a provider's app credentials, sealed (``spec``: its settings or name)."""
-    from sqlalchemy.dialects.sqlite import insert
-
     table = schema.provider_credentials
     name = spec if isinstance(spec, str) else spec.name
     now = db.utcnow_text()
@@ -241,7 +239,8 @@ async def store_credentials(
             "redirect_uri": redirect_uri,
             "updated_at": now,
         }
-        stmt = insert(table).values(id=row_id, provider=name, created_at=now, **values)
+        row = {"id": row_id, "provider": name, "created_at": now, **values}
+        stmt = db.insert(conn, table).values(**row)
         await conn.execute(stmt.on_conflict_do_update(index_elements=["id"], set_=values))
 
 
@@ -362,9 +361,9 @@ async def configure(  # noqa: PLR0913 - each is one input of the command
 
 async def providers(settings: Settings, options: OpenOptions) -> list[ProviderInfo]:
     """Every provider and where its credentials come from (the vault is read only if it exists)."""
-    from dashtam_cli.core.vault.vault import open_vault
+    from dashtam_cli.core.vault.vault import open_vault, vault_absent
 
-    if not settings.paths.vault_file.exists():
+    if await vault_absent(settings):
         return await list_providers(None)
     async with open_vault(settings, options) as vault:
         return await list_providers(vault)

@@ -189,7 +189,8 @@ class VaultStatus(Record):
     """What `dashtam vault status` reports; ``state`` is ok, absent or error."""
 
     state: str
-    path: Path
+    path: Path | None
+    database: str | None
     size_bytes: int | None
     schema_version: int | None
     vault_id: str | None
@@ -206,7 +207,8 @@ class VaultInit(Record):
     """The outcome of `dashtam vault init`."""
 
     created: bool
-    path: Path
+    path: Path | None
+    database: str | None
     vault_id: str
     key_source: str
     key_id: str
@@ -220,6 +222,30 @@ class KeyRotation(Record):
     fields_resealed: int
     # Cached rows that already failed their integrity check, left as they were.
     damaged_rows: int = 0
+    key_source: str
+
+
+class KeyExport(Record):
+    """The outcome of `dashtam vault export-key`: where the key went (never the key)."""
+
+    path: Path
+    vault_id: str
+    key_id: str
+
+
+class VaultCopy(Record):
+    """The outcome of `dashtam vault copy`: from where, to where, and the rows of each table."""
+
+    source: str
+    destination: str
+    counts: dict[str, int]
+
+
+class KeyImport(Record):
+    """The outcome of `dashtam vault import-key`: the key, proved to open the vault, stored here."""
+
+    vault_id: str
+    key_id: str
     key_source: str
 
 

@@ -221,9 +221,9 @@ async def _open(
     when every one has been (the usual case), nothing of the sync machinery
     (HTTP client, TLS, token manager) is even imported.
     """
-    from dashtam_cli.core.vault.vault import open_vault
+    from dashtam_cli.core.vault.vault import open_vault, vault_absent
 
-    if not settings.paths.vault_file.exists():
+    if await vault_absent(settings):
         raise _no_connections(options)
     result = QueryResult()
     async with open_vault(settings, open_options) as vault:
@@ -386,7 +386,11 @@ def _record(
 
 
 def _conditions(
-    options: QueryOptions, scope: _Scope, kinds: set[str], provider_types: set[str]
+    options: QueryOptions,
+    scope: _Scope,
+    kinds: set[str],
+    provider_types: set[str],
+    dialect: str = "sqlite",
 ) -> list[ColumnElement[bool]]:
     """The WHERE of a transactions query: accounts, dates, and the kinds asked for.
 
@@ -396,9 +400,12 @@ def _conditions(
     ids = [a.id for a in scope.accounts]
     # One account is found through its index; for several, SQLite would look up
     # every row of each through the index and then sort them all: reading the
-    # table straight through is faster (a unary + keeps the index out).
+    # table straight through is faster (a unary + keeps the index out). PostgreSQL's
+    # planner chooses for itself (and has no unary + for text).
     account: ColumnElement[str] = (
-        table.c.account_id if len(ids) == 1 else literal_column("+transactions.account_id")
+        table.c.account_id
+        if len(ids) == 1 or dialect == "postgresql"
+        else literal_column("+transactions.account_id")
     )
     conditions: list[ColumnElement[bool]] = [account.in_(ids)]
     if options.since is not None:
@@ -532,7 +539,9 @@ async def query_transactions(
         result.oldest = _oldest(scope, scope.accounts)
         result.never = _never(infos, scope)
         if scope.accounts:
-            conditions = _conditions(options, scope, kinds, provider_types)
+            conditions = _conditions(
+                options, scope, kinds, provider_types, vault.engine.dialect.name
+            )
             result.count = await _stream(
                 vault,
                 scope=scope,

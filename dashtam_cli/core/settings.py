@@ -52,6 +52,10 @@ class Settings:
     # `dashtam export`: the config file's ``[export]`` table as given (account
     # names, counter accounts), for the exporter to check; and where it is.
     export: Mapping[str, object] = dataclasses.field(default_factory=dict)
+    # A shared vault: a ``postgresql+asyncpg://`` URL (``DASHTAM_DATABASE_URL``,
+    # or ``url`` in the config file's ``[database]`` table). None: the local
+    # SQLite file. It may hold a password: show it only through ``masked_url``.
+    database_url: str | None = None
 
     def options_of(self, provider: str) -> Mapping[str, tuple[object, str]]:
         """The settings of ``provider`` (none when it has none)."""
@@ -233,7 +237,7 @@ def load_settings(
     env = os.environ if environ is None else environ
     paths = resolve_paths(env)
     config = _read_config_file(paths.config_file)
-    for key in sorted(set(config) - set(_SPECS) - {"providers", "export"}):
+    for key in sorted(set(config) - set(_SPECS) - {"providers", "export", "database"}):
         log.warning("ignoring unknown key %r in %s", key, paths.config_file)
     provider_options = _provider_options(config.get("providers"), env, paths.config_file)
 
@@ -271,13 +275,55 @@ def load_settings(
             f"invalid value for 'export' in config file {paths.config_file}: a table expected",
             hint="docs/export.md shows the [export] table",
         )
+    database_url = _database_url(config.get("database"), env, paths.config_file, sources)
     return Settings(
         paths=paths,
         sources=sources,
         provider_options=provider_options,
         export=export,
+        database_url=database_url,
         **values,
     )
+
+
+DATABASE_URL_ENV: Final = "DASHTAM_DATABASE_URL"
+
+
+def _database_url(
+    table: object, env: Mapping[str, str], config_file: Path, sources: dict[str, str]
+) -> str | None:
+    """The shared vault's URL, checked: ``DASHTAM_DATABASE_URL``, else ``[database] url``."""
+    from dashtam_cli.core.vault.database import check_database_url
+
+    hint = "docs/shared-vault.md shows the URL's form: postgresql+asyncpg://USER@HOST/DATABASE"
+    raw = env.get(DATABASE_URL_ENV, "").strip()
+    where = f"environment variable {DATABASE_URL_ENV}"
+    origin = "env"
+    if not raw and table is not None:
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"invalid value for 'database' in config file {config_file}: a table expected",
+                hint=hint,
+            )
+        for key in sorted(set(table) - {"url"}):
+            log.warning("ignoring unknown key 'database.%s' in %s", key, config_file)
+        value = table.get("url")
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(
+                f"invalid value for 'database.url' in config file {config_file}: a string expected",
+                hint=hint,
+            )
+        raw = (value or "").strip()
+        where = f"config file {config_file}"
+        origin = "config"
+    if not raw:
+        return None
+    try:
+        check_database_url(raw)
+    except ValueError as exc:
+        raise ConfigError(f"invalid database URL in {where}: {exc}", hint=hint) from None
+    sources["database_url"] = origin
+    return raw
 
 
 def _provider_options(

@@ -63,6 +63,18 @@ _UPSERT_TRANSACTIONS: Final = (
 )
 
 
+def _driver_sql(conn: AsyncConnection, statement: str) -> str:
+    """``statement`` (written with ``?`` marks, SQLite's) in the driver's parameter style.
+
+    asyncpg numbers its parameters ($1, $2, ...); no statement here has a
+    literal question mark.
+    """
+    if conn.dialect.name != "postgresql":
+        return statement
+    parts = statement.split("?")
+    return "".join(f"{part}${n}" for n, part in enumerate(parts[:-1], 1)) + parts[-1]
+
+
 def mask_key(key: str) -> str:
     """``****5678``: the last four characters of a provider's account key, never more."""
     return "****" + key[-4:]
@@ -109,15 +121,18 @@ class Counts:
         self.removed += other.removed
 
 
-def _newest_first(query: Select[Any]) -> Select[Any]:
+def _newest_first(query: Select[Any], dialect: str) -> Select[Any]:
     """Accounts in the order that says which row of a key is the one to keep: the first.
 
     Only one row per key is written now; a vault may still hold copies that
     concurrent first fetches of older versions made. Every run since used the
-    row stored last, so that is the one kept: newest ``fetched_at``, then newest row.
+    row stored last, so that is the one kept: newest ``fetched_at``, then newest
+    row (SQLite's rowid; a shared vault on PostgreSQL, which has no such order,
+    was only ever written one row per key, or copied so: its id decides).
     """
     table = schema.accounts
-    return query.order_by(table.c.fetched_at.desc(), literal_column("accounts.rowid").desc())
+    last = table.c.id if dialect == "postgresql" else literal_column("accounts.rowid")
+    return query.order_by(table.c.fetched_at.desc(), last.desc())
 
 
 def _opened(vault: Vault, row_id: str, field: str, blob: bytes, owner: str) -> str | None:
@@ -142,7 +157,8 @@ async def known_accounts(vault: Vault, connection_id: str) -> list[Known]:
         rows = (
             await conn.execute(
                 _newest_first(
-                    select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at)
+                    select(table.c.id, table.c.number, table.c.provider_ref, table.c.fetched_at),
+                    conn.dialect.name,
                 ).where(table.c.connection_id == connection_id)
             )
         ).all()
@@ -202,7 +218,7 @@ async def _stored_ids(
 ) -> dict[str, list[str]]:
     """Each stored account key of the connection and its rows' ids, the one to keep first."""
     table = schema.accounts
-    query = _newest_first(select(table.c.id, table.c.number)).where(
+    query = _newest_first(select(table.c.id, table.c.number), vault.engine.dialect.name).where(
         table.c.connection_id == connection_id
     )
     ids: dict[str, list[str]] = {}
@@ -325,14 +341,12 @@ async def write_accounts(
     so concurrent first syncs end with one row per account. Returns the
     accounts under their settled ids.
     """
-    from sqlalchemy.dialects.sqlite import insert
-
     if not fetched:
         return []
     stamp = db.utcnow_text(now)
     sealed = {item.account.id: _account_rows(vault, info, item, stamp) for item in fetched}
     table = schema.accounts
-    upsert = insert(table)
+    upsert = db.insert(vault.engine, table)
     upsert = upsert.on_conflict_do_update(
         index_elements=["id"],
         set_={
@@ -416,7 +430,10 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
             # The driver's own parameters: SQLAlchemy's expanding IN cost more than the lookup.
             marks = ",".join("?" * len(chunk))
             rows = await conn.exec_driver_sql(
-                f"SELECT id, account_id, payload FROM transactions WHERE id IN ({marks})",  # noqa: S608 - only placeholders are formatted in
+                _driver_sql(
+                    conn,
+                    f"SELECT id, account_id, payload FROM transactions WHERE id IN ({marks})",  # noqa: S608 - only placeholders are formatted in
+                ),
                 tuple(chunk),
             )
             for row in rows:
@@ -459,8 +476,6 @@ async def write_changes(
     never added twice. Everything is written in one transaction, so a batch
     is stored whole or not at all, with its sync points.
     """
-    from sqlalchemy.dialects.sqlite import insert
-
     table = schema.transactions
     stamp = db.utcnow_text(now)
     texts = {t.id: (t, _dumps(t)) for t in changes.transactions}
@@ -503,7 +518,7 @@ async def write_changes(
         for account_id, cursor in changes.completed.items()
         if account_id in through  # fetched over a window that does not reach its point: kept
     ]
-    point_upsert = insert(points)
+    point_upsert = db.insert(vault.engine, points)
     point_upsert = point_upsert.on_conflict_do_update(
         index_elements=["id"],
         set_={name: point_upsert.excluded[name] for name in ("through", "cursor", "synced_at")},
@@ -524,7 +539,7 @@ async def write_changes(
         if rows:
             # The driver's executemany with tuples: SQLAlchemy's per-row parameter
             # processing cost more than the row's insert.
-            await conn.exec_driver_sql(_UPSERT_TRANSACTIONS, rows)
+            await conn.exec_driver_sql(_driver_sql(conn, _UPSERT_TRANSACTIONS), rows)
         if changes.removed:
             owned = select(schema.accounts.c.id).where(schema.accounts.c.connection_id == info.id)
             for chunk in _chunks(list(changes.removed)):
@@ -612,8 +627,6 @@ async def spend_request(
     :class:`~dashtam_cli.core.errors.RequestBudgetSpent` is raised. Counts
     older than a week are dropped as it goes.
     """
-    from sqlalchemy.dialects.sqlite import insert
-
     from dashtam_cli.core.errors import RequestBudgetSpent
 
     table = schema.request_budget
@@ -632,7 +645,7 @@ async def spend_request(
                 limit=limit,
                 resets_at=resets_at,
             )
-        upsert = insert(table).values(scope=scope, day=day, used=1)
+        upsert = db.insert(conn, table).values(scope=scope, day=day, used=1)
         upsert = upsert.on_conflict_do_update(
             index_elements=["scope", "day"], set_={"used": table.c.used + 1}
         )

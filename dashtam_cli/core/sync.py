@@ -330,13 +330,14 @@ class SyncResult:
 async def sync(settings: Settings, options: SyncOptions, open_options: OpenOptions) -> SyncResult:
     """Sync every connection (or those named) concurrently; never raises for one connection."""
     from dashtam_cli.core.tokens import token_manager
+    from dashtam_cli.core.vault.vault import vault_absent
 
     if options.since is not None and options.since >= options.clock():
         raise InputError(
             "--since: must be before now",
             hint="give a past date, e.g. --since 2025-01-01, or --full for the whole history",
         )
-    if not settings.paths.vault_file.exists():
+    if await vault_absent(settings):
         raise _no_connections(options)
     async with token_manager(
         settings, open_options, transport=options.transport, clock=options.clock

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import httpx
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
     from dashtam_cli.core.settings import Settings
     from dashtam_cli.core.vault.vault import OpenOptions, Vault
@@ -143,18 +144,41 @@ def hold_signals() -> Iterator[None]:
 
 
 @contextlib.asynccontextmanager
-async def _connection_lock(directory: Path, connection_id: str) -> AsyncIterator[None]:
-    """An exclusive lock per connection, shared by every dashtam process on this machine."""
-    from dashtam_cli.core.vault.locks import exclusive_file
+async def _connection_lock(
+    directory: Path, connection_id: str, engine: AsyncEngine | None = None
+) -> AsyncIterator[None]:
+    """An exclusive lock per connection, for every dashtam process using the vault.
 
-    async with exclusive_file(
-        directory / f"{connection_id}.lock",
-        timeout=LOCK_TIMEOUT,
-        waiting=None,  # a refresh takes a moment: waiting for another is not news
-        failure="another dashtam process has been refreshing this connection for too long",
-        hint="wait for it to finish, then try again",
-        error=RefreshFailed,
-    ):
+    A local vault's is a file lock in ``directory`` (every process on this
+    machine); a shared vault's (``engine`` on PostgreSQL) is an advisory lock
+    in its database (every process on every machine).
+    """
+    failure = "another dashtam process has been refreshing this connection for too long"
+    hint = "wait for it to finish, then try again"
+    if engine is not None and engine.dialect.name == "postgresql":
+        from dashtam_cli.core.vault.database import named_lock
+
+        lock = named_lock(
+            engine,
+            f"refresh:{connection_id}",
+            timeout=LOCK_TIMEOUT,
+            waiting=None,
+            failure=failure,
+            hint=hint,
+            error=RefreshFailed,
+        )
+    else:
+        from dashtam_cli.core.vault.locks import exclusive_file
+
+        lock = exclusive_file(
+            directory / f"{connection_id}.lock",
+            timeout=LOCK_TIMEOUT,
+            waiting=None,  # a refresh takes a moment: waiting for another is not news
+            failure=failure,
+            hint=hint,
+            error=RefreshFailed,
+        )
+    async with lock:
         yield
 
 
@@ -201,7 +225,7 @@ class TokenManager:
         or refused: only a new login helps then.
         """
         info, _ = await load_tokens(self.vault, name)
-        async with _connection_lock(self.lock_dir, info.id):
+        async with _connection_lock(self.lock_dir, info.id, self.vault.engine):
             # Another process may have refreshed while we waited: read again.
             info, tokens = await load_tokens(self.vault, name)
             self._stop_if_refused(info)
@@ -219,7 +243,7 @@ class TokenManager:
         refreshes: the others find a token different from the one refused.
         """
         info, _ = await load_tokens(self.vault, name)
-        async with _connection_lock(self.lock_dir, info.id):
+        async with _connection_lock(self.lock_dir, info.id, self.vault.engine):
             info, tokens = await load_tokens(self.vault, name)
             self._stop_if_refused(info)
             if tokens.access_token != rejected:
@@ -460,7 +484,9 @@ async def status_report(
     clock: Callable[[], dt.datetime] = _utcnow,
 ) -> list[TokenStatus]:
     """`dashtam tokens status`: every connection's token state (none without a vault)."""
-    if not settings.paths.vault_file.exists():
+    from dashtam_cli.core.vault.vault import vault_absent
+
+    if await vault_absent(settings):
         if name is not None:
             raise ConnectionNotFound.named(name)
         return []
@@ -478,7 +504,9 @@ async def refresh_connections(  # noqa: PLR0913 - the command's options
     clock: Callable[[], dt.datetime] = _utcnow,
 ) -> list[RefreshResult]:
     """`dashtam tokens refresh`: refresh what needs it; one result per connection, never raising."""
-    if not settings.paths.vault_file.exists():
+    from dashtam_cli.core.vault.vault import vault_absent
+
+    if await vault_absent(settings):
         if name is not None:
             raise ConnectionNotFound.named(name)
         return []

@@ -39,6 +39,7 @@ KEY_OPTIONS = ("DASHTAM_MASTER_KEY", "keyring", "--key-store passphrase")
 STATUS_FIELDS = [
     "state",
     "path",
+    "database",
     "size_bytes",
     "schema_version",
     "vault_id",

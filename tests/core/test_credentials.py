@@ -217,14 +217,11 @@ def test_storing_again_replaces_the_pair() -> None:
 
 
 def test_stored_credentials_are_sealed_on_disk() -> None:
-    """Neither the client id nor the secret is in the vault's files in the clear."""
+    """Neither the client id nor the secret is in the vault's files (or pg_dump) in the clear."""
+    from raw_vault import raw_vault_bytes
+
     store_in_vault()
-    paths = load_settings().paths
-    data = b"".join(
-        p.read_bytes()
-        for p in paths.vault_file.parent.iterdir()
-        if p.name.startswith(paths.vault_file.name)
-    )
+    data = raw_vault_bytes()
     assert data
     assert VAULT_SECRET.encode() not in data
     assert VAULT_ID.encode() not in data

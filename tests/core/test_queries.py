@@ -198,6 +198,7 @@ def test_ambiguous_digits_ask_for_more(router: respx.MockRouter) -> None:
     assert "11111111" not in caught.value.message
 
 
+@pytest.mark.sqlite_only  # edits the local vault file with sqlite3
 def test_rows_stored_before_kinds_are_returned_with_their_kind(router: respx.MockRouter) -> None:
     """Rows without a kind (stored before migration 4): read, given their kind, filtered by it."""
     add_connection("alpha", "token-alpha")

@@ -66,8 +66,27 @@ def with_vault(job: Callable[[Vault], Coroutine[Any, Any, Any]]) -> Any:
 
 
 def raw_sql(statement: str, *params: Any) -> list[Any]:
-    """Run SQL on the vault file behind dashtam's back, as a bit flip or an editor would."""
-    with sqlite3.connect(load_settings().paths.vault_file) as conn:
+    """Run SQL on the vault behind dashtam's back, as a bit flip or an editor would.
+
+    On the SQLite file, or on a shared vault's database (``?`` marks become asyncpg's ``$n``).
+    """
+    settings = load_settings()
+    if settings.database_url is not None:
+        import asyncpg
+
+        parts = statement.split("?")
+        numbered = "".join(f"{p}${n}" for n, p in enumerate(parts[:-1], 1)) + parts[-1]
+        dsn = "postgresql://" + settings.database_url.partition("://")[2]
+
+        async def run() -> list[Any]:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return [tuple(r) for r in await conn.fetch(numbered, *params)]
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+    with sqlite3.connect(settings.paths.vault_file) as conn:
         rows = conn.execute(statement, params).fetchall()
     conn.close()
     return rows
@@ -313,7 +332,7 @@ def test_a_damaged_transaction_is_left_out_then_written_anew(
     """A transaction whose seal does not open: queries leave it out (a warning); a sync rewrites it."""
     run_sync(router, clock=at(NOW))
     ((victim,),) = raw_sql("SELECT id FROM transactions ORDER BY id LIMIT 1")
-    raw_sql("UPDATE transactions SET payload = x'00112233' WHERE id = ?", victim)
+    raw_sql("UPDATE transactions SET payload = ? WHERE id = ?", b"\x00\x11\x22\x33", victim)
 
     with caplog.at_level("WARNING", logger="dashtam_cli"):
         found, _ = transactions()
@@ -369,7 +388,7 @@ def test_a_damaged_account_row_blocks_neither_queries_nor_syncs(
     """
     run_sync(router, clock=at(NOW))
     ((victim,),) = raw_sql("SELECT id FROM accounts ORDER BY id LIMIT 1")
-    raw_sql(f"UPDATE accounts SET {column} = x'0011' WHERE id = ?", victim)  # noqa: S608
+    raw_sql(f"UPDATE accounts SET {column} = ? WHERE id = ?", b"\x00\x11", victim)  # noqa: S608
 
     with caplog.at_level("WARNING", logger="dashtam_cli"):
         found, _ = accounts()

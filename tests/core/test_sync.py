@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httpx
 import pytest
 import respx
+from raw_vault import raw_vault_bytes
 from schwab_support import (
     API,
     BASE_URL,
@@ -43,7 +44,6 @@ from dashtam_cli.core.results import Failure, FetchResult
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.sync import SyncOptions, connected_elsewhere, sync
 from dashtam_cli.core.vault import schema
-from dashtam_cli.core.vault.files import sidecar_files
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
@@ -455,14 +455,15 @@ def test_account_and_transaction_ids_are_stable_across_syncs(router: respx.MockR
 def test_the_vault_is_sealed_and_numbers_stay_out_of_messages(
     router: respx.MockRouter, brokerage: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The vault's files hold no number, hash or amount in the clear; logs and audit no number."""
+    """The vault at rest holds no number, hash or amount in the clear; logs and audit no number.
+
+    At rest: its files, or a shared vault's pg_dump.
+    """
     with caplog.at_level(logging.DEBUG, logger="dashtam_cli"):
         result = run_sync(router, clock=at(NOW))
     assert result.outcome.failures == []
 
-    raw = b"".join(
-        p.read_bytes() for p in sidecar_files(load_settings().paths.vault_file) if p.exists()
-    )
+    raw = raw_vault_bytes()
     assert raw
     hashes = (brokerage[FIRST], brokerage[SECOND])
     for secret in (FIRST, SECOND, *hashes, "51420.89", "88853.04", "1215.95", "854.95", "2.7733"):
@@ -584,9 +585,7 @@ def test_each_sync_writes_a_balance_snapshot_per_account(router: respx.MockRoute
     )
     assert {s["cash"] for s in snapshots} == {"51420.89"}
     assert {s["buying_power"] for s in snapshots} == {"88853.04"}
-    raw = b"".join(
-        p.read_bytes() for p in sidecar_files(load_settings().paths.vault_file) if p.exists()
-    )
+    raw = raw_vault_bytes()
     assert b"51420.89" not in raw
 
 

@@ -1,30 +1,37 @@
-"""The vault's SQLite engine: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writes."""
+"""The vault's engine and its transactions, on SQLite or on a shared vault's PostgreSQL.
+
+SQLite: WAL, busy timeout, foreign keys, and BEGIN IMMEDIATE for writes.
+PostgreSQL: an advisory lock for writes, REPEATABLE READ snapshots for reads.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import time
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from dashtam_cli.core.vault import migrations
 from dashtam_cli.core.vault.errors import SchemaTooNew, VaultBusy, VaultCorrupt, VaultError
-from dashtam_cli.core.vault.migrations import LATEST, MIGRATIONS, Migration
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
     "create_engine",
+    "describe",
+    "insert",
     "migrate",
     "read_schema_version",
     "reading",
@@ -41,6 +48,25 @@ WAIT_NOTICE_AFTER_S: Final = 2.0
 WAIT_NOTICE_EVERY_S: Final = 5.0
 _last_notice: weakref.WeakKeyDictionary[AsyncEngine, float] = weakref.WeakKeyDictionary()
 _WRITE: Final = "dashtam_write"
+# What each shared vault's engine is called in messages (its URL, password masked).
+_labels: weakref.WeakKeyDictionary[AsyncEngine, str] = weakref.WeakKeyDictionary()
+
+
+def describe(engine: AsyncEngine, label: str) -> AsyncEngine:
+    """Name ``engine`` for error messages (a shared vault's masked URL); returns it."""
+    _labels[engine] = label
+    return engine
+
+
+def insert(bind: AsyncConnection | AsyncEngine, table: Any) -> Any:  # noqa: ANN401 - a dialect's Insert
+    """An INSERT that takes ``on_conflict_do_update``, in the dialect of ``bind``."""
+    if bind.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
 
 
 def utcnow_text(now: dt.datetime | None = None) -> str:
@@ -102,9 +128,29 @@ def _ensure_wal(cursor: Any) -> None:  # noqa: ANN401 - a DB-API cursor
             return
 
 
+def _is_server_error(exc: BaseException) -> bool:
+    """An error from the PostgreSQL driver (a refused login, a server gone away)."""
+    return type(exc).__module__.startswith("asyncpg")
+
+
 @contextlib.contextmanager
-def translate_errors() -> Any:  # noqa: ANN401 - a context manager
-    """Turn SQLite's errors into vault errors with a hint."""
+def translate_errors(engine: AsyncEngine | None = None) -> Any:  # noqa: ANN401 - a context manager
+    """Turn the database's errors into vault errors with a hint."""
+    label = None if engine is None else _labels.get(engine)
+    if label is not None:
+        try:
+            yield
+        except DBAPIError as exc:
+            from dashtam_cli.core.vault.database import unreachable
+
+            raise unreachable(label, exc.orig if exc.orig is not None else exc) from None
+        except Exception as exc:
+            if not _is_server_error(exc):
+                raise
+            from dashtam_cli.core.vault.database import unreachable
+
+            raise unreachable(label, exc) from None
+        return
     try:
         yield
     except OperationalError as exc:
@@ -157,12 +203,19 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     while another process writes; a wait longer than a moment is logged as a
     warning, so the user sees why the command stands still.
     """
-    with translate_errors():
+    with translate_errors(engine):
         async with engine.connect() as conn:
             await conn.execution_options(**{_WRITE: True})
             notice = asyncio.ensure_future(_say_while_waiting(engine, time.monotonic()))
             try:
                 async with conn.begin():
+                    if conn.dialect.name == "postgresql":
+                        from dashtam_cli.core.vault.database import WRITE
+
+                        # The shared vault's BEGIN IMMEDIATE: one writer at a time,
+                        # on every machine; READ COMMITTED, so what it reads after
+                        # the lock is what the last writer committed.
+                        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": WRITE})
                     notice.cancel()
                     yield conn
             finally:
@@ -172,65 +225,122 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 @contextlib.asynccontextmanager
 async def reading(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A read transaction: a consistent snapshot, no write lock."""
-    with translate_errors():
-        async with engine.connect() as conn, conn.begin():
-            yield conn
+    with translate_errors(engine):
+        async with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with conn.begin():
+                yield conn
+
+
+async def _has_table(conn: AsyncConnection, name: str) -> bool:
+    return await conn.run_sync(lambda sync: inspect(sync).has_table(name))
+
+
+async def _read_versions(conn: AsyncConnection) -> tuple[int | None, int]:
+    """The version Alembic's table records (None without one) and the one ``schema_version`` does.
+
+    A revision that is not one of dashtam's ids is refused as too new.
+    """
+    stamped: int | None = None
+    if await _has_table(conn, "alembic_version"):
+        for (revision,) in await conn.execute(text("SELECT version_num FROM alembic_version")):
+            number = migrations.version_of(revision)
+            if number is None:
+                raise SchemaTooNew(
+                    f"the vault is at schema revision {revision!r}, which this dashtam does "
+                    f"not know (it knows up to {migrations.HEAD})",
+                    hint=_TOO_NEW_HINT,
+                )
+            stamped = max(stamped or 0, number)
+    legacy = 0
+    if await _has_table(conn, "schema_version"):
+        legacy = int(await conn.scalar(text("SELECT max(version) FROM schema_version")) or 0)
+    return stamped, legacy
 
 
 async def read_schema_version(conn: AsyncConnection) -> int:
-    """Return the schema version of the vault, 0 for an empty database."""
-    exists = await conn.scalar(
-        text("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'")
-    )
-    if not exists:
-        return 0
-    version = await conn.scalar(text("SELECT max(version) FROM schema_version"))
-    return int(version or 0)
+    """Return the schema version of the vault, 0 for an empty database.
+
+    Alembic's ``alembic_version`` holds it ("0005" is 5). A vault from before
+    Alembic has only ``schema_version``, whose highest row is its version. The
+    two are kept in step, and the higher counts: a vault either table says is
+    newer than this dashtam is refused, and one a dashtam from before Alembic
+    upgraded (``schema_version`` only) is not upgraded again.
+    """
+    stamped, legacy = await _read_versions(conn)
+    return max(stamped or 0, legacy)
 
 
-def check_not_too_new(version: int, path: Path) -> None:
+_TOO_NEW_HINT: Final = "upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched"
+
+
+def check_not_too_new(version: int, path: Path | str, latest: int = migrations.LATEST) -> None:
     """Refuse a vault written by a newer dashtam, before anything touches it."""
-    if version > LATEST:
+    if version > latest:
         raise SchemaTooNew(
-            f"the vault at {path} has schema version {version}; this dashtam knows up to {LATEST}",
-            hint="upgrade dashtam (uv tool upgrade dashtam); the vault was left untouched",
+            f"the vault at {path} has schema version {version}; this dashtam knows up to {latest}",
+            hint=_TOO_NEW_HINT,
         )
 
 
 async def migrate(
     engine: AsyncEngine,
-    path: Path,
-    migrations: Sequence[Migration] = MIGRATIONS,
+    path: Path | str,
+    *,
+    revisions: Path | None = None,
 ) -> list[int]:
-    """Apply every migration newer than the vault, each in its own write transaction.
+    """Apply every schema revision newer than the vault, each in its own write transaction.
 
-    Returns the versions applied. A failing migration rolls back whole
-    (SQLite's DDL is transactional), leaving the vault at the previous version.
+    Returns the versions applied. Each step takes the write lock (BEGIN
+    IMMEDIATE) and reads the version again under it, so two processes
+    upgrading one vault apply each revision once; a failing revision rolls
+    back whole (SQLite's DDL is transactional), leaving the vault at the
+    previous version. A vault from before Alembic is stamped at its version
+    in the first step's transaction. ``revisions`` (tests) is another folder
+    of revisions; Alembic is imported only when there is something to do.
     """
     applied: list[int] = []
-    latest = migrations[-1].version if migrations else 0
+    folder = migrations.REVISIONS if revisions is None else revisions
+    latest = migrations.LATEST if revisions is None else _head_of(revisions)
     async with reading(engine) as conn:
-        version = await read_schema_version(conn)
-    if version > latest:
-        check_not_too_new(version, path)
-    if version >= latest:
-        # Up to date (the usual case): no write lock taken just to find that out.
+        stamped, legacy = await _read_versions(conn)
+    check_not_too_new(max(stamped or 0, legacy), path, latest)
+    if stamped == latest:
+        # Up to date (the usual case): no write lock taken, no Alembic imported.
         return applied
-    for migration in migrations:
+    while True:
         async with writing(engine) as conn:
-            version = await read_schema_version(conn)
-            if version > latest:
-                check_not_too_new(version, path)
-            if version >= migration.version:
-                continue
-            for statement in migration.statements:
-                await conn.exec_driver_sql(statement)
+            stamped, legacy = await _read_versions(conn)
+            version = max(stamped or 0, legacy)
+            check_not_too_new(version, path, latest)
+            if version and stamped != version:
+                # A vault from before Alembic (or one a dashtam from before
+                # Alembic upgraded since): Alembic's table catches up first.
+                await conn.run_sync(
+                    functools.partial(migrations.stamp, version=version, revisions=folder)
+                )
+            if version == latest:
+                return applied
+            done, description = await conn.run_sync(
+                functools.partial(
+                    migrations.upgrade_one,
+                    current=version,
+                    revisions=folder,
+                )
+            )
+            # Kept in step with Alembic's table, so a dashtam from before
+            # Alembic still reads the version (and refuses a newer vault).
             await conn.execute(
                 text(
                     "INSERT INTO schema_version (version, description, applied_at) "
                     "VALUES (:v, :d, :t)"
                 ),
-                {"v": migration.version, "d": migration.description, "t": utcnow_text()},
+                {"v": done, "d": description, "t": utcnow_text()},
             )
-            applied.append(migration.version)
-    return applied
+            applied.append(done)
+
+
+def _head_of(revisions: Path) -> int:
+    """The version of the newest revision in the folder ``revisions`` (another folder: tests)."""
+    return int(migrations.script_directory(revisions).get_current_head() or 0)

@@ -1,170 +1,105 @@
-"""Versioned schema migrations, applied in order when the vault opens.
+"""The vault's schema revisions (Alembic's, in ``revisions/``) and the one step that applies one.
 
-Each migration is frozen once released: its SQL is written out here rather
-than derived from ``schema.py``, so upgrading a vault of any age replays
-exactly what that version did. A test checks that replaying them all yields
-the tables ``schema.py`` declares.
+The revisions are frozen once released: each writes out its own tables and
+columns rather than deriving them from ``schema.py``, so upgrading a vault of
+any age replays exactly what that version did; a test checks that replaying
+them all yields the tables ``schema.py`` declares. Their ids are "0001",
+"0002", ... so the schema version stays an integer (``vault status``,
+``doctor``). They use SQLAlchemy's generic types, so one set serves SQLite
+and PostgreSQL alike.
+
+Alembic is imported only here, and only inside the functions that need it
+(:func:`stamp`, :func:`upgrade_one`): opening an up-to-date vault, the usual
+case, never loads it (a test checks, in a fresh interpreter).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection
 
-__all__ = ["LATEST", "MIGRATIONS", "Migration"]
+__all__ = [
+    "HEAD",
+    "LATEST",
+    "REVISIONS",
+    "revision_id",
+    "script_directory",
+    "stamp",
+    "upgrade_one",
+    "version_of",
+]
+
+LATEST: Final = 5
+"""The newest schema version this dashtam knows: the number of revision ``HEAD``."""
+
+REVISIONS: Final = Path(__file__).with_name("revisions")
+"""The folder of the revision files (package data)."""
+
+_ID: Final = re.compile(r"[0-9]{4}")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Migration:
-    """One step of the schema: its version, what it does, and its statements."""
-
-    version: int
-    description: str
-    statements: Sequence[str]
+def revision_id(version: int) -> str:
+    """The Alembic revision id of schema version ``version`` ("0003" for 3)."""
+    return f"{version:04d}"
 
 
-_V1: Final = (
-    """CREATE TABLE vault_meta (
-        key TEXT NOT NULL PRIMARY KEY,
-        value BLOB NOT NULL
-    )""",
-    """CREATE TABLE schema_version (
-        version INTEGER NOT NULL PRIMARY KEY,
-        description TEXT NOT NULL,
-        applied_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE provider_credentials (
-        id TEXT NOT NULL PRIMARY KEY,
-        provider TEXT NOT NULL UNIQUE,
-        client_id BLOB NOT NULL,
-        client_secret BLOB NOT NULL,
-        redirect_uri TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE connections (
-        id TEXT NOT NULL PRIMARY KEY,
-        provider TEXT NOT NULL,
-        name TEXT NOT NULL UNIQUE,
-        status TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE tokens (
-        id TEXT NOT NULL PRIMARY KEY,
-        connection_id TEXT NOT NULL UNIQUE REFERENCES connections (id) ON DELETE CASCADE,
-        access_token BLOB NOT NULL,
-        refresh_token BLOB,
-        token_type TEXT NOT NULL,
-        issued_at TEXT NOT NULL,
-        access_expires_at TEXT NOT NULL,
-        refresh_expires_at TEXT,
-        updated_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE accounts (
-        id TEXT NOT NULL PRIMARY KEY,
-        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
-        number BLOB NOT NULL,
-        payload BLOB NOT NULL,
-        fetched_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE positions (
-        id TEXT NOT NULL PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-        payload BLOB NOT NULL,
-        fetched_at TEXT NOT NULL
-    )""",
-    """CREATE TABLE transactions (
-        id TEXT NOT NULL PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-        occurred_at TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        fetched_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX ix_transactions_account_time ON transactions (account_id, occurred_at)",
-    """CREATE TABLE audit_log (
-        id TEXT NOT NULL PRIMARY KEY,
-        at TEXT NOT NULL,
-        connection_id TEXT,
-        connection_name TEXT,
-        provider TEXT,
-        operation TEXT NOT NULL,
-        outcome TEXT NOT NULL,
-        http_status INTEGER,
-        duration_ms INTEGER,
-        correlation_id TEXT,
-        detail TEXT
-    )""",
-    "CREATE INDEX ix_audit_log_at ON audit_log (at)",
-)
+HEAD: Final = revision_id(LATEST)
 
-_V2: Final = (
-    # The provider's own reference for an account (Schwab's hashValue), sealed,
-    # so a fetch soon after another need not ask for the numbers again.
-    "ALTER TABLE accounts ADD COLUMN provider_ref BLOB",
-)
 
-_V3: Final = (
-    # Version 3 marks the sealing format 2, in which every sealed field is bound
-    # to its row's owner: a dashtam that knows only format 1 then refuses the
-    # vault as too new instead of reporting every field as tampered with. The
-    # re-sealing itself needs the key, so it runs when the vault is opened
-    # (vault.upgrade_seal_format). The index serves the per-connection account
-    # lookups every fetch makes.
-    "CREATE INDEX ix_accounts_connection ON accounts (connection_id)",
-)
+def version_of(revision: str) -> int | None:
+    """The schema version a revision id stands for, or None when it is not one of dashtam's."""
+    return int(revision) if _ID.fullmatch(revision) else None
 
-_V4: Final = (
-    # The provider interface: a connection whose provider does not refresh
-    # keeps its credential record here, sealed, instead of a token pair.
-    "ALTER TABLE connections ADD COLUMN secret BLOB",
-    # The neutral kind of a transaction (trade, dividend, ...), which queries
-    # filter on; NULL for rows cached before, whose kind is read from its type.
-    "ALTER TABLE transactions ADD COLUMN kind TEXT",
-    "CREATE INDEX ix_transactions_account_kind ON transactions (account_id, kind, occurred_at)",
-    # Each sync keeps the positions it saw: the newest per account are current.
-    "CREATE INDEX ix_positions_account_time ON positions (account_id, fetched_at)",
-    # A balance snapshot per account per sync, sealed.
-    """CREATE TABLE balances (
-        id TEXT NOT NULL PRIMARY KEY,
-        account_id TEXT NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-        at TEXT NOT NULL,
-        payload BLOB NOT NULL
-    )""",
-    "CREATE INDEX ix_balances_account_time ON balances (account_id, at)",
-    # Where each account's last successful sync reached: the time its window
-    # ended, and the provider's cursor (sealed) for providers that page by one.
-    """CREATE TABLE sync_points (
-        id TEXT NOT NULL PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
-        connection_id TEXT NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
-        through TEXT NOT NULL,
-        cursor BLOB,
-        synced_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX ix_sync_points_connection ON sync_points (connection_id)",
-)
 
-_V5: Final = (
-    # Requests spent per day against a provider's daily budget (SimpleFIN's
-    # Bridge allows about 24 a day per access). ``scope`` is the provider's
-    # digest of what the budget belongs to, never a credential; ``day`` is the
-    # UTC date. Not sealed: a count says nothing about anyone's money.
-    """CREATE TABLE request_budget (
-        scope TEXT NOT NULL,
-        day TEXT NOT NULL,
-        used INTEGER NOT NULL,
-        PRIMARY KEY (scope, day)
-    )""",
-)
+def script_directory(revisions: Path = REVISIONS) -> ScriptDirectory:
+    """Alembic's view of the folder of revisions ``revisions``, built in code (no alembic.ini)."""
+    from alembic.script import ScriptDirectory
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (
-    Migration(1, "initial schema: credentials, connections, tokens, cache, audit log", _V1),
-    Migration(2, "accounts keep the provider's account reference, sealed", _V2),
-    Migration(3, "sealed fields bound to their owner (sealing format 2)", _V3),
-    Migration(4, "sync: kinds, balance snapshots, sync points, opaque credentials", _V4),
-    Migration(5, "daily request budgets of providers that have one", _V5),
-)
-LATEST: Final = MIGRATIONS[-1].version
+    return ScriptDirectory(revisions, version_locations=[revisions])
+
+
+def stamp(connection: Connection, *, version: int, revisions: Path = REVISIONS) -> None:
+    """Record in Alembic's table that the vault is at ``version``, creating the table if need be.
+
+    Adopts a vault made before Alembic, whose ``schema_version`` alone says
+    what its tables are: nothing but the version table changes.
+    """
+    from alembic.runtime.migration import MigrationContext
+
+    context = MigrationContext.configure(connection)
+    context.stamp(script_directory(revisions), revision_id(version))
+
+
+def upgrade_one(
+    connection: Connection, *, current: int, revisions: Path = REVISIONS
+) -> tuple[int, str]:
+    """Apply the revision after version ``current`` on ``connection``; return its version and doc.
+
+    ``connection`` is already in the caller's write transaction, so Alembic
+    opens none of its own (``transaction_per_migration`` is set for the day it
+    does) and the step commits or rolls back whole with it. Alembic's table
+    must already say ``current`` (see :func:`stamp`), or be absent for 0.
+    """
+    from alembic.operations import Operations
+    from alembic.runtime.migration import MigrationContext, MigrationStep
+
+    script = script_directory(revisions)
+    target = script.get_revision(revision_id(current + 1))
+    step = MigrationStep.upgrade_from_script(script.revision_map, target)
+
+    def steps(_heads: tuple[str, ...], _context: MigrationContext) -> list[MigrationStep]:
+        # Exactly one step: the caller has stamped the table at its predecessor.
+        return [step]
+
+    context = MigrationContext.configure(
+        connection,
+        opts={"script": script, "fn": steps, "transaction_per_migration": True},
+    )
+    with Operations.context(context):
+        context.run_migrations()
+    return current + 1, (target.doc or "").strip()

@@ -8,7 +8,15 @@ import os
 from typing import TYPE_CHECKING
 
 from dashtam_cli.core.errors import DashtamError
-from dashtam_cli.core.models import KeyRotation, PassphraseChange, VaultInit, VaultStatus
+from dashtam_cli.core.models import (
+    KeyExport,
+    KeyImport,
+    KeyRotation,
+    PassphraseChange,
+    VaultCopy,
+    VaultInit,
+    VaultStatus,
+)
 from dashtam_cli.core.vault import files
 from dashtam_cli.core.vault.errors import VaultError
 from dashtam_cli.core.vault.keys import ENV_KEY, ENV_NEW_PASSPHRASE, PassphraseKeySource
@@ -16,17 +24,37 @@ from dashtam_cli.core.vault.vault import OpenOptions, destroy_vault, open_vault,
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from pathlib import Path
 
     from dashtam_cli.core.settings import Settings
 
-__all__ = ["change_passphrase", "destroy", "init", "rotate_key", "status"]
+__all__ = [
+    "change_passphrase",
+    "copy",
+    "destroy",
+    "export_key",
+    "import_key",
+    "init",
+    "rotate_key",
+    "status",
+]
+
+
+def _database(settings: Settings) -> str | None:
+    """The shared vault's URL with its password masked; None for the local vault."""
+    if settings.database_url is None:
+        return None
+    from dashtam_cli.core.vault.database import masked_url
+
+    return masked_url(settings.database_url)
 
 
 async def init(settings: Settings, options: OpenOptions) -> VaultInit:
     """Create the vault and its key; on an existing vault, change nothing and say so."""
-    path = settings.paths.vault_file
+    shared = settings.database_url is not None
+    path = None if shared else settings.paths.vault_file
     existed = False
-    if path.exists():
+    if shared or settings.paths.vault_file.exists():
         with contextlib.suppress(DashtamError):
             _, meta, _ = await read_plain_meta(settings)
             existed = "key_id" in meta
@@ -35,6 +63,7 @@ async def init(settings: Settings, options: OpenOptions) -> VaultInit:
         return VaultInit(
             created=not existed,
             path=path,
+            database=_database(settings),
             vault_id=vault.vault_id,
             key_source=vault.key_source.description,
             key_id=vault.key_id,
@@ -43,16 +72,25 @@ async def init(settings: Settings, options: OpenOptions) -> VaultInit:
 
 async def status(settings: Settings, options: OpenOptions) -> VaultStatus:
     """Report on the vault without changing it; problems are reported, not raised."""
+    shared = settings.database_url is not None
     path = settings.paths.vault_file
     fields: dict[str, object] = dict.fromkeys(VaultStatus.model_fields)
-    fields.update(path=path, state="absent")
-    if not path.exists():
+    fields.update(path=None if shared else path, database=_database(settings), state="absent")
+    if not shared and not path.exists():
         fields["hint"] = "create one with: dashtam vault init"
         return VaultStatus.model_validate(fields)
-    fields["size_bytes"] = sum(f.stat().st_size for f in files.sidecar_files(path) if f.exists())
+    if not shared:
+        fields["size_bytes"] = sum(
+            f.stat().st_size for f in files.sidecar_files(path) if f.exists()
+        )
     try:
-        version, meta, counts = await read_plain_meta(settings)
+        version, meta, counts = await read_plain_meta(settings, size=shared)
+        if shared and not version:
+            fields["hint"] = "create one with: dashtam vault init"
+            return VaultStatus.model_validate(fields)
         fields.update(schema_version=version, counts=counts)
+        if "size_bytes" in meta:
+            fields["size_bytes"] = int(meta["size_bytes"])
         if "vault_id" in meta:
             fields["vault_id"] = meta["vault_id"].decode()
         if "key_store" in meta:
@@ -101,9 +139,12 @@ async def change_passphrase(
             f"the master key comes from {ENV_KEY}, which has no passphrase to change",
             hint=f"{only_key_files}; unset {ENV_KEY} to change the key file's passphrase",
         )
-    if settings.paths.vault_file.exists():
+    if settings.database_url is not None or settings.paths.vault_file.exists():
         _, meta, _ = await read_plain_meta(settings)
+        # A shared vault's key is kept as this machine's setting says.
         kind = meta.get("key_store", b"").decode()
+        if settings.database_url is not None and "key_store" in settings.sources:
+            kind = settings.key_store
         if kind and kind != "passphrase":
             where = {"keyring": "the OS keyring", "env": ENV_KEY}.get(kind, kind)
             raise VaultError(
@@ -127,3 +168,50 @@ async def change_passphrase(
 async def destroy(settings: Settings) -> list[str]:
     """Delete the vault and its key."""
     return await destroy_vault(settings)
+
+
+async def export_key(settings: Settings, options: OpenOptions, destination: Path) -> KeyExport:
+    """Write the vault's key, proved to open it, to a new 0600 file (never to standard output).
+
+    The file is created exclusively: an existing file is never overwritten.
+    """
+    from dashtam_cli.core.vault.vault import export_key as read_key
+    from dashtam_cli.core.vault.vault import key_text
+
+    vault_id, key_id, key = await read_key(settings, options)
+    line = key_text(vault_id, key) + "\n"
+    try:
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise VaultError(
+            f"{destination} exists already; the key was not written",
+            hint="give a new file to --output (dashtam never overwrites one with a key)",
+        ) from None
+    except OSError as exc:
+        raise VaultError(
+            f"cannot create {destination}: {exc.strerror or exc.__class__.__name__}",
+            hint="give --output a file in a directory you can write",
+        ) from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return KeyExport(path=destination, vault_id=vault_id, key_id=key_id)
+
+
+async def import_key(settings: Settings, options: OpenOptions, text: str) -> KeyImport:
+    """Store an exported key here once it is proved to open the vault (else nothing is written)."""
+    from dashtam_cli.core.vault.vault import import_key as store_key
+
+    vault_id, key_id, source = await store_key(settings, options, text)
+    return KeyImport(vault_id=vault_id, key_id=key_id, key_source=source)
+
+
+async def copy(settings: Settings, options: OpenOptions, target: str) -> VaultCopy:
+    """Copy the vault, sealed as it is, to an empty PostgreSQL database or a new SQLite file."""
+    from dashtam_cli.core.vault.vault import copy_vault
+
+    source, destination, counts = await copy_vault(settings, options, target)
+    return VaultCopy(source=source, destination=destination, counts=counts)

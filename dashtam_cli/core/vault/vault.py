@@ -11,7 +11,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidTag
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from dashtam_cli.core.vault import crypto, db, files, locks, schema
 from dashtam_cli.core.vault.errors import (
@@ -46,6 +46,8 @@ __all__ = [
     "check_key",
     "destroy_vault",
     "open_vault",
+    "vault_absent",
+    "where",
 ]
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,58 @@ _META_KEY_CHECK: Final = "key_check"
 _META_KEY_STORE: Final = "key_store"
 _META_CREATED: Final = "created_at"
 _META_SEAL_FORMAT: Final = "seal_format"
+
+
+def where(settings: Settings) -> str:
+    """The vault, for messages: its file, or the shared vault's URL with the password masked."""
+    if settings.database_url is not None:
+        from dashtam_cli.core.vault.database import masked_url
+
+        return f"the shared vault at {masked_url(settings.database_url)}"
+    return f"the vault at {settings.paths.vault_file}"
+
+
+async def vault_absent(settings: Settings) -> bool:
+    """Whether there is no vault yet: no local file, or a shared database with no vault in it.
+
+    The commands that only read answer "nothing yet" then, rather than make one.
+    """
+    if settings.database_url is None:
+        return not settings.paths.vault_file.exists()
+    version, meta, _ = await read_plain_meta(settings)
+    return version == 0 or _META_KEY_ID not in meta
+
+
+def _engine(settings: Settings) -> AsyncEngine:
+    """An engine on the vault's database: the shared vault's, or the local file's."""
+    if settings.database_url is not None:
+        from dashtam_cli.core.redact import register_secret
+        from dashtam_cli.core.vault.database import create_pg_engine, masked_url, password_of
+
+        secret = password_of(settings.database_url)
+        if secret:
+            register_secret(secret)
+        engine = create_pg_engine(settings.database_url)
+        return db.describe(engine, f"the shared vault at {masked_url(settings.database_url)}")
+    return db.create_engine(settings.paths.vault_file)
+
+
+def _store_kind(meta: Mapping[str, bytes], settings: Settings, options: OpenOptions) -> str:
+    """Where this machine keeps the vault's key.
+
+    A local vault records it. A shared vault's key is kept by each machine
+    in its own store (its keyring, or a key file): the machine's ``key_store``
+    setting says, when it is set; otherwise the store the vault was made with.
+    """
+    recorded = meta.get(_META_KEY_STORE, b"keyring").decode()
+    if settings.database_url is not None:
+        if options.key_store:
+            return options.key_store
+        if "key_store" in settings.sources:
+            return settings.key_store
+    return recorded
+
+
 # The sealing format of every field: 2 binds each field to its row's owner.
 # A vault without the entry was sealed in format 1 and is upgraded on open.
 SEAL_FORMAT: Final = 2
@@ -107,10 +161,9 @@ async def _read_meta(conn: AsyncConnection) -> dict[str, bytes]:
 
 
 async def _write_meta(conn: AsyncConnection, values: Mapping[str, bytes]) -> None:
-    from sqlalchemy.dialects.sqlite import insert
 
     for key, value in values.items():
-        stmt = insert(schema.vault_meta).values(key=key, value=value)
+        stmt = db.insert(conn, schema.vault_meta).values(key=key, value=value)
         await conn.execute(
             stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value})
         )
@@ -549,6 +602,24 @@ async def _discard_failed_creation(path: Path, attempt: _Attempt) -> None:
         os.close(fd)
 
 
+async def _discard_failed_shared_creation(settings: Settings, attempt: _Attempt) -> None:
+    """Take back the key a failed creation of a shared vault stored, if the vault records none.
+
+    The database itself is the administrator's and stays; only a key this
+    attempt made, for a vault that never recorded it, is deleted.
+    """
+    if attempt.new_key is None:
+        return
+    try:
+        _, meta, _ = await read_plain_meta(settings)
+    except VaultError:
+        return
+    if _META_KEY_ID in meta:
+        return
+    with contextlib.suppress(Exception):
+        await attempt.new_key.delete()
+
+
 async def _unlock(
     engine: AsyncEngine,
     settings: Settings,
@@ -557,19 +628,18 @@ async def _unlock(
     attempt: _Attempt | None = None,
 ) -> tuple[str, crypto.Sealer, KeySource]:
     """Find and verify the vault's key, creating it for a new vault (never over an old one)."""
-    path = settings.paths.vault_file
     async with db.reading(engine) as conn:
         meta = await _read_meta(conn)
     if _META_KEY_ID not in meta:
         if not options.create:
             raise VaultNotFound(
-                f"the vault at {path} was never initialised",
+                f"{where(settings)} was never initialised",
                 hint="run: dashtam vault init",
             )
         return await _initialise(engine, settings, options, env, attempt or _Attempt())
 
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    kind = _store_kind(meta, settings, options)
     source = _key_source(kind, vault_id, settings, options, env)
     expected = meta[_META_KEY_ID].decode()
     key = await source.load()
@@ -579,7 +649,7 @@ async def _unlock(
         # is running: a pending key is what a stopped one left behind. Decide
         # under the recovery lock, on a fresh reading of the vault and the store,
         # so two openers never act on what the other has just changed.
-        async with locks.recovering(path):
+        async with _recovering(settings, engine):
             async with db.reading(engine) as conn:
                 meta = await _read_meta(conn)
             expected = meta[_META_KEY_ID].decode()
@@ -590,7 +660,7 @@ async def _unlock(
                 key,
                 pending,
                 expected=expected,
-                path=path,
+                where=where(settings),
                 hint=_restore_hint(kind, vault_id, settings),
             )
     sealer = crypto.Sealer(key)
@@ -599,13 +669,23 @@ async def _unlock(
     return vault_id, sealer, source
 
 
+def _recovering(
+    settings: Settings, engine: AsyncEngine
+) -> contextlib.AbstractAsyncContextManager[None]:
+    if settings.database_url is not None:
+        from dashtam_cli.core.vault import database
+
+        return database.recovering(engine)
+    return locks.recovering(settings.paths.vault_file)
+
+
 async def _settle_pending(  # noqa: PLR0913 - keyword-only: the state being settled
     source: KeySource,
     key: bytes | None,
     pending: bytes | None,
     *,
     expected: str,
-    path: Path,
+    where: str,
     hint: str,
 ) -> bytes:
     """Return the key the vault is sealed with, finishing or discarding a stopped rotation."""
@@ -627,7 +707,7 @@ async def _settle_pending(  # noqa: PLR0913 - keyword-only: the state being sett
         return pending
     if key is None:
         raise KeyMissing(
-            f"the vault at {path} holds data but its master key is not in {source.description}",
+            f"{where} holds data but its master key is not in {source.description}",
             hint=hint,
         )
     raise WrongKey(
@@ -643,6 +723,12 @@ def _restore_hint(kind: str, vault_id: str, settings: Settings) -> str:
         "passphrase": f"the key file {settings.paths.key_file}",
         "env": ENV_KEY,
     }.get(kind, kind)
+    if settings.database_url is not None:
+        return (
+            f"bring the shared vault's key to {where} on this machine: `dashtam vault export-key` "
+            "on a machine that opens the vault, then `dashtam vault import-key` here (after a key "
+            "rotation, again); dashtam never makes a new key over a vault that has one"
+        )
     return (
         f"restore the key to {where} from your backup, or set {ENV_KEY} to it; "
         "dashtam never makes a new key over a vault that has one"
@@ -728,7 +814,11 @@ async def _opened(
 ) -> AsyncIterator[tuple[Vault, bool]]:
     """Open the vault under its lock; yield it and whether it still needs the owner upgrade."""
     path = settings.paths.vault_file
-    attempt = _Attempt(created_file=_prepare_files(path, create=opts.create))
+    shared = settings.database_url is not None
+    if shared and opts.create:
+        # This machine's copy of a shared vault's key may go in a key file here.
+        files.ensure_private_dir(path.parent)
+    attempt = _Attempt(created_file=not shared and _prepare_files(path, create=opts.create))
     opened = False
     try:
         async with _opened_locked(settings, opts, env, attempt) as result:
@@ -738,7 +828,10 @@ async def _opened(
         # A creation that failed (a refused keyring, an unanswered prompt, a
         # Ctrl-C, a full disk) leaves no half-made vault behind.
         if not opened:
-            await _discard_failed_creation(path, attempt)
+            if shared:
+                await _discard_failed_shared_creation(settings, attempt)
+            else:
+                await _discard_failed_creation(path, attempt)
         raise
 
 
@@ -748,62 +841,96 @@ async def _opened_locked(
 ) -> AsyncIterator[tuple[Vault, bool]]:
     """The body of :func:`_opened`, once the files are prepared."""
     path = settings.paths.vault_file
-    use = locks.exclusive_use(path) if opts.exclusive else locks.shared_use(path)
-    async with use:
-        engine = db.create_engine(path)
-        try:
-            async with db.reading(engine) as conn:
-                version = await db.read_schema_version(conn)
-            db.check_not_too_new(version, path)
-            if version == 0:
-                if not opts.create:
+    label = where(settings).removeprefix("the vault at ").removeprefix("the shared vault at ")
+    async with _in_use(settings, exclusive=opts.exclusive) as engine:
+        async with db.reading(engine) as conn:
+            version = await db.read_schema_version(conn)
+        db.check_not_too_new(version, label)
+        if version == 0:
+            if not opts.create:
+                if settings.database_url is not None:
+                    place = where(settings).replace("shared vault", "shared database")
                     raise VaultNotFound(
-                        f"the vault at {path} was never initialised",
-                        hint="run: dashtam vault init",
+                        f"there is no vault in {place} yet",
+                        hint="create one with: dashtam vault init",
                     )
-                await db.migrate(engine, path)
-                vault_id, sealer, source = await _unlock(engine, settings, opts, env, attempt)
-            else:
-                # The key is verified before any migration writes to an existing vault.
-                vault_id, sealer, source = await _unlock(engine, settings, opts, env)
-                applied = await db.migrate(engine, path)
-                if applied:
-                    log.info("vault schema migrated to version %d", applied[-1])
-            vault = Vault(
-                path=path,
-                engine=engine,
-                vault_id=vault_id,
-                sealer=sealer,
-                key_source=source,
-                exclusive=opts.exclusive,
+                raise VaultNotFound(
+                    f"{where(settings)} was never initialised",
+                    hint="run: dashtam vault init",
+                )
+            await db.migrate(engine, label)
+            vault_id, sealer, source = await _unlock(engine, settings, opts, env, attempt)
+        else:
+            # The key is verified before any migration writes to an existing vault.
+            vault_id, sealer, source = await _unlock(engine, settings, opts, env)
+            applied = await db.migrate(engine, label)
+            if applied:
+                log.info("vault schema migrated to version %d", applied[-1])
+        vault = Vault(
+            path=path,
+            engine=engine,
+            vault_id=vault_id,
+            sealer=sealer,
+            key_source=source,
+            exclusive=opts.exclusive,
+        )
+        needs_upgrade = await vault.seal_format() < SEAL_FORMAT
+        if needs_upgrade and opts.exclusive:
+            await vault.upgrade_seal_format()
+            needs_upgrade = False
+        yield vault, needs_upgrade
+
+
+@contextlib.asynccontextmanager
+async def _in_use(settings: Settings, *, exclusive: bool) -> AsyncIterator[AsyncEngine]:
+    """An engine on the vault, held in shared (or exclusive) use for the block (:mod:`.locks`)."""
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.database_url is not None:
+            from dashtam_cli.core.vault import database
+
+            engine = _engine(settings)
+            stack.push_async_callback(engine.dispose)
+            await stack.enter_async_context(
+                database.vault_use(
+                    engine,
+                    exclusive=exclusive,
+                    open_wait=locks.OPEN_WAIT_S,
+                    rotate_wait=locks.ROTATE_WAIT_S,
+                )
             )
-            needs_upgrade = await vault.seal_format() < SEAL_FORMAT
-            if needs_upgrade and opts.exclusive:
-                await vault.upgrade_seal_format()
-                needs_upgrade = False
-            yield vault, needs_upgrade
-        finally:
-            await engine.dispose()
+        else:
+            path = settings.paths.vault_file
+            use = locks.exclusive_use(path) if exclusive else locks.shared_use(path)
+            await stack.enter_async_context(use)
+            engine = _engine(settings)
+            stack.push_async_callback(engine.dispose)
+        yield engine
 
 
 async def read_plain_meta(
-    settings: Settings, *, modes: bool = True
+    settings: Settings, *, modes: bool = True, size: bool = False
 ) -> tuple[int, dict[str, bytes], dict[str, int]]:
     """Read what needs no key: schema version, plain metadata and row counts.
 
     ``modes=False`` reads a vault whose files have loose permissions (for
     destroy, which removes them anyway); links and other owners stay refused.
+    ``size=True`` adds a shared vault's database size to the metadata (``size_bytes``).
     """
     path = settings.paths.vault_file
-    files.check_private(path.parent, directory=True, modes=modes)
-    for file in files.sidecar_files(path):
-        files.check_private(file, modes=modes)
-    engine = db.create_engine(path)
+    if settings.database_url is None:
+        files.check_private(path.parent, directory=True, modes=modes)
+        for file in files.sidecar_files(path):
+            files.check_private(file, modes=modes)
+    engine = _engine(settings)
+    label = where(settings).removeprefix("the vault at ").removeprefix("the shared vault at ")
     try:
         async with db.reading(engine) as conn:
             version = await db.read_schema_version(conn)
-            db.check_not_too_new(version, path)
+            db.check_not_too_new(version, label)
             meta = await _read_meta(conn) if version else {}
+            if size and conn.dialect.name == "postgresql":
+                total = await conn.scalar(text("SELECT pg_database_size(current_database())"))
+                meta["size_bytes"] = str(int(total or 0)).encode()
         counts = await _counts(engine) if version else {}
     finally:
         await engine.dispose()
@@ -821,11 +948,11 @@ async def check_key(settings: Settings, options: OpenOptions | None = None) -> s
     _, meta, _ = await read_plain_meta(settings)
     if _META_KEY_ID not in meta:
         raise VaultNotFound(
-            f"the vault at {settings.paths.vault_file} was never initialised",
+            f"{where(settings)} was never initialised",
             hint="run: dashtam vault init",
         )
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = meta.get(_META_KEY_STORE, b"keyring").decode()
+    kind = _store_kind(meta, settings, opts)
     source = _key_source(kind, vault_id, settings, opts, env)
     key = await source.load()
     expected = meta[_META_KEY_ID].decode()
@@ -851,6 +978,8 @@ async def destroy_vault(settings: Settings) -> list[str]:
     It waits for the vault to be free (no rotation, no other command using
     it), so a running rotation cannot store a key for a vault already gone.
     """
+    if settings.database_url is not None:
+        return await _destroy_shared(settings)
     path = settings.paths.vault_file
     async with contextlib.AsyncExitStack() as stack:
         if path.parent.is_dir():
@@ -863,8 +992,47 @@ async def destroy_vault(settings: Settings) -> list[str]:
     raise AssertionError  # pragma: no cover - the block above always returns (for mypy)
 
 
+async def _destroy_shared(settings: Settings) -> list[str]:
+    """Drop the shared vault's tables (holding it alone), then this machine's copy of its key.
+
+    Other machines keep their copies of the key, which open nothing once the
+    tables are gone; the database itself, and its roles, are the administrator's.
+    """
+    from sqlalchemy import MetaData
+
+    from dashtam_cli.core.vault.database import schema_names
+
+    removed: list[str] = []
+    meta: dict[str, bytes] = {}
+    async with _in_use(settings, exclusive=True) as engine:
+        with contextlib.suppress(VaultError):
+            async with db.reading(engine) as conn:
+                meta = await _read_meta(conn)
+        async with db.writing(engine) as conn:
+            names = set(await conn.run_sync(schema_names))
+            known = [t for t in schema.metadata.sorted_tables if t.name in names]
+            others = sorted(names & {"alembic_version"} - {t.name for t in known})
+            for table in reversed(known):
+                await conn.run_sync(table.drop)
+            if others:
+                extra = MetaData()
+                await conn.run_sync(lambda c: extra.reflect(c, only=others))
+                await conn.run_sync(extra.drop_all)
+        if known:
+            removed.append(f"{len(known)} table(s) of {where(settings)}")
+    removed.extend(await _delete_keyring_key(settings, meta))
+    for key_file in (
+        settings.paths.key_file,
+        settings.paths.key_file.with_name("vault.key.pending"),
+    ):
+        if key_file.exists():
+            key_file.unlink()
+            removed.append(str(key_file))
+    return removed
+
+
 async def _delete_keyring_key(settings: Settings, meta: Mapping[str, bytes]) -> list[str]:
-    if _META_VAULT_ID not in meta or meta.get(_META_KEY_STORE, b"keyring") != b"keyring":
+    if _META_VAULT_ID not in meta or _store_kind(meta, settings, OpenOptions()) != "keyring":
         return []
     vault_id = meta[_META_VAULT_ID].decode()
     source = KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
@@ -902,3 +1070,212 @@ async def _destroy(settings: Settings) -> list[str]:
         if not lock_file.is_symlink():
             lock_file.unlink(missing_ok=True)
     return removed
+
+
+_KEY_PREFIX: Final = "dashtam-vault-key:v1"
+
+
+def key_text(vault_id: str, key: bytes) -> str:
+    """A vault key as one line of text (for export-key): the vault it opens, and the key."""
+    import base64
+
+    encoded = base64.urlsafe_b64encode(key).decode().rstrip("=")
+    return f"{_KEY_PREFIX}:{vault_id}:{encoded}"
+
+
+def parse_key_text(text: str) -> tuple[str, bytes]:
+    """The vault id and key of an exported key line; an InputError that never repeats it."""
+    import base64
+    import binascii
+
+    from dashtam_cli.core.errors import InputError
+
+    hint = "give the whole line `dashtam vault export-key` wrote (dashtam-vault-key:...)"
+    parts = text.strip().split(":")
+    if len(parts) != 4 or ":".join(parts[:2]) != _KEY_PREFIX:  # noqa: PLR2004 - prefix, version, id, key
+        raise InputError("that is not a key exported by `dashtam vault export-key`", hint=hint)
+    vault_id, encoded = parts[2], parts[3]
+    try:
+        key = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        raise InputError("the exported key is damaged (not base64)", hint=hint) from None
+    if len(key) != crypto.KEY_BYTES:
+        raise InputError("the exported key is damaged (wrong length)", hint=hint)
+    return vault_id, key
+
+
+async def export_key(settings: Settings, options: OpenOptions) -> tuple[str, str, bytes]:
+    """The open vault's id, key id and key, proved to open it (for `dashtam vault export-key`)."""
+    async with open_vault(settings, dataclasses.replace(options, create=False)) as vault:
+        key = await vault.key_source.load()
+        if key is None or crypto.key_id_of(key).hex() != vault.key_id:  # pragma: no cover
+            raise VaultError("the vault's key could not be read back from its store")
+        return vault.vault_id, vault.key_id, key
+
+
+async def import_key(settings: Settings, options: OpenOptions, text: str) -> tuple[str, str, str]:
+    """Store an exported key in this machine's key store, once it is proved to open the vault.
+
+    The key must name this vault and open its key check; otherwise nothing is
+    written. Returns the vault id, the key id and where the key now is.
+    """
+    from dashtam_cli.core.redact import register_secret
+
+    register_secret(text.strip())
+    vault_id, key = parse_key_text(text)
+    _, meta, _ = await read_plain_meta(settings)
+    if _META_KEY_ID not in meta:
+        raise VaultNotFound(
+            f"{where(settings)} holds no vault yet, so no key can be checked against it",
+            hint="create it on one machine with: dashtam vault init",
+        )
+    own_id = meta[_META_VAULT_ID].decode()
+    if vault_id != own_id:
+        raise WrongKey(
+            f"that key belongs to another vault ({vault_id}); {where(settings)} is {own_id}",
+            hint="export the key on a machine that opens this vault",
+        )
+    sealer = crypto.Sealer(key)
+    if sealer.key_id.hex() != meta[_META_KEY_ID].decode() or not sealer.verify_key_check(
+        own_id, meta.get(_META_KEY_CHECK, b"")
+    ):
+        raise WrongKey(
+            "that key does not open this vault (it was rotated since it was exported?); "
+            "nothing was written",
+            hint="export the key again on a machine that opens the vault now",
+        )
+    env = os.environ if options.environ is None else options.environ
+    kind = _store_kind(meta, settings, options)
+    if kind == "env" or env.get(ENV_KEY, "").strip():
+        raise VaultError(
+            f"the key comes from {ENV_KEY} on this machine, which dashtam cannot write",
+            hint=f"set {ENV_KEY} to the key instead, or unset it and use the keyring "
+            "(DASHTAM_KEY_STORE=keyring)",
+        )
+    source = _key_source(kind, own_id, settings, options, env)
+    await source.save(key)
+    stored = await source.load()
+    if stored != key:
+        raise VaultError(
+            f"{source.description} did not keep the key", hint="check the key store and retry"
+        )
+    return own_id, sealer.key_id.hex(), source.description
+
+
+def _copy_target(settings: Settings, target: str) -> Settings:
+    """The settings that name the copy's destination: a PostgreSQL URL, or an SQLite file."""
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.vault.database import check_database_url, password_of
+
+    if target.startswith(("postgresql", "postgres:")):
+        try:
+            check_database_url(target)
+        except ValueError as exc:
+            raise InputError(
+                f"invalid --to URL: {exc}", hint="postgresql+asyncpg://USER@HOST/DATABASE"
+            ) from None
+        if password_of(target):
+            raise InputError(
+                "the --to URL holds a password, which would be seen in the process list",
+                hint="put the password in ~/.pgpass (or the file PGPASSFILE names) and leave it "
+                "out of the URL",
+            )
+        return dataclasses.replace(settings, database_url=target)
+    from pathlib import Path
+
+    raw = target.removeprefix("sqlite:///") if target.startswith("sqlite:///") else target
+    path = Path(raw).expanduser().absolute()
+    if path.suffix not in {".sqlite3", ".sqlite", ".db"}:
+        raise InputError(
+            f"--to {target!r} is neither a PostgreSQL URL nor an SQLite file (.sqlite3)",
+            hint="give postgresql+asyncpg://USER@HOST/DATABASE, or a path ending in .sqlite3",
+        )
+    paths = dataclasses.replace(settings.paths, data_dir=path.parent)
+    if path.name != paths.vault_file.name:
+        raise InputError(
+            f"an SQLite copy is named {paths.vault_file.name}, not {path.name}",
+            hint=f"give a directory's {paths.vault_file.name}, e.g. ~/vault-copy/vault.sqlite3",
+        )
+    return dataclasses.replace(settings, database_url=None, paths=paths)
+
+
+_COPY_BATCH: Final = 500
+
+
+def _prepare_copy_file(destination: Settings) -> None:
+    """A new 0600 file in a 0700 directory for an SQLite copy; an existing one is refused."""
+    if destination.database_url is not None:
+        return
+    path = destination.paths.vault_file
+    if path.exists() and path.stat().st_size > 0:
+        raise VaultError(
+            f"there is a file at {path} already; nothing was copied",
+            hint="give a new file (dashtam never writes over one)",
+        )
+    files.ensure_private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        files.create_private_file(path)
+
+
+async def _check_counts(engine: AsyncEngine, counts: Mapping[str, int]) -> None:
+    """Every copied table holds as many rows as were read."""
+    async with db.reading(engine) as conn:
+        for name, expected in counts.items():
+            table = schema.metadata.tables[name]
+            found = int(await conn.scalar(select(func.count()).select_from(table)) or 0)
+            if found != expected:
+                raise VaultError(
+                    f"the copy of {name} holds {found} rows, not {expected}; do not use it",
+                    hint="drop the destination's tables and copy again",
+                )
+
+
+async def copy_vault(
+    settings: Settings, options: OpenOptions, target: str
+) -> tuple[str, str, dict[str, int]]:
+    """Copy every row of the vault, sealed as it is, into an empty vault elsewhere.
+
+    The source is read in one snapshot; the destination gets the same schema
+    (its migrations), then every table's rows in one write transaction, then
+    the row counts are compared. The same key opens the copy (it has the same
+    vault id), and opening it is part of the check. A destination that holds
+    a vault already is refused untouched. Returns the two places and the counts.
+    """
+    destination = _copy_target(settings, target)
+    if where(destination) == where(settings):
+        raise VaultError("the copy's destination is the vault itself", hint="give another --to")
+    opts = dataclasses.replace(options, create=False)
+    async with open_vault(settings, opts) as source:
+        counts: dict[str, int] = {}
+        _prepare_copy_file(destination)
+        label = where(destination)
+        engine = _engine(destination)
+        try:
+            async with db.reading(engine) as conn:
+                version = await db.read_schema_version(conn)
+            if version:
+                raise VaultError(
+                    f"{label} holds a vault already; nothing was copied",
+                    hint="copy into an empty database (or drop its tables first)",
+                )
+            await db.migrate(
+                engine, label.removeprefix("the vault at ").removeprefix("the shared vault at ")
+            )
+            async with source.reading() as reader, db.writing(engine) as writer:
+                for table in schema.metadata.sorted_tables:
+                    if table.name == "schema_version":
+                        continue  # written by the destination's own migrations
+                    result = await reader.stream(select(table))
+                    copied = 0
+                    async for batch in result.mappings().partitions(_COPY_BATCH):
+                        await writer.execute(table.insert(), [dict(row) for row in batch])
+                        copied += len(batch)
+                    counts[table.name] = copied
+            await _check_counts(engine, counts)
+        finally:
+            await engine.dispose()
+    # The copy opens with the same key: proof that every sealed value came across whole.
+    async with open_vault(destination, opts) as copy:
+        if copy.vault_id != source.vault_id:  # pragma: no cover - copied with vault_meta
+            raise VaultError("the copy is not the same vault")
+    return where(settings), label, counts

@@ -158,6 +158,7 @@ class WatchedLock(asyncio.Lock):
         return await super().acquire()
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_write_transactions_of_one_process_never_overlap() -> None:
     """A second writer waits on the in-process lock, not in SQLite's busy handler.
 

@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dashtam_cli.core.vault import db
 from dashtam_cli.core.vault.errors import SchemaTooNew, VaultBusy, VaultCorrupt, VaultError
-from dashtam_cli.core.vault.migrations import LATEST, Migration
+from dashtam_cli.core.vault.migrations import LATEST
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -136,31 +136,55 @@ def test_migrate_refuses_a_vault_from_a_newer_dashtam(tmp_path: Path) -> None:
     assert _versions(path) == [*range(1, LATEST + 1), LATEST + 1]
 
 
-def test_migrate_stops_when_a_newer_dashtam_migrated_meanwhile(tmp_path: Path) -> None:
-    """A vault a newer dashtam upgraded between two migration steps is refused, not downgraded.
+_FIRST = """
+\"\"\"schema_version, and a newer dashtam's work.\"\"\"
+import sqlalchemy as sa
+from alembic import op
 
-    The first step stands in for the other process: it records a version past
-    every one this dashtam knows, so the second step finds the vault too new.
+revision = "0001"
+down_revision = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "schema_version",
+        sa.Column("version", sa.Integer, primary_key=True),
+        sa.Column("description", sa.Text),
+        sa.Column("applied_at", sa.Text),
+    )
+    op.execute("INSERT INTO schema_version VALUES ({future}, 'future', 'now')")
+"""
+
+_SECOND = """
+\"\"\"Never applied.\"\"\"
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    op.execute("CREATE TABLE never (x)")
+"""
+
+
+def test_migrate_stops_when_a_newer_dashtam_migrated_meanwhile(tmp_path: Path) -> None:
+    """A vault a newer dashtam upgraded between two revisions is refused, not downgraded.
+
+    The first revision stands in for the other process: it records a version
+    past every one this dashtam knows, so the second step finds the vault too new.
     """
     path = tmp_path / "vault.db"
-    first = Migration(
-        1,
-        "schema_version, and a newer dashtam's work",
-        (
-            (
-                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, description TEXT, "
-                "applied_at TEXT)"
-            ),
-            f"INSERT INTO schema_version VALUES ({LATEST + 5}, 'future', 'now')",  # noqa: S608
-        ),
-    )
-    second = Migration(2, "never applied", ("CREATE TABLE never (x)",))
+    revisions = tmp_path / "revisions"
+    revisions.mkdir()
+    (revisions / "first.py").write_text(_FIRST.format(future=LATEST + 5))
+    (revisions / "second.py").write_text(_SECOND)
 
     async def run() -> None:
         engine = db.create_engine(path)
         try:
             with pytest.raises(SchemaTooNew):
-                await db.migrate(engine, path, [first, second])
+                await db.migrate(engine, path, revisions=revisions)
         finally:
             await engine.dispose()
 

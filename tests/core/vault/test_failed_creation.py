@@ -25,6 +25,9 @@ from dashtam_cli.core.vault.errors import KeyringUnavailable, NoKeySource, Vault
 from dashtam_cli.core.vault.files import create_private_file, ensure_private_dir, sidecar_files
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
+# Local vault only: what a failed creation leaves of the local vault file.
+pytestmark = pytest.mark.sqlite_only
+
 if TYPE_CHECKING:
     from conftest import CliCall
 

@@ -14,6 +14,9 @@ from dashtam_cli.core.vault import files
 from dashtam_cli.core.vault.errors import UnsafeFiles
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
+# Local vault only: the local vault file's modes and sidecars.
+pytestmark = pytest.mark.sqlite_only
+
 if TYPE_CHECKING:
     from pathlib import Path
 

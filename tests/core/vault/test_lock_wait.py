@@ -18,6 +18,9 @@ from dashtam_cli.core.credentials import list_providers
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
+# Local vault only: the local vault's file locks and SQLite's busy wait.
+pytestmark = pytest.mark.sqlite_only
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -204,6 +204,7 @@ async def _counts_and_key(vault: Vault) -> tuple[dict[str, int], str]:
     return await vault.counts(), vault.key_id
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_change_passphrase_rewraps_the_same_key(
     cli: CliCall, passphrase_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,6 +234,7 @@ def test_change_passphrase_rewraps_the_same_key(
     assert list(passphrase_vault.parent.glob(".vault.key.*")) == []
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_change_passphrase_holds_the_vault_alone(
     passphrase_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -322,8 +324,9 @@ class Terminal:
             "LANG": "C.UTF-8",
             "DASHTAM_HOME": str(home),
         }
-        if "PYTHONPATH" in os.environ:
-            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+        for name in ("PYTHONPATH", "DASHTAM_DATABASE_URL"):  # the second: the shared-vault run
+            if name in os.environ:
+                env[name] = os.environ[name]
         self.controller, terminal = pty.openpty()
         self.process = subprocess.Popen(
             [str(DASHTAM), *args],

@@ -89,6 +89,7 @@ def test_rotation_needs_exclusive_use() -> None:
     ("table", "value"),
     [("transactions", b"\x01" + b"\x00" * 40), ("positions", "text, not a blob"), ("accounts", 7)],
 )
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_a_damaged_cache_row_does_not_stop_a_rotation(
     memory_keyring: MemoryKeyring, table: str, value: object
 ) -> None:
@@ -136,6 +137,7 @@ def test_a_damaged_cache_row_does_not_stop_a_rotation(
     asyncio.run(check())
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_a_damaged_token_stops_the_rotation_and_keeps_the_old_key(
     memory_keyring: MemoryKeyring,
 ) -> None:
@@ -207,6 +209,7 @@ def test_a_key_store_that_does_not_keep_the_new_key_fails_the_rotation_loudly(
     assert pending not in backend.entries
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_a_planted_link_as_the_vault_lock_is_refused(tmp_path: Path) -> None:
     """vault.lock as a symbolic link (another user's trap) stops the open with a clear error."""
     _create()

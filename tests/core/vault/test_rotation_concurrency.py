@@ -58,7 +58,7 @@ if keyring_file != "-":
 from vault_seed import read_all
 
 from dashtam_cli.core.settings import load_settings
-from dashtam_cli.core.vault import db, keys
+from dashtam_cli.core.vault import db, keys, schema
 from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 # Cheaper key files than a user's (the file records its own parameters, so
@@ -96,12 +96,12 @@ async def main():
                 for _ in range(20):
                     row_id = str(uuid.uuid4())
                     plain = f"written by {out} {row_id}"
-                    await conn.exec_driver_sql(
-                        "INSERT INTO transactions (id, account_id, occurred_at, payload, fetched_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (row_id, account, db.utcnow_text(),
-                         vault.seal("transactions", row_id, "payload", plain, owner=account),
-                         db.utcnow_text()),
+                    await conn.execute(
+                        schema.transactions.insert().values(
+                            id=row_id, account_id=account, occurred_at=db.utcnow_text(),
+                            payload=vault.seal("transactions", row_id, "payload", plain, owner=account),
+                            fetched_at=db.utcnow_text(),
+                        )
                     )
                     written[row_id] = plain
             return {"written": written, "key_id": vault.key_id}

@@ -116,6 +116,7 @@ def test_check_key_recognises_an_interrupted_rotation(memory_keyring: MemoryKeyr
     assert pending in memory_keyring.entries
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_check_key_refuses_a_tampered_key_check() -> None:
     """A key check that the right key does not open is RecordTampered."""
     _create()
@@ -128,6 +129,7 @@ def test_check_key_refuses_a_tampered_key_check() -> None:
 # seal format -------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_an_unreadable_seal_format_is_tampering() -> None:
     """A seal_format that is not a number refuses to open, rather than guessing a format."""
     _create()
@@ -332,6 +334,7 @@ def test_a_failed_creation_that_cannot_unlink_warns(
 # destroy ---------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_destroy_goes_ahead_past_an_unsafe_lock_file(
     tmp_path: Path, memory_keyring: MemoryKeyring, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -356,6 +359,7 @@ def test_destroy_goes_ahead_past_an_unsafe_lock_file(
     assert all(lock.is_symlink() for lock in locks.lock_files(path))
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_destroy_removes_key_files_and_survives_a_broken_keyring(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -390,6 +394,7 @@ def test_destroy_with_no_vault_removes_nothing() -> None:
     assert not load_settings().paths.vault_file.parent.exists()
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_destroy_of_an_environment_keyed_vault_touches_no_keyring(
     master_key: bytes, memory_keyring: MemoryKeyring
 ) -> None:
@@ -416,6 +421,7 @@ def _open() -> None:
     asyncio.run(run())
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_an_empty_vault_file_is_not_opened_as_a_vault() -> None:
     """An empty database (a creation stopped at once) opens only with create: no tables appear."""
     path = load_settings().paths.vault_file
@@ -427,6 +433,7 @@ def test_an_empty_vault_file_is_not_opened_as_a_vault() -> None:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
 
 
+@pytest.mark.sqlite_only  # reaches into the local vault file itself
 def test_a_vault_without_a_key_id_is_not_opened(memory_keyring: MemoryKeyring) -> None:
     """A vault whose key id was lost is never initialised again by a plain open."""
     _create()
