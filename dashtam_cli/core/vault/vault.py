@@ -1152,6 +1152,9 @@ async def import_key(settings: Settings, options: OpenOptions, text: str) -> tup
             hint=f"set {ENV_KEY} to the key instead, or unset it and use the keyring "
             "(DASHTAM_KEY_STORE=keyring)",
         )
+    if kind == "passphrase":
+        # A machine that never opened a vault has no data directory for the key file yet.
+        files.ensure_private_dir(settings.paths.key_file.parent)
     source = _key_source(kind, own_id, settings, options, env)
     await source.save(key)
     stored = await source.load()

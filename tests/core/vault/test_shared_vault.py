@@ -345,3 +345,131 @@ def test_a_vault_copies_to_postgresql_and_back_sealed_and_whole(
     moved.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     back.parent.rename(moved)
     reads_back(seeded)
+
+
+# --- the edges ---------------------------------------------------------------------------------
+
+
+def test_destroy_drops_the_shared_vaults_tables_and_this_machines_key(
+    cli: CliCall, shared: str, monkeypatch: pytest.MonkeyPatch, memory_keyring: MemoryKeyring
+) -> None:
+    """`vault destroy --yes` on a shared vault: its tables and this machine's key go; the database stays."""
+    del shared
+    monkeypatch.delenv("DASHTAM_MASTER_KEY", raising=False)
+    assert cli("vault", "init").exit_code == 0
+    assert memory_keyring.entries
+    done = cli("vault", "destroy", "--yes")
+    assert done.exit_code == 0, done.stderr
+    assert "table(s) of the shared vault at" in done.stderr
+    assert memory_keyring.entries == {}
+    status = json.loads(cli("vault", "status").stdout)
+    assert status["state"] == "absent"
+    again = cli("vault", "destroy", "--yes")
+    assert again.exit_code == 0
+    assert "there is no vault in the shared database at" in again.stderr
+
+
+def test_a_passphrase_machine_keeps_its_copy_of_the_key_in_its_key_file(
+    cli: CliCall, shared: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`vault init --key-store passphrase` on a shared vault: the key file here; destroy removes it."""
+    del shared
+    monkeypatch.setenv("DASHTAM_PASSPHRASE", "a long enough passphrase")
+    created = cli("vault", "init", "--key-store", "passphrase")
+    assert created.exit_code == 0, created.stderr
+    key_file = load_settings().paths.key_file
+    assert key_file.exists()
+    exported = tmp_path / "key.txt"
+    assert cli("vault", "export-key", "--output", str(exported)).exit_code == 0
+    other = tmp_path / "other"
+    monkeypatch.setenv("DASHTAM_HOME", str(other))
+    monkeypatch.setenv("DASHTAM_KEY_STORE", "passphrase")
+    imported = cli("vault", "import-key", "--input", str(exported))
+    assert imported.exit_code == 0, imported.stderr
+    assert "key file" in json.loads(imported.stdout)["key_source"]
+    assert load_settings().paths.key_file.exists()
+    assert cli("vault", "destroy", "--yes").exit_code == 0
+    assert not load_settings().paths.key_file.exists()
+
+
+def test_a_failed_creation_takes_back_the_key_it_stored(
+    shared: str, monkeypatch: pytest.MonkeyPatch, memory_keyring: MemoryKeyring
+) -> None:
+    """Creation dies after the key is stored but before the vault records it: the key goes too."""
+    from dashtam_cli.core.vault import vault as vault_module
+
+    del shared
+    monkeypatch.delenv("DASHTAM_MASTER_KEY", raising=False)
+
+    async def broken(*_args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(vault_module, "_write_meta", broken)
+    with pytest.raises(OSError, match="No space"):
+        seeded_vault()
+    assert memory_keyring.entries == {}
+
+
+def test_import_key_refusals_write_nothing(
+    cli: CliCall, shared: str, master_key: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No vault yet; a key the environment already gives; a line that is not base64: each refused."""
+    del shared
+    from dashtam_cli.core.vault.vault import key_text
+
+    line = key_text("00000000-0000-4000-8000-000000000000", master_key)
+    empty = cli("vault", "import-key", input=line)
+    assert empty.exit_code == 1
+    assert "holds no vault yet" in one_error(empty)[0]
+    assert cli("vault", "init").exit_code == 0
+    exported = tmp_path / "key.txt"
+    assert cli("vault", "export-key", "--output", str(exported)).exit_code == 0
+    from_env = cli("vault", "import-key", "--input", str(exported))
+    assert from_env.exit_code == 1
+    assert "DASHTAM_MASTER_KEY" in one_error(from_env)[0]
+    monkeypatch.delenv("DASHTAM_MASTER_KEY")
+    garbled = cli("vault", "import-key", input="dashtam-vault-key:v1:id:é")
+    assert garbled.exit_code == 2
+    assert "damaged (not base64)" in one_error(garbled)[0]
+    unreadable = cli("vault", "import-key", "--input", str(tmp_path / "nowhere"))
+    assert unreadable.exit_code == 2
+    assert "cannot read" in one_error(unreadable)[0]
+
+
+@pytest.mark.parametrize(
+    ("target", "reason", "code"),
+    [
+        ("postgresql+asyncpg://alice@db.lan", "names no database", 2),
+        ("postgresql+asyncpg://alice:pw-in-argv@db.lan/x", "holds a password", 2),
+        ("copy.txt", "neither a PostgreSQL URL nor an SQLite file", 2),
+        ("elsewhere/other.sqlite3", "an SQLite copy is named vault.sqlite3", 2),
+        ("occupied/vault.sqlite3", "there is a file at", 1),
+        ("SELF", "the copy's destination is the vault itself", 1),
+    ],
+)
+def test_copy_refuses_a_destination_it_cannot_use(  # noqa: PLR0913, PLR0917 - the case and its fixtures
+    cli: CliCall,
+    master_key: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    target: str,
+    reason: str,
+    code: int,
+) -> None:
+    """A bad --to is one line with a hint, and nothing is written anywhere."""
+    del master_key
+    monkeypatch.delenv("DASHTAM_DATABASE_URL", raising=False)
+    seeded_vault()
+    occupied = tmp_path / "occupied" / "vault.sqlite3"
+    occupied.parent.mkdir()
+    occupied.write_bytes(b"someone's file")
+    if target == "SELF":
+        target = str(load_settings().paths.vault_file)
+    elif not target.startswith("postgresql"):
+        target = str(tmp_path / target)
+    refused = cli("vault", "copy", "--to", target)
+    assert refused.exit_code == code, refused.stderr
+    assert reason in one_error(refused)[0]
+    assert "pw-in-argv" not in refused.stderr
+    assert occupied.read_bytes() == b"someone's file"
+    assert not (tmp_path / "elsewhere").exists()
