@@ -125,29 +125,22 @@ async def connect(settings: Settings, provider: str, options: LoginOptions) -> C
             info, credential = await _link(
                 settings, vault, instance, name=name, options=options, note=note
             )
-            if options.update is not None:
-                await audit.record(
-                    vault,
-                    operation="connection.update",
-                    outcome="ok",
-                    provider=instance.name,
-                    connection_id=info.id,
-                    connection_name=name,
-                )
-                log.info("logged in again to %s as %r", instance.display_name, name)
-                return info
         else:
             info, credential = await _token(
                 settings, vault, instance, name=name, options=options, note=note
             )
+        updated = instance.login is LoginKind.LINK and options.update is not None
         await audit.record(
             vault,
-            operation="connection.save",
+            operation="connection.update" if updated else "connection.save",
             outcome="ok",
             provider=instance.name,
             connection_id=info.id,
             connection_name=name,
         )
+        if updated:
+            log.info("logged in again to %s as %r", instance.display_name, name)
+            return info
         log.info("connected %s as %r", instance.display_name, name)
         await _warn_if_connected_elsewhere(settings, vault, info, credential, options)
         return info

@@ -235,7 +235,7 @@ async def _obtain_code(
             async with asyncio.timeout(options.timeout):
                 opened = False
                 if options.mode == "browser":
-                    opener = options.open_browser or _open_with_webbrowser
+                    opener = options.open_browser or open_with_webbrowser
                     notify(f"Opening your browser to log in to {name}...")
                     # A $BROWSER command may run until that browser is closed:
                     # the code expires in seconds, so the callback never waits for it.
@@ -260,7 +260,8 @@ async def _obtain_code(
                 opening.cancel()
 
 
-def _open_with_webbrowser(url: str) -> bool:
+def open_with_webbrowser(url: str) -> bool:
+    """Open ``url`` in the system browser (``$BROWSER`` honoured); False when none opened it."""
     import webbrowser
 
     try:

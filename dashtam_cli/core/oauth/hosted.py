@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from dashtam_cli.core.errors import DashtamError, InputError
 from dashtam_cli.core.oauth.errors import CallbackTimeout, LoginCancelled
+from dashtam_cli.core.oauth.flow import open_with_webbrowser
 from dashtam_cli.core.oauth.listener import (
     Answer,
     LoopbackListener,
@@ -405,7 +406,7 @@ async def _serve(  # noqa: PLR0913 - one login's parts
             async with asyncio.timeout(options.timeout):
                 opened = False
                 if options.mode == "browser":
-                    opener: Callable[[str], bool] = options.open_browser or _open_with_webbrowser
+                    opener: Callable[[str], bool] = options.open_browser or open_with_webbrowser
                     notify(f"Opening your browser to log in to {page.title}...")
                     # A $BROWSER command may run until that browser is closed.
                     opening = in_daemon_thread(lambda: opener(url), name="login")
@@ -428,11 +429,3 @@ async def _serve(  # noqa: PLR0913 - one login's parts
             if opening is not None:
                 opening.cancel()
 
-
-def _open_with_webbrowser(url: str) -> bool:
-    import webbrowser
-
-    try:
-        return webbrowser.open(url, new=2)
-    except webbrowser.Error:
-        return False

@@ -720,11 +720,11 @@ def test_a_browser_that_cannot_start_counts_as_not_opened(monkeypatch: pytest.Mo
         return True
 
     monkeypatch.setattr(webbrowser, "open", fake_open)
-    assert flow._open_with_webbrowser("https://example.test/consent") is True
+    assert flow.open_with_webbrowser("https://example.test/consent") is True
     assert opened == [("https://example.test/consent", 2)]
 
     def broken_open(*_args: object, **_kwargs: object) -> bool:
         raise webbrowser.Error("could not locate runnable browser")
 
     monkeypatch.setattr(webbrowser, "open", broken_open)
-    assert flow._open_with_webbrowser("https://example.test/consent") is False
+    assert flow.open_with_webbrowser("https://example.test/consent") is False
