@@ -1021,6 +1021,13 @@ async def _destroy_shared(settings: Settings) -> list[str]:
         if known:
             removed.append(f"{len(known)} table(s) of {where(settings)}")
     removed.extend(await _delete_keyring_key(settings, meta))
+    removed.extend(_remove_key_files(settings))
+    return removed
+
+
+def _remove_key_files(settings: Settings) -> list[str]:
+    """Delete this machine's key file and a rotation's pending one; return the paths removed."""
+    removed = []
     for key_file in (
         settings.paths.key_file,
         settings.paths.key_file.with_name("vault.key.pending"),
@@ -1054,13 +1061,7 @@ async def _destroy(settings: Settings) -> list[str]:
         with contextlib.suppress(VaultError):
             _, meta, _ = await read_plain_meta(settings, modes=False)
     removed.extend(await _delete_keyring_key(settings, meta))
-    for key_file in (
-        settings.paths.key_file,
-        settings.paths.key_file.with_name("vault.key.pending"),
-    ):
-        if key_file.exists():
-            key_file.unlink()
-            removed.append(str(key_file))
+    removed.extend(_remove_key_files(settings))
     for file in files.sidecar_files(path):
         if file.exists():
             file.unlink()
