@@ -143,6 +143,39 @@ def copy(
     runtime.renderer(ctx, fmt).one(result)
 
 
+def _read_password() -> str:
+    """The database password from a hidden prompt, or standard input (never argv)."""
+    if prompts.interactive():
+        try:
+            value: str = typer.prompt("Database password (input hidden)", hide_input=True, err=True)
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        return value
+    return sys.stdin.read(4096)
+
+
+@vault_app.command("db-password")
+def db_password(ctx: typer.Context) -> None:
+    """Keep the shared vault's database password in the OS keyring (from a prompt or stdin).
+
+    For when the URL has no password and ~/.pgpass has no line for it. The
+    password never goes on the command line; dashtam logs in with it at once.
+    """
+    from dashtam_cli.core.vault import service
+
+    async def job(conf: Settings) -> tuple[str, str]:
+        import asyncio
+
+        secret = await asyncio.to_thread(_read_password)
+        return await service.store_database_password(conf, secret)
+
+    entry, url = runtime.run(ctx, job)
+    runtime.stderr(ctx).print(
+        f"stored the password of {url} in the OS keyring ({entry}); logged in with it",
+        markup=False,
+    )
+
+
 @vault_app.command("export-key")
 def export_key(
     ctx: typer.Context,

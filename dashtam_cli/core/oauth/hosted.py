@@ -428,4 +428,3 @@ async def _serve(  # noqa: PLR0913 - one login's parts
             result.cancel()
             if opening is not None:
                 opening.cancel()
-

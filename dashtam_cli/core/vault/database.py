@@ -145,6 +145,67 @@ def _dsn(url: str) -> str:
     return f"postgresql://{rest}"
 
 
+def keyring_entry(url: str) -> str:
+    """The keyring entry (service ``dashtam``) that may hold the password of ``url``'s login."""
+    parts = urllib.parse.urlsplit(url)
+    user = urllib.parse.unquote(parts.username or "")
+    host = parts.hostname or "localhost"
+    return f"database-{user}@{host}:{parts.port or 5432}/{parts.path.lstrip('/')}"
+
+
+def _pgpass_fields(line: str) -> list[str]:
+    r"""A pgpass line's fields: split at ``:``, with ``\:`` a colon and ``\\`` a backslash."""
+    fields, current, escaped = [], [], False
+    for char in line:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            fields.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    fields.append("".join(current))
+    return fields
+
+
+def _pgpass_has(url: str, environ: dict[str, str] | None = None) -> bool:
+    r"""Whether PGPASSWORD, or a line of PGPASSFILE or ~/.pgpass, gives this login a password.
+
+    libpq's rules: ``host:port:database:user:password``, ``*`` matches
+    anything, ``\\:`` is a colon. Unreadable files count as no line.
+    """
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ) if environ is None else environ
+    if env.get("PGPASSWORD"):
+        return True
+    parts = urllib.parse.urlsplit(url)
+    wanted = (
+        parts.hostname or "localhost",
+        str(parts.port or 5432),
+        parts.path.lstrip("/"),
+        urllib.parse.unquote(parts.username or ""),
+    )
+    path = Path(env.get("PGPASSFILE") or Path.home() / ".pgpass")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return False
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = _pgpass_fields(line)
+        if len(fields) < 5:  # noqa: PLR2004 - host, port, database, user, password
+            continue
+        if all(f in {"*", w} for f, w in zip(fields[:4], wanted, strict=True)):
+            return True
+    return False
+
+
 def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     """An engine on the shared vault's database (``password``: when the URL has none)."""
     import asyncpg
@@ -152,9 +213,13 @@ def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     from sqlalchemy.pool import NullPool
 
     dsn = _dsn(url)
-    extra = {} if password is None else {"password": password}
+    extra: dict[str, str | None] = {} if password is None else {"password": password}
 
     async def connect() -> asyncpg.Connection:
+        if "password" not in extra and password_of(url) is None and not _pgpass_has(url):
+            # No password in the URL or a pgpass file: the keyring may hold one
+            # (`dashtam vault db-password`), looked up once per engine.
+            extra["password"] = await _keyring_password(url)
         try:
             return await asyncpg.connect(
                 dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
@@ -166,6 +231,22 @@ def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     # NullPool: a session-level advisory lock must end with the connection that
     # took it, never ride on into a pooled connection another holder checks out.
     return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
+
+
+async def _keyring_password(url: str) -> str | None:
+    """The login's password from the keyring (None when there is none, or no keyring)."""
+    from dashtam_cli.core.errors import DashtamError
+    from dashtam_cli.core.redact import register_secret
+    from dashtam_cli.core.vault.keys import keyring_text
+
+    try:
+        found = await keyring_text(keyring_entry(url), timeout=10.0)
+    except DashtamError as exc:
+        log.info("no database password from the keyring: %s", exc.message)
+        return None
+    if found:
+        register_secret(found)
+    return found or None
 
 
 def schema_names(conn: Connection) -> list[str]:

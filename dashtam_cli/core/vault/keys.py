@@ -632,3 +632,25 @@ class PassphraseKeySource:
         """Remove both key files."""
         self.pending_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
+
+
+async def keyring_text(user: str, *, timeout: float) -> str | None:  # noqa: ASYNC109 - the keyring's bound
+    """A text entry of dashtam's in the OS keyring (service ``dashtam``), or None."""
+    source = KeyringKeySource("", timeout=timeout)
+    value: str | None = await source._call(  # noqa: SLF001 - this module's own class
+        "read a password", lambda b: b.get_password(KEYRING_SERVICE, user)
+    )
+    return value
+
+
+async def store_keyring_text(user: str, value: str, *, timeout: float) -> str:  # noqa: ASYNC109
+    """Store a text entry of dashtam's in the OS keyring; returns the keyring's description."""
+    source = KeyringKeySource("", timeout=timeout)
+    await source._call(  # noqa: SLF001 - this module's own class
+        "store a password", lambda b: b.set_password(KEYRING_SERVICE, user, value)
+    )
+    if await keyring_text(user, timeout=timeout) != value:
+        raise KeyringUnavailable(
+            "the OS keyring did not keep the password", hint="unlock the keyring and retry"
+        )
+    return source.description

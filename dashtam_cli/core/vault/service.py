@@ -37,6 +37,7 @@ __all__ = [
     "init",
     "rotate_key",
     "status",
+    "store_database_password",
 ]
 
 
@@ -215,3 +216,36 @@ async def copy(settings: Settings, options: OpenOptions, target: str) -> VaultCo
 
     source, destination, counts = await copy_vault(settings, options, target)
     return VaultCopy(source=source, destination=destination, counts=counts)
+
+
+async def store_database_password(settings: Settings, password: str) -> tuple[str, str]:
+    """Keep the shared vault's database password in the OS keyring, then log in with it.
+
+    For a URL with no password of its own and no pgpass line: dashtam then
+    reads the password from the keyring. Returns the keyring entry and the
+    masked URL.
+    """
+    from dashtam_cli.core.errors import InputError
+    from dashtam_cli.core.redact import register_secret
+    from dashtam_cli.core.vault.database import keyring_entry, masked_url, password_of
+    from dashtam_cli.core.vault.keys import KEYRING_SERVICE, store_keyring_text
+
+    url = settings.database_url
+    if url is None:
+        raise InputError(
+            "there is no shared vault to keep a password for (DASHTAM_DATABASE_URL is not set)",
+            hint="set DASHTAM_DATABASE_URL or [database] url first (docs/shared-vault.md)",
+        )
+    if password_of(url):
+        raise InputError(
+            "the database URL holds a password already; the keyring's would never be used",
+            hint="take the password out of the URL, then store it here",
+        )
+    secret = password.strip("\r\n")
+    if not secret:
+        raise InputError("no password was given", hint="type it at the prompt, or pipe it in")
+    register_secret(secret)
+    entry = keyring_entry(url)
+    await store_keyring_text(entry, secret, timeout=settings.keyring_timeout)
+    await read_plain_meta(settings)  # logs in with it: a wrong password is said now
+    return f"{KEYRING_SERVICE}/{entry}", masked_url(url)

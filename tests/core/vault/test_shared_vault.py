@@ -473,3 +473,61 @@ def test_copy_refuses_a_destination_it_cannot_use(  # noqa: PLR0913, PLR0917 - t
     assert "pw-in-argv" not in refused.stderr
     assert occupied.read_bytes() == b"someone's file"
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_the_password_may_come_from_the_keyring(  # noqa: PLR0913, PLR0917 - its fixtures
+    cli: CliCall,
+    pg_server: Server,
+    pg_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_keyring: MemoryKeyring,
+    tmp_path: Path,
+) -> None:
+    """`vault db-password` keeps it in the keyring (from stdin); with no pgpass line it logs in.
+
+    A wrong one is said at once; a URL that holds a password is refused; no
+    output ever holds it.
+    """
+    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", pg_server.url(name, user=PASSWORD_ROLE))
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", "F" * 43)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "no-pgpass"))
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    without = cli("vault", "init")
+    assert without.exit_code == 1
+    assert "password authentication failed" in one_error(without)[0]
+    wrong = cli("vault", "db-password", input="not-it\n")
+    assert wrong.exit_code == 1
+    assert "password authentication failed" in one_error(wrong)[0]
+    stored = cli("vault", "db-password", input=PASSWORD + "\n")
+    assert stored.exit_code == 0, stored.stderr
+    entry = f"database-{PASSWORD_ROLE}@{pg_server.host}:{pg_server.port}/{name}"
+    assert memory_keyring.entries[("dashtam", entry)] == PASSWORD
+    created = cli("vault", "init")
+    assert created.exit_code == 0, created.stderr
+    for result in (without, wrong, stored, created):
+        assert PASSWORD not in result.stdout + result.stderr
+    monkeypatch.setenv(
+        "DASHTAM_DATABASE_URL", pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
+    )
+    refused = cli("vault", "db-password", input=PASSWORD + "\n")
+    assert refused.exit_code == 2
+    assert "holds a password already" in one_error(refused)[0]
+
+
+def test_tls_settings_in_the_url_reach_the_driver(
+    cli: CliCall, pg_database: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The URL's sslmode and sslrootcert are not dropped on the way to the driver.
+
+    sslmode=require against this server (no TLS) is refused; verify-full with
+    a missing root certificate is refused; both in one line. sslmode=disable works.
+    """
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", "G" * 43)
+    for query in ("sslmode=require", f"sslmode=verify-full&sslrootcert={tmp_path}/none.pem"):
+        monkeypatch.setenv("DASHTAM_DATABASE_URL", f"{pg_database}?{query}")
+        refused = cli("vault", "init")
+        assert refused.exit_code == 1, refused.stderr
+        assert one_error(refused)[0].startswith("error: cannot use the shared vault at")
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", f"{pg_database}?sslmode=disable")
+    assert cli("vault", "init").exit_code == 0
