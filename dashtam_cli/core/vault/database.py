@@ -206,7 +206,9 @@ def _pgpass_has(url: str, environ: dict[str, str] | None = None) -> bool:
     return False
 
 
-def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
+def create_pg_engine(
+    url: str, *, password: str | None = None, keyring_timeout: float = 10.0
+) -> AsyncEngine:
     """An engine on the shared vault's database (``password``: when the URL has none)."""
     import asyncpg
     from sqlalchemy.ext.asyncio import create_async_engine
@@ -215,15 +217,25 @@ def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     dsn = _dsn(url)
     extra: dict[str, str | None] = {} if password is None else {"password": password}
 
+    async def attempt() -> asyncpg.Connection:
+        return await asyncpg.connect(
+            dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
+        )
+
     async def connect() -> asyncpg.Connection:
-        if "password" not in extra and password_of(url) is None and not _pgpass_has(url):
-            # No password in the URL or a pgpass file: the keyring may hold one
-            # (`dashtam vault db-password`), looked up once per engine.
-            extra["password"] = await _keyring_password(url)
         try:
-            return await asyncpg.connect(
-                dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
-            )
+            try:
+                return await attempt()
+            except asyncpg.exceptions.InvalidPasswordError:
+                # The server wants a password that neither the URL, PGPASSWORD nor a
+                # pgpass line gave: the keyring may hold one (`dashtam vault
+                # db-password`). Asked only then, once per engine.
+                if "password" in extra or password_of(url) or _pgpass_has(url):
+                    raise
+                extra["password"] = await _keyring_password(url, keyring_timeout)
+                if extra["password"] is None:
+                    raise
+                return await attempt()
         except (OSError, TimeoutError) as exc:
             # Refused, unresolvable, timed out: said once, with the masked URL.
             raise unreachable(f"the shared vault at {masked_url(url)}", exc) from None
@@ -233,14 +245,14 @@ def create_pg_engine(url: str, *, password: str | None = None) -> AsyncEngine:
     return create_async_engine("postgresql+asyncpg://", async_creator=connect, poolclass=NullPool)
 
 
-async def _keyring_password(url: str) -> str | None:
+async def _keyring_password(url: str, timeout: float) -> str | None:  # noqa: ASYNC109
     """The login's password from the keyring (None when there is none, or no keyring)."""
     from dashtam_cli.core.errors import DashtamError
     from dashtam_cli.core.redact import register_secret
     from dashtam_cli.core.vault.keys import keyring_text
 
     try:
-        found = await keyring_text(keyring_entry(url), timeout=10.0)
+        found = await keyring_text(keyring_entry(url), timeout=timeout)
     except DashtamError as exc:
         log.info("no database password from the keyring: %s", exc.message)
         return None

@@ -89,7 +89,7 @@ def _engine(settings: Settings) -> AsyncEngine:
         secret = password_of(settings.database_url)
         if secret:
             register_secret(secret)
-        engine = create_pg_engine(settings.database_url)
+        engine = create_pg_engine(settings.database_url, keyring_timeout=settings.keyring_timeout)
         return db.describe(engine, f"the shared vault at {masked_url(settings.database_url)}")
     return db.create_engine(settings.paths.vault_file)
 
