@@ -291,18 +291,18 @@ class _ConnectionSync:
 async def _locked(settings: Settings, job: _ConnectionSync, gate: asyncio.Semaphore) -> SyncReport:
     """Run one connection's sync holding its sync lock, so two syncs never fetch it at once.
 
+    On a shared vault the lock is the database's, so two machines never fetch it at once either.
+
     A second sync of the connection waits for the first; when the first
     completed meanwhile, the second does not fetch it again.
     """
-    from dashtam_cli.core.vault.locks import exclusive_file
-
     info = job.info
-    path = settings.paths.data_dir / "locks" / f"sync-{info.id}.lock"
     before = await store.sync_points(job.vault, info.id)
     async with (
         gate,
-        exclusive_file(
-            path,
+        job.vault.lock(
+            f"sync-{info.id}",
+            settings.paths.data_dir / "locks",
             timeout=SYNC_WAIT_S,
             waiting=f"another dashtam process is syncing {info.name!r}; waiting for it",
             failure=f"another dashtam process has been syncing {info.name!r} for too long",

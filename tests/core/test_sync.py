@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import json
@@ -39,6 +40,7 @@ from dashtam_cli.core.errors import (
     PartialFailure,
     ReauthRequired,
 )
+from dashtam_cli.core.paths import resolve_paths
 from dashtam_cli.core.queries import QueryOptions, query_transactions
 from dashtam_cli.core.results import Failure, FetchResult
 from dashtam_cli.core.settings import load_settings
@@ -48,6 +50,7 @@ from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Sequence
+    from pathlib import Path
 
     from dashtam_cli.core.models import Transaction
     from dashtam_cli.core.vault.vault import Vault
@@ -484,9 +487,16 @@ def test_the_vault_is_sealed_and_numbers_stay_out_of_messages(
 
 
 def test_two_syncs_at_once_fetch_once(
-    router: respx.MockRouter, brokerage: dict[str, str], caplog: pytest.LogCaptureFixture
+    router: respx.MockRouter,
+    brokerage: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
-    """The second sync waits for the first, then reports skipped: each window is asked once."""
+    """The second sync waits for the first, then reports skipped: each window is asked once.
+
+    On a shared vault the second sync runs as another machine would, with a
+    home of its own: only the database's lock can hold it back.
+    """
     release = asyncio.Event()
 
     def waiting(record: logging.LogRecord) -> bool:
@@ -506,10 +516,15 @@ def test_two_syncs_at_once_fetch_once(
 
     async def both() -> list[Any]:
         opts = SyncOptions(transport=transport(router), clock=at(NOW))
+        settings = load_settings()
+        other = settings
+        if settings.database_url is not None:
+            home = {"DASHTAM_HOME": str(tmp_path / "machine-b")}
+            other = dataclasses.replace(settings, paths=resolve_paths(home))
         return list(
             await asyncio.gather(
-                sync(load_settings(), opts, OpenOptions()),
-                sync(load_settings(), opts, OpenOptions()),
+                sync(settings, opts, OpenOptions()),
+                sync(other, opts, OpenOptions()),
             )
         )
 

@@ -231,6 +231,36 @@ class Vault:
         """A read-only snapshot."""
         return db.reading(self.engine)
 
+    def lock(  # noqa: PLR0913 - the lock, what it waits for, and how it fails
+        self,
+        name: str,
+        directory: Path,
+        *,
+        timeout: float,
+        waiting: str | None,
+        failure: str,
+        hint: str,
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """An exclusive lock on ``name`` for every dashtam process using this vault.
+
+        The local vault's is a file lock, ``directory/NAME.lock`` (every process
+        on this machine); a shared vault's is an advisory lock in its database
+        (every process on every machine).
+        """
+        if self.engine.dialect.name == "postgresql":
+            from dashtam_cli.core.vault.database import named_lock
+
+            return named_lock(
+                self.engine, name, timeout=timeout, waiting=waiting, failure=failure, hint=hint
+            )
+        return locks.exclusive_file(
+            directory / f"{name}.lock",
+            timeout=timeout,
+            waiting=waiting,
+            failure=failure,
+            hint=hint,
+        )
+
     def seal(
         self, table: str, row_id: str, field: str, plaintext: bytes | str, *, owner: str
     ) -> bytes:
