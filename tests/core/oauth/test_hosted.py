@@ -714,3 +714,31 @@ def test_no_secret_in_logs_or_audit(tmp_path: Path, dashtam_logs: pytest.LogCapt
     for secret in (states[0], LINK_TOKEN, PUBLIC_TOKEN):
         assert secret not in logged
         assert secret not in audit
+
+
+def test_a_body_not_sent_in_time_gets_408_and_the_login_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A POST whose body stops half-way is answered 408 after the idle bound; the login still ends."""
+    import functools
+
+    from dashtam_cli.core.oauth import hosted
+    from dashtam_cli.core.oauth.listener import LoopbackListener
+
+    shorter = functools.partial(LoopbackListener, idle_timeout=0.5)
+    monkeypatch.setattr(hosted, "LoopbackListener", shorter)
+
+    async def act(login: Login) -> None:
+        context = ssl.create_default_context(cafile=login.cert)
+        reader, half = await asyncio.open_connection(
+            "127.0.0.1", login.port, ssl=context, server_hostname="127.0.0.1"
+        )
+        body = login.good_body()
+        half.write(login.raw_post(body)[: -len(body) // 2])  # the head, half the body
+        await half.drain()
+        answer = await asyncio.wait_for(reader.read(), 10)
+        half.close()
+        assert answer.startswith(b"HTTP/1.1 408")
+        assert (await login.finish()).status_code == 200
+
+    assert run(tmp_path, act) == FIELDS
