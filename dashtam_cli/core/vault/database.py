@@ -78,10 +78,6 @@ GATE: Final = lock_key("vault.gate")
 RECOVER: Final = lock_key("vault.recover")
 WRITE: Final = lock_key("vault.write")
 
-_POLL_S: Final = 0.02
-_POLL_MAX_S: Final = 0.25
-_QUIET_S: Final = 1.0
-
 
 def check_database_url(url: str) -> None:
     """Raise ValueError unless ``url`` is usable; the message never repeats it (a password)."""
@@ -281,23 +277,19 @@ async def _poll(  # noqa: PLR0913 - each wait names what it waits for
 ) -> None:
     """Take the session-level advisory lock ``key`` on ``conn``, polling, within ``timeout``.
 
-    Polled with ``pg_try_advisory_lock``, so the wait has a bound and a Ctrl-C
-    is never stuck in the server; ``waiting`` is logged once the wait is noticeable.
+    Polled with ``pg_try_advisory_lock`` (:func:`.locks.poll`), so the wait has
+    a bound and a Ctrl-C is never stuck in the server.
     """
-    take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    announced = False
-    delay = _POLL_S
-    while not await conn.scalar(text(f"SELECT {take}(:k)"), {"k": key}):
-        elapsed = loop.time() - start
-        if elapsed > timeout:
-            raise error(failure, hint=hint)
-        if waiting is not None and not announced and elapsed >= _QUIET_S:
-            log.warning("%s (waiting up to %d s)", waiting, round(timeout))
-            announced = True
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, _POLL_MAX_S)
+    from dashtam_cli.core.vault.locks import poll
+
+    query = text(
+        "SELECT pg_try_advisory_lock_shared(:k)" if shared else "SELECT pg_try_advisory_lock(:k)"
+    )
+
+    async def take() -> bool:
+        return bool(await conn.scalar(query, {"k": key}))
+
+    await poll(take, timeout=timeout, waiting=waiting, failure=failure, hint=hint, error=error)
 
 
 async def _release(conn: AsyncConnection, key: int, *, shared: bool) -> None:

@@ -36,7 +36,7 @@ from dashtam_cli.core.vault.errors import VaultBusy
 from dashtam_cli.core.vault.files import ensure_private_dir, open_lock_file
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Awaitable, Callable
     from pathlib import Path
 
     from dashtam_cli.core.errors import DashtamError
@@ -74,6 +74,37 @@ def lock_files(vault_file: Path) -> tuple[Path, ...]:
     return _lock_paths(vault_file)
 
 
+async def poll(  # noqa: PLR0913 - each wait names what it waits for
+    take: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float,  # noqa: ASYNC109 - polled, not a blocking call with a timeout
+    waiting: str | None,
+    failure: str,
+    hint: str,
+    error: type[DashtamError] = VaultBusy,
+) -> None:
+    """Call ``take`` until it gets the lock (True), backing off; say ``waiting`` once it shows.
+
+    Past ``timeout``, ``error(failure, hint=hint)``. A wait without ``waiting``
+    stays quiet. Each try returns at once, so the wait has a bound and a
+    Ctrl-C is never stuck in a blocking call (a file lock here, a shared
+    vault's advisory lock in :mod:`.database`).
+    """
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    announced = False
+    delay = _POLL_S
+    while not await take():
+        elapsed = loop.time() - start
+        if elapsed > timeout:
+            raise error(failure, hint=hint)
+        if waiting is not None and not announced and elapsed >= _QUIET_S:
+            log.warning("%s (waiting up to %d s)", waiting, round(timeout))
+            announced = True
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, _POLL_MAX_S)
+
+
 async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
     fd: int,
     operation: int,
@@ -84,29 +115,16 @@ async def _acquire(  # noqa: PLR0913 - each wait names what it waits for
     hint: str,
     error: type[DashtamError] = VaultBusy,
 ) -> None:
-    """Take ``flock(operation)`` on ``fd``, polling; log ``waiting`` once the wait is noticeable.
+    """Take ``flock(operation)`` on ``fd``, polling (see :func:`poll`)."""
 
-    Past ``timeout``, ``error(failure, hint=hint)``. A wait without ``waiting`` stays quiet.
-    """
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    announced = False
-    delay = _POLL_S
-    while True:
+    async def take() -> bool:
         try:
             fcntl.flock(fd, operation | fcntl.LOCK_NB)
         except BlockingIOError:
-            pass
-        else:
-            return
-        elapsed = loop.time() - start
-        if elapsed > timeout:
-            raise error(failure, hint=hint)
-        if waiting is not None and not announced and elapsed >= _QUIET_S:
-            log.warning("%s (waiting up to %d s)", waiting, round(timeout))
-            announced = True
-        await asyncio.sleep(delay)
-        delay = min(delay * 1.5, _POLL_MAX_S)
+            return False
+        return True
+
+    await poll(take, timeout=timeout, waiting=waiting, failure=failure, hint=hint, error=error)
 
 
 @contextlib.asynccontextmanager
