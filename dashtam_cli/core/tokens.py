@@ -153,32 +153,18 @@ async def _connection_lock(
     machine); a shared vault's (``engine`` on PostgreSQL) is an advisory lock
     in its database (every process on every machine).
     """
-    failure = "another dashtam process has been refreshing this connection for too long"
-    hint = "wait for it to finish, then try again"
-    if engine is not None and engine.dialect.name == "postgresql":
-        from dashtam_cli.core.vault.database import named_lock
+    from dashtam_cli.core.vault.vault import exclusive_lock
 
-        lock = named_lock(
-            engine,
-            f"refresh:{connection_id}",
-            timeout=LOCK_TIMEOUT,
-            waiting=None,
-            failure=failure,
-            hint=hint,
-            error=RefreshFailed,
-        )
-    else:
-        from dashtam_cli.core.vault.locks import exclusive_file
-
-        lock = exclusive_file(
-            directory / f"{connection_id}.lock",
-            timeout=LOCK_TIMEOUT,
-            waiting=None,  # a refresh takes a moment: waiting for another is not news
-            failure=failure,
-            hint=hint,
-            error=RefreshFailed,
-        )
-    async with lock:
+    async with exclusive_lock(
+        engine,
+        directory,
+        connection_id,
+        timeout=LOCK_TIMEOUT,
+        waiting=None,  # a refresh takes a moment: waiting for another is not news
+        failure="another dashtam process has been refreshing this connection for too long",
+        hint="wait for it to finish, then try again",
+        error=RefreshFailed,
+    ):
         yield
 
 

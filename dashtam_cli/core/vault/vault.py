@@ -19,6 +19,7 @@ from dashtam_cli.core.vault.errors import (
     NoKeySource,
     RecordTampered,
     UnsafeFiles,
+    VaultBusy,
     VaultError,
     VaultNotFound,
     WrongKey,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+    from dashtam_cli.core.errors import DashtamError
     from dashtam_cli.core.settings import Settings
 
 __all__ = [
@@ -191,6 +193,39 @@ def _key_source(
     return KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
 
 
+def exclusive_lock(  # noqa: PLR0913 - the lock, what it waits for, and how it fails
+    engine: AsyncEngine | None,
+    directory: Path,
+    name: str,
+    *,
+    timeout: float,
+    waiting: str | None,
+    failure: str,
+    hint: str,
+    error: type[DashtamError] = VaultBusy,
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """An exclusive lock on ``name`` for every dashtam process using the vault.
+
+    The local vault's is a file lock, ``directory/NAME.lock`` (every process
+    on this machine); a shared vault's (``engine`` on PostgreSQL) is an
+    advisory lock in its database (every process on every machine).
+    """
+    if engine is not None and engine.dialect.name == "postgresql":
+        from dashtam_cli.core.vault.database import named_lock
+
+        return named_lock(
+            engine, name, timeout=timeout, waiting=waiting, failure=failure, hint=hint, error=error
+        )
+    return locks.exclusive_file(
+        directory / f"{name}.lock",
+        timeout=timeout,
+        waiting=waiting,
+        failure=failure,
+        hint=hint,
+        error=error,
+    )
+
+
 class Vault:
     """An open vault: its engine, its key, and the sealing of its fields."""
 
@@ -241,20 +276,11 @@ class Vault:
         failure: str,
         hint: str,
     ) -> contextlib.AbstractAsyncContextManager[None]:
-        """An exclusive lock on ``name`` for every dashtam process using this vault.
-
-        The local vault's is a file lock, ``directory/NAME.lock`` (every process
-        on this machine); a shared vault's is an advisory lock in its database
-        (every process on every machine).
-        """
-        if self.engine.dialect.name == "postgresql":
-            from dashtam_cli.core.vault.database import named_lock
-
-            return named_lock(
-                self.engine, name, timeout=timeout, waiting=waiting, failure=failure, hint=hint
-            )
-        return locks.exclusive_file(
-            directory / f"{name}.lock",
+        """An exclusive lock on ``name`` for every user of the vault: :func:`exclusive_lock`."""
+        return exclusive_lock(
+            self.engine,
+            directory,
+            name,
             timeout=timeout,
             waiting=waiting,
             failure=failure,
