@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import sys
@@ -26,6 +27,15 @@ T = TypeVar("T")
 log = logging.getLogger("dashtam_cli")
 
 _LIBRARY_LOGGERS = ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "keyring", "asyncio")
+
+# Objects the cycle collector lets pile up before it looks at the young ones
+# (CPython's default is 700). A sync allocates millions of short-lived
+# containers (parsed answers, records, rows): at 700 many survive each young
+# collection only because they are still in use, and the full collections
+# that follow traversed everything held, 0.54 of 4.6 s of CPU in a sync of
+# 60,000 transactions; at 50,000 the collector costs about 0.13 s there
+# (nox -s bench). Cyclic garbage is still collected, a little later.
+YOUNG_COLLECTION_THRESHOLD = 50_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -195,6 +205,8 @@ def run(
     import asyncio
 
     conf = settings(ctx, **flags)
+    young, middle, old = gc.get_threshold()
+    gc.set_threshold(max(young, YOUNG_COLLECTION_THRESHOLD), middle, old)
     # The result leaves the loop through this box, not as the coroutine's
     # return value: CPython 3.11 and 3.12 compute the repr of that value
     # (twice), which for thousands of records cost a third of the command.
