@@ -270,10 +270,12 @@ def outcome(raw: object) -> str:
 
 def broken_outcomes() -> dict[str, str]:
     """Each broken item's outcome, parsed as a sync parses an answer (amounts exact)."""
-    from dashtam_cli.core.providers.schwab import client
+    from dashtam_cli.core.providers.schwab import client, wire
 
     return {
-        name: outcome(client._load_json(b"[" + text + b"]", "transactions", 200)[0])
+        name: outcome(
+            client._load_json(b"[" + text + b"]", "transactions", 200, wire.decode_transactions)[0]
+        )
         for name, text in broken_items()
     }
 

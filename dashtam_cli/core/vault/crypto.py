@@ -67,13 +67,13 @@ def parse_blob(blob: bytes) -> tuple[int, bytes, bytes, bytes]:
     return version, key_id, nonce, blob[_HEADER.size :]
 
 
-def _aad(table: str, row_id: str, field: str, key_id: bytes, owner: str | None) -> bytes:
+def _aad(table: str, row_id: str, field: str, key_hex: str, owner: str | None) -> bytes:
     # NUL cannot occur in our table, id, owner or field names, so the join is
-    # unambiguous. ``owner`` None is format 1, which had no owner.
-    parts = [table.encode(), row_id.encode(), field.encode(), key_id.hex().encode()]
+    # unambiguous. ``owner`` None is format 1, which had no owner. Formatted as
+    # text and encoded once: UTF-8 of a join is the join of the UTF-8s.
     if owner is None:
-        return b"\0".join((b"dashtam/v1", *parts))
-    return b"\0".join((b"dashtam/v2", *parts, owner.encode()))
+        return f"dashtam/v1\0{table}\0{row_id}\0{field}\0{key_hex}".encode()
+    return f"dashtam/v2\0{table}\0{row_id}\0{field}\0{key_hex}\0{owner}".encode()
 
 
 class Sealer:
@@ -87,17 +87,18 @@ class Sealer:
     field fails to open, and so does a row moved to another owner.
     """
 
-    __slots__ = ("_aead", "key_id")
+    __slots__ = ("_aead", "_key_hex", "key_id")
 
     def __init__(self, key: bytes) -> None:
         """Prepare the cipher for ``key`` (32 bytes)."""
         self.key_id = key_id_of(key)
+        self._key_hex = self.key_id.hex()
         self._aead = AESGCM(key)
 
     def seal(self, table: str, row_id: str, field: str, plaintext: bytes, *, owner: str) -> bytes:
         """Encrypt ``plaintext`` for one field of one row of ``owner``, with a fresh nonce."""
         nonce = os.urandom(NONCE_BYTES)
-        aad = _aad(table, row_id, field, self.key_id, owner)
+        aad = _aad(table, row_id, field, self._key_hex, owner)
         return _HEADER.pack(BLOB_VERSION, self.key_id, nonce) + self._aead.encrypt(
             nonce, plaintext, aad
         )
@@ -116,8 +117,10 @@ class Sealer:
         if version == LEGACY_BLOB_VERSION:
             if not legacy:
                 raise InvalidTag
-            return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id, None))
-        return self._aead.decrypt(nonce, sealed, _aad(table, row_id, field, key_id, owner))
+            aad = _aad(table, row_id, field, self._key_hex, None)
+        else:
+            aad = _aad(table, row_id, field, self._key_hex, owner)
+        return self._aead.decrypt(nonce, sealed, aad)
 
     def key_check(self, vault_id: str) -> bytes:
         """Seal the fixed key-check value for this vault."""

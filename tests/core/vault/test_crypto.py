@@ -37,6 +37,36 @@ def test_blob_layout(sealer: crypto.Sealer) -> None:
     assert (version, key_id, len(nonce), len(sealed)) == (2, sealer.key_id, 12, 19)
 
 
+def test_format_2_associated_data_is_pinned() -> None:
+    """The associated data, built here by hand: every stored blob depends on its exact bytes.
+
+    Version tag, table, row id, field, key id in hex and owner, joined by NUL.
+    A non-ASCII owner is UTF-8.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    key = crypto.new_key()
+    sealer = crypto.Sealer(key)
+    owner = "caf\u00e9-1"
+    blob = sealer.seal("transactions", "row-9", "payload", b"{}", owner=owner)
+    _, key_id, nonce, sealed = crypto.parse_blob(blob)
+    aad = b"\0".join(
+        (
+            b"dashtam/v2",
+            b"transactions",
+            b"row-9",
+            b"payload",
+            key_id.hex().encode(),
+            owner.encode("utf-8"),
+        )
+    )
+    assert AESGCM(key).decrypt(nonce, sealed, aad) == b"{}"
+    # And a blob sealed by hand that way opens.
+    nonce = os.urandom(12)
+    made = bytes([2]) + key_id + nonce + AESGCM(key).encrypt(nonce, b"[1]", aad)
+    assert sealer.open("transactions", "row-9", "payload", made, owner=owner) == b"[1]"
+
+
 @pytest.mark.parametrize(
     ("table", "row", "field"),
     [

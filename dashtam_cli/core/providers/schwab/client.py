@@ -31,6 +31,11 @@ from dashtam_cli.core.http import (
 )
 from dashtam_cli.core.oauth.bearer import BearerAuth
 from dashtam_cli.core.providers.base import CallRecord
+from dashtam_cli.core.providers.schwab.wire import (
+    RawTransaction,
+    WireTransaction,
+    decode_transactions,
+)
 from dashtam_cli.core.redact import MASK, register_secret, sanitize
 from dashtam_cli.core.resilience import (
     Backoff,
@@ -119,7 +124,12 @@ def parse_schwab_time(text: str) -> dt.datetime:
         raise ValueError(msg) from None
 
 
-def _load_json(data: bytes, operation: str, status: int) -> Any:  # noqa: ANN401 - any JSON
+def _load_json(
+    data: bytes,
+    operation: str,
+    status: int,
+    typed: Callable[[bytes], object | None] | None = None,
+) -> Any:  # noqa: ANN401 - any JSON
     # parse_float=Decimal: money never passes through a binary float.
     try:
         return load_json(
@@ -127,6 +137,7 @@ def _load_json(data: bytes, operation: str, status: int) -> Any:  # noqa: ANN401
             what=f"Schwab {operation}",
             status=status,
             setting=BASE_URL_ENV,
+            typed=typed,
             parse_float=decimal.Decimal,
         )
     except ValueError:
@@ -286,11 +297,14 @@ class SchwabClient:
         query: Sequence[tuple[str, str]] = (),
         *,
         limit: int = ACCOUNTS_BODY_LIMIT,
+        typed: Callable[[bytes], object | None] | None = None,
     ) -> Any:  # noqa: ANN401 - any JSON
         """GET and parse: the call layer retries and audits; the auth flow refreshes once on 401.
 
         The body is read streamed and refused past ``limit`` bytes; of an
         error answer only the first ERROR_BODY_LIMIT bytes are read.
+        ``typed`` decodes the body when it has the shape it expects (see
+        :func:`load_json`).
         """
         caller = self._caller
 
@@ -306,7 +320,7 @@ class SchwabClient:
             headers={"Accept": "application/json"},
         )
         try:
-            body = _load_json(answer.data, operation, answer.status)
+            body = _load_json(answer.data, operation, answer.status, typed)
         except BadBody as exc:
             raise await caller.failed_read(
                 operation, exc, answer.duration_ms, answer.correlation
@@ -391,7 +405,7 @@ class SchwabClient:
         end: dt.datetime,
         types: Sequence[str],
         symbol: str | None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RawTransaction]:
         query = [
             ("startDate", format_schwab_time(start)),
             ("endDate", format_schwab_time(end)),
@@ -406,10 +420,15 @@ class SchwabClient:
             f"/accounts/{quoted}/transactions",
             query,
             limit=TRANSACTIONS_BODY_LIMIT,
+            typed=decode_transactions,
         )
         if not isinstance(body, list):
             raise ApiError("Schwab transactions: unexpected body shape")
-        items = _objects("transactions", body)
+        items: list[RawTransaction]
+        if body and isinstance(body[0], WireTransaction):
+            items = body  # decoded by shape: a list of objects
+        else:
+            items = list(_objects("transactions", body))
         if len(items) >= MAX_TRANSACTIONS and end - start > MIN_WINDOW:
             # A full page may have been cut: split the window and ask again.
             middle = start + (end - start) / 2
@@ -428,8 +447,12 @@ class SchwabClient:
         *,
         types: Sequence[str] = TRANSACTION_TYPES,
         symbol: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """Transactions from ``start`` to ``end``, in windows of at most a year, de-duplicated."""
+    ) -> list[RawTransaction]:
+        """Transactions from ``start`` to ``end``, in windows of at most a year, de-duplicated.
+
+        Each as :mod:`wire` decoded it, or, from an answer of another shape,
+        as ``json.loads`` parsed it: :func:`mapping.transaction` reads both.
+        """
         if end <= start:
             return []
         windows = []
@@ -444,10 +467,14 @@ class SchwabClient:
                 for a, b in windows
             )
         )
-        seen: dict[object, dict[str, Any]] = {}
+        seen: dict[object, RawTransaction] = {}
         for page in pages:
             for item in page:
-                key = item.get("activityId")
+                key = (
+                    item.activity_id
+                    if isinstance(item, WireTransaction)
+                    else item.get("activityId")
+                )
                 # Only ids of a usable type de-duplicate; the mapping refuses the others.
                 seen[key if isinstance(key, int | str) else id(item)] = item
         return list(seen.values())

@@ -22,6 +22,12 @@ from dashtam_cli.core.providers.schwab.client import (
     encodable,
     parse_schwab_time,
 )
+from dashtam_cli.core.providers.schwab.wire import (
+    RawTransaction,
+    WireInstrument,
+    WireItem,
+    WireTransaction,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -191,18 +197,22 @@ def _fees(items: Sequence[Fields], main: Fields | None, *, trade: bool) -> decim
     return total
 
 
-def transaction(account_id: str, masked: str, raw: dict[str, Any]) -> Transaction:
+def transaction(account_id: str, masked: str, raw: RawTransaction) -> Transaction:
     """One transaction; any field of the wrong type (or an unreadable time) is an ApiError.
 
-    Items in the forms Schwab sends (JSON objects, exact amounts, ids and
-    times as text or numbers) take a direct read of the dict; anything else,
-    including every item with a field in a wrong form, is read again by the
-    :class:`Fields` readers, which name the field. Both give the same record.
+    A transaction decoded by :mod:`wire` with its fields in the forms Schwab
+    sends (exact amounts, ids and times as text or numbers) is read
+    directly; anything else, including every transaction with a field in
+    another form and every one ``json.loads`` parsed (its answer was of
+    another shape), is read by the :class:`Fields` readers, which name the
+    field. Both give the same record.
     """
+    if not isinstance(raw, WireTransaction):
+        return checked_transaction(account_id, masked, raw)
     try:
         fields = _plain_fields(account_id, masked, raw)
     except _NotPlain:
-        return checked_transaction(account_id, masked, raw)
+        return checked_transaction(account_id, masked, raw.as_dict())
     try:
         return Transaction.model_validate(fields)
     except pydantic.ValidationError:  # the same error as the readers' path gives
@@ -255,7 +265,7 @@ class _NotPlain(Exception):
 
 _EARLIEST_DAY: Final = EARLIEST.date()
 _LATEST_DAY: Final = LATEST.date()
-_NO_OBJECT: Final[dict[str, Any]] = {}
+_NO_INSTRUMENT: Final = WireInstrument()
 _ZERO: Final = decimal.Decimal(0)
 
 
@@ -313,73 +323,59 @@ def _activity(value: object) -> str:
     raise _NotPlain
 
 
-def _plain_fields(account_id: str, masked: str, raw: object) -> dict[str, Any]:  # noqa: C901, PLR0912 - one check per field
-    """The fields of :func:`checked_transaction`, read straight from the dict.
+def _plain_fields(account_id: str, masked: str, raw: WireTransaction) -> dict[str, Any]:
+    """The fields of :func:`checked_transaction`, read straight from the decoded transaction.
 
     Accepts only what the readers accept, and computes each value with the
     same expressions; anything else raises :class:`_NotPlain`.
     """
-    if type(raw) is not dict:
-        raise _NotPlain
-    get = raw.get
-    activity = _activity(get("activityId"))
-    trade_date = _day(get("tradeDate"))
-    moment = _moment(get("time"))
+    activity = _activity(raw.activity_id)
+    trade_date = _day(raw.trade_date)
+    moment = _moment(raw.time)
     if moment is None:
         if trade_date is None:
             raise _NotPlain
         moment = dt.datetime.combine(trade_date, dt.time(), tzinfo=dt.UTC)
-    items = get("transferItems")
-    if items is None:
-        items = ()
-    elif type(items) is not list:
-        raise _NotPlain
-    lines: list[tuple[dict[str, Any], dict[str, Any], str | None]] = []
+    lines: list[tuple[WireItem, WireInstrument, str | None]] = []
     main = None
-    for line in items:
-        if type(line) is not dict:
-            raise _NotPlain
-        instrument = line.get("instrument")
-        if instrument is None:
-            instrument = _NO_OBJECT
-        elif type(instrument) is not dict:
-            raise _NotPlain
-        asset = _text(instrument.get("assetType"))
+    for line in raw.transfer_items or ():
+        instrument = line.instrument or _NO_INSTRUMENT
+        asset = _text(instrument.asset_type)
         entry = (line, instrument, asset)
         if main is None and asset != "CURRENCY":
             main = entry
         lines.append(entry)
-    kind = _text(get("type"))
+    kind = _text(raw.type)
     trade = kind == "TRADE"
     fees = _ZERO
     for entry in lines:
         if entry is main:
             continue
         line, _, asset = entry
-        if not (line.get("feeType") or (trade and main is not None and asset == "CURRENCY")):
+        if not (line.fee_type or (trade and main is not None and asset == "CURRENCY")):
             continue
-        cost = _money(line.get("cost"))
+        cost = _money(line.cost)
         if cost is None:
-            cost = -abs(_money(line.get("amount")) or _ZERO)
+            cost = -abs(_money(line.amount) or _ZERO)
         fees -= cost
-    instrument = main[1] if main is not None else _NO_OBJECT
-    description = _text(get("description"))
+    instrument = main[1] if main is not None else _NO_INSTRUMENT
+    description = _text(raw.description)
     return {
         "id": transaction_id(account_id, activity),
         "account_id": account_id,
         "account": masked,
         "time": moment,
         "trade_date": trade_date,
-        "settlement_date": _day(get("settlementDate")),
+        "settlement_date": _day(raw.settlement_date),
         "type": kind or "UNKNOWN",
         "kind": kind_of(kind or "UNKNOWN", description),
-        "description": description or _text(instrument.get("description")),
-        "amount": _money(get("netAmount")) or _ZERO,
-        "symbol": _text(instrument.get("symbol")),
+        "description": description or _text(instrument.description),
+        "amount": _money(raw.net_amount) or _ZERO,
+        "symbol": _text(instrument.symbol),
         "quantity": (
-            _money(main[0].get("amount")) if main is not None and kind in _QUANTITY_TYPES else None
+            _money(main[0].amount) if main is not None and kind in _QUANTITY_TYPES else None
         ),
-        "price": _money(main[0].get("price")) if main is not None else None,
+        "price": _money(main[0].price) if main is not None else None,
         "fees": fees,
-        "status": _text(get("status")),
+        "status": _text(raw.status),
     }
