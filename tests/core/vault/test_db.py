@@ -192,3 +192,30 @@ def test_migrate_stops_when_a_newer_dashtam_migrated_meanwhile(tmp_path: Path) -
     assert _versions(path) == [1, LATEST + 5]
     with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'never'").fetchall() == []
+
+
+def test_every_connection_gets_the_vault_s_pragmas(tmp_path: Path) -> None:
+    """WAL, FULL sync, foreign keys, the busy timeout and a 16 MB page cache, on each connection."""
+    path = tmp_path / "vault.db"
+    sqlite3.connect(path).close()
+
+    async def run() -> list[tuple[object, ...]]:
+        engine = db.create_engine(path)
+        try:
+            seen = []
+            for _ in range(2):  # a second connection, beside the first, gets them too
+                async with engine.connect() as conn:
+                    names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+                    values = [
+                        (await conn.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                        for name in (*names, "cache_size")
+                    ]
+                    seen.append(tuple(values))
+                await engine.dispose()
+            return seen
+        finally:
+            await engine.dispose()
+
+    expected = ("wal", 2, 1, db.BUSY_TIMEOUT_MS, -db.PAGE_CACHE_KIB)
+    assert asyncio.run(run()) == [expected, expected]
+    assert db.PAGE_CACHE_KIB == 16_384
