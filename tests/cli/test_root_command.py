@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import subprocess
+import sys
 from typing import TYPE_CHECKING
 
 import pytest
@@ -299,3 +301,25 @@ def test_a_command_runs_with_the_cycle_collector_s_young_threshold_raised() -> N
     assert outcome.exit_code == 0
     assert seen == [(runtime.YOUNG_COLLECTION_THRESHOLD, 10, 10)]
     assert runtime.YOUNG_COLLECTION_THRESHOLD == 50_000
+
+
+def test_the_objects_are_frozen_at_exit_not_while_the_command_runs() -> None:
+    """The shutdown's full collection skips what the command left (gc.freeze at exit only).
+
+    A handler registered before main() runs after main's own at exit (they
+    run last-registered first), and sees the objects frozen; during the
+    command nothing is frozen.
+    """
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0, file=sys.stderr))\n"
+        "from dashtam_cli.cli.entry import main\n"
+        "sys.argv = ['dashtam', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('after main', gc.get_freeze_count(), file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines()[-2:] == ["after main 0", "at exit True"]
