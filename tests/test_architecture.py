@@ -288,6 +288,15 @@ def test_a_query_of_a_synced_vault_loads_no_network_or_ui_library(
     assert code == 0
     assert sorted(row["number"] for row in json.loads(stdout)) == ["****1111", "****2222"]
     assert loaded & QUERY_NEVER_LOADS == set()
+    # The transactions, all of them or of a kind or a provider's type: the check of
+    # --type reads every provider's types without importing any provider's client.
+    for types in ([], ["--type", "trade"], ["--type", "TRADE"]):
+        code, stdout, loaded = _run_entry(
+            ["transactions", "list", "--format", "jsonl", "--offline", *types]
+        )
+        assert code == 0
+        assert stdout.count("\n") > 0, types
+        assert loaded & QUERY_NEVER_LOADS == set(), types
     assert {"sqlalchemy", "pydantic", "cryptography"} <= loaded  # the check is not blind
     code, stdout, _ = _run_entry(
         ["accounts", "list", "--format", "json", "--offline"],

@@ -506,8 +506,7 @@ class Renderer:
                 # Line by line: a reader that goes away (`| head -1`) is seen as a
                 # broken pipe, where one large write can end as if delivered.
                 for item in batch:
-                    write(_jsonl(model, fields, item, line))
-                    write("\n")
+                    write(_jsonl(model, fields, item, line) + "\n")
                 first = first and not batch
                 return
             for item in batch:

@@ -96,6 +96,8 @@ def type_filter(types: Sequence[str]) -> tuple[set[str], set[str]]:
     """
     kinds: set[str] = set()
     provider_types: set[str] = set()
+    if not types:
+        return kinds, provider_types
     known = {t for name in provider_names() for t in provider_named(name).transaction_types}
     unknown = []
     for raw in types:

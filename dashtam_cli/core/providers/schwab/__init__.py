@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from dashtam_cli.core.providers.base import LoginKind, Provider, ProviderSpec
 
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from dashtam_cli.core.models import Kind
     from dashtam_cli.core.providers.base import ProviderSession, SessionContext
 
-__all__ = ["PROVIDER", "SPEC", "SchwabProvider"]
+__all__ = ["PROVIDER", "SPEC", "TRANSACTION_TYPES", "SchwabProvider"]
 
 SPEC = ProviderSpec(
     name="schwab",
@@ -33,6 +33,27 @@ SPEC = ProviderSpec(
 )
 
 
+# Schwab's transaction types, here rather than in the client so that checking
+# `--type` does not import the client (and httpx with it).
+TRANSACTION_TYPES: Final = (
+    "TRADE",
+    "RECEIVE_AND_DELIVER",
+    "DIVIDEND_OR_INTEREST",
+    "ACH_RECEIPT",
+    "ACH_DISBURSEMENT",
+    "CASH_RECEIPT",
+    "CASH_DISBURSEMENT",
+    "ELECTRONIC_FUND",
+    "WIRE_OUT",
+    "WIRE_IN",
+    "JOURNAL",
+    "MEMORANDUM",
+    "MARGIN_CALL",
+    "MONEY_MARKET",
+    "SMA_ADJUSTMENT",
+)
+
+
 class SchwabProvider(Provider):
     """Schwab: an OAuth login whose tokens refresh; accounts by number, calls by hash."""
 
@@ -42,12 +63,7 @@ class SchwabProvider(Provider):
     refreshes = True
     spec = SPEC
 
-    @property
-    def transaction_types(self) -> tuple[str, ...]:  # type: ignore[override] # read lazily
-        """Schwab's own transaction types."""
-        from dashtam_cli.core.providers.schwab.client import TRANSACTION_TYPES
-
-        return TRANSACTION_TYPES
+    transaction_types = TRANSACTION_TYPES
 
     def kind_of(self, provider_type: str) -> Kind:
         """The neutral kind of one of Schwab's types."""

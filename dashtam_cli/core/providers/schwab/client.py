@@ -31,6 +31,7 @@ from dashtam_cli.core.http import (
 )
 from dashtam_cli.core.oauth.bearer import BearerAuth
 from dashtam_cli.core.providers.base import CallRecord
+from dashtam_cli.core.providers.schwab import TRANSACTION_TYPES
 from dashtam_cli.core.providers.schwab.wire import (
     RawTransaction,
     WireTransaction,
@@ -66,23 +67,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TRANSACTION_TYPES: Final = (
-    "TRADE",
-    "RECEIVE_AND_DELIVER",
-    "DIVIDEND_OR_INTEREST",
-    "ACH_RECEIPT",
-    "ACH_DISBURSEMENT",
-    "CASH_RECEIPT",
-    "CASH_DISBURSEMENT",
-    "ELECTRONIC_FUND",
-    "WIRE_OUT",
-    "WIRE_IN",
-    "JOURNAL",
-    "MEMORANDUM",
-    "MARGIN_CALL",
-    "MONEY_MARKET",
-    "SMA_ADJUSTMENT",
-)
 MAX_TRANSACTIONS: Final = 3000
 MAX_WINDOW: Final = dt.timedelta(days=365)
 MIN_WINDOW: Final = dt.timedelta(seconds=1)
