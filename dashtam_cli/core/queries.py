@@ -313,10 +313,8 @@ async def query_positions(
             async with vault.reading() as conn:
                 rows = (await conn.execute(query)).all()
             order = {a.id: n for n, a in enumerate(scope.accounts)}
-            for row in sorted(rows, key=lambda r: order[r.account_id]):
-                text = vault.unseal_text(
-                    table.name, row.id, "payload", row.payload, owner=row.account_id
-                )
+            for row_id, account_id, payload in sorted(rows, key=lambda r: order[r[1]]):
+                text = vault.unseal_text(table.name, row_id, "payload", payload, owner=account_id)
                 found.append(Position.model_validate_json(text))
         result.oldest = _oldest(scope, scope.accounts)
         result.never = _never(infos, scope)
@@ -326,14 +324,12 @@ async def query_positions(
     return found, result
 
 
-def _opened(
-    vault: Vault,
-    row: Any,  # noqa: ANN401 - a result row
-) -> str | None:
+def _opened(vault: Vault, row_id: str, account_id: str, payload: bytes) -> str | None:
     """The opened text of one stored transaction, or None (with a warning) when its seal fails."""
-    table = schema.transactions
     try:
-        return vault.unseal_text(table.name, row.id, "payload", row.payload, owner=row.account_id)
+        return vault.unseal_text(
+            schema.transactions.name, row_id, "payload", payload, owner=account_id
+        )
     except RecordTampered as exc:
         log.warning("a damaged transaction is left out (%s); `dashtam sync --full` fetches it", exc)
         return None
@@ -341,24 +337,25 @@ def _opened(
 
 def _transaction(
     vault: Vault,
-    row: Any,  # noqa: ANN401 - a result row
+    row: tuple[str, str, str | None, bytes],
     providers: dict[str, str],
 ) -> Transaction | None:
     """One stored transaction, or None (with a warning) when its seal does not open."""
-    text = _opened(vault, row)
+    row_id, account_id, kind, payload = row
+    text = _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
-    if row.kind is None:
+    if kind is None:
         # Stored before kinds existed: the kind is read from the provider's type.
         record = json.loads(text)
-        record["kind"] = provider_named(providers[row.account_id]).kind_of(record.get("type", ""))
+        record["kind"] = provider_named(providers[account_id]).kind_of(record.get("type", ""))
         return Transaction.model_validate(record)
     return Transaction.model_validate_json(text)
 
 
 def _record(
     vault: Vault,
-    row: Any,  # noqa: ANN401 - a result row
+    row: tuple[str, str, str | None, bytes],
     providers: dict[str, str],
     *,
     parse: bool,
@@ -372,17 +369,21 @@ def _record(
     be checked against a filter) or it was stored before kinds existed: then
     it is parsed, and such a record gets its kind. Text that is not a JSON
     object is validated here (and so refused as before).
+
+    ``row`` is (id, account_id, kind, payload), unpacked as a tuple: reading a
+    result row's columns by name cost about 0.7 us each, 3 us a row.
     """
-    text = _opened(vault, row)
+    row_id, account_id, kind, payload = row
+    text = _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
-    if not parse and row.kind is not None:
+    if not parse and kind is not None:
         return text
     record = json.loads(text)
     if not isinstance(record, dict):
         return Transaction.model_validate_json(text)
-    if row.kind is None:
-        kind_of = provider_named(providers[row.account_id]).kind_of
+    if kind is None:
+        kind_of = provider_named(providers[account_id]).kind_of
         record["kind"] = kind_of(record.get("type", ""))
     return record
 

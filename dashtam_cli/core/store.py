@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import bindparam, delete, literal_column, select, update
 
@@ -436,13 +436,15 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
                 ),
                 tuple(chunk),
             )
-            for row in rows:
+            # Unpacked, not read by name (0.7 us a column on a result row).
+            triples = cast("Iterable[tuple[str, str, bytes]]", rows)
+            for row_id, account_id, payload in triples:
                 try:
-                    found[row.id] = vault.unseal_text(
-                        table.name, row.id, "payload", row.payload, owner=row.account_id
+                    found[row_id] = vault.unseal_text(
+                        table.name, row_id, "payload", payload, owner=account_id
                     )
                 except RecordTampered:
-                    found[row.id] = ""  # damaged: written anew
+                    found[row_id] = ""  # damaged: written anew
     return found
 
 
