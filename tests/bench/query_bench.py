@@ -80,6 +80,9 @@ async def seed(transactions: int, *, key_store: str | None = None) -> None:
                 await conn.exec_driver_sql(sql, rows)
 
 
+STREAM_RUNS = 5
+
+
 def _wall_s(command: list[str], env: dict[str, str]) -> float:
     """Wall time of one run of ``command``."""
     started = time.perf_counter()
@@ -107,9 +110,10 @@ def queries(transactions: int = 100_000, runs: int = 10) -> list[tuple[str, str]
             for name, command in commands.items():
                 times[name].append(_wall_s(command, env))
         floor, listed, offline_s = (statistics.median(times[k]) for k in times)
-        streamed = support.measure(
-            [support.DASHTAM, "transactions", "list", "--format", "jsonl", "--offline"], env
-        )
+        # Each run takes seconds, and one run is at the mercy of a busy moment: a median.
+        stream = [support.DASHTAM, "transactions", "list", "--format", "jsonl", "--offline"]
+        streams = [support.measure(stream, env) for _ in range(STREAM_RUNS)]
+        streamed = sorted(streams, key=lambda m: m.seconds)[STREAM_RUNS // 2]
     ratio = listed / floor
     rate = streamed.lines / streamed.seconds
     return [
@@ -121,7 +125,7 @@ def queries(transactions: int = 100_000, runs: int = 10) -> list[tuple[str, str]
         ("`accounts list` / floor (target <= 1.3x)", f"{ratio:.2f}x"),
         ("result", "PASS" if ratio <= 1.3 else "MISS"),
         ("`transactions list --format jsonl` rows written", f"{streamed.lines:,}"),
-        ("  wall (s), whole process", f"{streamed.seconds:.2f}"),
+        (f"  wall (s), whole process, median of {STREAM_RUNS}", f"{streamed.seconds:.2f}"),
         ("  rows per second (target >= 50,000)", f"{rate:,.0f}"),
         ("  result", "PASS" if rate >= 50_000 else "MISS"),
     ]
