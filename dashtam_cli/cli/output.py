@@ -335,27 +335,21 @@ class _Line:
 _LINE: dict[type[BaseModel], _Line | None] = {}
 
 
-def _text_line(model: type[BaseModel], text: object) -> str | None:
-    """The JSON line of a record of ``model`` stored as ``text``, or None when not in that shape."""
-    if type(text) is not str:
-        return None
+def _line_of(model: type[BaseModel]) -> _Line | None:
+    """The converter of ``model``'s stored text to its JSON line (None for a model without one)."""
     if model not in _LINE:
         plain = _PLAIN[model] if model in _PLAIN else _Plain.of(model)
         _PLAIN[model] = plain
         _LINE[model] = None if plain is None else _Line.of(plain)
-    converter = _LINE[model]
+    return _LINE[model]
+
+
+def _text_line(model: type[BaseModel], text: object) -> str | None:
+    """The JSON line of a record of ``model`` stored as ``text``, or None when not in that shape."""
+    if type(text) is not str:
+        return None
+    converter = _line_of(model)
     return None if converter is None else converter.line(text)
-
-
-def _jsonl(
-    model: type[BaseModel],
-    fields: list[str],
-    item: BaseModel | dict[str, Any] | str,
-    encode: Callable[[dict[str, Any]], str],
-) -> str:
-    """One JSON line; a stored record's text, in the stored shape, is nearly its line already."""
-    text = _text_line(model, item)
-    return encode(_printed(model, fields, item)) if text is None else text
 
 
 def _printed(
@@ -495,6 +489,7 @@ class Renderer:
         write = self.stream.write
         # One encoder for every line, not one built per call of json.dumps.
         line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+        converter = _line_of(model) if self.fmt == "jsonl" else None
         first = True
         writer = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n")
 
@@ -506,7 +501,15 @@ class Renderer:
                 # Line by line: a reader that goes away (`| head -1`) is seen as a
                 # broken pipe, where one large write can end as if delivered.
                 for item in batch:
-                    write(_jsonl(model, fields, item, line) + "\n")
+                    # A stored record's text, in the stored shape, is nearly its line already.
+                    text = (
+                        converter.line(item)
+                        if converter is not None and type(item) is str
+                        else None
+                    )
+                    if text is None:
+                        text = line(_printed(model, fields, item))
+                    write(text + "\n")
                 first = first and not batch
                 return
             for item in batch:
