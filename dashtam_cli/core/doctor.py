@@ -98,19 +98,22 @@ def _settings(env: Mapping[str, str]) -> tuple[Settings, Check]:
 
 async def _key_source(conf: Settings, env: Mapping[str, str]) -> list[Check]:
     from dashtam_cli.core.vault.keys import ENV_KEY, decode_env_key, vetted_keyring_backend
-    from dashtam_cli.core.vault.vault import read_plain_meta
+    from dashtam_cli.core.vault.vault import OpenOptions, read_plain_meta, store_kind
 
     if env.get(ENV_KEY, "").strip():
         decode_env_key(env[ENV_KEY])
         return [Check(check="key source", status="ok", verdict=f"the key comes from {ENV_KEY}")]
     kind = conf.key_store
-    if conf.paths.vault_file.exists():
+    exists = False
+    if conf.database_url is not None or conf.paths.vault_file.exists():
+        # An unreachable shared vault is the vault check's finding, not this one's.
         with contextlib.suppress(DashtamError):
             _, meta, _ = await read_plain_meta(conf)
-            kind = meta.get("key_store", kind.encode()).decode()
+            exists = bool(meta)
+            kind = store_kind(meta, conf, OpenOptions()) if meta else kind
     if kind == "passphrase":
         where = conf.paths.key_file
-        status: Status = "ok" if where.exists() or not conf.paths.vault_file.exists() else "broken"
+        status: Status = "ok" if where.exists() or not exists else "broken"
         return [
             Check(
                 check="key source",
@@ -138,10 +141,13 @@ def _integrity(path: os.PathLike[str]) -> str:
 async def _vault(conf: Settings, options: OpenOptions) -> tuple[list[Check], bool]:
     """Files, integrity, schema and key; and whether the vault can be opened for the rest."""
     from dashtam_cli.core.vault import files
-    from dashtam_cli.core.vault.migrations import LATEST
-    from dashtam_cli.core.vault.vault import check_key, read_plain_meta
 
     path = conf.paths.vault_file
+    if conf.database_url is not None:
+        found, ok = await _shared_vault(conf, conf.database_url)
+        if not ok:
+            return found, False
+        return await _schema_and_key(conf, options, found)
     if not path.exists():
         return [
             Check(
@@ -175,6 +181,39 @@ async def _vault(conf: Settings, options: OpenOptions) -> tuple[list[Check], boo
             )
         )
         return checks, False
+    return await _schema_and_key(conf, options, checks)
+
+
+async def _shared_vault(conf: Settings, url: str) -> tuple[list[Check], bool]:
+    """A shared vault: its database reachable, with a vault in it (no files to check here).
+
+    An unreachable server or a refused login raises (the caller reports it,
+    as one line with the password masked).
+    """
+    from dashtam_cli.core.vault.database import masked_url
+    from dashtam_cli.core.vault.vault import vault_absent
+
+    shown = masked_url(url)
+    if await vault_absent(conf):
+        return [
+            Check(
+                check="vault",
+                status="warning",
+                verdict=f"no vault in the shared database {shown} yet",
+                fix="dashtam vault init (or dashtam vault copy --to URL from an existing vault)",
+            )
+        ], False
+    verdict = f"{shown}: reachable; integrity is PostgreSQL's own (pg_amcheck, backups)"
+    return [Check(check="vault database", status="ok", verdict=verdict)], True
+
+
+async def _schema_and_key(
+    conf: Settings, options: OpenOptions, checks: list[Check]
+) -> tuple[list[Check], bool]:
+    """The schema's version and the key's proof, after the vault's storage checks."""
+    from dashtam_cli.core.vault.migrations import LATEST
+    from dashtam_cli.core.vault.vault import check_key, read_plain_meta
+
     try:
         version, _, _ = await read_plain_meta(conf)
     except DashtamError as exc:
@@ -195,12 +234,16 @@ async def _vault(conf: Settings, options: OpenOptions) -> tuple[list[Check], boo
     return checks, True
 
 
-async def _stored_providers(conf: Settings, *, vault_ok: bool) -> dict[str, str | None]:
+async def _stored_providers(
+    conf: Settings, options: OpenOptions, *, vault_ok: bool
+) -> dict[str, str | None]:
     """Providers with credentials in the vault, and their saved redirect URI (no key needed)."""
     import sqlite3
 
     if not vault_ok:
         return {}
+    if conf.database_url is not None:
+        return await _stored_providers_shared(conf, options)
 
     def read() -> dict[str, str | None]:
         uri = f"file:{os.fspath(conf.paths.vault_file)}?mode=ro"
@@ -212,6 +255,24 @@ async def _stored_providers(conf: Settings, *, vault_ok: bool) -> dict[str, str 
             conn.close()
 
     return await asyncio.to_thread(read)
+
+
+async def _stored_providers_shared(conf: Settings, options: OpenOptions) -> dict[str, str | None]:
+    """:func:`_stored_providers` of a shared vault, read through the vault (its key proved)."""
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from dashtam_cli.core.vault import schema
+    from dashtam_cli.core.vault.vault import open_vault
+
+    table = schema.provider_credentials
+    async with (
+        open_vault(conf, dataclasses.replace(options, create=False)) as vault,
+        vault.reading() as conn,
+    ):
+        rows = await conn.execute(select(table.c.provider, table.c.redirect_uri))
+        return {str(p): (r if isinstance(r, str) else None) for p, r in rows.all()}
 
 
 def _port_free(port: int) -> bool:
@@ -484,7 +545,7 @@ async def run_checks(
         except Exception as exc:  # noqa: BLE001
             connection_checks = [_failed("connections", exc)]
     try:
-        stored = await _stored_providers(conf, vault_ok=vault_ok)
+        stored = await _stored_providers(conf, options, vault_ok=vault_ok)
     except Exception:  # noqa: BLE001 - an unreadable table is the vault checks' finding
         stored = {}
     checks += await _guard("providers", lambda: _providers(env, stored, used))

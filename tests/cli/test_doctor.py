@@ -287,3 +287,85 @@ def test_a_passphrase_vault_is_asked_for_once(isolated_env: Path) -> None:
     assert by_name["connections"].verdict == "no connections yet"
     assert asked == [False]
     assert isolated_env.exists()
+
+
+# --- a shared vault on PostgreSQL ----------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("oauth")
+def test_a_shared_vault_is_checked_in_its_database(
+    cli: CliCall,
+    pg_server: Any,
+    pg_database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_env: Path,
+) -> None:
+    """With DASHTAM_DATABASE_URL: no vault yet is a warning; then the database, schema and key.
+
+    The local vault file is never looked for (there is none), the password in
+    the URL is never printed, and the stored credentials and connections are
+    read from the database.
+    """
+    import urllib.parse
+
+    from postgres_support import PASSWORD, PASSWORD_ROLE
+
+    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
+    url = pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", url)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+
+    code, checks, output = _doctor(cli)
+    assert code == 0, checks
+    assert checks["vault"]["status"] == "warning"
+    assert checks["vault"]["verdict"].startswith("no vault in the shared database postgresql")
+    assert "***" in checks["vault"]["verdict"]
+    assert "vault init" in checks["vault"]["fix"]
+
+    assert cli("vault", "init").exit_code == 0
+    now = dt.datetime.now(dt.UTC)
+    add_connection("main", token_set(now, access_in=dt.timedelta(minutes=20)))
+    code, checks, output = _doctor(cli)
+    assert code == 0, checks
+    assert "vault files" not in checks
+    assert "vault integrity" not in checks
+    assert checks["vault database"]["status"] == "ok"
+    assert "***" in checks["vault database"]["verdict"]
+    assert f"up to {LATEST}" in checks["schema"]["verdict"]
+    assert "DASHTAM_MASTER_KEY" in checks["vault key"]["verdict"]
+    assert "tokens ok" in checks["connection main"]["verdict"]
+    assert PASSWORD not in output
+    assert not _vault(isolated_env).exists()
+
+
+@pytest.mark.usefixtures("oauth")
+def test_a_shared_vault_with_another_key_is_broken(
+    cli: CliCall, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This machine's key does not open the shared vault: the key check says so, exit 1."""
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", pg_database)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    assert cli("vault", "init").exit_code == 0
+    other = base64.urlsafe_b64encode(os.urandom(32)).decode()
+    code, checks, _ = _doctor(cli, DASHTAM_MASTER_KEY=other)
+    assert code == 1
+    assert checks["vault database"]["status"] == "ok"
+    assert checks["vault key"]["status"] == "broken"
+    assert "not this vault's key" in checks["vault key"]["verdict"]
+
+
+@pytest.mark.usefixtures("oauth")
+def test_an_unreachable_shared_vault_is_one_broken_check(
+    cli: CliCall, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens at the URL: the vault check is broken, masked, with a hint; the rest runs."""
+    url = f"postgresql+asyncpg://alice:hunter2-pw@127.0.0.1:{free_port()}/money"
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", url)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", base64.urlsafe_b64encode(os.urandom(32)).decode())
+    code, checks, output = _doctor(cli)
+    assert code == 1
+    assert checks["vault"]["status"] == "broken"
+    assert "alice:***@" in checks["vault"]["verdict"]
+    assert checks["vault"]["fix"]
+    assert "hunter2-pw" not in output
+    assert checks["schwab credentials"]["status"] == "ok"  # the checks after it still ran

@@ -48,6 +48,8 @@ __all__ = [
     "check_key",
     "destroy_vault",
     "open_vault",
+    "read_plain_meta",
+    "store_kind",
     "vault_absent",
     "where",
 ]
@@ -96,7 +98,7 @@ def _engine(settings: Settings) -> AsyncEngine:
     return db.create_engine(settings.paths.vault_file)
 
 
-def _store_kind(meta: Mapping[str, bytes], settings: Settings, options: OpenOptions) -> str:
+def store_kind(meta: Mapping[str, bytes], settings: Settings, options: OpenOptions) -> str:
     """Where this machine keeps the vault's key.
 
     A local vault records it. A shared vault's key is kept by each machine
@@ -695,7 +697,7 @@ async def _unlock(
         return await _initialise(engine, settings, options, env, attempt or _Attempt())
 
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = _store_kind(meta, settings, options)
+    kind = store_kind(meta, settings, options)
     source = _key_source(kind, vault_id, settings, options, env)
     expected = meta[_META_KEY_ID].decode()
     key = await source.load()
@@ -1008,7 +1010,7 @@ async def check_key(settings: Settings, options: OpenOptions | None = None) -> s
             hint="run: dashtam vault init",
         )
     vault_id = meta[_META_VAULT_ID].decode()
-    kind = _store_kind(meta, settings, opts)
+    kind = store_kind(meta, settings, opts)
     source = _key_source(kind, vault_id, settings, opts, env)
     key = await source.load()
     expected = meta[_META_KEY_ID].decode()
@@ -1095,7 +1097,7 @@ def _remove_key_files(settings: Settings) -> list[str]:
 
 
 async def _delete_keyring_key(settings: Settings, meta: Mapping[str, bytes]) -> list[str]:
-    if _META_VAULT_ID not in meta or _store_kind(meta, settings, OpenOptions()) != "keyring":
+    if _META_VAULT_ID not in meta or store_kind(meta, settings, OpenOptions()) != "keyring":
         return []
     vault_id = meta[_META_VAULT_ID].decode()
     source = KeyringKeySource(vault_id, timeout=settings.keyring_timeout)
@@ -1202,7 +1204,7 @@ async def import_key(settings: Settings, options: OpenOptions, text: str) -> tup
             hint="export the key again on a machine that opens the vault now",
         )
     env = os.environ if options.environ is None else options.environ
-    kind = _store_kind(meta, settings, options)
+    kind = store_kind(meta, settings, options)
     if kind == "env" or env.get(ENV_KEY, "").strip():
         raise VaultError(
             f"the key comes from {ENV_KEY} on this machine, which dashtam cannot write",
