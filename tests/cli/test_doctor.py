@@ -9,13 +9,12 @@ import json
 import os
 import socket
 import sqlite3
-import subprocess
-import sys
 from typing import TYPE_CHECKING, Any
 
 import keyring
 import pytest
 import trustme
+from entry_probe import probe_main
 from fake_keyrings import MemoryKeyring, PlaintextFileKeyring
 from oauth_fixtures import free_port
 from token_support import add_connection, token_set
@@ -243,15 +242,8 @@ def test_a_vault_that_is_not_a_database_does_not_crash_it(cli: CliCall, isolated
 
 def test_dashtam_help_does_not_import_doctor() -> None:
     """`dashtam --help` lists doctor without importing its modules (start-up cost)."""
-    probe = (
-        "import sys\n"
-        "from dashtam_cli.cli.entry import main\n"
-        "sys.argv = ['dashtam', '--help']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in sys.modules if 'doctor' in m), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    result = probe_main(
+        ["--help"], after="print(sorted(m for m in sys.modules if 'doctor' in m), file=sys.stderr)"
     )
     assert "doctor" in result.stdout
     assert result.stderr.strip().splitlines()[-1] == "[]"

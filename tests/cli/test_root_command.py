@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
-import subprocess
-import sys
 from typing import TYPE_CHECKING
 
 import pytest
 import typer
+from entry_probe import probe_main
 from typer.testing import CliRunner
 
 from dashtam_cli import __version__
@@ -310,16 +309,11 @@ def test_the_objects_are_frozen_at_exit_not_while_the_command_runs() -> None:
     run last-registered first), and sees the objects frozen; during the
     command nothing is frozen.
     """
-    probe = (
-        "import atexit, gc, sys\n"
-        "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0, file=sys.stderr))\n"
-        "from dashtam_cli.cli.entry import main\n"
-        "sys.argv = ['dashtam', '--help']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print('after main', gc.get_freeze_count(), file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60
+    result = probe_main(
+        ["--help"],
+        before="import atexit, gc\n"
+        "atexit.register(lambda: print('at exit', gc.get_freeze_count() > 0, file=sys.stderr))",
+        after="print('after main', gc.get_freeze_count(), file=sys.stderr)",
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip().splitlines()[-2:] == ["after main 0", "at exit True"]
