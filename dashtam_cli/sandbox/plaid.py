@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAULTS",
     "INSTITUTIONS",
+    "OAUTH_INSTITUTIONS",
     "PASSWORD",
     "PREFIX",
     "SANDBOX_PLAID_CLIENT_ID",
@@ -73,7 +74,11 @@ INSTITUTIONS: Final = {
     "ins_109508": "First Platypus Bank",
     "ins_109509": "First Gingham Credit Union",
     "ins_109510": "Tattersall Federal Credit Union",
+    "ins_127287": "Platypus OAuth Bank",
 }
+# The institutions that log in on their own site (OAuth): the stand-in Link sends the window
+# there (the sandbox's /link/stand-in/bank), which sends it back to the link token's redirect_uri.
+OAUTH_INSTITUTIONS: Final = frozenset({"ins_127287"})
 PRODUCTS: Final = frozenset({"transactions", "investments", "balance", "auth", "identity"})
 COUNTRIES: Final = frozenset({"US", "GB", "ES", "NL", "FR", "IE", "CA", "DE", "IT"})
 CENT: Final = decimal.Decimal("0.01")
@@ -147,6 +152,17 @@ def _error(code: str, error_type: str, message: str, display: str | None = None)
             "suggested_action": None,
         },
     )
+
+
+def _oauth_error(code: str, message: str) -> dict[str, Any]:
+    """Link's error for onExit after an OAuth institution (Plaid's error object's fields)."""
+    return {
+        "error": message,
+        "error_type": "OAUTH_ERROR",
+        "error_code": code,
+        "error_message": message,
+        "display_message": f"The login at the institution could not be finished ({code})",
+    }
 
 
 def _stable_id(*parts: object) -> str:
@@ -575,6 +591,17 @@ class _LinkToken:
     expires: float
     products: tuple[str, ...]
     item_id: str | None  # update mode: the item whose login it repairs
+    redirect_uri: str | None = None  # where an OAuth institution sends the window back
+
+
+@dataclasses.dataclass
+class _OAuthState:
+    """One hand-off to an OAuth institution: the ``oauth_state_id`` the window comes back with."""
+
+    link_token: str
+    institution_id: str
+    expires: float
+    used: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -622,6 +649,7 @@ class Plaid:
         self._by_token: dict[str, _Item] = {}
         self._link_tokens: dict[str, _LinkToken] = {}
         self._public_tokens: dict[str, _PublicToken] = {}
+        self._oauth_states: dict[str, _OAuthState] = {}
 
     # -- items and tokens ------------------------------------------------------------------------
 
@@ -668,8 +696,8 @@ class Plaid:
             return Response(
                 200, self._script().encode(), content_type="application/javascript; charset=utf-8"
             )
-        if path == "/link/stand-in/complete":
-            return self._stand_in(request)
+        if path.startswith("/link/stand-in/"):
+            return self._stand_in_route(path, request)
         handler = self._handlers().get(path)
         if handler is None:
             return _error("NOT_FOUND", "INVALID_REQUEST", f"unknown path {path[:100]!r}")
@@ -680,6 +708,14 @@ class Plaid:
             return handler(body)
         except _Refusal as refusal:
             return refusal.response
+
+    def _stand_in_route(self, path: str, request: Request) -> Response:
+        """The stand-in Link's own paths (and the OAuth institution's site)."""
+        if path == "/link/stand-in/bank" and request.method == "GET":
+            return self._bank(request)
+        if path in {"/link/stand-in/complete", "/link/stand-in/oauth"}:
+            return self._stand_in(request, oauth=path.endswith("/oauth"))
+        return _error("NOT_FOUND", "INVALID_REQUEST", f"unknown path {path[:100]!r}")
 
     def _handlers(self) -> dict[str, Callable[[dict[str, Any]], Response]]:
         return {
@@ -851,7 +887,7 @@ class Plaid:
             products = self._products(body.get("products"), "products")
         token = f"link-sandbox-{secrets.token_hex(16)}"
         expires = self._clock() + LINK_TOKEN_TTL
-        self._link_tokens[token] = _LinkToken(expires, products, item_id)
+        self._link_tokens[token] = _LinkToken(expires, products, item_id, redirect)
         return _json(
             200,
             {"link_token": token, "expiration": _stamp(int(expires)), "request_id": _request_id()},
@@ -891,8 +927,13 @@ class Plaid:
         item.login_required = True
         return _json(200, {"reset_login": True, "request_id": _request_id()})
 
-    def _stand_in(self, request: Request) -> Response:  # noqa: C901, PLR0911 - one answer per check
-        """The stand-in Link's login: CORS for dashtam's loopback listener only."""
+    def _stand_in(self, request: Request, *, oauth: bool = False) -> Response:  # noqa: C901, PLR0911 - one answer per check
+        """The stand-in Link's login: CORS for dashtam's loopback listener only.
+
+        With ``oauth`` (``/link/stand-in/oauth``) the hand-off to an OAuth
+        institution; with a ``received_redirect_uri`` the login finished
+        after the window came back from it.
+        """
         origin = request.headers.get("origin")
         cors: dict[str, str] = {"Vary": "Origin"}
         if origin is not None:
@@ -917,6 +958,10 @@ class Plaid:
         link = self._link_tokens.get(str(body.get("link_token", "")))
         if link is None or link.expires <= self._clock():
             return _json(400, {"error": "the link token is unknown or expired"}, **cors)
+        if oauth or "received_redirect_uri" in body:
+            step = self._hand_off if oauth else self._returned
+            code, answer = step(str(body.get("link_token")), link, body)
+            return _json(code, answer, **cors)
         if body.get("username") != USERNAME or body.get("password") != PASSWORD:
             return _json(
                 400,
@@ -926,25 +971,79 @@ class Plaid:
         institution = str(body.get("institution_id") or "ins_109508")
         if institution not in INSTITUTIONS:
             return _json(400, {"error": "unknown institution"}, **cors)
+        if institution in OAUTH_INSTITUTIONS and link.item_id is None:
+            return _json(400, {"error": "this institution logs in on its own site"}, **cors)
+        return _json(200, self._linked(link, institution), **cors)
+
+    def _linked(self, link: _LinkToken, institution: str) -> dict[str, Any]:
+        """What Link hands onSuccess: a public token for the new (or repaired) item."""
         if link.item_id is not None:  # update mode repairs the item's login
             item = self.items[link.item_id]
             item.login_required = False
             institution = item.institution_id
         else:
             item = self._new_item(institution, link.products)
-        return _json(
-            200,
-            {
-                "public_token": self._public_token(item),
-                "institution": {"name": INSTITUTIONS[institution], "institution_id": institution},
-            },
-            **cors,
-        )
+        return {
+            "public_token": self._public_token(item),
+            "institution": {"name": INSTITUTIONS[institution], "institution_id": institution},
+        }
+
+    def _hand_off(
+        self, token: str, link: _LinkToken, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Link sends the window to an OAuth institution: where to, with its ``oauth_state_id``."""
+        institution = str(body.get("institution_id", ""))
+        if institution not in OAUTH_INSTITUTIONS:
+            return 400, {"error": "this institution does not use OAuth"}
+        if link.redirect_uri is None:
+            # Plaid's Link shows an error for an OAuth institution without a redirect_uri.
+            return 400, {"error": "this institution uses OAuth: the link token has no redirect_uri"}
+        state_id = secrets.token_hex(16)
+        self._oauth_states[state_id] = _OAuthState(token, institution, link.expires)
+        query = urllib.parse.urlencode({"oauth_state_id": state_id})
+        return 200, {"oauth_url": f"{self._root()}/link/stand-in/bank?{query}"}
+
+    def _bank(self, request: Request) -> Response:
+        """The OAuth institution's site: the person consents, it sends the window back to Link."""
+        found = self._oauth_states.get(request.arg("oauth_state_id") or "")
+        link = self._link_tokens.get(found.link_token) if found is not None else None
+        if found is None or found.used or link is None or link.redirect_uri is None:
+            return Response(400, b"unknown oauth_state_id", content_type="text/plain")
+        query = urllib.parse.urlencode({"oauth_state_id": request.arg("oauth_state_id")})
+        return Response(302, b"", headers={"Location": f"{link.redirect_uri}?{query}"})
+
+    def _returned(
+        self, token: str, link: _LinkToken, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Link made again with ``receivedRedirectUri``: the login finishes, or an OAuth error."""
+        received = body.get("received_redirect_uri")
+        parts = urllib.parse.urlsplit(received if isinstance(received, str) else "")
+        ids = urllib.parse.parse_qs(parts.query).get("oauth_state_id", [])
+        found = self._oauth_states.get(ids[0]) if len(ids) == 1 else None
+        if found is None or found.expires <= self._clock():
+            return 400, _oauth_error("OAUTH_STATE_ID_NOT_FOUND", "the oauth_state_id is unknown")
+        if found.link_token != token:
+            return 400, _oauth_error("INCORRECT_LINK_TOKEN", "the link token is not the one used")
+        if found.used:
+            return 400, _oauth_error(
+                "OAUTH_STATE_ID_ALREADY_PROCESSED", "the oauth_state_id was already used"
+            )
+        if f"{parts.scheme}://{parts.netloc}{parts.path}" != link.redirect_uri:
+            return 400, _oauth_error(
+                "INVALID_FIELD", "receivedRedirectUri is not the link token's redirect_uri"
+            )
+        found.used = True
+        return 200, self._linked(link, found.institution_id)
 
     def _script(self) -> str:
         root = json.dumps(self._root())
         institutions = json.dumps([[k, v] for k, v in INSTITUTIONS.items()])
-        return STAND_IN_SCRIPT.replace("__ROOT__", root).replace("__INSTITUTIONS__", institutions)
+        oauth = json.dumps(sorted(OAUTH_INSTITUTIONS))
+        return (
+            STAND_IN_SCRIPT.replace("__ROOT__", root)
+            .replace("__INSTITUTIONS__", institutions)
+            .replace("__OAUTH__", oauth)
+        )
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -1214,13 +1313,27 @@ class Plaid:
 
 # Plaid.create(config) -> {open, exit, destroy}: a small form (user_good / pass_good and an
 # institution) that posts to the sandbox's /link/stand-in/complete and calls config.onSuccess,
-# or config.onExit on Cancel. Built with DOM calls only (no innerHTML, no inline style markup),
-# loading nothing else, so the listener page's Content-Security-Policy holds.
+# or config.onExit on Cancel. An OAuth institution sends the window to its "site"
+# (/link/stand-in/bank), which sends it back to the link token's redirect_uri with an
+# oauth_state_id; Link created again with receivedRedirectUri finishes there on open (or calls
+# onExit with Plaid's error fields). Built with DOM calls only (no innerHTML, no inline style
+# markup), loading nothing else, so the listener page's Content-Security-Policy holds.
 STAND_IN_SCRIPT: Final = """\
 (function () {
   "use strict";
   var ROOT = __ROOT__;
   var INSTITUTIONS = __INSTITUTIONS__;
+  var OAUTH = __OAUTH__;
+  function call(path, payload) {
+    return fetch(ROOT + path, {
+      method: "POST",
+      headers: {"Content-Type": "application/json"},
+      credentials: "omit",
+      body: JSON.stringify(payload)
+    }).then(function (answer) {
+      return answer.json().then(function (body) { return [answer.ok, body]; });
+    });
+  }
   function el(tag, text) {
     var node = document.createElement(tag);
     if (text) { node.textContent = text; }
@@ -1247,8 +1360,31 @@ STAND_IN_SCRIPT: Final = """\
       done = true; finish();
       if (config.onExit) { config.onExit(null, {}); }
     }
+    function returned() {
+      // Back from the OAuth institution: finish with the oauth_state_id it sent back.
+      box = el("p", "Finishing the login...");
+      box.id = "plaid-stand-in";
+      document.body.appendChild(box);
+      call("/link/stand-in/complete", {
+        link_token: config.token, received_redirect_uri: String(config.receivedRedirectUri)
+      }).then(function (result) {
+        done = true; finish();
+        if (result[0]) {
+          config.onSuccess(result[1].public_token, {institution: result[1].institution});
+        } else if (config.onExit) {
+          config.onExit({
+            error_type: result[1].error_type, error_code: result[1].error_code,
+            error_message: result[1].error_message, display_message: result[1].display_message
+          }, {});
+        }
+      }).catch(function () {
+        done = true; finish();
+        if (config.onExit) { config.onExit(null, {}); }
+      });
+    }
     function open() {
       if (box || done) { return; }
+      if (config.receivedRedirectUri) { returned(); return; }
       box = el("form");
       box.id = "plaid-stand-in";
       box.style.border = "1px solid #888"; box.style.padding = "1em"; box.style.maxWidth = "28em";
@@ -1274,16 +1410,25 @@ STAND_IN_SCRIPT: Final = """\
       box.addEventListener("submit", function (event) {
         event.preventDefault();
         submit.disabled = true; status.textContent = "Connecting...";
-        fetch(ROOT + "/link/stand-in/complete", {
-          method: "POST",
-          headers: {"Content-Type": "application/json"},
-          credentials: "omit",
-          body: JSON.stringify({
-            link_token: config.token, username: user.value, password: pass.value,
-            institution_id: pick.value
-          })
-        }).then(function (answer) {
-          return answer.json().then(function (body) { return [answer.ok, body]; });
+        if (OAUTH.indexOf(pick.value) >= 0) {
+          // An OAuth institution: its own site takes the login, in this window.
+          call("/link/stand-in/oauth", {link_token: config.token, institution_id: pick.value})
+            .then(function (result) {
+              if (!result[0]) {
+                submit.disabled = false;
+                status.textContent = String(result[1].error || "The login failed.");
+                return;
+              }
+              status.textContent = "Continuing at the institution's site...";
+              window.location.assign(result[1].oauth_url);
+            }).catch(function () {
+              submit.disabled = false; status.textContent = "The sandbox could not be reached.";
+            });
+          return;
+        }
+        call("/link/stand-in/complete", {
+          link_token: config.token, username: user.value, password: pass.value,
+          institution_id: pick.value
         }).then(function (result) {
           if (!result[0]) {
             submit.disabled = false;

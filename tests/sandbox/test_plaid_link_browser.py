@@ -368,3 +368,131 @@ def test_the_plaid_pages_script_hands_back_the_institution_as_text_whatever_link
     with _browser() as driver:
         got = driver.execute_script(harness, metadata)
     assert got == {"public_token": "public-sandbox-1", "institution": institution}
+
+
+def _through_oauth(driver: Any, url: str, seen: dict[str, Any]) -> bool:
+    """A person choosing an OAuth institution: Link sends the window to its site and back."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(url)
+    Select(driver.find_element(By.NAME, "institution_id")).select_by_value("ins_127287")
+    driver.find_element(By.ID, "plaid-stand-in-submit").click()
+    deadline = time.monotonic() + 20
+    text = ""
+    while "close this window" not in text and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(Exception):  # the window is between pages
+            text = driver.find_element(By.ID, "dashtam-status").text
+    seen["status"] = text
+    seen["url"] = driver.current_url
+    seen["requested"] = _requested(driver)
+    seen["console"] = driver.get_log("browser")
+    return True
+
+
+def test_an_oauth_institution_leaves_for_its_site_and_link_finishes_on_the_return(
+    start_sandbox: Any,
+    cli: Any,
+    redirect_uri: str,
+    master_key: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dashtam connect plaid` with an OAuth institution, end to end in Chromium.
+
+    The stand-in Link plays Platypus OAuth Bank: the window leaves dashtam's
+    page for the institution's site (the sandbox), which sends it back to the
+    redirect URI ``/link?oauth_state_id=...`` without dashtam's state. The
+    listener serves the page again, the page creates Link again with the same
+    token and ``receivedRedirectUri``, Link finishes, and the connection is
+    saved; no CSP violation, nothing requested from anywhere else.
+    """
+    import webbrowser
+
+    del master_key
+    running: RunningSandbox = start_sandbox(transactions_per_account=5)
+    monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", running.base_url + "/plaid")
+    monkeypatch.setenv("SSL_CERT_FILE", str(running.ca_path))
+    monkeypatch.setenv("PLAID_CLIENT_ID", running.config.plaid_client_id)
+    monkeypatch.setenv("PLAID_SECRET", running.config.plaid_secret)
+    monkeypatch.setenv("PLAID_ENV", "sandbox")
+    monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri + "/link")
+    seen: dict[str, Any] = {}
+    finished = threading.Event()
+    with _browser() as driver:
+
+        def person(url: str, new: int = 0, autoraise: bool = True) -> bool:  # noqa: FBT002 - webbrowser.open's signature
+            del new, autoraise
+            try:
+                return _through_oauth(driver, url, seen)
+            finally:
+                finished.set()
+
+        monkeypatch.setattr(webbrowser, "open", person)
+        done = cli("connect", "plaid", "--name", "oauth-bank", "--timeout", "60")
+        assert finished.wait(30)
+    assert done.exit_code == 0, done.stdout + done.stderr
+
+    assert seen["status"] == "Done: you can close this window"
+    assert seen["url"].startswith(f"{redirect_uri}/link?oauth_state_id=")
+    (item,) = running.sandbox.plaid.items.values()
+    assert item.institution_id == "ins_127287"
+    listed = json.loads(cli("connections", "list", "-f", "json").stdout)
+    assert [c["name"] for c in listed] == ["oauth-bank"]
+    requested = seen["requested"]
+    bank = [u for u in requested if "/plaid/link/stand-in/bank?oauth_state_id=" in u]
+    returned = [u for u in requested if u.startswith(f"{redirect_uri}/link?oauth_state_id=")]
+    assert len(bank) == 1
+    assert len(returned) == 1
+    assert bank[0].split("oauth_state_id=", 1)[1] == returned[0].split("oauth_state_id=", 1)[1]
+    assert any(u.endswith("/plaid/link/stand-in/complete") for u in requested)
+    elsewhere = [
+        u for u in requested if not u.startswith((f"{redirect_uri}/", f"{running.base_url}/"))
+    ]
+    assert elsewhere == []
+    violations = [
+        e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
+    ]
+    assert violations == []
+
+
+def _plaid_page(plaid: PlaidApi, state: str, **token: Any) -> str:
+    """The fake listener's helpers, then the Plaid provider's own page body (its Link script)."""
+    from dashtam_cli.core.providers.plaid import link_body
+
+    link = plaid.call(
+        "/link/token/create",
+        {"client_name": "dashtam", "language": "en", "country_codes": ["US"],
+         "user": {"client_user_id": "u"}, "products": ["transactions"], **token},
+    )["link_token"]  # fmt: skip
+    script = plaid.root + "/link/v2/stable/link-initialize.js"
+    helpers = PAGE.split('<script nonce="NONCE" src=', 1)[0].replace("STATE", json.dumps(state))
+    body = link_body(link, script).replace("{{nonce}}", "NONCE")
+    return f"{helpers}{body}</body></html>"
+
+
+def test_a_return_with_an_unknown_oauth_state_id_ends_link_with_its_error(
+    plaid: PlaidApi, tmp_path: Path
+) -> None:
+    """The page at /link?oauth_state_id=unknown: Link, created with receivedRedirectUri, exits.
+
+    The Plaid page passes its own address to Link; the stand-in finds no such
+    id and calls onExit with Plaid's error, which the page hands to dashtam as
+    a cancel carrying the display message. No item is made.
+    """
+    with (
+        fake_listener("", tmp_path / "tls", plaid.running.base_url) as listener,
+        _browser() as driver,
+    ):
+        return_uri = f"https://127.0.0.1:{listener.port}/link"
+        listener.page = _plaid_page(plaid, "S-3", redirect_uri=return_uri)
+        driver.get(f"{return_uri}?oauth_state_id=0123456789abcdef")
+        done = _wait(listener)
+        requested = _requested(driver)
+    assert done == {
+        "state": "S-3",
+        "cancelled": True,
+        "message": "The login at the institution could not be finished (OAUTH_STATE_ID_NOT_FOUND)",
+    }
+    assert any(u.endswith("/plaid/link/stand-in/complete") for u in requested)
+    assert plaid.running.sandbox.plaid.items == {}

@@ -546,3 +546,119 @@ def test_complete_link_in_update_mode_repairs_the_items_login(
     assert json.loads(seen[1][2])["state"] == "S-123"
     assert plaid.call("/accounts/get", {"access_token": token})["item"]["item_id"] == item_id
     assert len(plaid.running.sandbox.plaid.items) == 1  # repaired, not a second item
+
+
+# -- the stand-in Link's OAuth institution ------------------------------------------------------
+
+OAUTH_BANK = "ins_127287"
+RETURN_URI = LISTENER + "/link"
+
+
+def _post(plaid: PlaidApi, path: str, body: dict[str, Any]) -> Any:
+    return plaid.http.post(plaid.root + path, json=body, headers={"Origin": LISTENER})
+
+
+def _hand_off(plaid: PlaidApi, link: str) -> str:
+    """The stand-in sends the window to the OAuth bank; the bank sends it back: that address."""
+    answer = _post(
+        plaid, "/link/stand-in/oauth", {"link_token": link, "institution_id": OAUTH_BANK}
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["access-control-allow-origin"] == LISTENER
+    bank = answer.json()["oauth_url"]
+    assert bank.startswith(plaid.root + "/link/stand-in/bank?oauth_state_id=")
+    back = plaid.http.get(bank)
+    assert back.status_code == 302
+    location: str = back.headers["location"]
+    assert location == RETURN_URI + "?oauth_state_id=" + bank.split("oauth_state_id=", 1)[1]
+    return location
+
+
+def test_an_oauth_institution_sends_the_window_back_and_link_finishes_once(plaid: PlaidApi) -> None:
+    """Hand-off, the bank's redirect to the redirect_uri, then Link again with that address.
+
+    The public token is for a new item at the OAuth bank; the same
+    oauth_state_id cannot finish a second time, nor send the window back again.
+    """
+    link = _link_token(plaid, redirect_uri=RETURN_URI)
+    location = _hand_off(plaid, link)
+    done = _post(
+        plaid, "/link/stand-in/complete", {"link_token": link, "received_redirect_uri": location}
+    )
+    assert done.status_code == 200, done.text
+    assert done.json()["institution"] == {
+        "name": "Platypus OAuth Bank",
+        "institution_id": OAUTH_BANK,
+    }
+    exchanged = plaid.call(
+        "/item/public_token/exchange", {"public_token": done.json()["public_token"]}
+    )
+    item = plaid.call("/item/get", {"access_token": exchanged["access_token"]})["item"]
+    assert item["institution_id"] == OAUTH_BANK
+    again = _post(
+        plaid, "/link/stand-in/complete", {"link_token": link, "received_redirect_uri": location}
+    )
+    assert again.status_code == 400
+    assert again.json()["error_code"] == "OAUTH_STATE_ID_ALREADY_PROCESSED"
+    bank = plaid.root + "/link/stand-in/bank?" + location.split("?", 1)[1]
+    assert plaid.http.get(bank).status_code == 400
+    assert len(plaid.running.sandbox.plaid.items) == 1
+
+
+@pytest.mark.parametrize(
+    ("received", "code"),
+    [
+        (RETURN_URI + "?oauth_state_id=0123456789abcdef", "OAUTH_STATE_ID_NOT_FOUND"),
+        (RETURN_URI, "OAUTH_STATE_ID_NOT_FOUND"),
+        ("{location}&oauth_state_id=other", "OAUTH_STATE_ID_NOT_FOUND"),
+        ("https://127.0.0.1:9999/link?{query}", "INVALID_FIELD"),
+        (LISTENER + "/other?{query}", "INVALID_FIELD"),
+        ("other token", "INCORRECT_LINK_TOKEN"),
+    ],
+)
+def test_a_wrong_return_ends_link_with_an_oauth_error(
+    plaid: PlaidApi, received: str, code: str
+) -> None:
+    """An unknown or doubled id, another address or another link token: Plaid's error fields, no item."""
+    link = _link_token(plaid, redirect_uri=RETURN_URI)
+    location = _hand_off(plaid, link)
+    token = link
+    if received == "other token":
+        token, received = _link_token(plaid, redirect_uri=RETURN_URI), location
+    received = received.format(location=location, query=location.split("?", 1)[1])
+    answer = _post(
+        plaid, "/link/stand-in/complete", {"link_token": token, "received_redirect_uri": received}
+    )
+    assert answer.status_code == 400
+    error = answer.json()
+    assert error["error_type"] == "OAUTH_ERROR"
+    assert error["error_code"] == code
+    assert error["display_message"]
+    assert plaid.running.sandbox.plaid.items == {}
+
+
+def test_an_oauth_institution_needs_a_redirect_uri_and_its_own_site(plaid: PlaidApi) -> None:
+    """No redirect_uri in the link token: no hand-off; no password login at the OAuth bank either."""
+    link = _link_token(plaid)
+    answer = _post(
+        plaid, "/link/stand-in/oauth", {"link_token": link, "institution_id": OAUTH_BANK}
+    )
+    assert answer.status_code == 400
+    assert "redirect_uri" in answer.json()["error"]
+    with_uri = _link_token(plaid, redirect_uri=RETURN_URI)
+    plain = _post(
+        plaid, "/link/stand-in/oauth", {"link_token": with_uri, "institution_id": "ins_109508"}
+    )
+    assert plain.status_code == 400
+    password = _post(
+        plaid,
+        "/link/stand-in/complete",
+        {
+            "link_token": with_uri,
+            "username": USERNAME,
+            "password": PASSWORD,
+            "institution_id": OAUTH_BANK,
+        },
+    )
+    assert password.status_code == 400
+    assert plaid.running.sandbox.plaid.items == {}

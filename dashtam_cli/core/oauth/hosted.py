@@ -11,6 +11,11 @@ The page the listener serves defines two functions for the provider's code:
 ``dashtamFinish(fields)`` (an object of strings: the login succeeded) and
 ``dashtamCancel(message)`` (the person closed the widget). Each posts once to
 the listener, on the page's own origin, with the state.
+
+A page may declare a ``return_parameter``: the provider's redirect back to
+the page after an institution's own login site (no state in it) is then
+served the same page, for this login only, after its first page, and a few
+times at most.
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ _SOURCE: Final = re.compile(
     r"https://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/%+]*)?"
 )
 _JSON: Final = "application/json"
+MAX_RETURNS: Final = 3  # times the page is served again on a provider's redirect back to it
+MAX_RETURN_VALUE: Final = 256  # characters of the return parameter's value
+# A return parameter's value: printable ASCII without spaces (and MAX_RETURN_VALUE at most).
+_RETURN_VALUE: Final = re.compile(r"[\x21-\x7e]+")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +85,13 @@ class HostedPage:
     back on success (each one required, a string); anything else is
     dropped. ``setting`` names where the listener's address comes from (an
     environment variable), for the hint when its port is taken.
+
+    ``return_parameter`` names the query parameter a provider's redirect back
+    to the page carries (Plaid's ``oauth_state_id``, after an institution's
+    own login site): ``GET /link?NAME=VALUE``, without the state, is then
+    answered with the same page, but only after the page was served with the
+    state, while the login is still waiting, and at most
+    :data:`MAX_RETURNS` times. None (the default): no such return.
     """
 
     title: str
@@ -86,6 +102,7 @@ class HostedPage:
     secrets: tuple[str, ...] = ()
     result_fields: tuple[str, ...] = ()
     setting: str = "the redirect URI"
+    return_parameter: str | None = None
 
 
 _SCRIPT = """(function () {
@@ -209,6 +226,7 @@ class _HostedRoute:
 
     def __init__(self, target: RedirectTarget, page: HostedPage, state: str, nonce: str) -> None:
         self._fields = page.result_fields
+        self._return = page.return_parameter
         self._check_state = states_equal(state)
         self._host, self._origin = _origin(target)
         csp = content_security_policy(page, nonce)
@@ -221,6 +239,8 @@ class _HostedRoute:
         )
         self.served = asyncio.Event()
         self.finished = False
+        self.returns = 0  # times the page was served again on the provider's redirect back
+        self.returned = asyncio.Event()  # set at each return (for its audit note)
 
     def __call__(self, request: Request) -> Answer[dict[str, str]]:
         url = urllib.parse.urlsplit(request.target)
@@ -244,19 +264,37 @@ class _HostedRoute:
 
     def _page_answer(self, query: str) -> Answer[dict[str, str]]:
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        if self._is_return(params):
+            return self._return_answer()
         states = params.get("state", [])
         if len(states) != 1 or not self._check_state(states[0]):
-            page = html_response(
-                400,
-                "Bad Request",
-                "This is not the login dashtam is waiting for",
-                "Start the login again.",
-            )
-            return Answer(page, rejected="missing or wrong state")
+            return Answer(_not_this_login(), rejected="missing or wrong state")
         if self.finished:
-            gone = html_response(410, "Gone", "Already done", "This login was already completed.")
-            return Answer(gone, rejected="login already finished")
+            return Answer(_gone(), rejected="login already finished")
         self.served.set()
+        return Answer(self._page)
+
+    def _is_return(self, params: dict[str, list[str]]) -> bool:
+        """The provider's redirect back: only its one parameter, once, with a plain value."""
+        if self._return is None or set(params) != {self._return}:
+            return False
+        (values,) = params.values()
+        return (
+            len(values) == 1
+            and len(values[0]) <= MAX_RETURN_VALUE
+            and _RETURN_VALUE.fullmatch(values[0]) is not None
+        )
+
+    def _return_answer(self) -> Answer[dict[str, str]]:
+        """The page again, for the login whose page was served and that is still waiting."""
+        if self.finished:
+            return Answer(_gone(), rejected="login already finished")
+        if not self.served.is_set():
+            return Answer(_not_this_login(), rejected="return before the page was served")
+        if self.returns >= MAX_RETURNS:
+            return Answer(_not_this_login(), rejected="too many returns to the page")
+        self.returns += 1
+        self.returned.set()
         return Answer(self._page)
 
     def _result(self, request: Request) -> Answer[dict[str, str]]:  # noqa: PLR0911
@@ -299,6 +337,19 @@ class _HostedRoute:
         return Answer(_json(200, "OK", {"ok": True}), outcome=result)
 
 
+def _not_this_login() -> bytes:
+    return html_response(
+        400,
+        "Bad Request",
+        "This is not the login dashtam is waiting for",
+        "Start the login again.",
+    )
+
+
+def _gone() -> bytes:
+    return html_response(410, "Gone", "Already done", "This login was already completed.")
+
+
 def _refuse(status: int, reason: str, error: str, why: str) -> Answer[dict[str, str]]:
     return Answer(_json(status, reason, {"error": error}), rejected=why)
 
@@ -310,6 +361,35 @@ def _cancelled(payload: dict[str, Any]) -> LoginCancelled:
     return LoginCancelled(
         f"{message} ({text})" if text else message, hint="run the same command again"
     )
+
+
+class _PageNotes:
+    """The audit notes of the page: served once, then each return to it (never its value)."""
+
+    def __init__(self, route: _HostedRoute, note: AuditNote) -> None:
+        self._route = route
+        self._note = note
+        self._ended = False
+
+    async def watch(self) -> None:
+        """Note the page when it is served, then each return, until :meth:`end`."""
+        route = self._route
+        await route.served.wait()
+        await self._note("login.page", "served")
+        noted = 0
+        while True:
+            route.returned.clear()
+            while noted < route.returns:
+                noted += 1
+                await self._note("login.page", "returned")
+            if self._ended:
+                return
+            await route.returned.wait()
+
+    def end(self) -> None:
+        """The login is over: :meth:`watch` notes the returns it has not noted yet, and stops."""
+        self._ended = True
+        self._route.returned.set()
 
 
 async def hosted_login(
@@ -334,15 +414,13 @@ async def hosted_login(
     register_secret(state)
     route = _HostedRoute(target, page, state, secrets.token_urlsafe(18))
 
-    async def page_served() -> None:
-        await route.served.wait()
-        await note("login.page", "served")
-
-    watcher = asyncio.ensure_future(page_served())
+    pages = _PageNotes(route, note)
+    watcher = asyncio.ensure_future(pages.watch())
 
     async def page_noted() -> None:
-        # The page's record comes before the login's end, when the page was served.
+        # The page's records come before the login's end, when the page was served.
         if route.served.is_set():
+            pages.end()
             await asyncio.shield(watcher)
         else:
             watcher.cancel()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -742,3 +743,198 @@ def test_a_body_not_sent_in_time_gets_408_and_the_login_goes_on(
         assert (await login.finish()).status_code == 200
 
     assert run(tmp_path, act) == FIELDS
+
+
+# -- the provider's redirect back to the page (Plaid's OAuth institutions) ---------------------
+
+RETURN_PAGE = dataclasses.replace(PAGE, return_parameter="oauth_state_id")
+STATE_ID = "9a3b5c7d-1e2f-4a6b-8c0d-2e4f6a8b0c1d"
+
+
+def _route(page: HostedPage = RETURN_PAGE) -> tuple[Any, str]:
+    """A hosted login's route on 127.0.0.1:8182, and its state."""
+    from dashtam_cli.core.oauth.hosted import _HostedRoute
+
+    target = parse_redirect_uri("https://127.0.0.1:8182", setting="X")
+    state = "t" * 43
+    return _HostedRoute(target, page, state, "n" * 24), state
+
+
+def _get(target: str) -> Any:
+    from dashtam_cli.core.oauth.listener import Request
+
+    return Request("GET", target, (("host", "127.0.0.1:8182"),))
+
+
+def _post(payload: object) -> Any:
+    from dashtam_cli.core.oauth.listener import Request
+
+    headers = (("host", "127.0.0.1:8182"), ("content-type", "application/json"))
+    return Request("POST", "/link/done", headers, json.dumps(payload).encode())
+
+
+def test_the_providers_return_is_served_the_page_and_audited_without_its_value(
+    tmp_path: Path, dashtam_logs: pytest.LogCaptureFixture
+) -> None:
+    """After the page, GET /link?oauth_state_id=ID (no state) gets the same page, and is noted.
+
+    The audit has the page served, then the return, then the login's end; the
+    parameter's value is in no audit note and no log record of dashtam's.
+    """
+    notes = Notes()
+    seen: dict[str, Any] = {}
+
+    async def act(login: Login) -> None:
+        first = await login.page()
+        async with login.client() as client:
+            back = await client.get(f"{login.origin}/link?oauth_state_id={STATE_ID}")
+        seen["first"], seen["back"] = first, back
+        assert (await login.finish()).status_code == 200
+
+    assert run(tmp_path, act, page=RETURN_PAGE, notes=notes) == FIELDS
+    first, back = seen["first"], seen["back"]
+    assert back.status_code == 200
+    assert back.text == first.text  # the same page: the same state and link token in it
+    assert LINK_TOKEN in back.text
+    csp = back.headers["content-security-policy"]
+    assert csp == first.headers["content-security-policy"]
+    assert back.headers["x-frame-options"] == "DENY"
+    assert notes.steps() == [
+        ("login.page", "served"),
+        ("login.page", "returned"),
+        ("login.done", "ok"),
+    ]
+    logged = "\n".join(
+        r.getMessage() for r in dashtam_logs.records if r.name.startswith("dashtam_cli")
+    )
+    assert STATE_ID not in json.dumps(notes.records)
+    assert STATE_ID not in logged
+
+
+def test_a_return_before_the_page_was_served_is_refused() -> None:
+    """The return is only for a login whose page was opened: before it, 400 as a wrong state."""
+    route, state = _route()
+    early = route(_get(f"/link?oauth_state_id={STATE_ID}"))
+    assert status(early.response) == 400
+    assert LINK_TOKEN.encode() not in early.response
+    assert early.rejected == "return before the page was served"
+    assert not route.served.is_set()
+    assert status(route(_get(f"/link?state={state}")).response) == 200
+    assert status(route(_get(f"/link?oauth_state_id={STATE_ID}")).response) == 200
+
+
+def test_a_page_without_a_return_parameter_refuses_the_return() -> None:
+    """A page that declares no return parameter (the default) answers it 400, page served or not."""
+    route, state = _route(PAGE)
+    assert status(route(_get(f"/link?state={state}")).response) == 200
+    answer = route(_get(f"/link?oauth_state_id={STATE_ID}"))
+    assert status(answer.response) == 400
+    assert LINK_TOKEN.encode() not in answer.response
+    assert answer.rejected == "missing or wrong state"
+    assert route.returns == 0
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "oauth_state_id=",
+        "oauth_state_id=" + "a" * 257,
+        "oauth_state_id=a%20b",
+        "oauth_state_id=a+b",
+        "oauth_state_id=%C3%A9t%C3%A9",
+        "oauth_state_id=a%00b",
+        "oauth_state_id=a%0d%0aX:%20y",
+        "oauth_state_id=a%7f",
+        "oauth_state_id=a&oauth_state_id=b",
+        "oauth_state_id=a&oauth_state_id=a",
+        "oauth_state_id=a&other=b",
+        "OAUTH_STATE_ID=a",
+        "oauth_state_idx=a",
+        "oauth_state_id",
+    ],
+)
+def test_a_malformed_return_is_refused(query: str) -> None:
+    """An empty, over-long, unprintable, doubled or accompanied parameter: 400, no page."""
+    route, state = _route()
+    assert status(route(_get(f"/link?state={state}")).response) == 200
+    answer = route(_get(f"/link?{query}"))
+    assert status(answer.response) == 400
+    assert LINK_TOKEN.encode() not in answer.response
+    assert route.returns == 0
+
+
+def test_the_longest_return_value_is_served() -> None:
+    """256 printable characters (the cap) are a return; one more is not (see above)."""
+    route, state = _route()
+    route(_get(f"/link?state={state}"))
+    answer = route(_get("/link?oauth_state_id=" + "A~-._!" * 42 + "Zz0z"))
+    assert len("A~-._!" * 42 + "Zz0z") == 256
+    assert status(answer.response) == 200
+    assert route.returns == 1
+
+
+def test_a_return_after_the_login_finished_is_gone() -> None:
+    """Once the result is in, the return gets 410 as the page does."""
+    route, state = _route()
+    route(_get(f"/link?state={state}"))
+    assert status(route(_get(f"/link?oauth_state_id={STATE_ID}")).response) == 200
+    assert route(_post({"state": state, "fields": FIELDS})).outcome == FIELDS
+    late = route(_get(f"/link?oauth_state_id={STATE_ID}"))
+    assert status(late.response) == 410
+    assert late.rejected == "login already finished"
+    assert LINK_TOKEN.encode() not in late.response
+
+
+def test_returns_past_the_limit_are_refused() -> None:
+    """Three returns are served; the fourth gets 400 (the login itself still finishes)."""
+    from dashtam_cli.core.oauth.hosted import MAX_RETURNS
+
+    assert MAX_RETURNS == 3
+    route, state = _route()
+    route(_get(f"/link?state={state}"))
+    for n in range(MAX_RETURNS):
+        assert status(route(_get(f"/link?oauth_state_id={STATE_ID}{n}")).response) == 200
+    past = route(_get(f"/link?oauth_state_id={STATE_ID}"))
+    assert status(past.response) == 400
+    assert past.rejected == "too many returns to the page"
+    assert LINK_TOKEN.encode() not in past.response
+    assert route.returns == MAX_RETURNS
+    assert route(_post({"state": state, "fields": FIELDS})).outcome == FIELDS
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"fields": FIELDS},
+        {"oauth_state_id": STATE_ID, "fields": FIELDS},
+        {"state": STATE_ID, "fields": FIELDS},
+        {"state": "t" * 42 + "x", "fields": FIELDS},
+    ],
+)
+def test_after_a_return_the_result_still_needs_the_state(payload: dict[str, Any]) -> None:
+    """The return opens no other way in: a POST without the login's state is refused 400."""
+    route, state = _route()
+    route(_get(f"/link?state={state}"))
+    route(_get(f"/link?oauth_state_id={STATE_ID}"))
+    refused = route(_post(payload))
+    assert status(refused.response) == 400
+    assert refused.outcome is None
+    assert refused.rejected == "missing or wrong state"
+    assert route(_post({"state": state, "fields": FIELDS})).outcome == FIELDS
+
+
+@pytest.mark.parametrize("raw", HOSTILE)
+def test_the_hostile_requests_are_refused_after_a_return_too(tmp_path: Path, raw: bytes) -> None:
+    """The callback's corpus at a page that takes returns, after the page and a return: refused."""
+
+    async def act(login: Login) -> None:
+        assert (await login.page()).status_code == 200
+        async with login.client() as client:
+            back = await client.get(f"{login.origin}/link?oauth_state_id={STATE_ID}")
+        assert back.status_code == 200
+        answer = await request(login.port, login.cert, raw)
+        assert 400 <= status(answer) < 500
+        assert LINK_TOKEN.encode() not in answer
+        assert (await login.finish()).status_code == 200
+
+    assert run(tmp_path, act, page=RETURN_PAGE) == FIELDS

@@ -63,13 +63,19 @@ TRANSACTION_TYPES: Final = (
 # The products `dashtam connect plaid --products` accepts; transactions by default.
 PRODUCTS: Final = ("transactions", "investments")
 SCRIPT_ORIGIN: Final = "https://cdn.plaid.com"
+# The query parameter of Plaid's redirect back to the page after an institution's OAuth login.
+OAUTH_RETURN: Final = "oauth_state_id"
 # The page's scripts: Plaid's Link script loaded (from the page's only script source), then
-# Link started with the link token; its result handed to the listener.
+# Link started with the link token; its result handed to the listener. Back at the redirect
+# URI from an institution's OAuth login (``?oauth_state_id=``), Link is created again with
+# the same token and ``receivedRedirectUri`` (Plaid's web OAuth flow), and opened.
 _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
 <script nonce="{{nonce}}" src="%SCRIPT%"></script>
 <script nonce="{{nonce}}">
 (function () {
-  var handler = Plaid.create({
+  // Back from an institution's OAuth login: Link again with the same token and this address.
+  var returned = new URLSearchParams(window.location.search).has("oauth_state_id");
+  var config = {
     token: %s,
     onSuccess: function (public_token, metadata) {
       // Every field must be text: the listener refuses a missing or null one.
@@ -83,8 +89,9 @@ _BODY: Final = """<p id="status">Opening Plaid Link&hellip;</p>
       dashtamCancel(err && err.display_message ? String(err.display_message)
         : "Plaid Link was closed before the login completed");
     }
-  });
-  handler.open();
+  };
+  if (returned) { config.receivedRedirectUri = window.location.href; }
+  Plaid.create(config).open();
 })();
 </script>
 """
@@ -218,6 +225,7 @@ class PlaidProvider(Provider):
             secrets=(token,),
             result_fields=("public_token", "institution"),
             setting=KEYS.redirect_uri_env,
+            return_parameter=OAUTH_RETURN,
         )
 
     async def complete_hosted(  # noqa: PLR0913 - one login's parts

@@ -42,6 +42,10 @@ class Link:
         assert page.script_sources == (f"{ORIGIN}/link/v2/stable/link-initialize.js",)
         assert page.connect_sources == (ORIGIN,)
         assert page.result_fields == ("public_token", "institution")
+        # Plaid's redirect back after an OAuth institution is served the page again.
+        assert page.return_parameter == "oauth_state_id"
+        assert "receivedRedirectUri: " not in page.body  # set only on the return, below
+        assert "config.receivedRedirectUri = window.location.href" in page.body
         token = self.plaid.link_tokens[-1]
         assert page.secrets == (token,)
         assert json.dumps(token) in page.body
