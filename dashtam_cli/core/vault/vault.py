@@ -517,17 +517,16 @@ async def _reseal_table(  # noqa: PLR0913 - the pieces of one pass
         if not rows:
             return count, skipped
         batch: list[dict[str, Any]] = []
-        for row in rows:
-            values: dict[str, Any] = {"_id": row.id}
+        # Unpacked as the tuples they are: a row's columns read by name cost 0.7 us each.
+        for row_id, owner, *blobs in rows:
+            values: dict[str, Any] = {"_id": row_id}
             try:
-                for field in fields:
-                    blob = row._mapping[field]  # noqa: SLF001 - SQLAlchemy's public API
+                for field, blob in zip(fields, blobs, strict=True):
                     if blob is not None:
-                        owner = row._owner  # noqa: SLF001 - a labelled column
                         plain = _open_field(
-                            old, table_name, row.id, field, blob, owner=owner, legacy=legacy
+                            old, table_name, row_id, field, blob, owner=owner, legacy=legacy
                         )
-                        blob = new.seal(table_name, row.id, field, plain, owner=owner)
+                        blob = new.seal(table_name, row_id, field, plain, owner=owner)  # noqa: PLW2901 - re-sealed in place
                     values[field] = blob
             except RecordTampered:
                 if table_name not in _CACHE_TABLES and not skip_damaged:
@@ -539,7 +538,7 @@ async def _reseal_table(  # noqa: PLR0913 - the pieces of one pass
             on_row(count)
         if batch:
             await conn.execute(stmt, batch)
-        last = rows[-1].id
+        last = rows[-1][0]
 
 
 def _open_field(  # noqa: PLR0913 - the whole address of a field
