@@ -11,11 +11,16 @@ COMPLETE_VAR = "_DASHTAM_COMPLETE"
 
 
 def connection_names(incomplete: str) -> list[str]:
-    """Complete a connection name from the vault (no key needed, never an error)."""
+    """Complete a connection name from the vault, or the shared vault (no key, never an error)."""
     from dashtam_cli.core.completion import connection_names as names
-    from dashtam_cli.core.paths import resolve_paths
+    from dashtam_cli.core.errors import DashtamError
+    from dashtam_cli.core.settings import load_settings
 
-    return names(resolve_paths().vault_file, incomplete)
+    try:
+        conf = load_settings()
+    except DashtamError:  # a config file it cannot read: nothing to offer, silently
+        return []
+    return names(conf.paths.vault_file, incomplete, database_url=conf.database_url)
 
 
 def transaction_types(incomplete: str) -> list[str]:

@@ -6,10 +6,13 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import keyring
 import pytest
+from oauth_fixtures import free_port
 from token_support import add_connection, token_set
 
 from dashtam_cli.core.completion import connection_names
@@ -108,3 +111,63 @@ def test_no_vault_completes_no_names(tmp_path: Path) -> None:
     broken = tmp_path / "vault.db"
     broken.write_bytes(b"not a database")
     assert connection_names(broken) == []
+
+
+def test_a_shared_vault_s_names_complete_from_its_database(
+    pg_server: Any, pg_database: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With DASHTAM_DATABASE_URL, the names come from the database, in a process with no key.
+
+    The local vault file is not there; a password in the URL is used, and
+    the completion prints nothing else.
+    """
+    from postgres_support import PASSWORD, PASSWORD_ROLE
+
+    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
+    url = pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", url)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", "E" * 43)
+    now = dt.datetime.now(dt.UTC)
+    add_connection("brokerage", token_set(now, access_in=dt.timedelta(minutes=30)))
+    add_connection("bank-ira", token_set(now, access_in=dt.timedelta(minutes=30)))
+    # No key in the completing process (an empty variable is none).
+    env = {"DASHTAM_HOME": str(isolated_env), "DASHTAM_DATABASE_URL": url, "DASHTAM_MASTER_KEY": ""}
+    assert complete("dashtam accounts list -c ", env) == ["bank-ira", "brokerage"]
+    assert complete("dashtam tokens status br", env) == ["brokerage"]
+    assert not (isolated_env / "data" / "vault.sqlite3").exists()
+
+
+def test_a_shared_vault_that_cannot_answer_completes_no_names(
+    pg_server: Any, pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No vault in the database yet, a login short of its password, unreachable: no names.
+
+    The keyring is never asked for the password (a shell's completion must
+    not wait on it): the keyring here holds it, and still nothing comes,
+    while the same vault with the password in the URL completes.
+    """
+    from fake_keyrings import MemoryKeyring
+    from postgres_support import PASSWORD, PASSWORD_ROLE
+
+    from dashtam_cli.core.vault.database import keyring_entry
+
+    absent = Path("/nonexistent")
+    assert connection_names(absent, database_url=pg_database) == []  # no vault in it yet
+    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
+    with_password = pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", with_password)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", "F" * 43)
+    now = dt.datetime.now(dt.UTC)
+    add_connection("brokerage", token_set(now, access_in=dt.timedelta(minutes=30)))
+    assert connection_names(absent, database_url=with_password) == ["brokerage"]
+    no_password = pg_server.url(name, user=PASSWORD_ROLE)
+    store = MemoryKeyring()
+    store.set_password("dashtam", keyring_entry(no_password), PASSWORD)
+    previous = keyring.get_keyring()
+    keyring.set_keyring(store)
+    try:
+        assert connection_names(absent, database_url=no_password) == []
+    finally:
+        keyring.set_keyring(previous)
+    unreachable = f"postgresql+asyncpg://alice:pw@127.0.0.1:{free_port()}/money"
+    assert connection_names(absent, database_url=unreachable) == []

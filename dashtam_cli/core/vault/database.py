@@ -135,7 +135,7 @@ def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
-def _dsn(url: str) -> str:
+def dsn(url: str) -> str:
     """The URL as libpq's DSN (the scheme asyncpg reads), everything else as given."""
     _, _, rest = url.partition("://")
     return f"postgresql://{rest}"
@@ -210,12 +210,12 @@ def create_pg_engine(
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
-    dsn = _dsn(url)
+    address = dsn(url)
     extra: dict[str, str | None] = {} if password is None else {"password": password}
 
     async def attempt() -> asyncpg.Connection:
         return await asyncpg.connect(
-            dsn, server_settings={"application_name": "dashtam"}, timeout=30, **extra
+            address, server_settings={"application_name": "dashtam"}, timeout=30, **extra
         )
 
     async def connect() -> asyncpg.Connection:
