@@ -75,6 +75,15 @@ class RunningSandbox:
         """The first registered redirect URI."""
         return self.config.redirect_uris[0]
 
+    def use_plaid(self, monkeypatch: pytest.MonkeyPatch, redirect_uri: str) -> None:
+        """Point dashtam's Plaid settings at this sandbox (its keys, its CA), with ``redirect_uri``."""
+        monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", self.base_url + "/plaid")
+        monkeypatch.setenv("SSL_CERT_FILE", str(self.ca_path))
+        monkeypatch.setenv("PLAID_CLIENT_ID", self.config.plaid_client_id)
+        monkeypatch.setenv("PLAID_SECRET", self.config.plaid_secret)
+        monkeypatch.setenv("PLAID_ENV", "sandbox")
+        monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri)
+
     def client(self) -> httpx.Client:
         """An HTTP client that trusts the sandbox's CA only, and follows no redirect."""
         return httpx.Client(

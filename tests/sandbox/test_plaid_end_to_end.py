@@ -90,13 +90,8 @@ def start(
     del master_key
 
     def begin(**overrides: Any) -> RunningSandbox:
-        found = start_sandbox(**{"transactions_per_account": 12, **overrides})
-        monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", found.base_url + "/plaid")
-        monkeypatch.setenv("SSL_CERT_FILE", str(found.ca_path))
-        monkeypatch.setenv("PLAID_CLIENT_ID", found.config.plaid_client_id)
-        monkeypatch.setenv("PLAID_SECRET", found.config.plaid_secret)
-        monkeypatch.setenv("PLAID_ENV", "sandbox")
-        monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri)
+        found: RunningSandbox = start_sandbox(**{"transactions_per_account": 12, **overrides})
+        found.use_plaid(monkeypatch, redirect_uri)
         return found
 
     return begin

@@ -27,7 +27,7 @@ from dashtam_cli.sandbox.http import HttpServer, Request, Response
 from dashtam_cli.sandbox.tls import make_sandbox_tls
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from sandbox_support import RunningSandbox
 
@@ -253,6 +253,41 @@ def test_cancel_in_the_stand_in_link_reaches_the_page(plaid: PlaidApi, tmp_path:
     assert plaid.running.sandbox.plaid.items == {}
 
 
+def _connect_in_chromium(  # noqa: PLR0913 - the test's fixtures, and what the person does
+    cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    running: RunningSandbox,
+    redirect_uri: str,
+    walk: Callable[[Any, str, dict[str, Any]], bool],
+    *,
+    name: str,
+) -> tuple[Any, dict[str, Any]]:
+    """`dashtam connect plaid --name NAME` against the sandbox, the browser Chromium.
+
+    ``walk(driver, url, seen)`` is what the person does at the page dashtam
+    opens; it records what it saw in ``seen``. Returns the command's result
+    and ``seen``, read to its end (dashtam stops waiting once the result is in).
+    """
+    import webbrowser
+
+    running.use_plaid(monkeypatch, redirect_uri)
+    seen: dict[str, Any] = {}
+    finished = threading.Event()
+    with _browser() as driver:
+
+        def person(url: str, new: int = 0, autoraise: bool = True) -> bool:  # noqa: FBT002 - webbrowser.open's signature
+            del new, autoraise
+            try:
+                return walk(driver, url, seen)
+            finally:
+                finished.set()
+
+        monkeypatch.setattr(webbrowser, "open", person)
+        done = cli("connect", "plaid", "--name", name, "--timeout", "60")
+        assert finished.wait(30)
+    return done, seen
+
+
 def _log_in(driver: Any, url: str, seen: dict[str, Any]) -> bool:
     """A person in the browser: open ``url``, log in to the stand-in Link; what it saw in ``seen``."""
     from selenium.webdriver.common.by import By
@@ -288,31 +323,9 @@ def test_dashtams_real_hosted_page_with_the_stand_in_link_in_chromium(
     the item. Nothing is requested from anywhere but the listener and the
     sandbox, and the browser reports no CSP violation.
     """
-    import webbrowser
-
     del master_key
     running: RunningSandbox = start_sandbox(transactions_per_account=5)
-    monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", running.base_url + "/plaid")
-    monkeypatch.setenv("SSL_CERT_FILE", str(running.ca_path))
-    monkeypatch.setenv("PLAID_CLIENT_ID", running.config.plaid_client_id)
-    monkeypatch.setenv("PLAID_SECRET", running.config.plaid_secret)
-    monkeypatch.setenv("PLAID_ENV", "sandbox")
-    monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri)
-    seen: dict[str, Any] = {}
-    finished = threading.Event()
-    with _browser() as driver:
-
-        def person(url: str, new: int = 0, autoraise: bool = True) -> bool:  # noqa: FBT002 - webbrowser.open's signature
-            del new, autoraise
-            try:
-                return _log_in(driver, url, seen)
-            finally:
-                finished.set()
-
-        monkeypatch.setattr(webbrowser, "open", person)
-        done = cli("connect", "plaid", "--name", "bank", "--timeout", "60")
-        # dashtam stops waiting once the result is in; the browser's side is read to its end.
-        assert finished.wait(30)
+    done, seen = _connect_in_chromium(cli, monkeypatch, running, redirect_uri, _log_in, name="bank")
     assert done.exit_code == 0, done.stdout + done.stderr
 
     assert seen["status"] == "Done: you can close this window"
@@ -407,30 +420,11 @@ def test_an_oauth_institution_leaves_for_its_site_and_link_finishes_on_the_retur
     token and ``receivedRedirectUri``, Link finishes, and the connection is
     saved; no CSP violation, nothing requested from anywhere else.
     """
-    import webbrowser
-
     del master_key
     running: RunningSandbox = start_sandbox(transactions_per_account=5)
-    monkeypatch.setenv("DASHTAM_PLAID_BASE_URL", running.base_url + "/plaid")
-    monkeypatch.setenv("SSL_CERT_FILE", str(running.ca_path))
-    monkeypatch.setenv("PLAID_CLIENT_ID", running.config.plaid_client_id)
-    monkeypatch.setenv("PLAID_SECRET", running.config.plaid_secret)
-    monkeypatch.setenv("PLAID_ENV", "sandbox")
-    monkeypatch.setenv("PLAID_REDIRECT_URI", redirect_uri + "/link")
-    seen: dict[str, Any] = {}
-    finished = threading.Event()
-    with _browser() as driver:
-
-        def person(url: str, new: int = 0, autoraise: bool = True) -> bool:  # noqa: FBT002 - webbrowser.open's signature
-            del new, autoraise
-            try:
-                return _through_oauth(driver, url, seen)
-            finally:
-                finished.set()
-
-        monkeypatch.setattr(webbrowser, "open", person)
-        done = cli("connect", "plaid", "--name", "oauth-bank", "--timeout", "60")
-        assert finished.wait(30)
+    done, seen = _connect_in_chromium(
+        cli, monkeypatch, running, redirect_uri + "/link", _through_oauth, name="oauth-bank"
+    )
     assert done.exit_code == 0, done.stdout + done.stderr
 
     assert seen["status"] == "Done: you can close this window"
