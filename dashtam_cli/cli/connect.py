@@ -29,14 +29,9 @@ def _read_token() -> str:
     """The token from a hidden prompt on a terminal, else all of stdin (never argv or env)."""
     from dashtam_cli.core.login import MAX_TOKEN
 
-    if prompts.interactive():
-        try:
-            value: str = typer.prompt("Token (input hidden)", hide_input=True, err=True)
-        except typer.Abort:
-            raise KeyboardInterrupt from None
-        return value
-    text = sys.stdin.read(MAX_TOKEN + 1)
-    if not text:
+    interactive = prompts.interactive()
+    text = prompts.secret_input("Token (input hidden)", limit=MAX_TOKEN + 1)
+    if not interactive and not text:
         raise EOFError
     return text
 

@@ -19,26 +19,33 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def passphrase(confirm: bool) -> str:
-    """Ask for the key file's passphrase, hidden, twice when setting it."""
+def hidden(label: str, *, confirm: bool = False) -> str:
+    """Ask for ``label`` on stderr, the input hidden (twice with ``confirm``); Ctrl-C interrupts."""
     try:
-        value: str = typer.prompt(
-            "Vault passphrase", hide_input=True, confirmation_prompt=confirm, err=True
-        )
+        value: str = typer.prompt(label, hide_input=True, confirmation_prompt=confirm, err=True)
     except typer.Abort:
         raise KeyboardInterrupt from None
     return value
+
+
+def secret_input(label: str, *, limit: int) -> str:
+    """A secret from a hidden prompt when a person is there, else at most ``limit`` of stdin.
+
+    Never from the command line (argv is visible to every local user).
+    """
+    if interactive():
+        return hidden(label)
+    return sys.stdin.read(limit)
+
+
+def passphrase(confirm: bool) -> str:
+    """Ask for the key file's passphrase, hidden, twice when setting it."""
+    return hidden("Vault passphrase", confirm=confirm)
 
 
 def new_passphrase(_confirm: bool) -> str:
     """Ask for a new passphrase, hidden, twice."""
-    try:
-        value: str = typer.prompt(
-            "New vault passphrase", hide_input=True, confirmation_prompt=True, err=True
-        )
-    except typer.Abort:
-        raise KeyboardInterrupt from None
-    return value
+    return hidden("New vault passphrase", confirm=True)
 
 
 def new_passphrase_prompt() -> Callable[[bool], str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -145,13 +144,7 @@ def copy(
 
 def _read_password() -> str:
     """The database password from a hidden prompt, or standard input (never argv)."""
-    if prompts.interactive():
-        try:
-            value: str = typer.prompt("Database password (input hidden)", hide_input=True, err=True)
-        except typer.Abort:
-            raise KeyboardInterrupt from None
-        return value
-    return sys.stdin.read(4096)
+    return prompts.secret_input("Database password (input hidden)", limit=4096)
 
 
 @vault_app.command("db-password")
@@ -220,13 +213,7 @@ def _read_key(source: Path | None) -> str:
                 f"cannot read {source}: {exc.strerror or exc.__class__.__name__}",
                 hint="give --input the file `dashtam vault export-key` wrote",
             ) from None
-    if prompts.interactive():
-        try:
-            value: str = typer.prompt("Exported key (input hidden)", hide_input=True, err=True)
-        except typer.Abort:
-            raise KeyboardInterrupt from None
-        return value
-    return sys.stdin.read(4096)
+    return prompts.secret_input("Exported key (input hidden)", limit=4096)
 
 
 @vault_app.command("import-key")
