@@ -131,6 +131,17 @@ class Login:
         """The JSON body of the good result."""
         return json.dumps({"state": self.state, "fields": FIELDS}).encode()
 
+    async def half_posted(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """A TLS connection that sent the good POST's head and half its body, then stopped."""
+        context = ssl.create_default_context(cafile=self.cert)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", self.port, ssl=context, server_hostname="127.0.0.1"
+        )
+        body = self.good_body()
+        writer.write(self.raw_post(body)[: -len(body) // 2])
+        await writer.drain()
+        return reader, writer
+
 
 def run(  # noqa: PLR0913 - the login's knobs
     tmp_path: Path,
@@ -468,13 +479,7 @@ def test_plain_http_idle_and_half_sent_clients_do_not_block(tmp_path: Path) -> N
         assert (await asyncio.wait_for(plain_r.read(), 5)).startswith(b"HTTP/1.1 400")
         plain_w.close()
         idle = [socket.create_connection(("127.0.0.1", login.port)) for _ in range(10)]
-        context = ssl.create_default_context(cafile=login.cert)
-        _, half = await asyncio.open_connection(
-            "127.0.0.1", login.port, ssl=context, server_hostname="127.0.0.1"
-        )
-        body = login.good_body()
-        half.write(login.raw_post(body)[: -len(body) // 2])  # the head, half the body
-        await half.drain()
+        _, half = await login.half_posted()
         try:
             assert (await login.finish()).status_code == 200
         finally:
@@ -730,13 +735,7 @@ def test_a_body_not_sent_in_time_gets_408_and_the_login_goes_on(
     monkeypatch.setattr(hosted, "LoopbackListener", shorter)
 
     async def act(login: Login) -> None:
-        context = ssl.create_default_context(cafile=login.cert)
-        reader, half = await asyncio.open_connection(
-            "127.0.0.1", login.port, ssl=context, server_hostname="127.0.0.1"
-        )
-        body = login.good_body()
-        half.write(login.raw_post(body)[: -len(body) // 2])  # the head, half the body
-        await half.drain()
+        reader, half = await login.half_posted()
         answer = await asyncio.wait_for(reader.read(), 10)
         half.close()
         assert answer.startswith(b"HTTP/1.1 408")
