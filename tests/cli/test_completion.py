@@ -113,6 +113,25 @@ def test_no_vault_completes_no_names(tmp_path: Path) -> None:
     assert connection_names(broken) == []
 
 
+def _shared_vault_with(
+    pg_server: Any, pg_database: str, monkeypatch: pytest.MonkeyPatch, *names: str
+) -> str:
+    """A shared vault in ``pg_database`` holding connections ``names``; its URL (with a password).
+
+    Made through the password role, so that role may read it.
+    """
+    from postgres_support import PASSWORD, PASSWORD_ROLE
+
+    database = urllib.parse.urlsplit(pg_database).path.lstrip("/")
+    url: str = pg_server.url(database, user=PASSWORD_ROLE, password=PASSWORD)
+    monkeypatch.setenv("DASHTAM_DATABASE_URL", url)
+    monkeypatch.setenv("DASHTAM_MASTER_KEY", "E" * 43)
+    now = dt.datetime.now(dt.UTC)
+    for name in names:
+        add_connection(name, token_set(now, access_in=dt.timedelta(minutes=30)))
+    return url
+
+
 def test_a_shared_vault_s_names_complete_from_its_database(
     pg_server: Any, pg_database: str, isolated_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -121,15 +140,7 @@ def test_a_shared_vault_s_names_complete_from_its_database(
     The local vault file is not there; a password in the URL is used, and
     the completion prints nothing else.
     """
-    from postgres_support import PASSWORD, PASSWORD_ROLE
-
-    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
-    url = pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
-    monkeypatch.setenv("DASHTAM_DATABASE_URL", url)
-    monkeypatch.setenv("DASHTAM_MASTER_KEY", "E" * 43)
-    now = dt.datetime.now(dt.UTC)
-    add_connection("brokerage", token_set(now, access_in=dt.timedelta(minutes=30)))
-    add_connection("bank-ira", token_set(now, access_in=dt.timedelta(minutes=30)))
+    url = _shared_vault_with(pg_server, pg_database, monkeypatch, "brokerage", "bank-ira")
     # No key in the completing process (an empty variable is none).
     env = {"DASHTAM_HOME": str(isolated_env), "DASHTAM_DATABASE_URL": url, "DASHTAM_MASTER_KEY": ""}
     assert complete("dashtam accounts list -c ", env) == ["bank-ira", "brokerage"]
@@ -153,13 +164,9 @@ def test_a_shared_vault_that_cannot_answer_completes_no_names(
 
     absent = Path("/nonexistent")
     assert connection_names(absent, database_url=pg_database) == []  # no vault in it yet
-    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
-    with_password = pg_server.url(name, user=PASSWORD_ROLE, password=PASSWORD)
-    monkeypatch.setenv("DASHTAM_DATABASE_URL", with_password)
-    monkeypatch.setenv("DASHTAM_MASTER_KEY", "F" * 43)
-    now = dt.datetime.now(dt.UTC)
-    add_connection("brokerage", token_set(now, access_in=dt.timedelta(minutes=30)))
+    with_password = _shared_vault_with(pg_server, pg_database, monkeypatch, "brokerage")
     assert connection_names(absent, database_url=with_password) == ["brokerage"]
+    name = urllib.parse.urlsplit(pg_database).path.lstrip("/")
     no_password = pg_server.url(name, user=PASSWORD_ROLE)
     store = MemoryKeyring()
     store.set_password("dashtam", keyring_entry(no_password), PASSWORD)
