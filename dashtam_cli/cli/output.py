@@ -344,14 +344,6 @@ def _line_of(model: type[BaseModel]) -> _Line | None:
     return _LINE[model]
 
 
-def _text_line(model: type[BaseModel], text: object) -> str | None:
-    """The JSON line of a record of ``model`` stored as ``text``, or None when not in that shape."""
-    if type(text) is not str:
-        return None
-    converter = _line_of(model)
-    return None if converter is None else converter.line(text)
-
-
 def _printed(
     model: type[BaseModel], fields: list[str], item: BaseModel | dict[str, Any] | str
 ) -> dict[str, Any]:

@@ -145,7 +145,9 @@ def test_the_fast_ways_are_taken_for_what_dashtam_stores() -> None:
         assert plain.row(json.loads(text)) == output._row(model, fields), text
         if "\\" in text:
             continue
-        line = output._text_line(Transaction, text)
+        converter = output._line_of(Transaction)
+        assert converter is not None
+        line = converter.line(text)
         assert line is not None, text
         assert json.loads(line) == output._row(model, fields)
     unescaped = [m for m in exact if "\\" not in m.model_dump_json()]
@@ -170,7 +172,9 @@ def test_other_forms_go_through_pydantic(field: str, value: object) -> None:
     record = json.loads(transaction(1).model_dump_json())
     record[field] = value
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    assert output._text_line(Transaction, text) is None
+    converter = output._line_of(Transaction)
+    assert converter is not None
+    assert converter.line(text) is None
     plain = output._Plain.of(Transaction)
     assert plain is not None
     assert plain.row(record) is None
