@@ -297,6 +297,7 @@ async def _rows() -> list[dict[str, Any]]:
                 {
                     "occurred_at": row.occurred_at,
                     "kind": row.kind,
+                    "form": row.form,
                     "payload": text.replace(row.id, "<id>").replace(row.account_id, "<account>"),
                 }
             )

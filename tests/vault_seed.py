@@ -243,6 +243,7 @@ async def assert_reads_back(vault: Vault, seeded: Seeded) -> None:
 # left it, whose schema_version alone says its version.
 UNDO_MIGRATION_4 = (
     "DROP TABLE alembic_version",
+    "ALTER TABLE transactions DROP COLUMN form",  # migration 6, which comes back after 4
     "DROP TABLE request_budget",  # migration 5, which comes back after 4
     "DROP INDEX ix_sync_points_connection",
     "DROP TABLE sync_points",

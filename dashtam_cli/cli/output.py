@@ -9,13 +9,13 @@ import datetime as dt
 import decimal
 import enum
 import json
-import re
 import sys
-import types
-import typing
 import uuid
 from pathlib import PurePath
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dashtam_cli.core import lines
+from dashtam_cli.core.lines import Printed
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -77,11 +77,6 @@ def money_text(value: decimal.Decimal) -> str:
     return f"{whole}.{cents.ljust(2, '0')}"
 
 
-def _money_fields(model: type[BaseModel]) -> frozenset[str]:
-    found: frozenset[str] = getattr(model, "money_fields", frozenset())
-    return found
-
-
 # Values printed as they are: checked by exact type first, the common case,
 # before the general conversion (which gives these types back unchanged).
 _AS_IS: frozenset[type] = frozenset({type(None), bool, int, str, float})
@@ -94,7 +89,7 @@ _CONVERT: dict[type, Callable[[Any], Any]] = {
 
 
 def _row(model: BaseModel, fields: Sequence[str]) -> dict[str, Any]:
-    money = _money_fields(type(model))
+    money = lines.money_fields(type(model))
     row: dict[str, Any] = {}
     for name in fields:
         value = getattr(model, name)
@@ -106,242 +101,6 @@ def _row(model: BaseModel, fields: Sequence[str]) -> dict[str, Any]:
         else:
             row[name] = _CONVERT.get(kind, to_jsonable)(value)
     return row
-
-
-# What dashtam's own model_dump_json writes, exactly: a stored value of any
-# other form is left to pydantic (see _Plain). It writes microseconds only
-# when there are some, as datetime.isoformat does.
-_DATE_TEXT: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
-_DATETIME_TEXT: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.(?!000000)\d{6})?(?:Z|[+-]\d{2}:\d{2})"
-)
-# No exponent and no leading zero: the decimal's 'f' format is the text itself.
-_DECIMAL_TEXT: Final = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Plain:
-    """Prints a stored JSON record as the row its validated model prints, without pydantic.
-
-    Only the shapes ``model_dump_json`` writes are taken: every field
-    present and no other, each a string (or null where allowed), times with
-    an offset, dates as YYYY-MM-DD, decimals without exponent, enum members
-    by value. Times only change (``Z`` is printed ``+00:00``, as
-    ``datetime.isoformat`` does) and money gets two decimal places at least;
-    the rest is printed as stored. Anything else is not converted (``row``
-    returns None) and the caller validates the record into the model, which
-    prints it or refuses it as before. Tests compare both ways on varied records.
-    """
-
-    order: tuple[str, ...]
-    names: frozenset[str]
-    nullable: frozenset[str]
-    texts: tuple[str, ...]
-    times: tuple[str, ...]
-    dates: tuple[str, ...]
-    decimals: tuple[str, ...]
-    money: frozenset[str]
-    enums: tuple[tuple[str, frozenset[str]], ...]
-
-    @classmethod
-    def of(cls, model: type[BaseModel]) -> _Plain | None:
-        """The conversion for ``model``, or None when a field has a type it does not take."""
-        kinds: dict[str, list[str]] = {"str": [], "datetime": [], "date": [], "decimal": []}
-        nullable: set[str] = set()
-        enums: list[tuple[str, frozenset[str]]] = []
-        for name, info in model.model_fields.items():
-            if info.metadata or info.alias or not info.is_required():
-                return None
-            annotation: Any = info.annotation
-            if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is (
-                typing.Union
-            ):
-                members = [a for a in typing.get_args(annotation) if a is not type(None)]
-                if len(members) != 1 or len(members) == len(typing.get_args(annotation)):
-                    return None
-                annotation = members[0]
-                nullable.add(name)
-            if isinstance(annotation, type) and issubclass(annotation, enum.StrEnum):
-                enums.append((name, frozenset(member.value for member in annotation)))
-                kinds["str"].append(name)
-                continue
-            kind = {str: "str", dt.datetime: "datetime", dt.date: "date"}.get(annotation)
-            kind = "decimal" if annotation is decimal.Decimal else kind
-            if kind is None:
-                return None
-            kinds[kind].append(name)
-        return cls(
-            order=tuple(model.model_fields),
-            names=frozenset(model.model_fields),
-            nullable=frozenset(nullable),
-            texts=tuple(kinds["str"]),
-            times=tuple(kinds["datetime"]),
-            dates=tuple(kinds["date"]),
-            decimals=tuple(kinds["decimal"]),
-            money=_money_fields(model),
-            enums=tuple(enums),
-        )
-
-    def row(self, record: dict[str, Any]) -> dict[str, Any] | None:  # noqa: C901, PLR0911, PLR0912 - checks in a row
-        """The printed row of ``record``, or None when it is not in the stored shape."""
-        if record.keys() != self.names:
-            return None
-        row = {name: record[name] for name in self.order}
-        nullable = self.nullable
-        for name in self.texts:
-            value = row[name]
-            if type(value) is not str and (value is not None or name not in nullable):
-                return None
-        for name, members in self.enums:
-            if row[name] not in members:
-                return None
-        for name in self.dates:
-            value = row[name]
-            if value is None:
-                if name not in nullable:
-                    return None
-            elif type(value) is not str or not _valid(_DATE_TEXT, dt.date.fromisoformat, value):
-                return None
-        for name in self.times:
-            value = row[name]
-            if type(value) is not str or not _valid(
-                _DATETIME_TEXT, dt.datetime.fromisoformat, value
-            ):
-                if value is None and name in nullable:
-                    continue
-                return None
-            if value[-1] == "Z":
-                row[name] = f"{value[:-1]}+00:00"
-        for name in self.decimals:
-            value = row[name]
-            if type(value) is not str or _DECIMAL_TEXT.fullmatch(value) is None:
-                if value is None and name in nullable:
-                    continue
-                return None
-            if name in self.money:
-                whole, _, cents = value.partition(".")
-                if len(cents) < 2:  # noqa: PLR2004 - cents
-                    row[name] = f"{whole}.{cents.ljust(2, '0')}"
-        return row
-
-
-_time = dt.datetime.fromisoformat
-_date = dt.date.fromisoformat
-
-
-def _valid(form: re.Pattern[str], parse: Callable[[str], object], value: str) -> bool:
-    """Whether ``value`` has the stored form and is a real date or time (no 30 February)."""
-    if form.fullmatch(value) is None:
-        return False
-    try:
-        parse(value)
-    except ValueError:
-        return False
-    return True
-
-
-_PLAIN: dict[type[BaseModel], _Plain | None] = {}
-
-# A JSON string with no escape in it: printed the same by pydantic and by json
-# (ensure_ascii off); one with an escape goes the parsed way.
-_STRING: Final = r'"[^"\\\x00-\x1f]*"'
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Line:
-    """Prints a stored record's JSON text as its validated model's JSON line, without parsing it.
-
-    ``model_dump_json`` writes the fields in order, compact, as the JSON
-    line has them: only times (``Z`` becomes ``+00:00``) and money with
-    fewer than two decimal places differ. The whole text must match the
-    stored shape (the same forms :class:`_Plain` takes, and no escaped
-    character in any string); otherwise ``line`` returns None.
-    """
-
-    pattern: re.Pattern[str]
-    # The captured values that may change, in order (group number, whether money; else a time).
-    edits: tuple[tuple[int, bool], ...]
-    dates: tuple[int, ...]
-
-    @classmethod
-    def of(cls, plain: _Plain) -> _Line:
-        """The line conversion for the records ``plain`` takes."""
-        enums = dict(plain.enums)
-        parts: list[str] = []
-        edits: list[tuple[int, bool]] = []
-        dates: list[int] = []
-        for group, name in enumerate(plain.order, start=1):
-            if name in enums:
-                value = '"(?:' + "|".join(re.escape(m) for m in sorted(enums[name])) + ')"'
-            elif name in plain.dates:
-                value = f'"{_DATE_TEXT.pattern}"'
-                dates.append(group)
-            elif name in plain.times:
-                value = f'"{_DATETIME_TEXT.pattern}"'
-                edits.append((group, False))
-            elif name in plain.decimals:
-                value = f'"{_DECIMAL_TEXT.pattern}"'
-                if name in plain.money:
-                    edits.append((group, True))
-            else:
-                value = _STRING
-            if name in plain.nullable:
-                value = f"(?:null|{value})"
-            parts.append(f'"{re.escape(name)}":({value})')
-        return cls(re.compile("{" + ",".join(parts) + "}"), tuple(edits), tuple(dates))
-
-    def line(self, text: str) -> str | None:  # noqa: C901 - checks, then edits
-        """The JSON line of the record stored as ``text``, or None when it is not in that shape."""
-        match = self.pattern.fullmatch(text)
-        if match is None:
-            return None
-        group = match.group
-        try:
-            for index in self.dates:
-                value = group(index)
-                if value[0] == '"':
-                    _date(value[1:-1])  # a real date: no 30 February
-        except ValueError:
-            return None
-        pieces: list[str] = []
-        done = 0
-        for index, money in self.edits:
-            value = group(index)
-            if value[0] != '"':
-                continue  # null
-            if money:
-                # Two decimal places at least: only zeros are added, before the closing quote.
-                dot = value.find(".")
-                if dot < 0 or len(value) - dot < 4:  # noqa: PLR2004 - '.', two digits, '"'
-                    end = match.end(index) - 1
-                    pieces += (text[done:end], ".00" if dot < 0 else "0")
-                    done = end
-                continue
-            try:
-                _time(value[1:-1])  # a real time: no 25 o'clock
-            except ValueError:
-                return None
-            if value[-2] == "Z":
-                # datetime.isoformat writes UTC as +00:00.
-                end = match.end(index) - 1
-                pieces += (text[done : end - 1], "+00:00")
-                done = end
-        if not pieces:
-            return text
-        pieces.append(text[done:])
-        return "".join(pieces)
-
-
-_LINE: dict[type[BaseModel], _Line | None] = {}
-
-
-def _line_of(model: type[BaseModel]) -> _Line | None:
-    """The converter of ``model``'s stored text to its JSON line (None for a model without one)."""
-    if model not in _LINE:
-        plain = _PLAIN[model] if model in _PLAIN else _Plain.of(model)
-        _PLAIN[model] = plain
-        _LINE[model] = None if plain is None else _Line.of(plain)
-    return _LINE[model]
 
 
 def _printed(
@@ -374,9 +133,7 @@ def _text_row(model: type[BaseModel], text: str) -> dict[str, Any]:
 
 def _record_row(model: type[BaseModel], record: dict[str, Any]) -> dict[str, Any]:
     """The printed row of a stored JSON record of ``model``: converted, or validated and printed."""
-    if model not in _PLAIN:
-        _PLAIN[model] = _Plain.of(model)
-    plain = _PLAIN[model]
+    plain = lines.plain_of(model)
     row = None if plain is None else plain.row(record)
     if row is None:
         row = _row(model.model_validate(record), list(model.model_fields))
@@ -466,6 +223,7 @@ class Renderer:
 
         A record is a model, or the JSON text or object a model of ``model``
         was stored as: printed byte for byte as its validated model would be.
+        A :class:`~dashtam_cli.core.lines.Printed` text is its JSON line already.
         """
         fields = list(model.model_fields)
         if self.fmt == "table":
@@ -481,7 +239,7 @@ class Renderer:
         write = self.stream.write
         # One encoder for every line, not one built per call of json.dumps.
         line = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-        converter = _line_of(model) if self.fmt == "jsonl" else None
+        converter = lines.line_of(model) if self.fmt == "jsonl" else None
         first = True
         writer = csv.DictWriter(self.stream, fieldnames=fields, lineterminator="\n")
 
@@ -493,6 +251,9 @@ class Renderer:
                 # Line by line: a reader that goes away (`| head -1`) is seen as a
                 # broken pipe, where one large write can end as if delivered.
                 for item in batch:
+                    if type(item) is Printed:  # stored as its line
+                        write(item + "\n")
+                        continue
                     # A stored record's text, in the stored shape, is nearly its line already.
                     text = (
                         converter.line(item)
@@ -538,7 +299,7 @@ class Renderer:
             table = Table(title=title, show_header=False, box=None, pad_edge=False)
             table.add_column(style="bold")
             table.add_column(overflow="fold")
-            money = _money_fields(type(item))
+            money = lines.money_fields(type(item))
             for name in fields:
                 value = getattr(item, name)
                 if name in money and isinstance(value, decimal.Decimal):
@@ -707,7 +468,7 @@ class _Column:
     def build(cls, model: type[BaseModel], name: str, items: Sequence[BaseModel]) -> _Column:
         annotation = str(model.model_fields[name].annotation) if name in model.model_fields else ""
         numeric = any(t in annotation for t in ("Decimal", "int", "float"))
-        money = name in _money_fields(model)
+        money = name in lines.money_fields(model)
         values = [
             item.table_value(name) if hasattr(item, "table_value") else getattr(item, name)
             for item in items

@@ -19,6 +19,7 @@ from sqlalchemy import and_, literal_column, or_, select
 from dashtam_cli.core import store
 from dashtam_cli.core.connections import ConnectionNotFound, list_connections
 from dashtam_cli.core.errors import DashtamError, InputError
+from dashtam_cli.core.lines import LINE_FORM, Printed
 from dashtam_cli.core.models import KINDS, Account, Position, Transaction
 from dashtam_cli.core.providers import provider as provider_named
 from dashtam_cli.core.providers import provider_names
@@ -337,11 +338,11 @@ def _opened(vault: Vault, row_id: str, account_id: str, payload: bytes) -> str |
 
 def _transaction(
     vault: Vault,
-    row: tuple[str, str, str | None, bytes],
+    row: tuple[str, str, str | None, bytes, int | None],
     providers: dict[str, str],
 ) -> Transaction | None:
     """One stored transaction, or None (with a warning) when its seal does not open."""
-    row_id, account_id, kind, payload = row
+    row_id, account_id, kind, payload, _ = row
     text = _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
@@ -355,7 +356,7 @@ def _transaction(
 
 def _record(
     vault: Vault,
-    row: tuple[str, str, str | None, bytes],
+    row: tuple[str, str, str | None, bytes, int | None],
     providers: dict[str, str],
     *,
     parse: bool,
@@ -363,22 +364,24 @@ def _record(
     """One stored transaction as it was stored, not validated: its JSON text, or that object.
 
     Its seal is checked (AES-GCM, bound to the row and its account), so the
-    text is what dashtam's own ``model_dump_json`` wrote; the reader checks
-    its shape and validates it as a Transaction when it is not the expected
-    one. The text is handed on as it is unless ``parse`` (the record is to
-    be checked against a filter) or it was stored before kinds existed: then
-    it is parsed, and such a record gets its kind. Text that is not a JSON
-    object is validated here (and so refused as before).
+    text is what dashtam wrote: its JSON line (:data:`lines.LINE_FORM`),
+    handed on as :class:`lines.Printed`, or for rows stored before,
+    ``model_dump_json``'s text, whose shape the reader checks (validating it
+    as a Transaction when it is not the expected one). The text is handed on
+    as it is unless ``parse`` (the record is to be checked against a filter)
+    or it was stored before kinds existed: then it is parsed, and such a
+    record gets its kind. Text that is not a JSON object is validated here
+    (and so refused as before).
 
-    ``row`` is (id, account_id, kind, payload), unpacked as a tuple: reading a
-    result row's columns by name cost about 0.7 us each, 3 us a row.
+    ``row`` is (id, account_id, kind, payload, form), unpacked as a tuple:
+    reading a result row's columns by name cost about 0.7 us each, 3 us a row.
     """
-    row_id, account_id, kind, payload = row
+    row_id, account_id, kind, payload, form = row
     text = _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
     if not parse and kind is not None:
-        return text
+        return Printed(text) if form == LINE_FORM else text
     record = json.loads(text)
     if not isinstance(record, dict):
         return Transaction.model_validate_json(text)
@@ -478,7 +481,7 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
     """
     table = schema.transactions
     query = (
-        select(table.c.id, table.c.account_id, table.c.kind, table.c.payload)
+        select(table.c.id, table.c.account_id, table.c.kind, table.c.payload, table.c.form)
         .where(*conditions)
         .order_by(table.c.occurred_at.desc(), table.c.id.desc())
     )

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from sqlalchemy import bindparam, delete, literal_column, select, update
 
-from dashtam_cli.core.models import Balance
+from dashtam_cli.core import lines
+from dashtam_cli.core.models import Balance, Transaction
 from dashtam_cli.core.redact import register_secret
 from dashtam_cli.core.vault import db, schema
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Select
     from sqlalchemy.ext.asyncio import AsyncConnection
 
-    from dashtam_cli.core.models import ConnectionInfo, Record, Transaction
+    from dashtam_cli.core.models import ConnectionInfo, Record
     from dashtam_cli.core.providers.base import Changes, FetchedAccount
     from dashtam_cli.core.vault.vault import Vault
 
@@ -55,12 +56,14 @@ _ID_CHUNK: Final = 500
 
 # A transaction written, or rewritten in place when its id is stored (see write_changes).
 _UPSERT_TRANSACTIONS: Final = (
-    "INSERT INTO transactions (id, account_id, occurred_at, kind, payload, fetched_at)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO transactions (id, account_id, occurred_at, kind, payload, form, fetched_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (id) DO UPDATE SET account_id = excluded.account_id,"
     " occurred_at = excluded.occurred_at, kind = excluded.kind, payload = excluded.payload,"
-    " fetched_at = excluded.fetched_at"
+    " form = excluded.form, fetched_at = excluded.fetched_at"
 )
+# An unchanged transaction stored in an older form, written again in the current one.
+_REFORM_TRANSACTION: Final = "UPDATE transactions SET payload = ?, form = ? WHERE id = ?"
 
 
 def _driver_sql(conn: AsyncConnection, statement: str) -> str:
@@ -83,6 +86,14 @@ def mask_key(key: str) -> str:
 def _dumps(model: Record) -> str:
     # pydantic's own serializer: Decimal as a string, times in ISO 8601.
     return model.model_dump_json()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Stored:
+    """A stored transaction's opened text and the form it is written in (see core/lines.py)."""
+
+    text: str
+    form: int | None
 
 
 @dataclasses.dataclass(slots=True)
@@ -266,10 +277,11 @@ async def _merge_copies(
                 payload = vault.seal(table.name, row.id, "payload", compact, owner=keep)
                 moved.append({"_id": row.id, "account_id": keep, "payload": payload})
     if moved:
+        # Written as json.dumps writes it: a form checked when printed (NULL).
         await conn.execute(
             update(table)
             .where(table.c.id == bindparam("_id"))
-            .values(account_id=bindparam("account_id"), payload=bindparam("payload")),
+            .values(account_id=bindparam("account_id"), payload=bindparam("payload"), form=None),
             moved,
         )
     accounts = schema.accounts
@@ -419,12 +431,12 @@ def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
         yield ids[start : start + _ID_CHUNK]
 
 
-async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
-    """The stored text of the transactions among ``ids`` that exist (unreadable ones as '')."""
+async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, _Stored]:
+    """The stored transactions among ``ids`` that exist (unreadable ones as '')."""
     from dashtam_cli.core.vault.errors import RecordTampered
 
     table = schema.transactions
-    found: dict[str, str] = {}
+    found: dict[str, _Stored] = {}
     async with vault.reading() as conn:
         for chunk in _chunks(ids):
             # The driver's own parameters: SQLAlchemy's expanding IN cost more than the lookup.
@@ -432,19 +444,20 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, str]:
             rows = await conn.exec_driver_sql(
                 _driver_sql(
                     conn,
-                    f"SELECT id, account_id, payload FROM transactions WHERE id IN ({marks})",  # noqa: S608 - only placeholders are formatted in
+                    f"SELECT id, account_id, payload, form FROM transactions WHERE id IN ({marks})",  # noqa: S608 - only placeholders are formatted in
                 ),
                 tuple(chunk),
             )
             # Unpacked, not read by name (0.7 us a column on a result row).
-            triples = cast("Iterable[tuple[str, str, bytes]]", rows)
-            for row_id, account_id, payload in triples:
+            stored = cast("Iterable[tuple[str, str, bytes, int | None]]", rows)
+            for row_id, account_id, payload, form in stored:
                 try:
-                    found[row_id] = vault.unseal_text(
+                    text = vault.unseal_text(
                         table.name, row_id, "payload", payload, owner=account_id
                     )
                 except RecordTampered:
-                    found[row_id] = ""  # damaged: written anew
+                    text = ""  # damaged: written anew
+                found[row_id] = _Stored(text, form)
     return found
 
 
@@ -458,6 +471,77 @@ async def _present(conn: AsyncConnection, connection_id: str, ids: Iterable[str]
         )
         found.update((await conn.execute(query)).scalars())
     return found
+
+
+@dataclasses.dataclass(slots=True)
+class _Writes:
+    """What a batch writes to the transactions table, and what it counts."""
+
+    counts: Counts = dataclasses.field(default_factory=Counts)
+    # New and changed: (id, account_id, occurred_at, kind, payload, form, fetched_at).
+    rows: list[tuple[str, str, str, str, bytes, int | None, str]] = dataclasses.field(
+        default_factory=list
+    )
+    # Unchanged, stored in an older form: (id, account_id, payload, form).
+    reformed: list[tuple[str, str, bytes, int]] = dataclasses.field(default_factory=list)
+    new_ids: set[str] = dataclasses.field(default_factory=set)
+
+    def add(
+        self, vault: Vault, txn: Transaction, dumped: str, old: _Stored | None, stamp: str
+    ) -> None:
+        """Count one fetched transaction, and write it if it is new or changed.
+
+        It is stored as its JSON line where it has one (core/lines.py), so
+        printing it is writing it. A row stored in another form holds the
+        same record when its text is what the transaction dumps as: counted
+        unchanged, and written again in the current form.
+        """
+        tid = txn.id
+        table = schema.transactions.name
+        txn, dumped = _first_seen(txn, dumped, None if old is None else old.text)
+        text, form = lines.stored_form(Transaction, dumped)
+        if old is not None:
+            if old.form == form:
+                unchanged = old.text == text
+            else:
+                unchanged = old.form is None and old.text == dumped
+            if unchanged:
+                self.counts.unchanged += 1
+                if form is not None and old.form != form:
+                    sealed = vault.seal(table, tid, "payload", text, owner=txn.account_id)
+                    self.reformed.append((tid, txn.account_id, sealed, form))
+                return
+            self.counts.changed += 1
+        else:
+            self.counts.new += 1
+            self.new_ids.add(tid)
+        self.rows.append(
+            (
+                tid,
+                txn.account_id,
+                _time_text(txn.time),
+                str(txn.kind),  # a StrEnum: its value, a third of the cost of .value
+                vault.seal(table, tid, "payload", text, owner=txn.account_id),
+                form,
+                stamp,
+            )
+        )
+
+    def accounts(self) -> set[str]:
+        """The accounts whose rows are written."""
+        return {row[1] for row in self.rows} | {row[1] for row in self.reformed}
+
+    def drop(self, gone: set[str]) -> None:
+        """Leave out, and uncount, the rows of the accounts ``gone``."""
+        for row in self.rows:
+            if row[1] in gone:
+                if row[0] in self.new_ids:
+                    self.counts.new -= 1
+                else:
+                    self.counts.changed -= 1
+        self.counts.unchanged -= sum(1 for row in self.reformed if row[1] in gone)
+        self.rows = [row for row in self.rows if row[1] not in gone]
+        self.reformed = [row for row in self.reformed if row[1] not in gone]
 
 
 async def write_changes(
@@ -482,28 +566,10 @@ async def write_changes(
     stamp = db.utcnow_text(now)
     texts = {t.id: (t, _dumps(t)) for t in changes.transactions}
     before = await _existing(vault, list(texts))
-    counts = Counts()
-    rows: list[tuple[str, str, str, str, bytes, str]] = []
-    for tid, (txn, text) in texts.items():
-        old = before.get(tid)
-        txn, text = _first_seen(txn, text, old)  # noqa: PLW2901 - the same transaction
-        if old == text:
-            counts.unchanged += 1
-            continue
-        if old is None:
-            counts.new += 1
-        else:
-            counts.changed += 1
-        rows.append(
-            (
-                tid,
-                txn.account_id,
-                _time_text(txn.time),
-                str(txn.kind),  # a StrEnum: its value, a third of the cost of .value
-                vault.seal(table.name, tid, "payload", text, owner=txn.account_id),
-                stamp,
-            )
-        )
+    writes = _Writes()
+    for tid, (txn, dumped) in texts.items():
+        writes.add(vault, txn, dumped, before.get(tid), stamp)
+    counts = writes.counts
     points = schema.sync_points
     point_rows = [
         {
@@ -528,20 +594,19 @@ async def write_changes(
     async with vault.writing() as conn:
         # An account removed meanwhile (merged, or its connection removed) takes nothing:
         # its rows would fail the foreign key, and with it the whole batch.
-        # Each row is (id, account_id, occurred_at, kind, payload, fetched_at).
-        gone: set[str] = set(changes.completed) | {row[1] for row in rows}
+        gone: set[str] = set(changes.completed) | writes.accounts()
         gone -= await _present(conn, info.id, gone)
         if gone:
             log.info("%d accounts were removed during the sync; their rows are dropped", len(gone))
-            lost = [row for row in rows if row[1] in gone]
-            counts.new -= sum(1 for row in lost if row[0] not in before)
-            counts.changed -= sum(1 for row in lost if row[0] in before)
-            rows = [row for row in rows if row[1] not in gone]
+            writes.drop(gone)
             point_rows = [row for row in point_rows if row["id"] not in gone]
-        if rows:
+        if writes.rows:
             # The driver's executemany with tuples: SQLAlchemy's per-row parameter
             # processing cost more than the row's insert.
-            await conn.exec_driver_sql(_driver_sql(conn, _UPSERT_TRANSACTIONS), rows)
+            await conn.exec_driver_sql(_driver_sql(conn, _UPSERT_TRANSACTIONS), writes.rows)
+        if writes.reformed:
+            reformed = [(payload, form, tid) for tid, _, payload, form in writes.reformed]
+            await conn.exec_driver_sql(_driver_sql(conn, _REFORM_TRANSACTION), reformed)
         if changes.removed:
             owned = select(schema.accounts.c.id).where(schema.accounts.c.connection_id == info.id)
             for chunk in _chunks(list(changes.removed)):

@@ -26,7 +26,8 @@ FLOOR = "import sqlalchemy.ext.asyncio, aiosqlite, pydantic"
 
 async def seed(transactions: int, *, key_store: str | None = None) -> None:
     """A vault (in the environment's DASHTAM_HOME) holding ``transactions`` synced transactions."""
-    from dashtam_cli.core import store
+    from dashtam_cli.core import lines, store
+    from dashtam_cli.core.models import Transaction
     from dashtam_cli.core.providers.base import Changes
     from dashtam_cli.core.providers.schwab import mapping
     from dashtam_cli.core.settings import load_settings
@@ -49,7 +50,8 @@ async def seed(transactions: int, *, key_store: str | None = None) -> None:
             through=dict.fromkeys(completed, now),
             now=now,
         )
-        # Templates: the stored text of real transactions, one list per account.
+        # Templates: the stored text and form of real transactions (as the sync stores
+        # them), one list per account.
         templates = []
         for item, account in zip(fetched, generated, strict=True):
             aid = item.account.id
@@ -57,12 +59,20 @@ async def seed(transactions: int, *, key_store: str | None = None) -> None:
                 mapping.transaction(aid, item.account.number, raw) for raw in account.transactions
             ]
             templates.append(
-                [(m.id, m.model_dump_json(), db.utcnow_text(m.time), m.kind.value) for m in models]
+                [
+                    (
+                        m.id,
+                        *lines.stored_form(Transaction, m.model_dump_json()),
+                        db.utcnow_text(m.time),
+                        m.kind.value,
+                    )
+                    for m in models
+                ]
             )
         stamp = db.utcnow_text(now)
         sql = (
-            "INSERT INTO transactions (id, account_id, occurred_at, kind, payload, fetched_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO transactions (id, account_id, occurred_at, kind, payload, form,"
+            " fetched_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
         )
         accounts = [item.account.id for item in fetched]
         for start in range(0, transactions, BATCH):
@@ -70,12 +80,12 @@ async def seed(transactions: int, *, key_store: str | None = None) -> None:
             for n in range(start, min(start + BATCH, transactions)):
                 which = n % len(accounts)
                 aid = accounts[which]
-                old_id, text, occurred, kind = templates[which][(n // len(accounts)) % 500]
+                old_id, text, form, occurred, kind = templates[which][(n // len(accounts)) % 500]
                 row_id = str(uuid.uuid4())
                 sealed = vault.seal(
                     "transactions", row_id, "payload", text.replace(old_id, row_id), owner=aid
                 )
-                rows.append((row_id, aid, occurred, kind, sealed, stamp))
+                rows.append((row_id, aid, occurred, kind, sealed, form, stamp))
             async with vault.writing() as conn:
                 await conn.exec_driver_sql(sql, rows)
 

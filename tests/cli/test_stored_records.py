@@ -14,6 +14,7 @@ from rich.console import Console
 
 from dashtam_cli.cli import output
 from dashtam_cli.cli.output import Renderer
+from dashtam_cli.core import lines
 from dashtam_cli.core.models import KINDS, Kind, Transaction
 
 if TYPE_CHECKING:
@@ -135,7 +136,7 @@ def test_the_fast_ways_are_taken_for_what_dashtam_stores() -> None:
     regression that sends every record to validation is seen here, not only
     as a slower benchmark.
     """
-    plain = output._Plain.of(Transaction)
+    plain = lines.Plain.of(Transaction)
     assert plain is not None
     fields = list(Transaction.model_fields)
     exact = [model for model in VARIED if "E" not in model.model_dump_json(include=DECIMALS)]
@@ -145,7 +146,7 @@ def test_the_fast_ways_are_taken_for_what_dashtam_stores() -> None:
         assert plain.row(json.loads(text)) == output._row(model, fields), text
         if "\\" in text:
             continue
-        converter = output._line_of(Transaction)
+        converter = lines.line_of(Transaction)
         assert converter is not None
         line = converter.line(text)
         assert line is not None, text
@@ -172,10 +173,10 @@ def test_other_forms_go_through_pydantic(field: str, value: object) -> None:
     record = json.loads(transaction(1).model_dump_json())
     record[field] = value
     text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
-    converter = output._line_of(Transaction)
+    converter = lines.line_of(Transaction)
     assert converter is not None
     assert converter.line(text) is None
-    plain = output._Plain.of(Transaction)
+    plain = lines.Plain.of(Transaction)
     assert plain is not None
     assert plain.row(record) is None
     model = Transaction.model_validate(record)
@@ -211,3 +212,69 @@ def test_a_text_that_is_not_an_object_is_refused() -> None:
     for fmt in FORMATS:
         with pytest.raises(ValidationError):
             printed(fmt, [["[1, 2]"]])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_records_stored_as_their_lines_print_as_the_validated_model(fmt: str) -> None:
+    """What a sync stores now: each record's line (marked Printed) or, without one, its dump.
+
+    Printed as it is in JSON lines, and read as any stored text otherwise:
+    every format prints exactly what the models print. Decimals with an
+    exponent and texts with an escaped character have no line form.
+    """
+    stored: list[str] = []
+    for model in VARIED:
+        text, form = lines.stored_form(Transaction, model.model_dump_json())
+        stored.append(lines.Printed(text) if form == lines.LINE_FORM else text)
+    assert sum(type(item) is lines.Printed for item in stored) == len(VARIED) - 5
+    assert printed(fmt, [stored]) == printed(fmt, [VARIED])
+
+
+def test_a_printed_text_is_written_as_it_is() -> None:
+    """JSON lines write a Printed text without looking at it: the fast way is the one taken."""
+    text = lines.Printed('{"not":"checked"}')
+    assert printed("jsonl", [[text]]) == '{"not":"checked"}\n'
+
+
+def test_the_line_form_is_tied_to_the_transaction_fields() -> None:
+    """Form 1 is the line of these fields and kinds: changing them needs a new form number.
+
+    Rows of form 1 are printed as stored; with a field added or changed,
+    they would print without it (or with a kind no longer known). Give the new fields a new LINE_FORM (and
+    have rows of older forms read as texts to check), then update this pin.
+    """
+    fields = [(name, str(info.annotation)) for name, info in Transaction.model_fields.items()]
+    assert lines.LINE_FORM == 1
+    assert fields == [
+        ("id", "<class 'str'>"),
+        ("account_id", "<class 'str'>"),
+        ("account", "<class 'str'>"),
+        ("time", "<class 'datetime.datetime'>"),
+        ("trade_date", "datetime.date | None"),
+        ("settlement_date", "datetime.date | None"),
+        ("type", "<class 'str'>"),
+        ("kind", "<enum 'Kind'>"),
+        ("description", "str | None"),
+        ("amount", "<class 'decimal.Decimal'>"),
+        ("symbol", "str | None"),
+        ("quantity", "decimal.Decimal | None"),
+        ("price", "decimal.Decimal | None"),
+        ("fees", "<class 'decimal.Decimal'>"),
+        ("status", "str | None"),
+    ]
+    # A kind renamed or removed would leave form-1 rows printing a kind the model refuses.
+    assert [kind.value for kind in Kind] == [
+        "trade",
+        "dividend",
+        "interest",
+        "deposit",
+        "withdrawal",
+        "transfer",
+        "purchase",
+        "payment",
+        "refund",
+        "fee",
+        "tax",
+        "adjustment",
+        "other",
+    ]

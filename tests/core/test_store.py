@@ -17,14 +17,15 @@ from schwab_support import BASE_URL, add_connection, mock_connection_api, transa
 from sqlalchemy import select
 from sync_support import NOW, accounts, at, rows_in, run_sync, transactions
 
-from dashtam_cli.core import store
+from dashtam_cli.core import lines, store
 from dashtam_cli.core.connections import list_connections
 from dashtam_cli.core.errors import InputError
 from dashtam_cli.core.models import Transaction
 from dashtam_cli.core.providers.base import Changes, FetchedAccount, transaction_id
+from dashtam_cli.core.queries import QueryOptions, query_transactions
 from dashtam_cli.core.settings import load_settings
 from dashtam_cli.core.vault import schema
-from dashtam_cli.core.vault.vault import open_vault
+from dashtam_cli.core.vault.vault import OpenOptions, open_vault
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -218,6 +219,11 @@ def test_copies_of_an_account_merge_into_one_row_keeping_every_transaction(
     # What was stored, plus what the sync fetched again under the kept id.
     assert {_content(r) for r in every} <= {_content(r) for r in kept.values()}
     assert set(copy_records) <= set(kept)
+    # Moved under the kept row as json.dumps wrote them: a form to check when printed.
+    forms = dict(raw_sql("SELECT id, form FROM transactions WHERE account_id = ?", COPY))
+    moved = set(original_records) & set(forms)
+    assert moved
+    assert {forms[row_id] for row_id in moved} == {None}
 
     with pytest.raises(InputError, match="no account matches"):
         transactions(account=original)
@@ -407,3 +413,200 @@ def test_a_damaged_account_row_blocks_neither_queries_nor_syncs(
     assert result.outcome.failures == []
     assert sorted(a.number for a in accounts()[0]) == ["****1111", "****2222"]
     assert len(transactions()[0]) == 2 * len(ACTIVITIES)
+
+
+# --- the stored form --------------------------------------------------------------------------------
+
+
+def _jsonl_line(model: Transaction) -> str:
+    """The line `transactions list --format jsonl` prints for ``model`` (validated, as always)."""
+    import io
+
+    from rich.console import Console
+
+    from dashtam_cli.cli.output import Renderer
+
+    stream = io.StringIO()
+    renderer = Renderer(fmt="jsonl", console=Console(file=stream), stream=stream)
+    with renderer.streaming(Transaction) as emit:
+        emit([model])
+    return stream.getvalue().removesuffix("\n")
+
+
+def _stored() -> dict[str, tuple[str, int | None, str]]:
+    """Every stored transaction: its opened text, its form, its fetched_at."""
+
+    async def read(vault: Vault) -> dict[str, tuple[str, int | None, str]]:
+        table = schema.transactions
+        async with vault.reading() as conn:
+            rows = (await conn.execute(select(table))).all()
+        return {
+            row.id: (
+                vault.unseal_text(table.name, row.id, "payload", row.payload, owner=row.account_id),
+                row.form,
+                row.fetched_at,
+            )
+            for row in rows
+        }
+
+    stored: dict[str, tuple[str, int | None, str]] = with_vault(read)
+    return stored
+
+
+def _store_as_before(texts: dict[str, str]) -> None:
+    """Rewrite transactions as a dashtam before form 1 stored them: the text given, no form."""
+
+    async def write(vault: Vault) -> None:
+        table = schema.transactions
+        async with vault.writing() as conn:
+            rows = (await conn.execute(select(table.c.id, table.c.account_id))).all()
+            owners = {row.id: row.account_id for row in rows}
+            for row_id, text in texts.items():
+                sealed = vault.seal(table.name, row_id, "payload", text, owner=owners[row_id])
+                await conn.execute(
+                    table.update().where(table.c.id == row_id).values(payload=sealed, form=None)
+                )
+
+    with_vault(write)
+
+
+def test_a_sync_stores_each_transaction_as_the_line_jsonl_prints(router: respx.MockRouter) -> None:
+    """The stored text is the record's JSON line, marked form 1; it reads back as the same model."""
+    run_sync(router, clock=at(NOW))
+    stored = _stored()
+    found = {t.id: t for t in transactions()[0]}
+    assert set(stored) == set(found)
+    for row_id, (text, form, _) in stored.items():
+        assert form == lines.LINE_FORM
+        assert text == _jsonl_line(found[row_id])
+        assert '+00:00"' in text  # printed as isoformat prints UTC, not pydantic's Z
+        assert Transaction.model_validate_json(text) == found[row_id]
+
+
+def test_a_row_of_the_older_form_counts_unchanged_and_is_rewritten_as_its_line(
+    router: respx.MockRouter,
+) -> None:
+    """Rows stored before form 1: the same record is unchanged (not rewritten anew), now as a line.
+
+    A query hands such rows on as text to check (not as a line to print as
+    it is) until then; their fetched_at stays, as for any unchanged row.
+    One of them changed meanwhile: counted changed, stored as its line.
+    """
+    run_sync(router, clock=at(NOW))
+    lines_before = _stored()
+    models = {t.id: t for t in transactions()[0]}
+    old = {row_id: model.model_dump_json() for row_id, model in models.items()}
+    changed = min(old)
+    old[changed] = models[changed].model_copy(update={"description": "then"}).model_dump_json()
+    _store_as_before(old)
+    assert {row_id: form for row_id, (_, form, _) in _stored().items()} == dict.fromkeys(old)
+
+    def records() -> list[object]:
+        found: list[object] = []
+        options = QueryOptions(offline=True)
+        asyncio.run(
+            query_transactions(load_settings(), options, OpenOptions(), found.extend, records=True)
+        )
+        return found
+
+    assert {type(r) for r in records()} == {str}
+
+    report = run_sync(router, clock=at(NOW + DAY), full=True).reports[0]
+    assert (report.new, report.changed, report.unchanged) == (0, 1, len(old) - 1)
+    after = _stored()
+    assert {row_id: text for row_id, (text, _, _) in after.items()} == {
+        row_id: text for row_id, (text, _, _) in lines_before.items()
+    }
+    assert {form for _, form, _ in after.values()} == {lines.LINE_FORM}
+    kept = {row_id: at_ for row_id, (_, _, at_) in after.items() if row_id != changed}
+    assert kept == {
+        row_id: at_ for row_id, (_, _, at_) in lines_before.items() if row_id != changed
+    }
+    assert after[changed][2] != lines_before[changed][2]
+    assert {type(r) for r in records()} == {lines.Printed}
+
+
+def test_a_transaction_without_a_line_form_is_stored_as_dumped_and_left_alone(
+    router: respx.MockRouter,
+) -> None:
+    """A description with a quote in it (escaped in JSON): stored as model_dump_json, form NULL.
+
+    Printing it checks it as ever; the next sync finds it unchanged and
+    does not rewrite it.
+    """
+    run_sync(router, clock=at(NOW))
+
+    async def write(vault: Vault, when: dt.datetime) -> store.Counts:
+        (info,) = await list_connections(vault)
+        account = await _account_of(vault, FIRST)
+        record = next(iter((await _transactions_of(vault, account)).values()))
+        quoted = Transaction.model_validate(
+            {**record, "id": transaction_id(account, 500), "description": 'say "cheese"'}
+        )
+        return await store.write_changes(
+            vault, info, Changes(transactions=[quoted]), through={}, now=when
+        )
+
+    first = with_vault(lambda vault: write(vault, NOW + DAY))
+    assert (first.new, first.unchanged) == (1, 0)
+    account = with_vault(lambda vault: _account_of(vault, FIRST))
+    text, form, fetched_at = _stored()[transaction_id(account, 500)]
+    assert form is None
+    model = Transaction.model_validate_json(text)
+    assert text == model.model_dump_json()
+    assert '\\"cheese\\"' in text
+    again = with_vault(lambda vault: write(vault, NOW + 2 * DAY))
+    assert (again.new, again.changed, again.unchanged) == (0, 0, 1)
+    assert _stored()[transaction_id(account, 500)] == (text, None, fetched_at)
+    (printed,) = [t for t in transactions()[0] if t.id == transaction_id(account, 500)]
+    assert printed == model
+
+
+def test_rows_of_an_account_removed_meanwhile_are_neither_written_nor_counted() -> None:
+    """The batch's record of what it writes drops a removed account's rows, and their counts.
+
+    New, changed and rewritten-unchanged rows alike; another account's stay.
+    """
+    from dashtam_cli.core.vault.vault import OpenOptions as Options
+    from dashtam_cli.core.vault.vault import open_vault as opened
+
+    async def main() -> store._Writes:
+        async with opened(load_settings(), Options(create=True)) as vault:
+            writes = store._Writes()
+            for n, account in enumerate(("kept", "gone", "gone", "gone", "kept")):
+                record = {
+                    "id": f"t-{n}",
+                    "account_id": account,
+                    "account": "****1111",
+                    "time": NOW,
+                    "trade_date": None,
+                    "settlement_date": None,
+                    "type": "JOURNAL",
+                    "kind": "fee",
+                    "description": "FEE",
+                    "amount": Decimal("-1.5"),
+                    "symbol": None,
+                    "quantity": None,
+                    "price": None,
+                    "fees": Decimal(0),
+                    "status": "VALID",
+                }
+                txn = Transaction.model_validate(record)
+                dumped = txn.model_dump_json()
+                old = [
+                    None,
+                    None,
+                    store._Stored("then", lines.LINE_FORM),
+                    store._Stored(dumped, None),
+                    store._Stored(dumped, None),
+                ][n]
+                writes.add(vault, txn, dumped, old, "stamp")
+            return writes
+
+    writes = asyncio.run(main())
+    assert dataclasses.astuple(writes.counts) == (2, 1, 2, 0)
+    assert writes.accounts() == {"kept", "gone"}
+    writes.drop({"gone"})
+    assert dataclasses.astuple(writes.counts) == (1, 0, 1, 0)
+    assert [row[0] for row in writes.rows] == ["t-0"]
+    assert [row[0] for row in writes.reformed] == ["t-4"]

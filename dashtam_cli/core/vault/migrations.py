@@ -34,7 +34,7 @@ __all__ = [
     "version_of",
 ]
 
-LATEST: Final = 5
+LATEST: Final = 6
 """The newest schema version this dashtam knows: the number of revision ``HEAD``."""
 
 REVISIONS: Final = Path(__file__).with_name("revisions")

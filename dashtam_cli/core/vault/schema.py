@@ -116,6 +116,9 @@ transactions = Table(
     # Added by migration 4: the neutral kind (NULL in rows cached before).
     Column("kind", Text, nullable=True),
     Index("ix_transactions_account_kind", "account_id", "kind", "occurred_at"),
+    # Added by migration 6: 1 when the payload is the record's JSON line as
+    # printed (core/lines.py: LINE_FORM); NULL in rows stored before.
+    Column("form", Integer, nullable=True),
 )
 
 balances = Table(

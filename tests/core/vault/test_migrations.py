@@ -93,12 +93,21 @@ def test_the_revisions_build_what_the_old_sql_built_and_schema_py_declares(tmp_p
     """
     path, _ = _create()
     old = tmp_path / "old.sqlite3"
-    build(old, migrations.LATEST)
+    build(old, len(LEGACY))
+    # The revisions made since Alembic, applied to the old SQL's tables as dashtam does.
+    engine = db.create_engine(old)
+    try:
+        applied = asyncio.run(db.migrate(engine, old))
+    finally:
+        asyncio.run(engine.dispose())
+    assert applied == list(range(len(LEGACY) + 1, migrations.LATEST + 1))
     new_tables = _describe(path)
     assert new_tables.pop("alembic_version")["columns"] == [
         (0, "version_num", "VARCHAR(32)", 1, None, 1)
     ]
-    assert new_tables == _describe(old)
+    old_tables = _describe(old)
+    old_tables.pop("alembic_version")
+    assert new_tables == old_tables
 
     from sqlalchemy.dialects import sqlite
 
@@ -145,7 +154,7 @@ def test_the_revisions_are_numbered_one_line_and_never_go_back() -> None:
         migrations.revision_id(n) for n in range(1, migrations.LATEST + 1)
     ]
     assert [r.down_revision for r in walked] == [None, *(r.revision for r in walked[:-1])]
-    assert script.get_current_head() == migrations.HEAD == "0005"
+    assert script.get_current_head() == migrations.HEAD == "0006"
     for revision in walked:
         doc = " ".join((revision.module.__doc__ or "").split()).lower()
         assert "downgrades are not supported" in doc
@@ -286,7 +295,7 @@ def _make_legacy(path: Path, version: int, key: bytes, seeded: Seeded) -> None:
     path.chmod(0o600)
 
 
-@pytest.mark.parametrize("version", range(1, migrations.LATEST + 1))
+@pytest.mark.parametrize("version", range(1, len(LEGACY) + 1))
 def test_a_vault_from_before_alembic_is_adopted_and_reads_back(
     master_key: bytes, version: int
 ) -> None:
@@ -313,7 +322,9 @@ def test_a_vault_from_before_alembic_is_adopted_and_reads_back(
     assert asyncio.run(reopen()) == 2
     assert _plain_columns(path, like=before) == before
     with _db(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (migrations.HEAD,)
+        ]
         rows = conn.execute(
             "SELECT version, description FROM schema_version ORDER BY version"
         ).fetchall()
@@ -332,7 +343,7 @@ def test_a_vault_from_before_alembic_is_adopted_and_reads_back(
 @pytest.mark.parametrize(
     ("statements", "message"),
     [
-        (["UPDATE alembic_version SET version_num = '0006'"], "has schema version 6"),
+        (["UPDATE alembic_version SET version_num = '0007'"], "has schema version 7"),
         (
             ["UPDATE alembic_version SET version_num = 'ae1027a6acf'"],
             "schema revision 'ae1027a6acf', which this dashtam does not know",
@@ -340,16 +351,16 @@ def test_a_vault_from_before_alembic_is_adopted_and_reads_back(
         (
             [
                 "DROP TABLE alembic_version",
-                "INSERT INTO schema_version VALUES (6, 'from the future', '2030-01-01')",
+                "INSERT INTO schema_version VALUES (7, 'from the future', '2030-01-01')",
             ],
-            "has schema version 6",
+            "has schema version 7",
         ),
     ],
 )
 def test_a_vault_newer_than_the_code_is_refused_untouched(
     statements: list[str], message: str
 ) -> None:
-    """A revision this dashtam does not know, or a pre-Alembic version past 5: refused, unwritten.
+    """A revision this dashtam does not know, or a schema_version past its own: refused, unwritten.
 
     The error says why and how to fix it, and not one byte of the file changes.
     """
@@ -384,8 +395,8 @@ _NOTE = '''
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0006"
-    down_revision = "0005"
+    revision = "0007"
+    down_revision = "0006"
 
     def upgrade() -> None:
         op.add_column("connections", sa.Column("note", sa.Text))
@@ -396,8 +407,8 @@ _BROKEN = '''
     import sqlalchemy as sa
     from alembic import op
 
-    revision = "0007"
-    down_revision = "0006"
+    revision = "0008"
+    down_revision = "0007"
 
     def upgrade() -> None:
         op.add_column("accounts", sa.Column("half_done", sa.Text))
@@ -416,12 +427,12 @@ def test_a_later_revision_runs_once_and_a_failing_one_rolls_back_whole(tmp_path:
     """On a copy of a vault: a new revision applies once; one failing midway leaves the one before.
 
     The failing revision's first operations (a column, a table) are gone, both
-    version tables still say 6, and the data written before reads back.
+    version tables still say 7, and the data written before reads back.
     """
     path, seeded = _create()
     copy = tmp_path / "copy.sqlite3"
     shutil.copyfile(path, copy)
-    folder = _revisions_with(tmp_path, v0006_note=_NOTE)
+    folder = _revisions_with(tmp_path, v0007_note=_NOTE)
 
     async def upgrade(revisions: Path) -> list[int]:
         engine = db.create_engine(copy)
@@ -430,16 +441,16 @@ def test_a_later_revision_runs_once_and_a_failing_one_rolls_back_whole(tmp_path:
         finally:
             await engine.dispose()
 
-    assert asyncio.run(upgrade(folder)) == [6]
+    assert asyncio.run(upgrade(folder)) == [7]
     assert asyncio.run(upgrade(folder)) == []
     assert "note" in _columns(copy, "connections")
-    broken = _revisions_with(tmp_path / "broken", v0006_note=_NOTE, v0007_broken=_BROKEN)
+    broken = _revisions_with(tmp_path / "broken", v0007_note=_NOTE, v0008_broken=_BROKEN)
     with pytest.raises(VaultError, match="syntax error"):
         asyncio.run(upgrade(broken))
     assert "half_done" not in _columns(copy, "accounts")
     with _db(copy) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0006",)]
-        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (6,)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0007",)]
+        assert conn.execute("SELECT max(version) FROM schema_version").fetchone() == (7,)
         assert (
             conn.execute("SELECT name FROM sqlite_master WHERE name = 'half_table'").fetchall()
             == []
@@ -450,8 +461,8 @@ def test_a_later_revision_runs_once_and_a_failing_one_rolls_back_whole(tmp_path:
     shutil.copyfile(copy, path)
     path.chmod(0o600)
     with _db(path) as conn:
-        conn.execute("UPDATE alembic_version SET version_num = '0005'")
-        conn.execute("DELETE FROM schema_version WHERE version = 6")
+        conn.execute("UPDATE alembic_version SET version_num = '0006'")
+        conn.execute("DELETE FROM schema_version WHERE version = 7")
 
     async def reopen() -> None:
         async with open_vault(load_settings()) as vault:
@@ -468,8 +479,9 @@ def test_two_upgraders_apply_each_revision_once(
     A vault at 3 (from before Alembic); this process reads it, then waits for
     the write lock, which another writer holds while it brings the vault to 5
     (as a dashtam before Alembic would). Once the lock is free this process
-    finds version 5: it only stamps Alembic's table, and re-runs no revision
-    (which would fail: the columns are there already).
+    finds version 5: it stamps Alembic's table there and applies only the
+    revisions after 5, re-running none before (which would fail: the columns
+    are there already).
     """
     path = tmp_path / "vault.sqlite3"
     build(path, 3)
@@ -503,15 +515,13 @@ def test_two_upgraders_apply_each_revision_once(
             await engine.dispose()
 
     with caplog.at_level(logging.WARNING, logger="dashtam_cli.core.vault.db"):
-        assert asyncio.run(main()) == []
+        assert asyncio.run(main()) == list(range(len(LEGACY) + 1, migrations.LATEST + 1))
     with _db(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (migrations.HEAD,)
+        ]
         assert [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")] == [
-            1,
-            2,
-            3,
-            4,
-            5,
+            *range(1, migrations.LATEST + 1)
         ]
 
 
@@ -533,8 +543,12 @@ def test_a_vault_an_older_dashtam_upgraded_is_stamped_again_not_upgraded_again()
 
     asyncio.run(reopen())
     with _db(path) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0005",)]
-        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == [1, 2, 3, 4, 5]
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (migrations.HEAD,)
+        ]
+        assert [v for (v,) in conn.execute("SELECT version FROM schema_version")] == [
+            *range(1, migrations.LATEST + 1)
+        ]
 
 
 _OPEN_AND_LIST_MODULES = """
