@@ -339,11 +339,15 @@ def _opened(vault: Vault, row_id: str, account_id: str, payload: bytes) -> str |
 def _transaction(
     vault: Vault,
     row: tuple[str, str, str | None, bytes, int | None],
+    opened: str | None,
     providers: dict[str, str],
 ) -> Transaction | None:
-    """One stored transaction, or None (with a warning) when its seal does not open."""
+    """One stored transaction, or None (with a warning) when its seal does not open.
+
+    ``opened`` is its text if the batch opened it, else None: it is opened here.
+    """
     row_id, account_id, kind, payload, _ = row
-    text = _opened(vault, row_id, account_id, payload)
+    text = opened if opened is not None else _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
     if kind is None:
@@ -357,6 +361,7 @@ def _transaction(
 def _record(
     vault: Vault,
     row: tuple[str, str, str | None, bytes, int | None],
+    opened: str | None,
     providers: dict[str, str],
     *,
     parse: bool,
@@ -375,9 +380,10 @@ def _record(
 
     ``row`` is (id, account_id, kind, payload, form), unpacked as a tuple:
     reading a result row's columns by name cost about 0.7 us each, 3 us a row.
+    ``opened`` is its text if the batch opened it, else None: it is opened here.
     """
     row_id, account_id, kind, payload, form = row
-    text = _opened(vault, row_id, account_id, payload)
+    text = opened if opened is not None else _opened(vault, row_id, account_id, payload)
     if text is None:
         return None
     if not parse and kind is not None:
@@ -489,10 +495,10 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
     count = 0
     checked = wanted.active
 
-    def decode(row: Any) -> Transaction | dict[str, Any] | str | None:  # noqa: ANN401 - a row
+    def decode(row: Any, text: str | None) -> Transaction | dict[str, Any] | str | None:  # noqa: ANN401 - a row
         if records:
-            return _record(vault, row, scope.providers, parse=checked)
-        return _transaction(vault, row, scope.providers)
+            return _record(vault, row, text, scope.providers, parse=checked)
+        return _transaction(vault, row, text, scope.providers)
 
     if limit is not None and not checked:
         query = query.limit(limit)  # SQLite keeps only the newest while it sorts
@@ -500,7 +506,9 @@ async def _stream(  # noqa: PLR0913 - the query and where its rows go
     async with vault.reading() as conn:
         ordered = await conn.stream(query)
         async for rows in ordered.partitions(BATCH):
-            opened = (decode(row) for row in rows)
+            # Opened in one call per batch: the per-row layers cost as much as the cipher.
+            texts = vault.unseal_texts(table.name, "payload", [(r[0], r[1], r[3]) for r in rows])
+            opened = (decode(row, text) for row, text in zip(rows, texts, strict=True))
             batch = [txn for txn in opened if txn is not None and (not checked or wanted(txn))]
             if remaining is not None:
                 batch = batch[:remaining]

@@ -33,7 +33,7 @@ from dashtam_cli.core.vault.keys import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
     from pathlib import Path
 
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -303,6 +303,16 @@ class Vault:
     def unseal_text(self, table: str, row_id: str, field: str, blob: bytes, *, owner: str) -> str:
         """Open a sealed text field."""
         return self.unseal(table, row_id, field, blob, owner=owner).decode("utf-8")
+
+    def unseal_texts(
+        self, table: str, field: str, items: Iterable[tuple[str, str, object]]
+    ) -> list[str | None]:
+        """Open one text field of many rows, each item (row id, owner, blob), in one call.
+
+        None where a field does not open this way: :meth:`unseal_text` of
+        that one says why (RecordTampered), or opens what it still can.
+        """
+        return self._sealer.open_texts(table, field, items)
 
     async def counts(self) -> dict[str, int]:
         """Rows per table."""

@@ -171,3 +171,45 @@ def test_wrap_and_unwrap_key() -> None:
         crypto.unwrap_key(wrapped, "wrong horse", **params)
     with pytest.raises(InvalidTag):
         crypto.unwrap_key(wrapped[:-1], "correct horse", **params)
+
+
+def test_many_texts_open_as_each_would_alone() -> None:
+    """``open_texts`` gives, in order, what ``open`` and UTF-8 give; None for what open refuses.
+
+    Refused: a blob of another row, owner, field or key, a flipped bit, a
+    format-1 blob (opened only when upgrading), a short blob, text that is
+    not UTF-8, a blob that is not bytes, an owner that is not text.
+    """
+    key = crypto.new_key()
+    mine = crypto.Sealer(key)
+    good = [(f"r{n}", f"o{n % 3}", f"café {n} 🙂") for n in range(7)]
+    blobs = {row: mine.seal("t", row, "f", text.encode(), owner=o) for row, o, text in good}
+    flipped = bytearray(blobs["r1"])
+    flipped[-1] ^= 1
+    items: list[tuple[str, Any, object]] = [(row, o, blobs[row]) for row, o, _ in good]
+    refused: list[tuple[str, Any, object]] = [
+        ("r9", "o0", blobs["r0"]),  # another row's
+        ("r1", "o2", blobs["r1"]),  # another owner's
+        ("r2", "o2", mine.seal("t", "r2", "g", b"x", owner="o2")),  # another field's
+        ("r3", "o0", crypto.Sealer(crypto.new_key()).seal("t", "r3", "f", b"x", owner="o0")),
+        ("r1", "o1", bytes(flipped)),
+        ("r4", "o1", _format_1_blob(key, "t", "r4", "f", b"old")),
+        ("r5", "o2", blobs["r5"][: crypto.MIN_BLOB - 1]),
+        ("r6", "o0", mine.seal("t", "r6", "f", b"\xff\xfe", owner="o0")),
+        ("r0", "o0", bytearray(blobs["r0"])),
+        ("r0", None, blobs["r0"]),
+    ]
+    mixed = [item for pair in zip(items, refused[: len(items)], strict=True) for item in pair]
+    mixed += refused[len(items) :]
+    opened = mine.open_texts("t", "f", mixed)
+    expected: list[str | None] = []
+    for row, owner, blob in mixed:
+        try:
+            assert isinstance(blob, bytes)
+            assert isinstance(owner, str)
+            expected.append(mine.open("t", row, "f", blob, owner=owner).decode("utf-8"))
+        except (AssertionError, InvalidTag, crypto.BlobFormatError, UnicodeDecodeError):
+            expected.append(None)
+    assert opened == expected
+    assert [text for text in opened if text is not None] == [text for _, _, text in good]
+    assert opened.count(None) == len(refused)
