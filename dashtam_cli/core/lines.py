@@ -310,7 +310,8 @@ def stored_form(model: type[BaseModel], dumped: str) -> tuple[str, int | None]:
     """The text to store for a record whose ``model_dump_json`` is ``dumped``, and its form.
 
     Its JSON line and :data:`LINE_FORM` when :class:`Line` takes it; else
-    ``dumped`` itself and None (a text with an escaped character, rare).
+    ``dumped`` itself and None (an escaped character or a decimal with an
+    exponent, rare).
     """
     converter = line_of(model)
     line = None if converter is None else converter.line(dumped)

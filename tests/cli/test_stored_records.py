@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import random
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -278,3 +279,61 @@ def test_the_line_form_is_tied_to_the_transaction_fields() -> None:
         "adjustment",
         "other",
     ]
+
+
+def _random_transaction(rng: random.Random, n: int) -> Transaction:
+    """A transaction with values drawn from every form each field takes, odd ones included."""
+    chars = 'aZ9 -.,:;{}[]"\\/\n\t\x00\x01\x1f\x7f\x80é—税🙂\u2028\ufeff'
+
+    def text() -> str:
+        return "".join(rng.choice(chars) if rng.random() < 0.03 else "x" for _ in range(8))
+
+    def number() -> Decimal:
+        digits = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 12)))
+        value = Decimal(f"{rng.choice(['', '-'])}{digits}").scaleb(rng.randint(-9, 0))
+        return value if rng.random() < 0.9 else Decimal(rng.choice(["1E+2", "-0", "0E-7", "5"]))
+
+    zones = [dt.UTC, IST, NEW_YORK_SUMMER, dt.timezone(dt.timedelta(seconds=3725))]
+    moment = dt.datetime(2020, 1, 1, tzinfo=dt.UTC) + dt.timedelta(
+        seconds=rng.randint(0, 10**8), microseconds=rng.choice([0, 0, 1, 500000, 999999])
+    )
+
+    def maybe(value: object) -> object:
+        return None if rng.random() < 0.2 else value
+
+    return transaction(
+        n,
+        time=moment.astimezone(rng.choice(zones)),
+        trade_date=maybe(moment.date()),
+        settlement_date=maybe(moment.date()),
+        type=text(),
+        kind=rng.choice(list(Kind)),
+        description=maybe(text()),
+        amount=number(),
+        symbol=maybe(text()),
+        quantity=maybe(number()),
+        price=maybe(number()),
+        fees=number(),
+        status=maybe(text()),
+    )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_random_records_print_as_their_validated_models(fmt: str) -> None:
+    """Random records, stored as a sync stores them, print as the models they validate to.
+
+    Every odd form of each field (text needing escapes, offsets, exponents,
+    nulls); both kinds of stored text are met often. The models are those of
+    the dumps (pydantic's JSON keeps an offset to the minute).
+    """
+    rng = random.Random(20261202)  # noqa: S311 - test data, seeded to repeat
+    # A table sizes its columns over every row: fewer rows keep it quick.
+    models = [_random_transaction(rng, n) for n in range(600 if fmt == "table" else 3000)]
+    stored: list[str] = []
+    for model in models:
+        text, form = lines.stored_form(Transaction, model.model_dump_json())
+        stored.append(lines.Printed(text) if form == lines.LINE_FORM else text)
+    taken = sum(type(item) is lines.Printed for item in stored)
+    assert len(models) / 6 < taken < len(models) * 5 / 6
+    validated = [Transaction.model_validate_json(model.model_dump_json()) for model in models]
+    assert printed(fmt, [stored[:100], stored[100:]]) == printed(fmt, [validated])
