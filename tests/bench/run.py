@@ -135,8 +135,9 @@ def memory(_runs: int) -> Table:
 def repr_trap(_runs: int) -> Table:
     """What returning 10,000 transactions out of asyncio.run costs, against passing them out.
 
-    In a fresh interpreter, as a command meets it: after the other sections
-    in this process the trap did not show (0.2 ms against 400 alone).
+    In a fresh interpreter, as a command meets it, with SIGINT at its
+    default (see sync_bench.repr_trap: in a background job the trap does not
+    show).
     """
     import json
 
