@@ -461,6 +461,18 @@ async def _existing(vault: Vault, ids: Sequence[str]) -> dict[str, _Stored]:
     return found
 
 
+async def _holding(vault: Vault, account_ids: Iterable[str]) -> set[str]:
+    """Those of ``account_ids`` with at least one stored transaction (an index probe each)."""
+    table = schema.transactions
+    found: set[str] = set()
+    async with vault.reading() as conn:
+        for account_id in sorted(account_ids):
+            probe = select(table.c.id).where(table.c.account_id == account_id).limit(1)
+            if (await conn.execute(probe)).first() is not None:
+                found.add(account_id)
+    return found
+
+
 async def _present(conn: AsyncConnection, connection_id: str, ids: Iterable[str]) -> set[str]:
     """Those of the account ids ``ids`` that are stored rows of the connection."""
     table = schema.accounts
@@ -565,7 +577,10 @@ async def write_changes(
     table = schema.transactions
     stamp = db.utcnow_text(now)
     texts = {t.id: (t, _dumps(t)) for t in changes.transactions}
-    before = await _existing(vault, list(texts))
+    # A transaction's id is made from its account's: an account with none stored
+    # (its first sync) has none of these, and its ids need no lookup.
+    holding = await _holding(vault, {t.account_id for t in changes.transactions})
+    before = await _existing(vault, [t.id for t in changes.transactions if t.account_id in holding])
     writes = _Writes()
     for tid, (txn, dumped) in texts.items():
         writes.add(vault, txn, dumped, before.get(tid), stamp)

@@ -610,3 +610,23 @@ def test_rows_of_an_account_removed_meanwhile_are_neither_written_nor_counted() 
     assert dataclasses.astuple(writes.counts) == (1, 0, 1, 0)
     assert [row[0] for row in writes.rows] == ["t-0"]
     assert [row[0] for row in writes.reformed] == ["t-4"]
+
+
+def test_ids_are_looked_up_only_for_accounts_with_transactions_stored(
+    router: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first sync looks up none of its ids (an id is made from its account's); the next, all."""
+    asked: list[str] = []
+    looked_up = store._existing
+
+    async def existing(vault: Vault, ids: list[str]) -> dict[str, Any]:
+        asked.extend(ids)
+        return await looked_up(vault, ids)
+
+    monkeypatch.setattr(store, "_existing", existing)
+    first = run_sync(router, clock=at(NOW)).reports[0]
+    assert first.new == 2 * len(ACTIVITIES)
+    assert asked == []
+    again = run_sync(router, clock=at(NOW + DAY), full=True).reports[0]
+    assert (again.new, again.unchanged) == (0, 2 * len(ACTIVITIES))
+    assert sorted(asked) == sorted(t.id for t in transactions()[0])
