@@ -529,3 +529,19 @@ def test_the_provider_detectors_catch_every_form() -> None:
         "acme_client",
         "ACME_TYPES",
     }
+
+
+def test_httpx_loads_without_its_command_line() -> None:
+    """In a dashtam process httpx comes without httpx._main: no rich, pygments or click with it."""
+    code, _, loaded = _run_entry(["paths", "--format", "json"], after="import httpx")
+    assert code == 0
+    assert "httpx" in loaded
+    assert loaded & {"rich", "pygments", "click"} == set()
+    # Outside the entry point, as a library, httpx brings them (installed by typer).
+    done = subprocess.run(
+        [sys.executable, "-c", "import httpx, sys; print('pygments' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.strip() == "True"

@@ -27,6 +27,11 @@ def main() -> None:
     # distribution's entry points on first model use (a quarter of a second),
     # and a third-party plugin sees every value validated, secrets included.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    # httpx imports its own command line (httpx._main) when click, rich and
+    # pygments are installed, as typer installs them: about 35 ms of every
+    # command that talks to a provider, for a tool dashtam never runs. A None
+    # in sys.modules makes that import fail, and httpx then defines a stub.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from dashtam_cli.cli.app import app
 
     if os.environ.get("_DASHTAM_COMPLETE"):

@@ -27,6 +27,9 @@ def report_failures(ctx: typer.Context, outcome: FetchResult[Any]) -> None:
 
     A failure the command did not need (``ignored``) is a warning and changes no exit code.
     """
+    error = outcome.outcome(detail=False)
+    if error is None and not outcome.ignored:
+        return  # nothing to say: stderr's console (and rich) is not even built
     err = runtime.stderr(ctx)
     for failure in outcome.ignored:
         err.print(
@@ -35,7 +38,6 @@ def report_failures(ctx: typer.Context, outcome: FetchResult[Any]) -> None:
             markup=False,
             highlight=False,
         )
-    error = outcome.outcome(detail=False)
     if error is None:
         return
     for failure in outcome.failures:

@@ -542,3 +542,27 @@ def test_an_unknown_type_lists_the_kinds(cli: CliCall, api: respx.MockRouter) ->
     assert "unknown type dividends" in said
     assert all(kind in said for kind in KINDS)
     assert requests_to(api) == 0
+
+
+def test_a_sync_with_nothing_to_report_builds_no_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No failure and nothing ignored: stderr's rich console is never built (nor rich imported).
+
+    With a failure, it is: the check is not blind.
+    """
+    from dashtam_cli.cli import runtime
+    from dashtam_cli.core.errors import DashtamError
+    from dashtam_cli.core.results import Failure, FetchResult
+
+    built: list[object] = []
+
+    def stderr(ctx: object) -> Console:
+        built.append(ctx)
+        return Console(file=io.StringIO())
+
+    monkeypatch.setattr(runtime, "stderr", stderr)
+    monkeypatch.setattr(runtime, "fail", lambda _ctx, _error: None)
+    sync_cli.report_failures(object(), FetchResult(items=[], failures=[], succeeded=2))  # type: ignore[arg-type]
+    assert built == []
+    failed = Failure("beta", DashtamError("it broke"))
+    sync_cli.report_failures(object(), FetchResult(items=[], failures=[failed], succeeded=1))  # type: ignore[arg-type]
+    assert len(built) == 1
