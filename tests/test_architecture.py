@@ -221,7 +221,9 @@ def _run_entry(args: list[str], *, after: str = "") -> tuple[int, str, set[str]]
             code = exc.code or 0
         # after
         sys.stdout.flush()
-        sys.stderr.write(json.dumps({{"code": code, "modules": sorted(sys.modules)}}))
+        # A None entry is a module kept out (the entry point keeps httpx._main out).
+        loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+        sys.stderr.write(json.dumps({{"code": code, "modules": loaded}}))
         """
     ).replace("# after\n", f"{after}\n")
     done = subprocess.run(
