@@ -294,7 +294,7 @@ def transactions_list(
     opts = prompts.open_options()
     renderer = runtime.renderer(ctx, fmt)
     with renderer.streaming(Transaction) as emit:
-        # The stored records, printed without validating each (cli/output.py, _Plain).
+        # The stored records, printed without validating each (core/lines.py).
         result = runtime.run(
             ctx, lambda conf: query_transactions(conf, query, opts, emit, records=True)
         )
