@@ -296,14 +296,38 @@ def _log_in(driver: Any, url: str, seen: dict[str, Any]) -> bool:
     driver.find_element(By.NAME, "username").send_keys("user_good")
     driver.find_element(By.NAME, "password").send_keys("pass_good")
     driver.find_element(By.ID, "plaid-stand-in-submit").click()
-    status = driver.find_element(By.ID, "dashtam-status")
+    return _finished(driver, seen)
+
+
+def _finished(driver: Any, seen: dict[str, Any]) -> bool:
+    """Wait for dashtam's page to say it is done; what the browser showed, asked and logged."""
+    from selenium.webdriver.common.by import By
+
     deadline = time.monotonic() + 20
-    while "close this window" not in status.text and time.monotonic() < deadline:
+    text = ""
+    while "close this window" not in text and time.monotonic() < deadline:
         time.sleep(0.1)
-    seen["status"] = status.text
+        with contextlib.suppress(Exception):  # the window may be between pages
+            text = driver.find_element(By.ID, "dashtam-status").text
+    seen["status"] = text
+    seen["url"] = driver.current_url
     seen["requested"] = _requested(driver)
     seen["console"] = driver.get_log("browser")
     return True
+
+
+def _assert_only_here_and_no_csp_violation(
+    seen: dict[str, Any], redirect_uri: str, sandbox_url: str
+) -> None:
+    """Nothing was requested but from dashtam's listener and the sandbox; no CSP violation."""
+    elsewhere = [
+        u for u in seen["requested"] if not u.startswith((f"{redirect_uri}/", f"{sandbox_url}/"))
+    ]
+    assert elsewhere == []
+    violations = [
+        e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
+    ]
+    assert violations == []
 
 
 def test_dashtams_real_hosted_page_with_the_stand_in_link_in_chromium(
@@ -336,14 +360,7 @@ def test_dashtams_real_hosted_page_with_the_stand_in_link_in_chromium(
     requested = seen["requested"]
     assert any(u.endswith("/plaid/link/v2/stable/link-initialize.js") for u in requested)
     assert any(u.endswith("/plaid/link/stand-in/complete") for u in requested)
-    elsewhere = [
-        u for u in requested if not u.startswith((f"{redirect_uri}/", f"{running.base_url}/"))
-    ]
-    assert elsewhere == []
-    violations = [
-        e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
-    ]
-    assert violations == []
+    _assert_only_here_and_no_csp_violation(seen, redirect_uri, running.base_url)
 
 
 @pytest.mark.parametrize(
@@ -391,17 +408,7 @@ def _through_oauth(driver: Any, url: str, seen: dict[str, Any]) -> bool:
     driver.get(url)
     Select(driver.find_element(By.NAME, "institution_id")).select_by_value("ins_127287")
     driver.find_element(By.ID, "plaid-stand-in-submit").click()
-    deadline = time.monotonic() + 20
-    text = ""
-    while "close this window" not in text and time.monotonic() < deadline:
-        time.sleep(0.1)
-        with contextlib.suppress(Exception):  # the window is between pages
-            text = driver.find_element(By.ID, "dashtam-status").text
-    seen["status"] = text
-    seen["url"] = driver.current_url
-    seen["requested"] = _requested(driver)
-    seen["console"] = driver.get_log("browser")
-    return True
+    return _finished(driver, seen)
 
 
 def test_an_oauth_institution_leaves_for_its_site_and_link_finishes_on_the_return(
@@ -440,14 +447,7 @@ def test_an_oauth_institution_leaves_for_its_site_and_link_finishes_on_the_retur
     assert len(returned) == 1
     assert bank[0].split("oauth_state_id=", 1)[1] == returned[0].split("oauth_state_id=", 1)[1]
     assert any(u.endswith("/plaid/link/stand-in/complete") for u in requested)
-    elsewhere = [
-        u for u in requested if not u.startswith((f"{redirect_uri}/", f"{running.base_url}/"))
-    ]
-    assert elsewhere == []
-    violations = [
-        e["message"] for e in seen["console"] if "Content Security Policy" in e["message"]
-    ]
-    assert violations == []
+    _assert_only_here_and_no_csp_violation(seen, redirect_uri, running.base_url)
 
 
 def _plaid_page(plaid: PlaidApi, state: str, **token: Any) -> str:
